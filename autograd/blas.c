@@ -2,6 +2,7 @@
 #include "autograd/blas.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,12 +63,17 @@ int blas_workers(void) {
 typedef struct Job {
     void (*fn)(void *ctx, int task, int worker);
     void *ctx;
-    int n_tasks, workers, worker;
+    int n_tasks, worker;
+    atomic_int *next;   /* shared: the next unclaimed task */
 } Job;
 
 static void *job_run(void *arg) {
     Job *j = arg;
-    for (int i = j->worker; i < j->n_tasks; i += j->workers) j->fn(j->ctx, i, j->worker);
+    for (;;) {
+        const int i = atomic_fetch_add_explicit(j->next, 1, memory_order_relaxed);
+        if (i >= j->n_tasks) break;
+        j->fn(j->ctx, i, j->worker);
+    }
     return NULL;
 }
 
@@ -79,8 +85,9 @@ void blas_parallel_for(int n_tasks, void (*fn)(void *ctx, int task, int worker),
     pthread_t th[BLAS_MAX_WORKERS];
     bool started[BLAS_MAX_WORKERS] = {false};
     if (workers > 1) openblas_set_num_threads(1);
+    atomic_int next = 0;
     for (int w = 0; w < workers; w++)
-        jobs[w] = (Job){fn, ctx, n_tasks, workers, w};
+        jobs[w] = (Job){fn, ctx, n_tasks, w, &next};
     for (int w = 1; w < workers; w++)
         started[w] = pthread_create(&th[w], NULL, job_run, &jobs[w]) == 0;
     job_run(&jobs[0]);

@@ -24,7 +24,10 @@ int blas_threads(void);
 
 /* Run fn(ctx, task, worker) for task = 0 .. n_tasks-1 on blas_threads() workers (the
  * caller is worker 0, the others are threads started for this call and joined before it
- * returns: no thread is left spinning afterwards). Task i goes to worker i % workers.
+ * returns: no thread is left spinning afterwards). Workers claim tasks in index order
+ * from a shared counter, so tasks of unequal cost balance themselves: list the costly ones
+ * first (longest-processing-time order). Which worker runs a task varies from run to run:
+ * a task must write only its own outputs (worker indexes per-worker scratch only).
  * While it runs OpenBLAS is set to one thread, so each task's sgemm calls are
  * single-threaded: one threading layer per region (many small products split over the
  * cores beat each small product split over the cores). */

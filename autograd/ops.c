@@ -16,6 +16,7 @@
 #include "autograd/ops.h"
 
 #include "autograd/blas.h"
+#include "autograd/vmath.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -37,10 +38,7 @@ static Tensor *tape_scalar(Tape *t, bool needs) {
     return tape_tensor(t, 1, &one, needs);
 }
 
-static float sigmoidf(float x) {
-    /* exp(-x) overflows to inf for x < -88 and 1/inf = 0: the correct limit. */
-    return 1.0f / (1.0f + expf(-x));
-}
+static float sigmoidf(float x) { return vm_sigmoidf(x); }
 
 /* ======================================================================== linear */
 
@@ -646,6 +644,31 @@ static void op_linear_ce_bw(TapeOp *op) {
                     1.0f, dw, C);
 }
 
+/* Max of a row with 16 independent running maxima, so the loop vectorises (a single
+ * running max is a serial chain). NaN entries are skipped here and surface in the exp. */
+static float row_max(const float *r, int V) {
+    float m[16];
+    for (int j = 0; j < 16; j++) m[j] = -INFINITY;
+    int v = 0;
+    for (; v + 16 <= V; v += 16)
+        for (int j = 0; j < 16; j++) m[j] = r[v + j] > m[j] ? r[v + j] : m[j];
+    for (; v < V; v++) m[0] = r[v] > m[0] ? r[v] : m[0];
+    float mx = m[0];
+    for (int j = 1; j < 16; j++) mx = m[j] > mx ? m[j] : mx;
+    return mx;
+}
+
+/* Sum of a row in double with 8 independent partial sums (vectorisable; fixed order, so
+ * the result does not depend on the thread that computes it). */
+static double row_sum(const float *r, int V) {
+    double s[8] = {0};
+    int v = 0;
+    for (; v + 8 <= V; v += 8)
+        for (int j = 0; j < 8; j++) s[j] += (double)r[v + j];
+    for (; v < V; v++) s[0] += (double)r[v];
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
 typedef struct LceTask {
     float *L;                 /* (N, V) logits in, loss gradient out (when needs) */
     const int32_t *targets;
@@ -672,20 +695,24 @@ static void linear_ce_rows(void *ctx, int task, int worker) {
             if (a->needs) memset(r, 0, sizeof(float) * (size_t)V);   /* no gradient */
             continue;
         }
-        float mx = -INFINITY;
-        for (int v = 0; v < V; v++) mx = fmaxf(mx, r[v]);
+        const float mx = row_max(r, V);
         const float at = r[tg];
-        double sum = 0.0;
+        double sum;
         if (a->needs) {
-            for (int v = 0; v < V; v++) {
-                r[v] = expf(r[v] - mx);
-                sum += (double)r[v];
-            }
+            for (int v = 0; v < V; v++) r[v] = vm_expf(r[v] - mx);
+            sum = row_sum(r, V);
             const float inv = (float)(1.0 / sum) * k;
             for (int v = 0; v < V; v++) r[v] *= inv;
             r[tg] -= k;
         } else {
-            for (int v = 0; v < V; v++) sum += (double)expf(r[v] - mx);
+            /* the logits are the caller's output: exponentiate a chunk at a time */
+            float e[256];
+            sum = 0.0;
+            for (int v0 = 0; v0 < V; v0 += 256) {
+                const int m = V - v0 < 256 ? V - v0 : 256;
+                for (int v = 0; v < m; v++) e[v] = vm_expf(r[v0 + v] - mx);
+                sum += row_sum(e, m);
+            }
         }
         loss += (double)mx + log(sum) - (double)at;
     }

@@ -177,11 +177,12 @@ Tensor *op_combine(Tape *t, Tensor *ys, Tensor *gates, const int32_t *slot, int 
 
 /* Experts are independent products (disjoint rows of x, y and their grads, their own W_e):
  * one task per expert on the cores, each sgemm single-threaded (blas_parallel_for). */
-static void expert_linear_backward_task(void *ctx, int e, int worker) {
+static void expert_linear_backward_task(void *ctx, int task, int worker) {
     (void)worker;
     TapeOp *op = ctx;
     Tensor *x = op->in[0], *w = op->in[1], *out = op->out;
     const int32_t *offs = op->aux[0];
+    const int e = ((const int32_t *)op->aux[1])[task];
     const int dout = w->shape[1], din = w->shape[2];
     const size_t wstride = (size_t)dout * din;
     const int m = offs[e + 1] - offs[e];
@@ -203,13 +204,14 @@ static void expert_linear_backward(TapeOp *op) {
 typedef struct ExpertFwd {
     const float *x, *w;
     float *y;
-    const int32_t *offs;
+    const int32_t *offs, *order;
     int din, dout;
 } ExpertFwd;
 
-static void expert_linear_forward_task(void *ctx, int e, int worker) {
+static void expert_linear_forward_task(void *ctx, int task, int worker) {
     (void)worker;
     const ExpertFwd *a = ctx;
+    const int e = a->order[task];
     const int m = a->offs[e + 1] - a->offs[e];
     if (m == 0) return;
     const size_t wstride = (size_t)a->dout * a->din;
@@ -233,8 +235,21 @@ Tensor *op_expert_linear(Tape *t, Tensor *x, Tensor *w, const int32_t *offs, int
     const size_t wstride = (size_t)dout * din;
     const bool need = tape_needs_grad(t, x, w, NULL);
     Tensor *out = tape_tensor2(t, (int)M, dout, need);
+    /* Busiest experts first (longest-processing-time order): the workers claim tasks in
+     * that order, so the last products to start are the short ones and the cores finish
+     * together. Insertion sort by row count, ties by index (E is small). */
+    int32_t *order = arena_ints(&t->arena, (size_t)E);
+    for (int e = 0; e < E; e++) {
+        const int32_t me = offs[e + 1] - offs[e];
+        int j = e;
+        while (j > 0 && offs[order[j - 1] + 1] - offs[order[j - 1]] < me) {
+            order[j] = order[j - 1];
+            j--;
+        }
+        order[j] = e;
+    }
     /* offs covers [0, M) without gaps, so every output row is written by some sgemm. */
-    ExpertFwd a = {x->data, w->data, out->data, offs, din, dout};
+    ExpertFwd a = {x->data, w->data, out->data, offs, order, din, dout};
     (void)wstride;
     blas_parallel_for(E, expert_linear_forward_task, &a);
     if (need) {
@@ -243,6 +258,7 @@ Tensor *op_expert_linear(Tape *t, Tensor *x, Tensor *w, const int32_t *offs, int
         op->in[1] = w;
         op->i[0] = E;
         op->aux[0] = (void *)offs;   /* borrowed, read-only */
+        op->aux[1] = order;
     }
     return out;
 }
