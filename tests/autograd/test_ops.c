@@ -458,6 +458,55 @@ START_TEST(rmsnorm_forward_ref) {
 }
 END_TEST
 
+/* Large enough (N*C >= 2^16) that rmsnorm splits its rows over the cores and sums the gain
+ * gradient per row range (the suite also runs this with 2 threads): forward, dx and dg
+ * against the closed forms in double. Tolerances: forward as RED_* (sums of C = 256 squares
+ * in double, then a few float roundings); dx, dg: rtol 1e-4 / atol 1e-5, since dg sums
+ * N = 300 float products per element (~300 * 2^-24 ~ 2e-5 relative to sum|terms|). */
+START_TEST(rmsnorm_large_split) {
+    const int N = 300, C = 256;
+    const size_t n = (size_t)N * C;
+    Tensor *x = rnd2(N, C, TENSOR_PARAM, "x", 40, -2, 2);
+    Tensor *g = rnd2(1, C, TENSOR_PARAM, "g", 41, 0.5f, 1.5f);
+    Tape t;
+    new_tape(&t, true);
+    Tensor *y = op_rmsnorm(&t, x, g, 1e-5f);
+    float *ref = malloc(sizeof(float) * n), *dy = malloc(sizeof(float) * n);
+    float *rdx = malloc(sizeof(float) * n);
+    double *rdg = calloc((size_t)C, sizeof(double));
+    ref_rmsnorm(ref, x->data, g->data, N, C, (double)1e-5f);
+    expect_close(y->data, ref, n, RED_ATOL, RED_RTOL, "rmsnorm large forward");
+    MoeRng rng;
+    rng_seed(&rng, 42);
+    for (size_t j = 0; j < n; j++) dy[j] = (float)(2.0 * rng_uniform(&rng) - 1.0);
+    for (int r = 0; r < N; r++) {
+        const float *xr = x->data + (size_t)r * C, *dyr = dy + (size_t)r * C;
+        double ss = 0, dot = 0;
+        for (int c = 0; c < C; c++) ss += (double)xr[c] * (double)xr[c];
+        double rs = 1.0 / sqrt(ss / C + (double)1e-5f);
+        for (int c = 0; c < C; c++) dot += (double)dyr[c] * (double)g->data[c] * (double)xr[c];
+        for (int c = 0; c < C; c++) {
+            rdx[(size_t)r * C + c] =
+                (float)(rs * (double)g->data[c] * (double)dyr[c] - (double)xr[c] * rs * rs * rs / C * dot);
+            rdg[c] += (double)dyr[c] * (double)xr[c] * rs;
+        }
+    }
+    tape_backward(&t, y, dy);
+    expect_close(x->grad, rdx, n, 1e-5, 1e-4, "rmsnorm large dx");
+    float *rdgf = malloc(sizeof(float) * (size_t)C);
+    for (int c = 0; c < C; c++) rdgf[c] = (float)rdg[c];
+    expect_close(g->grad, rdgf, (size_t)C, 1e-5, 1e-4, "rmsnorm large dg");
+    tape_free(&t);
+    free(ref);
+    free(dy);
+    free(rdx);
+    free(rdg);
+    free(rdgf);
+    tt_free(x);
+    tt_free(g);
+}
+END_TEST
+
 /* x = [3, 4], g = [1, 1], eps = 0: mean(x^2) = (9 + 16) / 2 = 12.5, rms = sqrt(12.5)
  * = 3.5355339, y = [3, 4] / 3.5355339 = [0.8485281, 1.1313708]. */
 START_TEST(rmsnorm_hand) {
@@ -1105,7 +1154,7 @@ static Suite *ops_suite(void) {
         {"silu", {silu_forward_backward, NULL}},
         {"swiglu", {swiglu_forward_backward, swiglu_large_split, NULL}},
         {"softplus", {softplus_forward_backward, softplus_extremes, NULL}},
-        {"rmsnorm", {rmsnorm_forward_ref, rmsnorm_hand, rmsnorm_backward_fd, NULL}},
+        {"rmsnorm", {rmsnorm_forward_ref, rmsnorm_hand, rmsnorm_backward_fd, rmsnorm_large_split, NULL}},
         {"rope", {rope_forward_ref, rope_properties, rope_backward_fd, NULL}},
         {"embedding", {embedding_forward_backward, NULL}},
         {"softmax", {softmax_forward_ref, softmax_backward_fd, NULL}},

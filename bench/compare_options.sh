@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# compare_options.sh: the architecture options (README, "Architecture options") against the
+# default mixtral_tiny at equal steps: trains each variant for STEPS steps on the bundled
+# corpus (same data order, same schedule compressed to STEPS) and prints one table row per
+# variant: final validation loss, median training tokens/s, mean experts per token where the
+# router logs it. One process; run it on an otherwise idle machine (tokens/s).
+# Usage: bench/compare_options.sh [BUILD_DIR] [STEPS]   (about 2.5 min per variant at 200)
+set -eu
+BUILD=${1:-build}
+STEPS=${2:-200}
+OUT=runs/compare
+mkdir -p "$OUT"
+# name | --set overrides
+VARIANTS=(
+  "default|"
+)
+printf '| variant | overrides | val loss @%s | tokens/s (median) |\n|---|---|---|---|\n' "$STEPS"
+for v in "${VARIANTS[@]}"; do
+  name=${v%%|*}; sets=${v#*|}
+  args=()
+  for s in $sets; do args+=(--set "$s"); done
+  dir=$OUT/$name
+  rm -rf "$dir"
+  "$BUILD/moetrain" configs/mixtral_tiny.yaml --set train.steps="$STEPS" \
+    --set train.eval_every="$STEPS" --set checkpoint.every=0 --set checkpoint.keep=1 \
+    --set run.dir="$dir" "${args[@]}" > "$dir.log" 2>&1 || { echo "| $name | $sets | FAILED (see $dir.log) | |"; continue; }
+  val=$(tail -1 "$dir/eval.jsonl" | sed -E 's/.*"val_loss":([0-9.eE+-]+).*/\1/')
+  tps=$(sed -E 's/.*"tokens_per_s":([0-9.eE+-]+).*/\1/' "$dir/metrics.jsonl" | sort -g |
+        awk '{a[NR]=$1} END {print int(a[int((NR+1)/2)])}')
+  printf '| %s | %s | %.3f | %s |\n' "$name" "${sets:-(none)}" "$val" "$tps"
+done
