@@ -113,7 +113,7 @@ Tensor *model_ffn(Model *m, Tape *t, int l, Tensor *hn, const MoeLayerArgs *a, T
         Tensor *y = moe_forward(t, hn, P(m, lp->router), P(m, lp->noise), P(m, lp->w1),
                                 P(m, lp->w3), P(m, lp->w2), a, m->exchange, &m->stats, aux, z);
         if (m->s.Fs == 0) return y;
-        /* Shared experts: every token, no gate (DeepSeekMoE eq. 9); replicated weights, so
+        /* Shared experts: every token, no gate (DeepSeekMoE sec. 3.2); replicated weights, so
          * no exchange and their gradients are all-reduced with the dense block. */
         tape_region(t, REGION_EXPERTS);
         Tensor *s1 = op_linear(t, hn, P(m, lp->sw1));                /* (N, Fs) */
