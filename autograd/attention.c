@@ -2,22 +2,27 @@
  *
  * Forward per (batch b, query head h), with g = h / (H/Hkv) the shared kv head:
  *   S = Q_h K_g^T / sqrt(D)            (T, T), one sgemm on the strided head views
- *   P = softmax_row(S + causal mask)   masked entries (j > i) are exactly 0
+ *   P = softmax_row(S + mask)          masked entries are exactly 0: j > i (causal) and,
+ *                                      with a sliding window W > 0, j <= i - W
  *   O_h = P V_g                        (T, D), written straight into out (ldc = H*D)
- * and lse_i = log sum_{j<=i} exp(S_ij) is saved (B, H, T). Backward recomputes P from
+ * and lse_i = log sum_{j visible} exp(S_ij) is saved (B, H, T). Backward recomputes P from
  * Q, K and lse (FlashAttention, Dao et al. 2022, sec. 3.1 / appendix B.2):
  *   dV_g += P^T dO_h;  dP = dO_h V_g^T;  Drow_i = sum_d dO_id O_id;
  *   dS = P * (dP - Drow);  dQ_h += scale dS K_g;  dK_g += scale dS^T Q_h.
- * Query rows go in blocks of ATT_BLK and each block only multiplies the key blocks on and
- * below the diagonal (the masked upper triangle is skipped, up to the diagonal block's
- * upper half); scores live only in two (ATT_BLK, T) scratch buffers carved once per call.
+ * Sliding window (Mistral 7B, Jiang et al. 2023, arXiv:2310.06825, sec. 2): query i sees
+ * keys i - W < j <= i, W positions counting itself (Hugging Face's mask kv > q - W).
+ * Query rows go in blocks of ATT_BLK and each block only multiplies the keys some row of it
+ * can see: from the first row's first visible key to the diagonal (the masked upper
+ * triangle and, with a window, everything left of the band are skipped, up to the two
+ * triangles of the band's edge inside the block); scores live only in two (ATT_BLK, T)
+ * scratch buffers carved once per call.
  *
  * Threading: (batch, kv head) pairs are independent tasks (each owns its dK_g, dV_g) run by
  * blas_parallel_for on the cores with single-threaded sgemm inside: T = 256, D = 32 products
  * are far too small to split over threads (measured: attention 1.7 s -> 0.6 s per step of
  * mixtral_tiny when its products stopped being threaded).
  * Non-goals: online-softmax tiling over keys for long sequences, dropout, non-causal or
- * padded attention.
+ * padded attention, a different window per layer.
  */
 #include "autograd/ops.h"
 
@@ -27,14 +32,20 @@
 #include <math.h>
 
 /* Saved-state layout of the TapeOp. */
-enum { ATT_B, ATT_T, ATT_H, ATT_HKV, ATT_D };
+enum { ATT_B, ATT_T, ATT_H, ATT_HKV, ATT_D, ATT_W };
 enum { ATT_LSE, ATT_P, ATT_DP };
 
-/* Query rows are processed in blocks of ATT_BLK; block [i0, i0+m) attends to keys [0, w),
- * w = i0 + m, so only the on- and below-diagonal key blocks are multiplied: for T = 4 blocks
- * that is 10 of 16 (T, T) tiles. Entries j in (i, w) of a block are computed and masked to
- * exactly 0; entries j >= w are never read. Scratch per call is (ATT_BLK, T), not (T, T). */
+/* Query rows are processed in blocks of ATT_BLK; block [i0, i0+m) attends to keys [lo, w),
+ * w = i0 + m and lo = the first key row i0 sees (0 without a window), so only the on- and
+ * below-diagonal key blocks are multiplied: for T = 4 blocks that is 10 of 16 (T, T) tiles;
+ * with a window of W <= ATT_BLK, at most 2 per block. The scores of key lo + c sit in
+ * column c of the scratch rows. Entries of a row outside its visible keys but inside
+ * [lo, w) are computed and masked to exactly 0; keys outside [lo, w) are never read.
+ * Scratch per call is (ATT_BLK, T), not (T, T). */
 #define ATT_BLK 64
+
+/* First key that query i sees: i - W + 1 with a window W > 0 (clamped at 0), else 0. */
+static inline int att_first_key(int i, int W) { return W > 0 && i >= W ? i - W + 1 : 0; }
 
 /* S (m, w) = scale * Q_h[i0:i0+m] K_g[0:w]^T, into s (row stride T). */
 static void attention_scores(const float *qh, int ldq, const float *kg, int ldk, int m, int w,
@@ -50,7 +61,7 @@ static void attention_backward_task(void *ctx, int task, int worker) {
     TapeOp *op = ctx;
     Tensor *q = op->in[0], *k = op->in[1], *v = op->in[2], *out = op->out;
     const int T = op->i[ATT_T], H = op->i[ATT_H], Hkv = op->i[ATT_HKV];
-    const int D = op->i[ATT_D];
+    const int D = op->i[ATT_D], W = op->i[ATT_W];
     const int b = task / Hkv, g = task % Hkv;
     const float scale = (float)op->f[0];
     const float *lse = op->aux[ATT_LSE];   /* (B, H, T) */
@@ -69,45 +80,49 @@ static void attention_backward_task(void *ctx, int task, int worker) {
         const float *lse_bh = lse + ((size_t)b * H + h) * T;
         for (int i0 = 0; i0 < T; i0 += ATT_BLK) {
             const int m = T - i0 < ATT_BLK ? T - i0 : ATT_BLK, w = i0 + m;
+            const int lo = att_first_key(i0, W), nk = w - lo;   /* keys [lo, w) */
+            const size_t klo = (size_t)lo * ldk;
             const float *qb = qh + (size_t)i0 * ldq, *dob = doh + (size_t)i0 * ldq;
-            /* P_ij = exp(S_ij - lse_i) for j <= i inverts the forward softmax exactly
-             * (up to rounding) without storing P; masked entries j in (i, w) are 0. */
-            attention_scores(qb, ldq, kg, ldk, m, w, D, scale, p, T);
+            /* P_ij = exp(S_ij - lse_i) for visible j inverts the forward softmax exactly
+             * (up to rounding) without storing P; masked entries in [lo, w) are 0. */
+            attention_scores(qb, ldq, kg + klo, ldk, m, nk, D, scale, p, T);
             for (int r = 0; r < m; r++) {
-                const int i = i0 + r;
+                const int i = i0 + r, c0 = att_first_key(i, W) - lo, c1 = i - lo;
                 float *pr = p + (size_t)r * T;
-                for (int j = 0; j <= i; j++) pr[j] = expf(pr[j] - lse_bh[i]);
-                for (int j = i + 1; j < w; j++) pr[j] = 0.0f;
+                for (int c = 0; c < c0; c++) pr[c] = 0.0f;
+                for (int c = c0; c <= c1; c++) pr[c] = expf(pr[c] - lse_bh[i]);
+                for (int c = c1 + 1; c < nk; c++) pr[c] = 0.0f;
             }
-            /* O = P V  =>  dV_g[0:w] += P^T dO_h (heads sharing g accumulate into it). */
+            /* O = P V  =>  dV_g[lo:w] += P^T dO_h (heads sharing g accumulate into it). */
             if (need_v)
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, w, D, m, 1.0f, p, T,
-                            dob, ldq, 1.0f, v->grad + koff, ldk);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, D, m, 1.0f, p, T,
+                            dob, ldq, 1.0f, v->grad + koff + klo, ldk);
             if (!need_qk) continue;
 
             /* O = P V  =>  dP = dO_h V_g^T. */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, w, D, 1.0f, dob, ldq,
-                        vg, ldk, 0.0f, ds, T);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nk, D, 1.0f, dob, ldq,
+                        vg + klo, ldk, 0.0f, ds, T);
             /* P = softmax(S)  =>  dS_ij = P_ij (dP_ij - sum_l P_il dP_il), and
              * sum_l P_il dP_il = sum_d dO_id O_id (since O = P V), which costs D not T. */
             for (int r = 0; r < m; r++) {
-                const int i = i0 + r;
+                const int i = i0 + r, c0 = att_first_key(i, W) - lo, c1 = i - lo;
                 double drow = 0.0;
                 for (int d = 0; d < D; d++)
                     drow += (double)doh[(size_t)i * ldq + d] *
                             (double)oh[(size_t)i * ldq + d];
                 const float *pr = p + (size_t)r * T;
                 float *dsr = ds + (size_t)r * T;
-                for (int j = 0; j <= i; j++) dsr[j] = pr[j] * (dsr[j] - (float)drow);
-                for (int j = i + 1; j < w; j++) dsr[j] = 0.0f;
+                for (int c = 0; c < c0; c++) dsr[c] = 0.0f;
+                for (int c = c0; c <= c1; c++) dsr[c] = pr[c] * (dsr[c] - (float)drow);
+                for (int c = c1 + 1; c < nk; c++) dsr[c] = 0.0f;
             }
-            /* S = scale Q K^T  =>  dQ_h += scale dS K_g,  dK_g[0:w] += scale dS^T Q_h. */
+            /* S = scale Q K^T  =>  dQ_h += scale dS K_g,  dK_g[lo:w] += scale dS^T Q_h. */
             if (q->requires_grad)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, D, w, scale, ds,
-                            T, kg, ldk, 1.0f, q->grad + qoff + (size_t)i0 * ldq, ldq);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, D, nk, scale, ds,
+                            T, kg + klo, ldk, 1.0f, q->grad + qoff + (size_t)i0 * ldq, ldq);
             if (k->requires_grad)
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, w, D, m, scale, ds, T,
-                            qb, ldq, 1.0f, k->grad + koff, ldk);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, D, m, scale, ds, T,
+                            qb, ldq, 1.0f, k->grad + koff + klo, ldk);
         }
     }
 }
@@ -123,7 +138,7 @@ typedef struct AttFwd {
     const Tensor *q, *k, *v;
     Tensor *out;
     float *lse, *p;
-    int B, T, H, Hkv, D;
+    int B, T, H, Hkv, D, W;
     float scale;
 } AttFwd;
 
@@ -131,7 +146,7 @@ static void attention_forward_task(void *ctx, int task, int worker) {
     const AttFwd *a = ctx;
     const Tensor *q = a->q, *k = a->k, *v = a->v;
     Tensor *out = a->out;
-    const int T = a->T, H = a->H, Hkv = a->Hkv, D = a->D;
+    const int T = a->T, H = a->H, Hkv = a->Hkv, D = a->D, W = a->W;
     const int b = task / Hkv, g = task % Hkv;
     const int ldq = H * D, ldk = Hkv * D, group = H / Hkv;
     const float scale = a->scale;
@@ -143,36 +158,40 @@ static void attention_forward_task(void *ctx, int task, int worker) {
         float *lse_bh = lse + ((size_t)b * H + h) * T;
         for (int i0 = 0; i0 < T; i0 += ATT_BLK) {
             const int mb = T - i0 < ATT_BLK ? T - i0 : ATT_BLK, w = i0 + mb;
-            attention_scores(q->data + qoff + (size_t)i0 * ldq, ldq, k->data + koff, ldk, mb,
-                             w, D, scale, p, T);
-            /* Row softmax over the causal prefix j <= i; subtracting the row max keeps
-             * exp() in range; the masked tail j in (i, w) is set to exactly 0 so P V
-             * ignores it. */
+            const int lo = att_first_key(i0, W), nk = w - lo;   /* keys [lo, w) */
+            const size_t klo = (size_t)lo * ldk;
+            attention_scores(q->data + qoff + (size_t)i0 * ldq, ldq, k->data + koff + klo, ldk,
+                             mb, nk, D, scale, p, T);
+            /* Row softmax over the visible keys (columns c0..c1); subtracting the row max
+             * keeps exp() in range; the masked entries of [lo, w) left of the window and
+             * right of the diagonal are set to exactly 0 so P V ignores them. */
             for (int r = 0; r < mb; r++) {
-                const int i = i0 + r;
+                const int i = i0 + r, c0 = att_first_key(i, W) - lo, c1 = i - lo;
                 float *pr = p + (size_t)r * T;
-                float m = pr[0];
-                for (int j = 1; j <= i; j++) m = pr[j] > m ? pr[j] : m;
+                float m = pr[c0];
+                for (int c = c0 + 1; c <= c1; c++) m = pr[c] > m ? pr[c] : m;
                 double sum = 0.0;
-                for (int j = 0; j <= i; j++) {
-                    pr[j] = expf(pr[j] - m);
-                    sum += (double)pr[j];
+                for (int c = c0; c <= c1; c++) {
+                    pr[c] = expf(pr[c] - m);
+                    sum += (double)pr[c];
                 }
                 const float inv = (float)(1.0 / sum);
-                for (int j = 0; j <= i; j++) pr[j] *= inv;
-                for (int j = i + 1; j < w; j++) pr[j] = 0.0f;
+                for (int c = 0; c < c0; c++) pr[c] = 0.0f;
+                for (int c = c0; c <= c1; c++) pr[c] *= inv;
+                for (int c = c1 + 1; c < nk; c++) pr[c] = 0.0f;
                 lse_bh[i] = m + (float)log(sum);
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mb, D, w, 1.0f, p, T,
-                        v->data + koff, ldk, 0.0f, out->data + qoff + (size_t)i0 * ldq, ldq);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mb, D, nk, 1.0f, p, T,
+                        v->data + koff + klo, ldk, 0.0f, out->data + qoff + (size_t)i0 * ldq,
+                        ldq);
         }
     }
 }
 
 Tensor *op_attention(Tape *t, Tensor *q, Tensor *k, Tensor *v, int B, int T, int H, int Hkv,
-                     int D) {
-    ASSERT(B > 0 && T > 0 && H > 0 && Hkv > 0 && D > 0, "B %d T %d H %d Hkv %d D %d", B, T,
-           H, Hkv, D);
+                     int D, int W) {
+    ASSERT(B > 0 && T > 0 && H > 0 && Hkv > 0 && D > 0 && W >= 0,
+           "B %d T %d H %d Hkv %d D %d W %d", B, T, H, Hkv, D, W);
     ASSERT(H % Hkv == 0, "H %d is not a multiple of Hkv %d", H, Hkv);
     const size_t N = (size_t)B * T;
     const int ldq = H * D, ldk = Hkv * D;
@@ -191,7 +210,7 @@ Tensor *op_attention(Tape *t, Tensor *q, Tensor *k, Tensor *v, int B, int T, int
     const size_t workers = (size_t)blas_workers();
     float *p = arena_floats(&t->arena, workers * blk * T);  /* per worker (ATT_BLK, T) */
 
-    AttFwd a = {q, k, v, out, lse, p, B, T, H, Hkv, D, scale};
+    AttFwd a = {q, k, v, out, lse, p, B, T, H, Hkv, D, W, scale};
     blas_parallel_for(B * Hkv, attention_forward_task, &a);
 
     if (need) {
@@ -205,6 +224,7 @@ Tensor *op_attention(Tape *t, Tensor *q, Tensor *k, Tensor *v, int B, int T, int
         op->i[ATT_H] = H;
         op->i[ATT_HKV] = Hkv;
         op->i[ATT_D] = D;
+        op->i[ATT_W] = W;
         op->aux[ATT_LSE] = lse;
         op->aux[ATT_P] = p;
         /* Carved now, not in backward, so the backward pass allocates nothing. */

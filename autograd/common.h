@@ -8,7 +8,8 @@
  * - Dimension letters, fixed once for the whole code base:
  *     B batch (sequences), T sequence length, N = B*T tokens, C model width (dim),
  *     H query heads, Hkv key/value heads, D head dim, F expert hidden width, E experts,
- *     K experts per token, V vocab, L layers, R ranks.
+ *     K experts per token, V vocab, L layers, R ranks; W attention window (0 = full),
+ *     Fs total hidden width of the shared experts (0 = none).
  *   Tensors are row-major and contiguous unless a comment says otherwise.
  *
  * User and environment errors are not asserts: they return a status with a message

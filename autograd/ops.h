@@ -9,8 +9,8 @@
  * cblas_sgemm.
  *
  * Files: ops.c (dense elementwise, norm, rope, embedding, softmax, losses, linear),
- *        attention.c (fused GQA causal attention), ops_moe.c (routing, gather/combine,
- *        grouped expert GEMM, auxiliary losses).
+ *        attention.c (fused GQA causal attention, optional sliding window),
+ *        ops_moe.c (routing, gather/combine, grouped expert GEMM, auxiliary losses).
  *
  * Shapes use the letters of common.h. "(N, C)" means a tensor whose rows() == N and
  * cols() == C; the ops check shapes with ASSERT (programmer errors).
@@ -78,10 +78,12 @@ Tensor *op_mean(Tape *t, Tensor *x);
 
 /* Causal grouped-query self-attention, fused (scores never leave the kernel):
  * q (B*T, H*D), k (B*T, Hkv*D), v (B*T, Hkv*D) viewed as (B, T, heads, D); query head h
- * uses kv head h / (H/Hkv). out (B*T, H*D) = softmax(q k^T / sqrt(D) + causal mask) v.
+ * uses kv head h / (H/Hkv). out (B*T, H*D) = softmax(q k^T / sqrt(D) + mask) v, where
+ * query i sees keys j <= i, and with a sliding window W > 0 only i - W < j <= i (W keys
+ * counting itself; Mistral 7B / Hugging Face convention); W = 0 is full causal attention.
  * Saves lse (B, H, T); backward recomputes the probabilities from q, k and lse. */
 Tensor *op_attention(Tape *t, Tensor *q, Tensor *k, Tensor *v, int B, int T, int H, int Hkv,
-                     int D);
+                     int D, int W);
 
 /* ---------------- ops_moe.c ---------------- */
 

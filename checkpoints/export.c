@@ -50,6 +50,30 @@ static void expand_name(const char *pat, int e, char *out, size_t cap) {
 
 static bool is_noise(const Param *p) { return strstr(p->name, "noise_gate") != NULL; }
 
+/* Refuses (-1, err naming the config key) what the target format cannot express, instead of
+ * writing a file that silently computes something else: shared experts (neither HF Mixtral /
+ * Mistral / Llama nor llama.cpp's llama architecture has them) and, for GGUF, a sliding
+ * window (llama.cpp's llama architecture reads no sliding-window key and would attend to
+ * the whole context). */
+static int check_expressible(const char *ckpt_path, const Config *c, bool gguf, MoeErr *err) {
+    if (c->moe.n_experts > 0 && c->moe.n_shared_experts > 0) {
+        moe_errorf(err, "%s: moe.n_shared_experts = %d: %s has no shared experts, the export "
+                   "would drop them", ckpt_path, c->moe.n_shared_experts,
+                   gguf ? "llama.cpp's llama architecture (GGUF)"
+                        : "Hugging Face's MixtralForCausalLM");
+        return moe_hintf(err, "moetrain sample/eval/logits run the checkpoint itself; only a "
+                              "model trained with moe.n_shared_experts: 0 can be exported");
+    }
+    if (gguf && c->model.sliding_window > 0) {
+        moe_errorf(err, "%s: model.sliding_window = %d: llama.cpp's llama architecture has no "
+                   "sliding-window key (GGUF), it would attend to the whole context",
+                   ckpt_path, c->model.sliding_window);
+        return moe_hintf(err, "export --format hf (config.json carries sliding_window), or "
+                              "run the checkpoint with moetrain sample/eval/logits");
+    }
+    return 0;
+}
+
 void export_permute_rope_rows(const float *w, float *out, int n_head, int D, int C,
                               bool inverse) {
     ASSERT(D % 2 == 0 && w != out, "permute: D %d", D);
@@ -231,9 +255,15 @@ static int write_config_json(const char *dir, const Config *c, const ModelShape 
     if (data_atomic_open(&af, path, err)) return -1;
     FILE *fp = af.fp;
     bool moe = s->E > 0;
+    /* A dense model with a window is a Mistral (Llama's layout plus sliding_window, Jiang
+     * et al. 2023); Llama's config has no window. */
+    const bool mistral = !moe && s->W > 0;
+    char window[32] = "null";
+    if (s->W > 0) snprintf(window, sizeof window, "%d", s->W);
     fprintf(fp, "{\n");
-    fprintf(fp, "  \"architectures\": [\"%s\"],\n", moe ? "MixtralForCausalLM" : "LlamaForCausalLM");
-    fprintf(fp, "  \"model_type\": \"%s\",\n", moe ? "mixtral" : "llama");
+    fprintf(fp, "  \"architectures\": [\"%s\"],\n", moe ? "MixtralForCausalLM"
+                : mistral ? "MistralForCausalLM" : "LlamaForCausalLM");
+    fprintf(fp, "  \"model_type\": \"%s\",\n", moe ? "mixtral" : mistral ? "mistral" : "llama");
     fprintf(fp, "  \"vocab_size\": %d,\n  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n",
             s->V, s->C, s->F);
     fprintf(fp, "  \"num_hidden_layers\": %d,\n  \"num_attention_heads\": %d,\n"
@@ -241,8 +271,10 @@ static int write_config_json(const char *dir, const Config *c, const ModelShape 
     if (moe)
         fprintf(fp, "  \"num_local_experts\": %d,\n  \"num_experts_per_tok\": %d,\n"
                     "  \"output_router_logits\": false,\n  \"router_aux_loss_coef\": %s,\n"
-                    "  \"router_jitter_noise\": 0.0,\n  \"sliding_window\": null,\n",
-                s->E, s->K, aux);
+                    "  \"router_jitter_noise\": 0.0,\n  \"sliding_window\": %s,\n",
+                s->E, s->K, aux, window);
+    else if (mistral)
+        fprintf(fp, "  \"sliding_window\": %s,\n", window);
     else
         fprintf(fp, "  \"mlp_bias\": false,\n  \"pretraining_tp\": 1,\n  \"rope_scaling\": null,\n");
     fprintf(fp, "  \"hidden_act\": \"silu\",\n  \"rms_norm_eps\": %s,\n  \"rope_theta\": %s,\n",
@@ -366,7 +398,8 @@ int export_hf(const char *ckpt_path, const char *outdir, const ExportHfOptions *
                        "overwrites)");
         goto done;
     }
-    if (load_ckpt(ckpt_path, &c, &m, &tok, err)) goto done;
+    if (load_ckpt(ckpt_path, &c, &m, &tok, err) || check_expressible(ckpt_path, &c, false, err))
+        goto done;
     if (count_duplicate_tokens(&tok) > 0) {
         moe_errorf(err, "%s: the tokenizer has %d tokens with identical bytes; a Hugging Face "
                         "vocab cannot hold them", ckpt_path, count_duplicate_tokens(&tok));
@@ -510,7 +543,8 @@ int export_gguf(const char *ckpt_path, const char *out_path, GgmlType type, MoeE
     char **strs = NULL;
     int n_strs = 0;
     int rc = -1;
-    if (load_ckpt(ckpt_path, &c, &m, &tok, err)) goto done;
+    if (load_ckpt(ckpt_path, &c, &m, &tok, err) || check_expressible(ckpt_path, &c, true, err))
+        goto done;
     const ModelShape *s = &m.s;
     gguf_w_str(&w, "general.architecture", "llama");
     gguf_w_str(&w, "general.name", c.name ? c.name : "moetrain");
@@ -669,9 +703,20 @@ static int load_hf(ModelSource *src, const char *dir, MoeErr *err) {
     memset(&s, 0, sizeof s);
     const JsonValue *mt = json_get(&cfg, "model_type");
     bool moe = mt && mt->type == JSON_STR && !strcmp(mt->str, "mixtral");
-    if (!mt || mt->type != JSON_STR || (!moe && strcmp(mt->str, "llama"))) {
-        moe_errorf(err, "%s: model_type is not \"mixtral\" or \"llama\"", path);
+    if (!mt || mt->type != JSON_STR ||
+        (!moe && strcmp(mt->str, "llama") && strcmp(mt->str, "mistral"))) {
+        moe_errorf(err, "%s: model_type is not \"mixtral\", \"mistral\" or \"llama\"", path);
         moe_hintf(err, "give a directory written by `moetrain export --format hf`");
+        goto done;
+    }
+    /* sliding_window: null or absent = full causal attention */
+    const JsonValue *sw = json_get(&cfg, "sliding_window");
+    if (sw && sw->type != JSON_NULL &&
+        (json_int(&cfg, "sliding_window", 0, &s.W, path, err) || s.W < 0)) {
+        if (s.W < 0) {
+            moe_errorf(err, "%s: \"sliding_window\" is %d", path, s.W);
+            moe_hintf(err, "expected null or a window >= 1");
+        }
         goto done;
     }
     if (json_int(&cfg, "vocab_size", -1, &s.V, path, err) ||

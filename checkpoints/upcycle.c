@@ -17,6 +17,8 @@
 
 void upcycle_opts_from_config(const Config *c, UpcycleOpts *o) {
     o->granularity = c->init.granularity;
+    o->n_shared = c->moe.n_shared_experts;
+    o->shared_hidden = c->moe.shared_hidden;
     o->router_init_std = (float)c->init.router_init_std;
     o->expert_noise = (float)c->init.expert_noise;
     o->seed = (uint64_t)c->train.seed;
@@ -47,6 +49,7 @@ static int check_shapes(const char *path, const ModelShape *d, const ModelShape 
     SAME("model.head_dim", D);
     SAME("model.norm_eps", norm_eps);
     SAME("model.rope_theta", rope_theta);
+    SAME("model.sliding_window", W);
 #undef SAME
     if (n) {
         moe_errorf(err, "%s: the dense checkpoint does not match the MoE model: %s", path, list);
@@ -62,6 +65,24 @@ static int check_shapes(const char *path, const ModelShape *d, const ModelShape 
                    m->E, G);
         return moe_hintf(err, "each of the n_experts / granularity copies of the dense FFN "
                               "holds all %d slices", G);
+    }
+    if (m->Fs > 0) {   /* shared experts take the first Fs dense units, the routed the rest */
+        const int Fr = d->F - m->Fs;
+        if (Fr < G) {
+            moe_errorf(err, "%s: the shared experts' total width moe.n_shared_experts x "
+                       "moe.shared_hidden = %d leaves %d of the dense FFN's %d hidden units for "
+                       "%d routed slice(s)", path, m->Fs, Fr > 0 ? Fr : 0, d->F, G);
+            return moe_hintf(err, "the shared experts start as a part of the dense FFN: make "
+                                  "their total width smaller than %d", d->F);
+        }
+        if (Fr % G != 0 || m->F * G != Fr) {
+            moe_errorf(err, "%s: moe.hidden = %d, but the dense hidden width %d minus the shared "
+                       "width %d leaves %d units for granularity %d", path, m->F, d->F, m->Fs,
+                       Fr, G);
+            return moe_hintf(err, "the widths must add up: moe.hidden x granularity + "
+                                  "n_shared_experts x shared_hidden = %d", d->F);
+        }
+        return 0;
     }
     if (d->F % G != 0) {
         moe_errorf(err, "%s: the dense FFN's hidden width moe.hidden = %d is not divisible by "
@@ -93,26 +114,30 @@ static int read_dense_config(const char *path, Config *dc, MoeErr *err) {
 }
 
 /* Expert weights of one layer: local expert i (global e = e_first + i, copy e / G, slice
- * s = e % G) from the dense (F, C), (F, C), (C, F) w1, w3, w2; w2 scaled by G (header). */
+ * s = e % G) from the dense (Fd, C), (Fd, C), (C, Fd) w1, w3, w2, after the first Fs units
+ * (the shared experts'); w2 scaled by G (header). */
 static void fill_experts(Model *moe, int l, const float *d1, const float *d3, const float *d2,
                          const UpcycleOpts *o) {
     const ModelShape *s = &moe->s;
     const LayerParams *lp = &moe->layer[l];
-    const int C = s->C, Fs = s->F, G = o->granularity, Fd = Fs * G;
+    const int C = s->C, Fe = s->F, G = o->granularity, Fd = s->Fs + Fe * G;
     const float scale = (float)G;
-    const size_t per = (size_t)Fs * (size_t)C;   /* elements of one expert's w1, w3 or w2 */
+    const size_t per = (size_t)Fe * (size_t)C;   /* elements of one expert's w1, w3 or w2 */
+    d1 += (size_t)s->Fs * C;   /* rows [Fs, Fd) of w1 and w3, columns [Fs, Fd) of w2 */
+    d3 += (size_t)s->Fs * C;
+    d2 += s->Fs;
     float *w1 = moe->ps.p[lp->w1].t.data, *w3 = moe->ps.p[lp->w3].t.data,
           *w2 = moe->ps.p[lp->w2].t.data;
     for (int i = 0; i < moe->e_local; i++) {
         const int e = moe->e_first + i, sl = e % G;
         float *e1 = w1 + (size_t)i * per, *e3 = w3 + (size_t)i * per, *e2 = w2 + (size_t)i * per;
-        /* w1, w3 (Fs, C): rows [sl Fs, (sl+1) Fs) of the dense (F, C), contiguous */
+        /* w1, w3 (Fe, C): rows [sl Fe, (sl+1) Fe) of the routed part, contiguous */
         memcpy(e1, d1 + (size_t)sl * per, per * sizeof(float));
         memcpy(e3, d3 + (size_t)sl * per, per * sizeof(float));
-        /* w2 (C, Fs): columns [sl Fs, (sl+1) Fs) of the dense (C, F) */
+        /* w2 (C, Fe): columns [sl Fe, (sl+1) Fe) of the routed part of the dense (C, Fd) */
         for (int c = 0; c < C; c++)
-            for (int j = 0; j < Fs; j++)
-                e2[(size_t)c * Fs + j] = scale * d2[(size_t)c * Fd + (size_t)sl * Fs + j];
+            for (int j = 0; j < Fe; j++)
+                e2[(size_t)c * Fe + j] = scale * d2[(size_t)c * Fd + (size_t)sl * Fe + j];
         if (o->expert_noise > 0.0f) {
             float *t[3] = {e1, e3, e2};
             for (int k = 0; k < 3; k++)
@@ -122,6 +147,21 @@ static void fill_experts(Model *moe, int l, const float *d1, const float *d3, co
                                       (uint64_t)e * per + j);
         }
     }
+}
+
+/* Shared experts of layer l (when Fs > 0): the first Fs hidden units of the dense FFN
+ * (width Fd), unscaled and without noise: rows [0, Fs) of w1, w3 (Fd, C), columns [0, Fs)
+ * of w2 (C, Fd). */
+static void fill_shared(Model *moe, int l, const float *d1, const float *d3, const float *d2,
+                        int Fd) {
+    const LayerParams *lp = &moe->layer[l];
+    const int C = moe->s.C, Fs = moe->s.Fs;
+    if (Fs == 0) return;
+    memcpy(moe->ps.p[lp->sw1].t.data, d1, sizeof(float) * (size_t)Fs * C);
+    memcpy(moe->ps.p[lp->sw3].t.data, d3, sizeof(float) * (size_t)Fs * C);
+    float *s2 = moe->ps.p[lp->sw2].t.data;
+    for (int c = 0; c < C; c++)
+        memcpy(s2 + (size_t)c * Fs, d2 + (size_t)c * Fd, sizeof(float) * (size_t)Fs);
 }
 
 /* Router (E, C) of layer l, N(0, S) (zeros for S = 0), the same on every rank. Virtual
@@ -169,7 +209,8 @@ int upcycle_into(const char *dense_ckpt, Model *moe, const UpcycleOpts *o, MoeEr
         const Param *p = &ps->p[i];
         if (p->layer >= 0) {
             const LayerParams *lp = &moe->layer[p->layer];
-            if (i == lp->router || i == lp->noise || i == lp->w1 || i == lp->w3 || i == lp->w2)
+            if (i == lp->router || i == lp->noise || i == lp->w1 || i == lp->w3 || i == lp->w2 ||
+                i == lp->sw1 || i == lp->sw3 || i == lp->sw2)
                 continue;
         }
         int j = params_find(&dm.ps, p->name);
@@ -182,6 +223,8 @@ int upcycle_into(const char *dense_ckpt, Model *moe, const UpcycleOpts *o, MoeEr
         const LayerParams *dl = &dm.layer[l];
         fill_experts(moe, l, dm.ps.p[dl->w1].t.data, dm.ps.p[dl->w3].t.data,
                      dm.ps.p[dl->w2].t.data, o);
+        fill_shared(moe, l, dm.ps.p[dl->w1].t.data, dm.ps.p[dl->w3].t.data,
+                    dm.ps.p[dl->w2].t.data, ds.F);
         fill_router(moe, l, o);
     }
     model_free(&dm);
@@ -202,15 +245,45 @@ int upcycle_config(const Config *dense, const char *dense_path, int E, int K,
         return moe_hintf(err, "need granularity >= 1, experts a multiple of the granularity "
                               "and 1 <= top-k <= experts");
     }
-    if (dense->moe.hidden % G != 0) {
-        moe_errorf(err, "%s: the dense FFN's hidden width moe.hidden = %d is not divisible by "
-                   "the granularity %d", dense_path, dense->moe.hidden, G);
-        return moe_hintf(err, "pick a granularity that divides %d", dense->moe.hidden);
+    const int Fd = dense->moe.hidden, ns = o->n_shared, sh = o->shared_hidden;
+    int F;   /* the routed experts' width */
+    if (ns < 0 || sh < 0) {
+        moe_errorf(err, "upcycling: %d shared experts of width %d", ns, sh);
+        return moe_hintf(err, "need shared experts >= 0 and a shared width >= 0");
+    }
+    if (ns == 0) {
+        if (Fd % G != 0) {
+            moe_errorf(err, "%s: the dense FFN's hidden width moe.hidden = %d is not divisible "
+                       "by the granularity %d", dense_path, Fd, G);
+            return moe_hintf(err, "pick a granularity that divides %d", Fd);
+        }
+        F = Fd / G;
+    } else if (sh == 0) {   /* shared experts as wide as the routed ones: Fd = (ns + G) F */
+        if (Fd % (ns + G) != 0) {
+            moe_errorf(err, "%s: the dense FFN's hidden width moe.hidden = %d does not split "
+                       "into %d shared + %d routed slices of equal width", dense_path, Fd, ns,
+                       G);
+            return moe_hintf(err, "pick shared experts + granularity dividing %d, or give "
+                                  "the shared width", Fd);
+        }
+        F = Fd / (ns + G);
+    } else {
+        const long long Fr = (long long)Fd - (long long)ns * sh;
+        if (Fr < G || Fr % G != 0) {
+            moe_errorf(err, "%s: the dense FFN's hidden width moe.hidden = %d minus %d shared "
+                       "experts x %d leaves %lld units, not a positive multiple of the "
+                       "granularity %d", dense_path, Fd, ns, sh, Fr, G);
+            return moe_hintf(err, "the widths must add up: routed width x granularity + "
+                                  "shared experts x shared width = %d", Fd);
+        }
+        F = (int)(Fr / G);
     }
     config_copy(out, dense);
     out->moe.n_experts = E;
     out->moe.top_k = K;
-    out->moe.hidden = dense->moe.hidden / G;
+    out->moe.hidden = F;
+    out->moe.n_shared_experts = ns;
+    out->moe.shared_hidden = sh;
     moe_free(out->init.upcycle_from);
     out->init.upcycle_from = moe_strdup(dense_path);
     out->init.granularity = G;

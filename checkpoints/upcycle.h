@@ -39,7 +39,17 @@
  * Upcycling's partial re-init, Nakamura et al. 2025, it is a perturbation of the copies;
  * partial re-initialisation itself is not implemented).
  *
- * Non-goals: upcycling an MoE into a bigger MoE, shared experts, dense layers kept dense.
+ * Shared experts (DeepSeekMoE, Dai et al. 2024, arXiv:2401.06066: fine-grained experts plus
+ * shared-expert isolation): the MoE's shared experts, total width Fs = n_shared *
+ * shared_hidden, start as the FIRST Fs hidden units of the dense FFN (rows [0, Fs) of w1 and
+ * w3, columns [0, Fs) of w2, unscaled, no expert noise: they see every token, exactly like
+ * the dense FFN did), and the routed experts are cut from the REMAINING F - Fs units as
+ * above (G slices of width (F - Fs) / G, w2 scaled by G). Since a SwiGLU is the sum of its
+ * hidden units' contributions, shared + routed = the dense FFN under the same conditions as
+ * without shared experts (e.g. G = 1 with any router: exactly), so the upcycled model's
+ * first forward is the dense model's. The widths must add up: moe.hidden * G + Fs = F.
+ *
+ * Non-goals: upcycling an MoE into a bigger MoE, dense layers kept dense.
  */
 #ifndef MOE_UPCYCLE_H
 #define MOE_UPCYCLE_H
@@ -51,13 +61,15 @@
 #include "train/config.h"
 
 typedef struct UpcycleOpts {
-    int granularity;         /* G >= 1; moe F = dense F / G, E a multiple of G */
+    int granularity;         /* G >= 1; moe F = (dense F - Fs) / G, E a multiple of G */
+    int n_shared;            /* shared experts of the MoE (upcycle_config; 0 = none) */
+    int shared_hidden;       /* width of each; 0 = the routed width (moe.hidden) */
     float router_init_std;   /* S >= 0: router weights N(0, S); 0 = zeros */
     float expert_noise;      /* X >= 0: relative std of the multiplicative expert noise */
     uint64_t seed;           /* keys the router draw and the expert noise */
 } UpcycleOpts;
 
-/* G, S, X from c->init and the seed from c->train.seed. */
+/* G, S, X from c->init, the shared experts from c->moe and the seed from c->train.seed. */
 void upcycle_opts_from_config(const Config *c, UpcycleOpts *o);
 
 /* Overwrite every parameter value of moe (built by model_init with E > 0, any expert range
@@ -68,17 +80,20 @@ void upcycle_opts_from_config(const Config *c, UpcycleOpts *o);
  * file's optimizer state, step and loader position are ignored).
  * Fails (-1, err naming the file and what differs, with hint) before touching moe when the
  * file is not a readable checkpoint, is not dense (moe.n_experts > 0), or its shape does not
- * fit: any of model.vocab_size/dim/n_layers/n_heads/n_kv_heads/head_dim/norm_eps/rope_theta
- * differs, the dense hidden width is not divisible by G, moe.hidden != dense hidden / G, or
- * moe.n_experts is not a multiple of G. A read error (corruption) after the checks leaves
+ * fit: any of model.vocab_size/dim/n_layers/n_heads/n_kv_heads/head_dim/norm_eps/rope_theta/
+ * sliding_window differs, the shared width Fs leaves no dense units for the routed experts,
+ * the dense hidden width minus Fs is not divisible by G, moe.hidden != (dense hidden - Fs)
+ * / G, or moe.n_experts is not a multiple of G. A read error (corruption) after the checks leaves
  * moe partly overwritten. */
 int upcycle_into(const char *dense_ckpt, Model *moe, const UpcycleOpts *o, MoeErr *err);
 
 /* The config of the upcycled run: a copy of the dense checkpoint's config dense (loaded
- * from dense_path) with moe.n_experts = E, moe.top_k = K, moe.hidden = dense hidden / G and
- * the init section set from dense_path and o. *out is overwritten (config_free it). Fails
- * (-1, err) when dense is not dense, or its hidden width is not divisible by G, or E, K, G
- * do not fit (E >= 1 a multiple of G, 1 <= K <= E). */
+ * from dense_path) with moe.n_experts = E, moe.top_k = K, moe.n_shared_experts and
+ * moe.shared_hidden from o, moe.hidden = (dense hidden - Fs) / G (Fs = n_shared *
+ * shared_hidden; with shared_hidden 0 the shared experts are as wide as the routed ones:
+ * moe.hidden = dense hidden / (n_shared + G)) and the init section set from dense_path and
+ * o. *out is overwritten (config_free it). Fails (-1, err) when dense is not dense, or the
+ * widths do not divide, or E, K, G do not fit (E >= 1 a multiple of G, 1 <= K <= E). */
 int upcycle_config(const Config *dense, const char *dense_path, int E, int K,
                    const UpcycleOpts *o, Config *out, MoeErr *err);
 

@@ -18,6 +18,8 @@ void model_init(Model *m, const ModelShape *s, int e_first, int e_local, uint64_
     m->e_local = e_local;
     ASSERT(s->H % s->Hkv == 0, "n_heads %d not a multiple of n_kv_heads %d", s->H, s->Hkv);
     ASSERT(s->E == 0 || (e_local >= 1 && e_first + e_local <= s->E), "expert range");
+    ASSERT(s->Fs >= 0 && (s->Fs == 0 || s->E > 0) && s->W >= 0, "shared width %d (E %d), "
+           "window %d", s->Fs, s->E, s->W);
     params_init(&m->ps);
     ParamSet *ps = &m->ps;
     const int C = s->C, HD = s->H * s->D, KD = s->Hkv * s->D, F = s->F;
@@ -60,8 +62,19 @@ void model_init(Model *m, const ModelShape *s, int e_first, int e_local, uint64_
                                 PBLOCK_EXPERT, 3, s13, true, INIT_NORMAL, std, l);
             lp->w2 = params_add(ps, NAME("block_sparse_moe.experts.{e}.w2.weight"),
                                 PBLOCK_EXPERT, 3, s2, true, INIT_NORMAL, std_out, l);
+            lp->sw1 = lp->sw3 = lp->sw2 = -1;
+            if (s->Fs > 0) {
+                const int Fs = s->Fs;
+                lp->sw1 = add2(ps, NAME("block_sparse_moe.shared_experts.gate_proj.weight"),
+                               PBLOCK_DENSE, Fs, C, true, INIT_NORMAL, std, l);
+                lp->sw3 = add2(ps, NAME("block_sparse_moe.shared_experts.up_proj.weight"),
+                               PBLOCK_DENSE, Fs, C, true, INIT_NORMAL, std, l);
+                lp->sw2 = add2(ps, NAME("block_sparse_moe.shared_experts.down_proj.weight"),
+                               PBLOCK_DENSE, C, Fs, true, INIT_NORMAL, std_out, l);
+            }
         } else {
             lp->router = lp->noise = -1;
+            lp->sw1 = lp->sw3 = lp->sw2 = -1;
             lp->w1 = add2(ps, NAME("mlp.gate_proj.weight"), PBLOCK_DENSE, F, C, true,
                           INIT_NORMAL, std, l);
             lp->w3 = add2(ps, NAME("mlp.up_proj.weight"), PBLOCK_DENSE, F, C, true,
@@ -96,9 +109,19 @@ static Tensor *P(Model *m, int idx) { return &m->ps.p[idx].t; }
 Tensor *model_ffn(Model *m, Tape *t, int l, Tensor *hn, const MoeLayerArgs *a, Tensor **aux,
                   Tensor **z) {
     const LayerParams *lp = &m->layer[l];
-    if (m->s.E > 0)
-        return moe_forward(t, hn, P(m, lp->router), P(m, lp->noise), P(m, lp->w1),
-                           P(m, lp->w3), P(m, lp->w2), a, m->exchange, &m->stats, aux, z);
+    if (m->s.E > 0) {
+        Tensor *y = moe_forward(t, hn, P(m, lp->router), P(m, lp->noise), P(m, lp->w1),
+                                P(m, lp->w3), P(m, lp->w2), a, m->exchange, &m->stats, aux, z);
+        if (m->s.Fs == 0) return y;
+        /* Shared experts: every token, no gate (DeepSeekMoE sec. 3.2); replicated weights, so
+         * no exchange and their gradients are all-reduced with the dense block. */
+        tape_region(t, REGION_EXPERTS);
+        Tensor *s1 = op_linear(t, hn, P(m, lp->sw1));                /* (N, Fs) */
+        Tensor *s3 = op_linear(t, hn, P(m, lp->sw3));                /* (N, Fs) */
+        Tensor *ys = op_linear(t, op_swiglu(t, s1, s3), P(m, lp->sw2)); /* (N, C) */
+        tape_region(t, REGION_OTHER);
+        return op_add(t, y, ys);
+    }
     tape_region(t, REGION_EXPERTS);
     Tensor *h1 = op_linear(t, hn, P(m, lp->w1));
     Tensor *h3 = op_linear(t, hn, P(m, lp->w3));
@@ -124,7 +147,7 @@ void model_forward(Model *m, Tape *t, const int32_t *inputs, const int32_t *targ
         Tensor *v = op_linear(t, xn, P(m, lp->wv));                   /* (N, Hkv*D) */
         q = op_rope(t, q, B, T, s->H, s->D, s->rope_theta, ctx->pos0);
         k = op_rope(t, k, B, T, s->Hkv, s->D, s->rope_theta, ctx->pos0);
-        Tensor *o = op_attention(t, q, k, v, B, T, s->H, s->Hkv, s->D); /* (N, H*D) */
+        Tensor *o = op_attention(t, q, k, v, B, T, s->H, s->Hkv, s->D, s->W); /* (N, H*D) */
         Tensor *ao = op_linear(t, o, P(m, lp->wo));
         tape_region(t, REGION_OTHER);
         x = op_add(t, x, ao);
@@ -171,9 +194,11 @@ double model_active_params(const ModelShape *s) {
     double C = s->C, HD = (double)s->H * s->D, KD = (double)s->Hkv * s->D;
     double attn = C * HD * 2 + C * KD * 2;
     double ffn = s->E > 0 ? (double)s->K * 3.0 * C * s->F + 2.0 * s->E * C : 3.0 * C * s->F;
+    ffn += 3.0 * C * s->Fs;   /* shared experts: every token */
     return s->L * (attn + ffn) + (double)s->V * C;
 }
 
 double model_flops_per_token(const ModelShape *s, int T) {
-    return 6.0 * model_active_params(s) + 12.0 * s->L * (double)T * s->H * s->D;
+    const int Tk = s->W > 0 && s->W < T ? s->W : T;   /* keys a query attends, at most */
+    return 6.0 * model_active_params(s) + 12.0 * s->L * (double)Tk * s->H * s->D;
 }

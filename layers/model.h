@@ -3,9 +3,14 @@
  *   tokens -> embed -> L x [ x += attn(rmsnorm(x)); x += moe(rmsnorm(x)) ] -> rmsnorm -> head
  *
  * attention: GQA causal self-attention, q/k/v/o projections without bias, RoPE in the
- *   rotate-half layout (Hugging Face Llama/Mixtral convention, so exports need no permutation).
+ *   rotate-half layout (Hugging Face Llama/Mixtral convention, so exports need no permutation);
+ *   optionally a sliding window of W keys (Mistral 7B, Jiang et al. 2023).
  * moe: noisy top-k router (Shazeer et al. 2017) + SwiGLU experts run as one GEMM per expert
  *   over its gathered tokens (layers/moe.h); n_experts = 0 gives one dense SwiGLU FFN.
+ *   Optional shared experts (DeepSeekMoE, Dai et al. 2024, arXiv:2401.06066, sec. 3.2):
+ *   n_s always-active SwiGLU experts of width F_s added to the routed output. Their sum
+ *   sum_i w2_i (silu(w1_i x) * w3_i x) is one SwiGLU of width Fs = n_s F_s (stack the w1_i,
+ *   w3_i rows and the w2_i columns), stored that way as dense (replicated) parameters.
  * head: untied LM head. Loss: mean token cross-entropy + load-balancing loss (Switch
  *   Transformer, Fedus et al. 2022) + router z-loss (ST-MoE, Zoph et al. 2022), the two
  *   auxiliary losses averaged over layers.
@@ -23,6 +28,8 @@ typedef struct ModelShape {
     int V, C, L, H, Hkv, D;   /* vocab, width, layers, heads, kv heads, head dim */
     int F;                    /* expert hidden width (dense FFN hidden when E == 0) */
     int E, K;                 /* experts (0 = dense), experts per token */
+    int Fs;                   /* shared experts' total hidden width (0 = none; E > 0 only) */
+    int W;                    /* attention window in keys, query included (0 = full causal) */
     float norm_eps, rope_theta, init_std;
     float capacity_factor;    /* 0 = dropless */
     bool router_noise;        /* noisy gating while training */
@@ -34,6 +41,7 @@ typedef struct LayerParams {
     int router, noise;                          /* (E, C) each; -1 when dense */
     int w1, w3, w2;    /* MoE: (E_local, F, C), (E_local, F, C), (E_local, C, F);
                           dense: (F, C), (F, C), (C, F) */
+    int sw1, sw3, sw2; /* shared experts (Fs, C), (Fs, C), (C, Fs); -1 when Fs == 0 */
 } LayerParams;
 
 typedef struct Model {
@@ -80,13 +88,14 @@ void model_forward(Model *m, Tape *t, const int32_t *inputs, const int32_t *targ
                    int T, const StepCtx *ctx, ModelOut *out);
 
 /* The feed-forward sub-block of layer l on its normalised input hn (N, C) -> (N, C): the
- * MoE block (routing per a, which names the layer) or the dense SwiGLU FFN. Shared by
- * model_forward and KV-cache inference. */
+ * MoE block (routing per a, which names the layer) plus the shared experts' SwiGLU when
+ * Fs > 0, or the dense SwiGLU FFN. Shared by model_forward and KV-cache inference. */
 Tensor *model_ffn(Model *m, Tape *t, int l, Tensor *hn, const MoeLayerArgs *a, Tensor **aux,
                   Tensor **z);
 
-/* Active matmul parameters per token (q,k,v,o, routers, K experts' w1/w2/w3, head) and the
- * model FLOPs per token of a training step: 6 x that + 12 L T H D (issue 8's definition). */
+/* Active matmul parameters per token (q,k,v,o, routers, K experts' w1/w2/w3, the shared
+ * experts' w1/w2/w3, head) and the model FLOPs per token of a training step: 6 x that +
+ * 12 L T' H D (issue 8's definition) with T' = min(T, W) keys attended under a window. */
 double model_active_params(const ModelShape *s);
 double model_flops_per_token(const ModelShape *s, int T);
 

@@ -4,7 +4,8 @@
 Reads OUR export directory (config.json + model.safetensors or shards + index) with its own
 minimal safetensors parser, runs an independent Mixtral / Llama forward in torch written from
 the Hugging Face modelling code's definitions (RMSNorm, rotate-half RoPE, GQA causal
-attention, softmax -> top-k -> renormalise router, SwiGLU experts), and compares the logits
+attention with the optional sliding window, softmax -> top-k -> renormalise router, SwiGLU
+experts), and compares the logits
 with the float32 file written by `moetrain logits MODEL --ids ... --out FILE`.
 
 Not part of the test suite (needs Debian's python3-torch: apt-get install -y python3-torch).
@@ -84,6 +85,9 @@ def forward(cfg, w, ids):
     T = len(ids)
     x = w["model.embed_tokens.weight"][torch.tensor(ids)]
     mask = torch.full((T, T), float("-inf")).triu(1)
+    W = cfg.get("sliding_window") or 0
+    if W > 0:   # Mistral / HF sliding window: query t sees keys s with t - W < s <= t
+        mask = mask + torch.full((T, T), float("-inf")).tril(-W)
     for l in range(L):
         p = "model.layers.%d." % l
         h = rmsnorm(x, w[p + "input_layernorm.weight"], eps)

@@ -57,7 +57,14 @@ static int info(const char *path) {
     printf("model           vocab_size %d, dim %d, n_layers %d, n_heads %d, n_kv_heads %d, "
            "head_dim %d\n", c.model.vocab_size, c.model.dim, c.model.n_layers, c.model.n_heads,
            c.model.n_kv_heads, c.model.head_dim);
-    if (c.moe.n_experts > 0)
+    if (c.model.sliding_window > 0)
+        printf("attention       sliding window %d\n", c.model.sliding_window);
+    if (c.moe.n_experts > 0 && c.moe.n_shared_experts > 0)
+        printf("moe             n_experts %d, top_k %d, hidden %d; %d shared expert(s) of "
+               "hidden %d\n", c.moe.n_experts, c.moe.top_k, c.moe.hidden,
+               c.moe.n_shared_experts, c.moe.shared_hidden > 0 ? c.moe.shared_hidden
+                                                               : c.moe.hidden);
+    else if (c.moe.n_experts > 0)
         printf("moe             n_experts %d, top_k %d, hidden %d\n", c.moe.n_experts,
                c.moe.top_k, c.moe.hidden);
     else

@@ -15,6 +15,7 @@
 static const char *UPCYCLE_HELP =
     "usage: moetrain upcycle DENSE_CKPT OUT_CKPT --experts E --top-k K\n"
     "                [--router-init-std S] [--expert-noise X] [--granularity G] [--seed N]\n"
+    "                [--shared-experts NS] [--shared-hidden FS]\n"
     "\n"
     "Sparse upcycling: writes an MoE checkpoint whose every expert starts as a copy of the\n"
     "dense checkpoint's SwiGLU FFN (attention, norms, embeddings and head copied; router\n"
@@ -31,6 +32,11 @@ static const char *UPCYCLE_HELP =
     "  --expert-noise X      multiply each expert weight by 1 + X N(0,1) (default 0)\n"
     "  --granularity G       split the dense FFN's hidden units into G slices of width F/G\n"
     "                        (fine-grained experts, He et al. 2024; default 1)\n"
+    "  --shared-experts NS   NS always-active shared experts (DeepSeekMoE; default 0): they\n"
+    "                        start as the first NS x FS hidden units of the dense FFN, the\n"
+    "                        routed slices are cut from the rest\n"
+    "  --shared-hidden FS    width of each shared expert (default 0 = the routed width, i.e.\n"
+    "                        the dense FFN is cut into NS + G equal slices)\n"
     "  --seed N              seed of the router draw and the noise (default: train.seed of\n"
     "                        the dense run)\n"
     "  -h, --help            this help\n";
@@ -64,7 +70,7 @@ static bool parse_nonneg(const char *s, float *out) {
 int cmd_upcycle(int argc, char **argv) {
     const char *pos[2] = {NULL, NULL};
     int npos = 0;
-    long long E = 0, K = 0, G = 1, seed = -1;
+    long long E = 0, K = 0, G = 1, seed = -1, NS = 0, FS = 0;
     UpcycleOpts o = {.granularity = 1, .router_init_std = 0.02f, .expert_noise = 0.0f};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -80,6 +86,8 @@ int cmd_upcycle(int argc, char **argv) {
             else if (!strcmp(a, "--top-k")) ok = parse_i64(v, 1, &K);
             else if (!strcmp(a, "--granularity")) ok = parse_i64(v, 1, &G);
             else if (!strcmp(a, "--seed")) ok = parse_i64(v, 0, &seed);
+            else if (!strcmp(a, "--shared-experts")) ok = parse_i64(v, 0, &NS);
+            else if (!strcmp(a, "--shared-hidden")) ok = parse_i64(v, 0, &FS);
             else if (!strcmp(a, "--router-init-std")) ok = parse_nonneg(v, &o.router_init_std);
             else if (!strcmp(a, "--expert-noise")) ok = parse_nonneg(v, &o.expert_noise);
             else return usage("unknown option", a);
@@ -87,8 +95,10 @@ int cmd_upcycle(int argc, char **argv) {
                 char msg[160];
                 snprintf(msg, sizeof msg, "%s needs %s, got", a,
                          !strcmp(a, "--router-init-std") || !strcmp(a, "--expert-noise")
-                             ? "a number >= 0" : !strcmp(a, "--seed") ? "an integer >= 0"
-                                                                      : "an integer >= 1");
+                             ? "a number >= 0"
+                             : !strcmp(a, "--seed") || !strcmp(a, "--shared-experts") ||
+                                       !strcmp(a, "--shared-hidden")
+                                   ? "an integer >= 0" : "an integer >= 1");
                 return usage(msg, v);
             }
         } else if (npos < 2) {
@@ -102,7 +112,10 @@ int cmd_upcycle(int argc, char **argv) {
     if (K > E) return usage("--top-k must not exceed --experts", NULL);
     if (E % G != 0) return usage("--experts must be a multiple of --granularity", NULL);
     if (!strcmp(pos[0], pos[1])) return usage("OUT_CKPT must differ from DENSE_CKPT", NULL);
+    if (FS > 0 && NS == 0) return usage("--shared-hidden needs --shared-experts", NULL);
     o.granularity = (int)G;
+    o.n_shared = (int)NS;
+    o.shared_hidden = (int)FS;
 
     MoeErr err = {{0}, {0}};
     if (seed < 0) {   /* default: the dense run's seed */
@@ -118,6 +131,9 @@ int cmd_upcycle(int argc, char **argv) {
            "router N(0, %g), expert noise %g, seed %lld; no optimizer state, step 0\n",
            pos[0], pos[1], E, E / G, G, K, (double)o.router_init_std, (double)o.expert_noise,
            seed);
+    if (NS > 0)
+        printf("  + %lld shared expert(s) (%s), from the dense FFN's first hidden units\n", NS,
+               FS > 0 ? "width given by --shared-hidden" : "as wide as a routed expert");
     return 0;
 fail:
     fprintf(stderr, "moetrain: error: %s\n", err.msg);

@@ -2,6 +2,7 @@
  *
  *   moetrain upcycle DENSE_CKPT OUT_CKPT --experts E --top-k K [--router-init-std S]
  *                    [--expert-noise X] [--granularity G] [--seed N]
+ *                    [--shared-experts NS] [--shared-hidden FS]
  *   moetrain upcycle --help
  */
 #ifndef MOE_CMD_UPCYCLE_H

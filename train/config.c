@@ -71,6 +71,8 @@ static const KeySpec KEYS[] = {
     KF(S_MODEL, "rope_theta", model.rope_theta, 0, HUGE_VAL, F_SHAPE | F_LO_OPEN, "RoPE base"),
     KF(S_MODEL, "init_std", model.init_std, 0, HUGE_VAL, F_SHAPE | F_LO_OPEN,
        "std of the normal weight init"),
+    KI(S_MODEL, "sliding_window", model.sliding_window, 0, INT_MAX, F_SHAPE,
+       "W: attend the last W positions; 0 = full causal"),
 
     KI(S_MOE, "n_experts", moe.n_experts, 0, INT_MAX, F_SHAPE, "E: experts; 0 = dense FFN"),
     KI(S_MOE, "top_k", moe.top_k, 1, INT_MAX, F_SHAPE, "K: experts per token, <= n_experts"),
@@ -79,6 +81,10 @@ static const KeySpec KEYS[] = {
     KB(S_MOE, "router_noise", moe.router_noise, 0, "noisy top-k gating in training"),
     KF(S_MOE, "aux_loss_coef", moe.aux_loss_coef, 0, HUGE_VAL, 0, "load-balancing loss"),
     KF(S_MOE, "z_loss_coef", moe.z_loss_coef, 0, HUGE_VAL, 0, "router z-loss"),
+    KI(S_MOE, "n_shared_experts", moe.n_shared_experts, 0, INT_MAX, F_SHAPE,
+       "always-active experts (DeepSeekMoE); 0 = none"),
+    KI(S_MOE, "shared_hidden", moe.shared_hidden, 0, INT_MAX, F_SHAPE,
+       "hidden width of each shared expert; 0 = hidden"),
 
     KI(S_TRAIN, "seq_len", train.seq_len, 1, INT_MAX, 0, "T: tokens per sequence"),
     KI(S_TRAIN, "micro_batch", train.micro_batch, 1, INT_MAX, 0,
@@ -948,6 +954,21 @@ int config_validate(const Config *c, MoeErr *err) {
                    loc_of(c, kk, ke), c->moe.top_k, c->moe.n_experts);
         return moe_hintf(err, "expected moe.top_k to be an integer in [1, %d]",
                          c->moe.n_experts);
+    }
+    int ksh = key_index(S_MOE, "n_shared_experts");
+    if (c->moe.n_shared_experts > 0 && c->moe.n_experts == 0) {
+        moe_errorf(err, "%s: moe.n_shared_experts, moe.n_experts: %d shared expert(s) need "
+                   "routed experts, n_experts is 0", loc_of(c, ksh, ke),
+                   c->moe.n_shared_experts);
+        return moe_hintf(err, "a dense model (n_experts: 0) has one FFN already: set "
+                              "moe.n_shared_experts: 0, or moe.n_experts > 0");
+    }
+    const long long shw = c->moe.shared_hidden > 0 ? c->moe.shared_hidden : c->moe.hidden;
+    if ((long long)c->moe.n_shared_experts * shw > INT_MAX) {
+        moe_errorf(err, "%s: moe.n_shared_experts, moe.shared_hidden: %d shared experts of "
+                   "width %lld exceed %d hidden units in total", loc_of(c, ksh, -1),
+                   c->moe.n_shared_experts, shw, INT_MAX);
+        return moe_hintf(err, "use fewer or narrower shared experts");
     }
     int kup = key_index(S_INIT, "upcycle_from"), kg = key_index(S_INIT, "granularity");
     if (c->init.upcycle_from && c->moe.n_experts == 0) {

@@ -38,7 +38,7 @@
 #include "autograd/common.h"
 
 #define CONFIG_N_SECTIONS 9   /* model moe train optim data run parallel checkpoint init */
-#define CONFIG_N_KEYS 46      /* total number of keys over all sections */
+#define CONFIG_N_KEYS 49      /* total number of keys over all sections */
 
 typedef struct ConfigModel {
     int vocab_size;     /* V, in [258, 65536] */
@@ -50,6 +50,7 @@ typedef struct ConfigModel {
     double norm_eps;    /* RMSNorm epsilon, > 0 */
     double rope_theta;  /* RoPE base, > 0 */
     double init_std;    /* std of the normal weight init, > 0 */
+    int sliding_window; /* W >= 0: query i attends keys i-W < j <= i (Mistral); 0 = full */
 } ConfigModel;
 
 typedef struct ConfigMoe {
@@ -60,6 +61,8 @@ typedef struct ConfigMoe {
     bool router_noise;      /* noisy top-k gating during training (Shazeer et al. 2017) */
     double aux_loss_coef;   /* load-balancing loss weight, >= 0 */
     double z_loss_coef;     /* router z-loss weight, >= 0 */
+    int n_shared_experts;   /* >= 0 always-active SwiGLU experts (DeepSeekMoE); needs E > 0 */
+    int shared_hidden;      /* >= 0 hidden width of each shared expert; 0 = hidden */
 } ConfigMoe;
 
 typedef struct ConfigTrain {
@@ -160,7 +163,8 @@ int config_set(Config *c, const char *assignment, MoeErr *err);
 
 /* Required keys (data.tokenizer; data.text or data.shards non-empty), per-key ranges again
  * (catches direct edits of the struct) and the cross-field checks: model.n_kv_heads divides
- * model.n_heads, moe.top_k <= moe.n_experts when n_experts > 0, optim.min_lr <= optim.lr,
+ * model.n_heads, moe.top_k <= moe.n_experts when n_experts > 0, moe.n_shared_experts = 0
+ * when n_experts = 0 (and their total width fits an int), optim.min_lr <= optim.lr,
  * and with init.upcycle_from set: moe.n_experts > 0 and a multiple of init.granularity
  * (the checks against the dense checkpoint itself are upcycle_into's). Errors name both keys and the location of one of them. Returns 0 or -1 with err set. */
 int config_validate(const Config *c, MoeErr *err);
@@ -174,7 +178,7 @@ void config_copy(Config *dst, const Config *src);
 char *config_to_yaml(const Config *c);
 
 /* Lists the keys that change the model shape (model.*, moe.n_experts, moe.top_k,
- * moe.hidden) whose values differ between a and b, as "model.dim: 256 -> 512, ..." into
+ * moe.hidden, moe.n_shared_experts, moe.shared_hidden) whose values differ between a and b, as "model.dim: 256 -> 512, ..." into
  * out (NUL-terminated, truncated to cap; out may be NULL when cap is 0). Returns the number
  * of differing keys. config_diff_other does the same for every other key. */
 int config_diff_shape(const Config *a, const Config *b, char *out, size_t cap);

@@ -41,6 +41,10 @@ double mfu_sgemm_rate(const ModelShape *s, int N, int reps) {
         ng = add_linear(g, ng, N, s->C, s->E, 2 * s->L);       /* router + noise router */
         ng = add_linear(g, ng, rows, s->C, s->F, 2 * s->L * s->E);   /* w1, w3 */
         ng = add_linear(g, ng, rows, s->F, s->C, s->L * s->E);       /* w2 */
+        if (s->Fs > 0) {   /* shared experts: every token */
+            ng = add_linear(g, ng, N, s->C, s->Fs, 2 * s->L);
+            ng = add_linear(g, ng, N, s->Fs, s->C, s->L);
+        }
     } else {
         ng = add_linear(g, ng, N, s->C, s->F, 2 * s->L);
         ng = add_linear(g, ng, N, s->F, s->C, s->L);

@@ -45,6 +45,9 @@ void train_model_shape(const Config *c, ModelShape *s) {
     s->router_noise = c->moe.router_noise;
     s->aux_coef = (float)c->moe.aux_loss_coef;
     s->z_coef = (float)c->moe.z_loss_coef;
+    s->W = c->model.sliding_window;
+    s->Fs = c->moe.n_experts > 0 ? c->moe.n_shared_experts *
+            (c->moe.shared_hidden > 0 ? c->moe.shared_hidden : c->moe.hidden) : 0;
 }
 
 static bool file_exists(const char *p) {

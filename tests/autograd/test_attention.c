@@ -1,6 +1,9 @@
-/* test_attention.c: op_attention (fused causal GQA) against a naive double-precision
- * reference that builds the full masked score matrix, a causality invariant, central
- * finite differences for dq, dk, dv, and the no-allocation-after-the-first-step property. */
+/* test_attention.c: op_attention (fused causal GQA, optional sliding window) against a naive
+ * double-precision reference that builds the full masked score matrix, a causality
+ * invariant, the window's defining property (keys W or more positions back have no
+ * influence at all, forward or backward, and every key inside does), central finite
+ * differences for dq, dk, dv (with and without a window), and the no-allocation-after-the-
+ * first-step property. */
 #include "testutil.h"
 
 #include <check.h>
@@ -8,10 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct AttCase { int B, T, H, Hkv, D; } AttCase;
+typedef struct AttCase { int B, T, H, Hkv, D, W; } AttCase;   /* W = 0: no window */
 
 /* Naive reference: for each (b, h, i) the full row of scores q_i . k_j / sqrt(D) over all j,
- * masked to -inf for j > i, softmax in double, then sum_j p_j v_j. */
+ * masked to -inf for j > i and, with a window, for j <= i - W (Mistral 7B's band: the W
+ * positions i-W+1 .. i), softmax in double, then sum_j p_j v_j. */
 static void attention_ref(const float *q, const float *k, const float *v, AttCase c,
                           float *out) {
     const int HD = c.H * c.D, KD = c.Hkv * c.D;
@@ -26,7 +30,8 @@ static void attention_ref(const float *q, const float *k, const float *v, AttCas
                     const float *kj = k + (size_t)(b * c.T + j) * KD + g * c.D;
                     double dot = 0.0;
                     for (int d = 0; d < c.D; d++) dot += (double)qi[d] * (double)kj[d];
-                    s[j] = j > i ? -(double)INFINITY : dot / sqrt((double)c.D);
+                    const bool masked = j > i || (c.W > 0 && j <= i - c.W);
+                    s[j] = masked ? -(double)INFINITY : dot / sqrt((double)c.D);
                     if (s[j] > m) m = s[j];
                 }
                 double z = 0.0;
@@ -56,14 +61,22 @@ static void make_inputs(AttCase c, TensorKind kind, uint64_t seed, Tensor **q, T
 }
 
 static const AttCase k_cases[] = {
-    {2, 5, 4, 2, 3},   /* GQA, two query heads per kv head, two sequences */
-    {1, 7, 2, 2, 4},   /* MHA (Hkv == H) */
-    {1, 1, 1, 1, 2},   /* a single token: P = [1], out = v */
-    {2, 6, 3, 3, 5},   /* MHA, odd head count, D not a power of two */
-    {1, 4, 6, 1, 2},   /* MQA: every query head shares one kv head */
-    {1, 150, 2, 1, 2}, /* T > the kernel's 64-row query block: 3 blocks, the last partial, so
-                          the skipped upper key blocks and the block-diagonal mask are hit */
-    {1, 128, 1, 1, 3}, /* T an exact multiple of the block */
+    {2, 5, 4, 2, 3, 0},   /* GQA, two query heads per kv head, two sequences */
+    {1, 7, 2, 2, 4, 0},   /* MHA (Hkv == H) */
+    {1, 1, 1, 1, 2, 0},   /* a single token: P = [1], out = v */
+    {2, 6, 3, 3, 5, 0},   /* MHA, odd head count, D not a power of two */
+    {1, 4, 6, 1, 2, 0},   /* MQA: every query head shares one kv head */
+    {1, 150, 2, 1, 2, 0}, /* T > the kernel's 64-row query block: 3 blocks, the last partial, so
+                             the skipped upper key blocks and the block-diagonal mask are hit */
+    {1, 128, 1, 1, 3, 0}, /* T an exact multiple of the block */
+    /* sliding windows */
+    {2, 7, 4, 2, 3, 3},    /* GQA, window 3 inside one query block */
+    {1, 6, 2, 2, 4, 1},    /* W = 1: each query sees only itself, out = v */
+    {1, 150, 2, 1, 2, 20}, /* W < block: later blocks start their keys inside the previous
+                              block (lo = i0 - 19), the band's edges inside each block */
+    {1, 200, 1, 1, 3, 70}, /* W > block: the band spans two key blocks */
+    {1, 130, 2, 1, 2, 64}, /* W = the block exactly */
+    {2, 5, 2, 1, 2, 9},    /* W > T: nothing masked beyond causality */
 };
 #define N_CASES ((int)(sizeof k_cases / sizeof k_cases[0]))
 
@@ -76,7 +89,7 @@ START_TEST(test_forward_matches_reference) {
     Tape tape;
     tape_init(&tape, 1 << 16);
     tape_reset(&tape, false);
-    Tensor *out = op_attention(&tape, q, k, v, c.B, c.T, c.H, c.Hkv, c.D);
+    Tensor *out = op_attention(&tape, q, k, v, c.B, c.T, c.H, c.Hkv, c.D, c.W);
     ck_assert_int_eq((int)out->n, c.B * c.T * c.H * c.D);
     /* float32 kernel vs double reference: outputs are convex combinations of v (|v| ~ 1-3),
      * each step rounds at eps_f32 ~ 6e-8 and softmax/expf add a few ulps; observed worst
@@ -84,8 +97,17 @@ START_TEST(test_forward_matches_reference) {
      * kernels (FMA, summation order) yet is far below any indexing or masking bug. */
     double err = tt_max_err(out->data, ref, out->n, 1e-5, 1e-5);
     ck_assert_msg(err <= 1.0, "case %d: forward err %g (>1 = outside tolerance)", _i, err);
-    if (c.T == 1) /* softmax over one score is exactly 1 */
-        for (size_t j = 0; j < out->n; j++) ck_assert_msg(out->data[j] == v->data[j], "T = 1: out != v");
+    if (c.T == 1 || c.W == 1) /* softmax over one score is exactly 1: out = v of the row */
+        for (int r = 0; r < c.B * c.T; r++)
+            for (int h = 0; h < c.H; h++)
+                for (int d = 0; d < c.D; d++)
+                    ck_assert_msg(out->data[(size_t)r * c.H * c.D + h * c.D + d] ==
+                                  v->data[(size_t)r * c.Hkv * c.D + (h / (c.H / c.Hkv)) * c.D + d],
+                                  "one visible key: out != v");
+    if (c.W >= c.T) { /* a window covering the sequence is the full causal kernel, bit for bit */
+        Tensor *full = op_attention(&tape, q, k, v, c.B, c.T, c.H, c.Hkv, c.D, 0);
+        ck_assert(!memcmp(full->data, out->data, sizeof(float) * out->n));
+    }
     tape_free(&tape);
     free(ref);
     tt_free(q);
@@ -98,19 +120,19 @@ START_TEST(test_causal) {
     /* Changing k and v at position j of sequence 0 must leave every output at positions
      * i < j (and all of sequence 1) bit-identical: the masked probabilities are exactly 0.
      * It must change position j itself, or the test would prove nothing. */
-    AttCase c = {2, 6, 4, 2, 3};
+    AttCase c = {2, 6, 4, 2, 3, 0};
     const int j = 3, HD = c.H * c.D, KD = c.Hkv * c.D;
     Tensor *q, *k, *v;
     make_inputs(c, TENSOR_CONST, 7, &q, &k, &v);
     Tape tape;
     tape_init(&tape, 1 << 16);
     tape_reset(&tape, false);
-    Tensor *o1 = op_attention(&tape, q, k, v, c.B, c.T, c.H, c.Hkv, c.D);
+    Tensor *o1 = op_attention(&tape, q, k, v, c.B, c.T, c.H, c.Hkv, c.D, 0);
     for (int d = 0; d < KD; d++) {
         k->data[(size_t)j * KD + d] += 1.5f;
         v->data[(size_t)j * KD + d] -= 2.0f;
     }
-    Tensor *o2 = op_attention(&tape, q, k, v, c.B, c.T, c.H, c.Hkv, c.D);
+    Tensor *o2 = op_attention(&tape, q, k, v, c.B, c.T, c.H, c.Hkv, c.D, 0);
     for (int i = 0; i < j; i++)
         for (int d = 0; d < HD; d++)
             ck_assert_msg(o1->data[i * HD + d] == o2->data[i * HD + d],
@@ -127,9 +149,94 @@ START_TEST(test_causal) {
 }
 END_TEST
 
+/* The window's defining property (sliding window W, Mistral 7B): query i's output does not
+ * depend on keys/values at positions j <= i - W at all. Forward: editing k and v at
+ * position j leaves every output row i >= j + W (and i < j, causality) bit-identical, and
+ * changes every element of the rows j .. j+W-1 inside the window. Backward: seeding only
+ * output row i, the gradients of k and v are exactly 0 outside i-W < j <= i and non-zero
+ * at every position inside. T = 150 spans three query blocks so both kernels' key ranges
+ * (lo > 0, band edges inside a block) are exercised; j is placed so that i >= j + W rows
+ * exist in the same and in later blocks. */
+START_TEST(test_window_excludes_far_keys) {
+    const AttCase cases[] = {{1, 150, 4, 2, 3, 20}, {2, 150, 2, 1, 2, 70}, {1, 12, 2, 2, 3, 4}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const AttCase c = cases[ci];
+        const int HD = c.H * c.D, KD = c.Hkv * c.D, W = c.W;
+        Tensor *q, *k, *v;
+        make_inputs(c, TENSOR_CONST, 70 + ci, &q, &k, &v);
+        Tape tape;
+        tape_init(&tape, 1 << 16);
+        tape_reset(&tape, false);
+        for (int j = 1; j < c.T; j += c.T / 5 + 1) {
+            Tensor *o1 = op_attention(&tape, q, k, v, c.B, c.T, c.H, c.Hkv, c.D, W);
+            for (int d = 0; d < KD; d++) {
+                k->data[(size_t)j * KD + d] += 1.5f;
+                v->data[(size_t)j * KD + d] -= 2.0f;
+            }
+            Tensor *o2 = op_attention(&tape, q, k, v, c.B, c.T, c.H, c.Hkv, c.D, W);
+            for (int d = 0; d < KD; d++) {   /* restore */
+                k->data[(size_t)j * KD + d] -= 1.5f;
+                v->data[(size_t)j * KD + d] += 2.0f;
+            }
+            for (int i = 0; i < c.T; i++) {
+                int changed = 0;
+                for (int d = 0; d < HD; d++)
+                    changed += o1->data[(size_t)i * HD + d] != o2->data[(size_t)i * HD + d];
+                if (i < j || i >= j + W)
+                    ck_assert_msg(changed == 0, "W=%d: row %d changed when key %d was edited",
+                                  W, i, j);
+                else
+                    ck_assert_msg(changed == HD, "W=%d: row %d (inside the window of key %d) "
+                                  "changed in %d of %d elements", W, i, j, changed, HD);
+            }
+            /* other sequences never move */
+            for (size_t x = (size_t)c.T * HD; x < o1->n; x++)
+                ck_assert(o1->data[x] == o2->data[x]);
+        }
+        tape_free(&tape);
+        tt_free(q);
+        tt_free(k);
+        tt_free(v);
+
+        make_inputs(c, TENSOR_PARAM, 90 + ci, &q, &k, &v);
+        tape_init(&tape, 1 << 16);
+        for (int i = 0; i < c.T; i += c.T / 4 + 1) {
+            memset(k->grad, 0, sizeof(float) * k->n);
+            memset(v->grad, 0, sizeof(float) * v->n);
+            memset(q->grad, 0, sizeof(float) * q->n);
+            tape_reset(&tape, true);
+            Tensor *out = op_attention(&tape, q, k, v, c.B, c.T, c.H, c.Hkv, c.D, W);
+            float *seed = calloc(out->n, sizeof(float));
+            for (int d = 0; d < HD; d++) seed[(size_t)i * HD + d] = 1.0f + 0.1f * (float)d;
+            tape_backward(&tape, out, seed);
+            free(seed);
+            for (int j = 0; j < c.B * c.T; j++) {
+                const bool inside = j <= i && j > i - W;
+                int nz_k = 0, nz_v = 0;
+                for (int d = 0; d < KD; d++) {
+                    nz_k += k->grad[(size_t)j * KD + d] != 0.0f;
+                    nz_v += v->grad[(size_t)j * KD + d] != 0.0f;
+                }
+                if (!inside)
+                    ck_assert_msg(nz_k == 0 && nz_v == 0, "W=%d: seeding row %d gave key %d a "
+                                  "gradient", W, i, j);
+                else
+                    ck_assert_msg(nz_v == KD && (j == i && i == 0 ? true : nz_k > 0),
+                                  "W=%d: key %d inside the window of row %d has no gradient "
+                                  "(%d k, %d v elements)", W, j, i, nz_k, nz_v);
+            }
+        }
+        tape_free(&tape);
+        tt_free(q);
+        tt_free(k);
+        tt_free(v);
+    }
+}
+END_TEST
+
 static Tensor *build_attention(Tape *t, Tensor **in, void *ctx) {
     const AttCase *c = ctx;
-    return op_attention(t, in[0], in[1], in[2], c->B, c->T, c->H, c->Hkv, c->D);
+    return op_attention(t, in[0], in[1], in[2], c->B, c->T, c->H, c->Hkv, c->D, c->W);
 }
 
 START_TEST(test_grad_fd) {
@@ -151,7 +258,7 @@ END_TEST
 START_TEST(test_grad_frozen_inputs_skipped) {
     /* Only v trainable: q and k must not be touched (they have no grad buffer) and dv must
      * still match finite differences. */
-    AttCase c = {2, 5, 4, 2, 3};
+    AttCase c = {2, 5, 4, 2, 3, 0};
     Tensor *in[3];
     make_inputs(c, TENSOR_CONST, 11, &in[0], &in[1], &in[2]);
     tt_free(in[2]);
@@ -165,7 +272,7 @@ START_TEST(test_grad_frozen_inputs_skipped) {
 END_TEST
 
 START_TEST(test_no_growth_second_step) {
-    AttCase c = {2, 5, 4, 2, 3};
+    AttCase c = {2, 70, 4, 2, 3, 9};   /* two query blocks, with a window */
     Tensor *q, *k, *v;
     make_inputs(c, TENSOR_PARAM, 21, &q, &k, &v);
     Tape tape;
@@ -178,7 +285,7 @@ START_TEST(test_no_growth_second_step) {
     for (int step = 0; step < 2; step++) {
         tape_reset(&tape, true);
         size_t c0 = moe_alloc_calls();
-        Tensor *out = op_attention(&tape, q, k, v, c.B, c.T, c.H, c.Hkv, c.D);
+        Tensor *out = op_attention(&tape, q, k, v, c.B, c.T, c.H, c.Hkv, c.D, c.W);
         tape_backward(&tape, out, NULL);
         calls[step] = moe_alloc_calls() - c0;
         grows[step] = tape.arena.grows;
@@ -215,6 +322,7 @@ static Suite *attention_suite(void) {
     suite_add_tcase(s, tc);
     tc = tcase_create("causality");
     tcase_add_test(tc, test_causal);
+    tcase_add_test(tc, test_window_excludes_far_keys);
     suite_add_tcase(s, tc);
     tc = tcase_create("grad_fd");
     tcase_add_loop_test(tc, test_grad_fd, 0, N_CASES);

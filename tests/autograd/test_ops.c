@@ -1011,7 +1011,7 @@ static Tensor *b_plan(Tape *t, Tensor **in, void *ctx) {
         Tensor *q = op_rope(t, op_linear(t, n, wq), 1, c->N, 2, 2, 10000.0f, 0);
         Tensor *k = op_rope(t, op_linear(t, n, wk), 1, c->N, 1, 2, 10000.0f, 0);
         Tensor *v = op_linear(t, n, wk);                          /* (N, 2) */
-        Tensor *a = op_attention(t, q, k, v, 1, c->N, 2, 1, 2);    /* (N, 4) */
+        Tensor *a = op_attention(t, q, k, v, 1, c->N, 2, 1, 2, 0); /* (N, 4) */
         x = op_add(t, x, op_linear(t, a, wo));
         Tensor *h = op_rmsnorm(t, x, g, 1e-5f);
         Tensor *f = op_swiglu(t, op_linear(t, h, w1), op_linear(t, h, wq));

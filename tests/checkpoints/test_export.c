@@ -10,7 +10,13 @@
  * - corrupt safetensors/GGUF files (truncated, bad header length, overlapping offsets) fail
  *   with a message naming the problem; a corrupt checkpoint or an unwritable directory
  *   leaves nothing under the output name;
- * - the KV-cache path (layers/infer.h) matches model_forward.
+ * - the KV-cache path (layers/infer.h) matches model_forward; with a sliding window the cache
+ *   is a ring of W positions and still matches the full forward on a sequence 8x longer
+ *   than W (prefills shorter and longer than W, single steps, shared experts on);
+ * - options: a window goes to config.json (Mixtral, and a dense model becomes a Mistral) and
+ *   comes back, with bit-identical logits; GGUF refuses a window and both formats refuse
+ *   shared experts, naming the key and writing nothing; a checkpoint with shared experts
+ *   still loads for sample/eval/logits.
  */
 #include <check.h>
 #include <dirent.h>
@@ -83,8 +89,11 @@ static void tiny_config(Config *c, int E) {
 
 /* Checkpoint of a model with distinct random values everywhere (norm gains too, so a
  * misplaced tensor cannot hide). The model stays built in *m for comparisons. */
-static void save_ref(Model *m, Config *c, int E) {
+static void save_ref_with(Model *m, Config *c, int E, int W, int n_shared) {
     tiny_config(c, E);
+    c->model.sliding_window = W;
+    c->moe.n_shared_experts = n_shared;
+    c->moe.shared_hidden = n_shared ? 20 : 0;
     ModelShape s;
     train_model_shape(c, &s);
     model_init(m, &s, 0, s.E, 7);
@@ -97,6 +106,8 @@ static void save_ref(Model *m, Config *c, int E) {
     MoeErr err;
     ck_assert_msg(ckpt_save(g_ckpt, c, m, &mt, g_tok, false, &err) == 0, "%s", err.msg);
 }
+
+static void save_ref(Model *m, Config *c, int E) { save_ref_with(m, c, E, 0, 0); }
 
 static bool exists(const char *p) {
     struct stat st;
@@ -575,6 +586,175 @@ START_TEST(test_infer_matches_forward) {
 }
 END_TEST
 
+/* Sliding window: the cache is a ring of W positions (memory W, not the sequence length)
+ * and RoPE positions keep counting, yet every position's logits equal model_forward's over
+ * the whole sequence (the forward's own window mask is the reference; it is tested against
+ * a naive reference in test_attention.c). 40 tokens with W = 5: prefills of 3 (< W) and
+ * 13 (> W, so the prefill's own early keys are evicted from the ring while later queries
+ * of the same step still need them) followed by single steps, and one 40-token prefill.
+ * MoE with shared experts and the dense model. Tolerance as test_infer_matches_forward:
+ * the same kernels but attention's summation order, ~1e-6 relative on logits of O(1..10),
+ * so 1e-4 + 1e-4 relative; a wrong slot or an off-by-one window changes logits by O(0.1). */
+START_TEST(test_infer_window_ring) {
+    enum { NT = 40, WIN = 5 };
+    int32_t ids[NT];
+    for (int i = 0; i < NT; i++) ids[i] = IDS[(i * 7) % 12];
+    const int cfg[][2] = {{4, 2}, {0, 0}};   /* {E, n_shared} */
+    for (int ci = 0; ci < 2; ci++) {
+        Config c;
+        memset(&c, 0, sizeof c);
+        tiny_config(&c, cfg[ci][0]);
+        c.model.sliding_window = WIN;
+        c.moe.n_shared_experts = cfg[ci][1];
+        ModelShape s;
+        train_model_shape(&c, &s);
+        ck_assert_int_eq(s.W, WIN);
+        Model m;
+        model_init(&m, &s, 0, s.E, 7);
+        MoeRng r;
+        rng_seed(&r, 99);
+        for (int b = 0; b < PBLOCK_COUNT; b++)
+            for (size_t i = 0; i < m.ps.blocks[b].n; i++)
+                m.ps.blocks[b].data[i] = 0.3f * rng_normal(&r);
+        m.s.router_noise = false;
+        float *ref = moe_malloc(sizeof(float) * NT * 300), *got = moe_malloc(sizeof(float) * NT * 300);
+        logits_of(&m, ids, NT, ref);
+        const int prefill[3] = {3, 13, NT};
+        for (int pi = 0; pi < 3; pi++) {
+            InferCache ic;
+            infer_init(&ic, &m, 2);   /* max_T is no limit with a window */
+            ck_assert_int_eq(ic.cap, WIN);
+            infer_step(&ic, &m, ids, prefill[pi], got);
+            for (int i = prefill[pi]; i < NT; i++)
+                infer_step(&ic, &m, ids + i, 1, got + (size_t)i * 300);
+            ck_assert_int_eq(ic.pos, NT);
+            double e = tt_max_err(got, ref, (size_t)NT * 300, 1e-4, 1e-4);
+            ck_assert_msg(e <= 1.0, "E=%d prefill %d: ring-cache logits differ from the "
+                          "windowed forward (%g)", cfg[ci][0], prefill[pi], e);
+            infer_free(&ic);
+        }
+        /* the window matters here: the full-causal model gives other logits after W */
+        m.s.W = 0;
+        float *full = moe_malloc(sizeof(float) * NT * 300);
+        logits_of(&m, ids, NT, full);
+        ck_assert(!memcmp(full, ref, sizeof(float) * WIN * 300));   /* first W: same */
+        ck_assert_double_gt(tt_max_err(full + WIN * 300, ref + WIN * 300,
+                                       (size_t)(NT - WIN) * 300, 1e-3, 0), 1.0);
+        moe_free(full);
+        moe_free(ref);
+        moe_free(got);
+        model_free(&m);
+        config_free(&c);
+    }
+}
+END_TEST
+
+/* Reads OUTDIR/config.json. */
+static void read_config_json(const char *out, JsonValue *j) {
+    char p[500];
+    snprintf(p, sizeof p, "%s/config.json", out);
+    uint8_t *buf;
+    size_t n;
+    MoeErr err;
+    ck_assert(data_read_file(p, &buf, &n, &err) == 0);
+    ck_assert_msg(json_parse(j, (const char *)buf, n, p, 1, &err) == 0, "%s", err.msg);
+    moe_free(buf);
+}
+
+START_TEST(test_export_window_and_shared) {
+    MoeErr err;
+    char out[400];
+    ExportHfOptions o = {ST_F32, 0};
+    float *la = moe_malloc(sizeof(float) * 12 * 300), *lb = moe_malloc(sizeof(float) * 12 * 300);
+    /* default: "sliding_window": null */
+    {
+        Config c;
+        Model m;
+        memset(&c, 0, sizeof c);
+        save_ref(&m, &c, 4);
+        snprintf(out, sizeof out, "%s/hf_nowin", g_dir);
+        ck_assert_msg(export_hf(g_ckpt, out, &o, &err) == 0, "%s", err.msg);
+        JsonValue j;
+        read_config_json(out, &j);
+        ck_assert(json_get(&j, "sliding_window")->type == JSON_NULL);
+        json_free(&j);
+        model_free(&m);
+        config_free(&c);
+    }
+    /* a window: written, read back, same logits (12 tokens > W = 3, so it masks); MoE as
+     * Mixtral, dense as Mistral */
+    for (int E = 4; E >= 0; E -= 4) {
+        Config c;
+        Model m;
+        memset(&c, 0, sizeof c);
+        save_ref_with(&m, &c, E, 3, 0);
+        snprintf(out, sizeof out, "%s/hf_win%d", g_dir, E);
+        ck_assert_msg(export_hf(g_ckpt, out, &o, &err) == 0, "%s", err.msg);
+        JsonValue j;
+        read_config_json(out, &j);
+        ck_assert(json_get_num(&j, "sliding_window") == 3);
+        ck_assert_str_eq(json_get(&j, "model_type")->str, E ? "mixtral" : "mistral");
+        ck_assert_str_eq(json_get(&j, "architectures")->items[0].str,
+                         E ? "MixtralForCausalLM" : "MistralForCausalLM");
+        json_free(&j);
+        ModelSource src;
+        ck_assert_msg(model_source_load(&src, out, &err) == 0, "%s", err.msg);
+        ck_assert_int_eq(src.model.s.W, 3);
+        assert_same_params(&m, &src.model);
+        logits_of(&m, IDS, 12, la);
+        logits_of(&src.model, IDS, 12, lb);
+        ck_assert(!memcmp(la, lb, sizeof(float) * 12 * 300));
+        model_source_free(&src);
+        /* GGUF cannot say it: refused, naming the key, nothing written */
+        snprintf(out, sizeof out, "%s/win%d.gguf", g_dir, E);
+        ck_assert_int_eq(export_gguf(g_ckpt, out, GGML_F32, &err), -1);
+        ck_assert_msg(strstr(err.msg, "model.sliding_window = 3") &&
+                      strstr(err.msg, g_ckpt), "%s", err.msg);
+        ck_assert(err.hint[0]);
+        ck_assert(!exists(out));
+        model_free(&m);
+        config_free(&c);
+    }
+    /* shared experts: refused by both formats, naming moe.n_shared_experts; the checkpoint
+     * itself still loads (sample/eval/logits) with the shared weights and their effect */
+    {
+        Config c;
+        Model m;
+        memset(&c, 0, sizeof c);
+        save_ref_with(&m, &c, 4, 0, 2);
+        ck_assert_int_eq(m.s.Fs, 40);
+        snprintf(out, sizeof out, "%s/hf_shared", g_dir);
+        ck_assert_int_eq(export_hf(g_ckpt, out, &o, &err), -1);
+        ck_assert_msg(strstr(err.msg, "moe.n_shared_experts = 2") &&
+                      strstr(err.msg, "MixtralForCausalLM"), "%s", err.msg);
+        ck_assert(err.hint[0]);
+        ck_assert(!exists(out));
+        snprintf(out, sizeof out, "%s/shared.gguf", g_dir);
+        ck_assert_int_eq(export_gguf(g_ckpt, out, GGML_F32, &err), -1);
+        ck_assert_msg(strstr(err.msg, "moe.n_shared_experts = 2"), "%s", err.msg);
+        ck_assert(!exists(out));
+        DIR *d = opendir(g_dir);
+        struct dirent *de;
+        while ((de = readdir(d))) ck_assert_msg(!strstr(de->d_name, "tmp"), "left %s", de->d_name);
+        closedir(d);
+        ModelSource src;
+        ck_assert_msg(model_source_load(&src, g_ckpt, &err) == 0, "%s", err.msg);
+        ck_assert_int_eq(src.model.s.Fs, 40);
+        ck_assert_int_ge(params_find(&src.model.ps,
+                         "model.layers.1.block_sparse_moe.shared_experts.down_proj.weight"), 0);
+        assert_same_params(&m, &src.model);
+        logits_of(&m, IDS, 12, la);
+        logits_of(&src.model, IDS, 12, lb);
+        ck_assert(!memcmp(la, lb, sizeof(float) * 12 * 300));
+        model_source_free(&src);
+        model_free(&m);
+        config_free(&c);
+    }
+    moe_free(la);
+    moe_free(lb);
+}
+END_TEST
+
 static Suite *export_suite(void) {
     Suite *s = suite_create("export");
     struct { const char *name; const TTest *fn; } cases[] = {
@@ -583,6 +763,8 @@ static Suite *export_suite(void) {
         {"gguf_roundtrip", test_gguf_roundtrip}, {"corrupt_files", test_corrupt_files},
         {"export_fails_cleanly", test_export_fails_cleanly},
         {"infer_matches_forward", test_infer_matches_forward},
+        {"infer_window_ring", test_infer_window_ring},
+        {"export_window_and_shared", test_export_window_and_shared},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         TCase *tc = tcase_create(cases[i].name);

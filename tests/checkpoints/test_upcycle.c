@@ -11,6 +11,11 @@
  * - the upcycled file: no optimizer state, step 0, loader at the start, the dense tokenizer;
  * - refusals name the mismatch: an MoE checkpoint, a model.* key that differs, a hidden
  *   width not divisible by G, moe.hidden != F/G, n_experts not a multiple of G;
+ * - shared experts: they start as the dense FFN's first Fs hidden units (bit for bit), the
+ *   routed experts as slices of the rest, and the upcycled model computes the dense logits
+ *   (G = 1 with any router; G = 2 with virtual groups; shared as wide as routed or not);
+ *   through the file (upcycle_ckpt / the command line) too; widths that do not add up and a
+ *   sliding window that differs from the dense run's are refused;
  * - the config's init section (defaults, ranges, cross checks) and the command line.
  */
 #include <check.h>
@@ -126,16 +131,25 @@ static UpcycleOpts opts(int G, float S, float X) {
     return o;
 }
 
-/* The MoE model of the dense config c with E experts, top-k K, granularity G. */
-static void build_moe(Model *m, const Config *dense, int E, int K, int G, int e_first,
-                      int e_local) {
+/* The MoE model of the dense config c with E experts, top-k K, granularity G and ns shared
+ * experts of width sh (routed width (F - ns sh) / G). */
+static void build_moe_shared(Model *m, const Config *dense, int E, int K, int G, int ns, int sh,
+                             int e_first, int e_local) {
     Config c;
     config_copy(&c, dense);
     c.moe.n_experts = E;
     c.moe.top_k = K;
-    c.moe.hidden = dense->moe.hidden / G;
+    c.moe.hidden = (dense->moe.hidden - ns * sh) / G;
+    c.moe.n_shared_experts = ns;
+    c.moe.shared_hidden = sh;
     build(m, &c, e_first, e_local, 999);
     config_free(&c);
+}
+
+/* The MoE model of the dense config c with E experts, top-k K, granularity G. */
+static void build_moe(Model *m, const Config *dense, int E, int K, int G, int e_first,
+                      int e_local) {
+    build_moe_shared(m, dense, E, K, G, 0, 0, e_first, e_local);
 }
 
 /* Upcycle g_dense into a fresh one-process MoE model (E, K, G, S, X) and return the max
@@ -314,6 +328,110 @@ START_TEST(test_granularity_k_below_g_reported) {
         printf("upcycle tiny E=%d K=%d G=%d S=0.02: max |dlogit| %.4g, mean %.4g (max |logit| "
                "%.3g)\n", cfg[i][0], cfg[i][1], cfg[i][2], mx, mean, scale);
     }
+    moe_free(ref);
+    model_free(&dm);
+    config_free(&dc);
+}
+END_TEST
+
+/* ---- shared experts ---- */
+
+/* Upcycle g_dense into an MoE with ns shared experts of width sh (E, K, G, S) and return the
+ * max abs logit difference to ref; also checks the shared weights are the dense FFN's first
+ * ns*sh units bit for bit and expert 0 the next slice. */
+static double upcycled_shared_diff(const Model *dm, const Config *dc, const float *ref, int E,
+                                   int K, int G, int ns, int sh, float S) {
+    Model moe;
+    build_moe_shared(&moe, dc, E, K, G, ns, sh, 0, E);
+    const int Fs = ns * sh, C = 8, Fd = 6, Fe = moe.s.F;
+    ck_assert_int_eq(moe.s.Fs, Fs);
+    UpcycleOpts o = opts(G, S, 0.0f);
+    MoeErr err;
+    int rc = upcycle_into(g_dense, &moe, &o, &err);
+    ck_assert_msg(rc == 0, "upcycle_into failed: %s", err.msg);
+    for (int l = 0; l < 2; l++) {
+        const float *d1 = dm->ps.p[dm->layer[l].w1].t.data, *d2 = dm->ps.p[dm->layer[l].w2].t.data;
+        const float *s1 = moe.ps.p[moe.layer[l].sw1].t.data, *s2 = moe.ps.p[moe.layer[l].sw2].t.data;
+        const float *e1 = moe.ps.p[moe.layer[l].w1].t.data;
+        ck_assert(!memcmp(s1, d1, sizeof(float) * (size_t)Fs * C));          /* rows [0, Fs) */
+        for (int c = 0; c < C; c++)                                            /* cols [0, Fs) */
+            ck_assert(!memcmp(s2 + c * Fs, d2 + c * Fd, sizeof(float) * (size_t)Fs));
+        ck_assert(!memcmp(e1, d1 + (size_t)Fs * C, sizeof(float) * (size_t)Fe * C));
+    }
+    float *lg = moe_malloc(sizeof(float) * TN * TV);
+    logits_of(&moe, lg);
+    double mx, mean, scale;
+    diff_stats(lg, ref, &mx, &mean, &scale);
+    ck_assert(isfinite(mx) && scale > 0.1);
+    moe_free(lg);
+    model_free(&moe);
+    return mx;
+}
+
+START_TEST(test_shared_experts_equal_dense) {
+    Model dm;
+    Config dc;
+    save_dense(&dm, &dc);
+    float *ref = moe_malloc(sizeof(float) * TN * TV);
+    logits_of(&dm, ref);
+    /* G = 1: shared = the first units, every expert = the rest: exact for any router */
+    const float S[2] = {0.02f, 3.0f};
+    for (int i = 0; i < 2; i++) {
+        double mx = upcycled_shared_diff(&dm, &dc, ref, 4, 2, 1, 1, 2, S[i]);
+        ck_assert_msg(mx <= LOGIT_ATOL, "1 shared x 2, S=%g: max |logit diff| %g", (double)S[i], mx);
+        mx = upcycled_shared_diff(&dm, &dc, ref, 3, 1, 1, 2, 1, S[i]);
+        ck_assert_msg(mx <= LOGIT_ATOL, "2 shared x 1, K=1: max |logit diff| %g", mx);
+    }
+    /* G = 2 = K with virtual groups, shared as wide as a routed slice: 6 = 2 + 2 x 2 */
+    double mx = upcycled_shared_diff(&dm, &dc, ref, 4, 2, 2, 1, 2, 0.5f);
+    ck_assert_msg(mx <= LOGIT_ATOL, "G=2 + shared: max |logit diff| %g", mx);
+    /* the contrast: without the shared part the routed slices alone are not the dense FFN */
+    Model moe;
+    build_moe_shared(&moe, &dc, 4, 2, 1, 1, 2, 0, 4);
+    UpcycleOpts o = opts(1, 0.02f, 0.0f);
+    MoeErr err;
+    ck_assert_int_eq(upcycle_into(g_dense, &moe, &o, &err), 0);
+    for (int l = 0; l < 2; l++) {
+        Tensor *s2 = &moe.ps.p[moe.layer[l].sw2].t;
+        memset(s2->data, 0, sizeof(float) * s2->n);
+    }
+    float *lg = moe_malloc(sizeof(float) * TN * TV);
+    logits_of(&moe, lg);
+    double mean, scale;
+    diff_stats(lg, ref, &mx, &mean, &scale);
+    ck_assert_msg(mx > 1e-3, "dropping the shared part should move the function (%g)", mx);
+    moe_free(lg);
+    model_free(&moe);
+
+    /* through the file: upcycle_ckpt with 1 shared expert as wide as the routed ones
+     * (6 = (1 + G=2) x 2), then loaded the way a run would */
+    char out[320];
+    snprintf(out, sizeof out, "%s/moe_shared.h5", g_dir);
+    o = opts(2, 0.02f, 0.0f);
+    o.n_shared = 1;
+    ck_assert_msg(upcycle_ckpt(g_dense, out, 4, 2, &o, &err) == 0, "%s", err.msg);
+    Config mc;
+    memset(&mc, 0, sizeof mc);
+    ck_assert_int_eq(ckpt_read_config(out, &mc, &err), 0);
+    ck_assert(mc.moe.n_shared_experts == 1 && mc.moe.shared_hidden == 0 && mc.moe.hidden == 2);
+    build(&moe, &mc, 0, 4, 5);
+    ck_assert_int_eq(moe.s.Fs, 2);
+    ck_assert_int_eq(ckpt_load(out, &moe, NULL, false, &err), 0);
+    lg = moe_malloc(sizeof(float) * TN * TV);
+    logits_of(&moe, lg);
+    diff_stats(lg, ref, &mx, &mean, &scale);
+    ck_assert_msg(mx <= LOGIT_ATOL, "upcycled file with shared experts: %g", mx);
+    moe_free(lg);
+    model_free(&moe);
+    config_free(&mc);
+    /* widths that do not divide: 6 = 1 x FS + G x F has no solution for G = 4, FS = 0 */
+    o = opts(4, 0.02f, 0.0f);
+    o.n_shared = 1;
+    ck_assert_int_eq(upcycle_ckpt(g_dense, out, 4, 2, &o, &err), -1);
+    ck_assert_msg(strstr(err.msg, "does not split into 1 shared + 4 routed"), "%s", err.msg);
+    o.shared_hidden = 3;   /* 6 - 3 = 3 units for G = 4: no */
+    ck_assert_int_eq(upcycle_ckpt(g_dense, out, 4, 2, &o, &err), -1);
+    ck_assert_msg(strstr(err.msg, "leaves 3 units"), "%s", err.msg);
     moe_free(ref);
     model_free(&dm);
     config_free(&dc);
@@ -510,6 +628,26 @@ START_TEST(test_refusals) {
     expect_refusal(g_dense, &dc, 4, 2, 3, 2,
                    (const char *const[]){"moe.n_experts = 4 is not a multiple of the "
                                          "granularity 3", NULL});
+    /* shared experts whose widths do not add up with the routed ones: named */
+    {
+        Config sc;
+        config_copy(&sc, &dc);
+        sc.moe.n_shared_experts = 1;
+        sc.moe.shared_hidden = 2;
+        expect_refusal(g_dense, &sc, 4, 2, 1, 3,
+                       (const char *const[]){"moe.hidden = 3", "minus the shared width 2 "
+                                             "leaves 4 units", NULL});
+        sc.moe.shared_hidden = 6;   /* nothing left for the routed experts */
+        expect_refusal(g_dense, &sc, 4, 2, 1, 1,
+                       (const char *const[]){"total width", "= 6 leaves 0", NULL});
+        config_free(&sc);
+        /* a window the dense run did not have */
+        config_copy(&sc, &dc);
+        sc.model.sliding_window = 4;
+        expect_refusal(g_dense, &sc, 4, 2, 1, 6,
+                       (const char *const[]){"model.sliding_window: 0 in the dense", NULL});
+        config_free(&sc);
+    }
     /* a missing file: named */
     char missing[340];
     snprintf(missing, sizeof missing, "%s/nope.h5", g_dir);
@@ -686,6 +824,24 @@ START_TEST(test_command_line) {
     ck_assert(mc.init.granularity == 2 && mc.init.router_init_std == 0.0);
     ck_assert(fabs(mc.init.expert_noise - 0.01) < 1e-9);
     config_free(&mc);
+    /* shared experts from the command line */
+    ck_assert_int_eq(run_cmd((const char *const[]){g_dense, out, "--experts", "4", "--top-k",
+                                                   "2", "--shared-hidden", "2", NULL}, e,
+                             sizeof e), 2);
+    ck_assert_ptr_nonnull(strstr(e, "--shared-hidden needs --shared-experts"));
+    ck_assert_int_eq(run_cmd((const char *const[]){g_dense, out, "--experts", "4", "--top-k",
+                                                   "2", "--shared-experts", "-1", NULL}, e,
+                             sizeof e), 2);
+    snprintf(out, sizeof out, "%s/up_shared.h5", g_dir);
+    ck_assert_int_eq(run_cmd((const char *const[]){g_dense, out, "--experts", "4", "--top-k",
+                                                   "2", "--shared-experts", "2",
+                                                   "--shared-hidden", "1", NULL}, e,
+                             sizeof e), 0);
+    ck_assert_ptr_nonnull(strstr(e, "+ 2 shared expert(s)"));
+    memset(&mc, 0, sizeof mc);
+    ck_assert_int_eq(ckpt_read_config(out, &mc, &err), 0);
+    ck_assert(mc.moe.n_shared_experts == 2 && mc.moe.shared_hidden == 1 && mc.moe.hidden == 4);
+    config_free(&mc);
     model_free(&dm);
     config_free(&dc);
 }
@@ -702,6 +858,10 @@ static Suite *upcycle_suite(void) {
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_granularity_all_slices_equals_dense);
     tcase_add_test(tc, test_granularity_k_below_g_reported);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("shared_experts");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_shared_experts_equal_dense);
     suite_add_tcase(s, tc);
     tc = tcase_create("layout_and_noise");
     tcase_add_checked_fixture(tc, setup, teardown);

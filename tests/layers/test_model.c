@@ -1,6 +1,11 @@
 /* test_model.c: the whole model, end to end, on tiny shapes.
- * - gradients of every parameter (MoE and dense variants) against central differences of
- *   the total loss (LM + load-balancing + z-loss), router noise on;
+ * - gradients of every parameter (MoE and dense variants, and MoE with shared experts and a
+ *   sliding window) against central differences of the total loss (LM + load-balancing +
+ *   z-loss), router noise on;
+ * - shared experts see every token: with the routed experts' down projections zeroed the
+ *   FFN sub-block is exactly the shared SwiGLU (against a naive reference) for every token,
+ *   and the shared weights get a gradient from every single token while a routed expert
+ *   gets none from the tokens not routed to it;
  * - the load-balancing loss reads exactly coef at uniform router probabilities, and the
  *   z-loss matches a hand computation;
  * - k accumulated micro-batches give the same gradients as one big batch;
@@ -51,12 +56,18 @@ static double loss_of(Model *m, Tape *t, bool record, ModelOut *out) {
  * atol 1e-3; rtol 2e-2 covers the O(h^2) truncation on the curved parts (softmax, silu,
  * rmsnorm). A wrong factor or sign in any backward is off by far more than this. The
  * routing (top-k choice) is piecewise constant: with this seed no score pair sits within
- * h of a tie (if one did, that element would show a large mismatch, not a small one). */
-static void check_model_grads(int E) {
+ * h of a tie (if one did, that element would show a large mismatch, not a small one; the
+ * shared-expert variants move layer 1's scores, and with seed 1234 one score pair of token
+ * 9 sits within 1e-3 of a tie: its embedding row is off by 3-5% at h = 1e-3, 20-40% at
+ * h = 3e-3 and within tolerance at h = 5e-4, a flip, not a wrong derivative; they use seed
+ * 1237, which has no such pair). */
+static void check_model_grads(int E, int Fs, int W, uint64_t seed) {
     ModelShape s = tiny_shape(E);
+    s.Fs = Fs;
+    s.W = W;
     make_batch(s.V);
     Model m;
-    model_init(&m, &s, 0, E, 1234);
+    model_init(&m, &s, 0, E, seed);
     Tape t;
     tape_init(&t, 1 << 20);
     ModelOut out;
@@ -84,8 +95,8 @@ static void check_model_grads(int E) {
             checked++;
             if (!(fabs(a - num) <= 1e-3 + 2e-2 * fabs(num))) {
                 if (bad < 8)
-                    fprintf(stderr, "E=%d %s[%zu]: analytic %.6g numeric %.6g\n", E, p->name, j,
-                            a, num);
+                    fprintf(stderr, "E=%d Fs=%d W=%d %s[%zu]: analytic %.6g numeric %.6g\n", E,
+                            Fs, W, p->name, j, a, num);
                 bad++;
             }
         }
@@ -97,10 +108,125 @@ static void check_model_grads(int E) {
     model_free(&m);
 }
 
-START_TEST(test_grad_moe) { check_model_grads(4); }
+START_TEST(test_grad_moe) { check_model_grads(4, 0, 0, 1234); }
 END_TEST
 
-START_TEST(test_grad_dense) { check_model_grads(0); }
+START_TEST(test_grad_dense) { check_model_grads(0, 0, 0, 1234); }
+END_TEST
+
+/* Shared experts (2 of width 3 = Fs 6), alone and with a window of 2 (T = 5, so it
+ * masks): the shared SwiGLU's and the windowed attention's gradients inside the whole
+ * model (every parameter, the shared gate/up/down projections included). */
+START_TEST(test_grad_moe_shared_window) {
+    check_model_grads(4, 6, 0, 1237);
+    check_model_grads(4, 6, 2, 1237);
+}
+END_TEST
+
+START_TEST(test_grad_dense_window) { check_model_grads(0, 0, 3, 1234); }
+END_TEST
+
+/* ---- shared experts see every token ---- */
+
+static double silu_d(double x) { return x / (1.0 + exp(-x)); }
+
+/* The FFN sub-block of a one-layer model with shared experts on random inputs hn (N, C):
+ * 1. routed w2 = 0: out[n] = w2s (silu(w1s x_n) * w3s x_n) for EVERY n, against a naive
+ *    double reference. Tolerance 1e-5 + 1e-4 relative: float32 sgemm over C = 8 and Fs = 6
+ *    terms of O(1) values rounds at ~1e-6; a dropped token or a missing term is O(0.1).
+ * 2. seeding the gradient of token n alone: the shared w1s, w3s, w2s all get a non-zero
+ *    gradient, for every n; routed expert e's w1 gets one only if n was routed to e (the
+ *    contrast that makes 2 a test of "always active"). */
+START_TEST(test_shared_experts_see_every_token) {
+    ModelShape s = tiny_shape(4);
+    s.L = 1;
+    s.Fs = 6;
+    s.router_noise = false;
+    enum { N = 9 };
+    const int C = s.C, Fs = s.Fs;
+    Model m;
+    model_init(&m, &s, 0, 4, 21);
+    const LayerParams *lp = &m.layer[0];
+    Tensor *hn = tt_tensor2(N, C, TENSOR_CONST, "hn");
+    tt_fill_normal(hn, 5, 1.0f);
+    MoeLayerArgs a = {.layer = 0, .L = 1, .E = 4, .K = 2, .F = s.F, .e_first = 0, .e_local = 4};
+    Tape t;
+    tape_init(&t, 1 << 16);
+
+    /* 1: routed experts silenced */
+    Tensor *w2 = &m.ps.p[lp->w2].t;
+    float *keep = moe_malloc(sizeof(float) * w2->n);
+    memcpy(keep, w2->data, sizeof(float) * w2->n);
+    memset(w2->data, 0, sizeof(float) * w2->n);
+    tape_reset(&t, false);
+    Tensor *aux = NULL, *z = NULL;
+    Tensor *y = model_ffn(&m, &t, 0, hn, &a, &aux, &z);
+    const float *w1s = m.ps.p[lp->sw1].t.data, *w3s = m.ps.p[lp->sw3].t.data,
+                *w2s = m.ps.p[lp->sw2].t.data;
+    float ref[N * 8];
+    for (int n = 0; n < N; n++) {
+        double h[16];
+        for (int f = 0; f < Fs; f++) {
+            double g = 0.0, u = 0.0;
+            for (int c = 0; c < C; c++) {
+                g += (double)w1s[f * C + c] * (double)hn->data[n * C + c];
+                u += (double)w3s[f * C + c] * (double)hn->data[n * C + c];
+            }
+            h[f] = silu_d(g) * u;
+        }
+        for (int c = 0; c < C; c++) {
+            double o = 0.0;
+            for (int f = 0; f < Fs; f++) o += (double)w2s[c * Fs + f] * h[f];
+            ref[n * C + c] = (float)o;
+        }
+    }
+    ck_assert_double_le(tt_max_err(y->data, ref, (size_t)N * C, 1e-5, 1e-4), 1.0);
+    for (int n = 0; n < N; n++) {   /* and no token is trivially zero */
+        double nrm = 0.0;
+        for (int c = 0; c < C; c++) nrm += fabs((double)ref[n * C + c]);
+        ck_assert_double_gt(nrm, 1e-3);
+    }
+    memcpy(w2->data, keep, sizeof(float) * w2->n);
+    moe_free(keep);
+
+    /* 2: per-token gradients */
+    const int shared[3] = {lp->sw1, lp->sw3, lp->sw2};
+    int32_t idx_seen[4] = {0};
+    for (int n = 0; n < N; n++) {
+        params_zero_grad(&m.ps);
+        tape_reset(&t, true);
+        aux = z = NULL;
+        moe_stats_reset(&m.stats);
+        y = model_ffn(&m, &t, 0, hn, &a, &aux, &z);
+        float *seed = moe_calloc(sizeof(float) * (size_t)N * C);
+        for (int c = 0; c < C; c++) seed[n * C + c] = 1.0f;
+        tape_backward(&t, y, seed);
+        moe_free(seed);
+        for (int k = 0; k < 3; k++) {
+            const Tensor *g = &m.ps.p[shared[k]].t;
+            int nz = 0;
+            for (size_t j = 0; j < g->n; j++) nz += g->grad[j] != 0.0f;
+            ck_assert_msg(nz > 0, "token %d gave no gradient to %s", n, m.ps.p[shared[k]].name);
+        }
+        /* routed: expert e's w1 slice has a gradient iff token n chose e (the stats count
+         * this forward's routing: 2 slots for the one call) */
+        const Tensor *g1 = &m.ps.p[lp->w1].t;
+        const size_t per = g1->n / 4;
+        int with_grad = 0;
+        for (int e = 0; e < 4; e++) {
+            int nz = 0;
+            for (size_t j = 0; j < per; j++) nz += g1->grad[(size_t)e * per + j] != 0.0f;
+            if (nz) {
+                with_grad++;
+                idx_seen[e]++;
+            }
+        }
+        ck_assert_int_eq(with_grad, s.K);   /* exactly the K chosen experts, not all 4 */
+    }
+    tt_free(hn);
+    tape_free(&t);
+    model_free(&m);
+}
 END_TEST
 
 /* With all router weights zero every token's router probabilities are uniform (P_i = 1/E)
@@ -218,25 +344,29 @@ END_TEST
 /* After the first step, forward + backward + AdamW allocate nothing (the arena and the op
  * list keep their memory). */
 START_TEST(test_no_allocation_after_first_step) {
-    ModelShape s = tiny_shape(4);
-    make_batch(s.V);
-    Model m;
-    model_init(&m, &s, 0, 4, 1);
-    Tape t;
-    tape_init(&t, 1 << 16);   /* small chunks so the first step grows the arena */
-    AdamWConfig ac = {0.9f, 0.95f, 1e-8f, 0.1f};
-    size_t calls_after_first = 0;
-    for (int step = 0; step < 4; step++) {
-        params_zero_grad(&m.ps);
-        ModelOut out;
-        loss_of(&m, &t, true, &out);
-        tape_backward(&t, out.loss, NULL);
-        adamw_step(&m.ps, &ac, 1e-3f, step + 1);
-        if (step == 0) calls_after_first = moe_alloc_calls();
+    for (int opt = 0; opt < 2; opt++) {   /* default, then shared experts + a window */
+        ModelShape s = tiny_shape(4);
+        s.Fs = opt ? 6 : 0;
+        s.W = opt ? 2 : 0;
+        make_batch(s.V);
+        Model m;
+        model_init(&m, &s, 0, 4, 1);
+        Tape t;
+        tape_init(&t, 1 << 16);   /* small chunks so the first step grows the arena */
+        AdamWConfig ac = {0.9f, 0.95f, 1e-8f, 0.1f};
+        size_t calls_after_first = 0;
+        for (int step = 0; step < 4; step++) {
+            params_zero_grad(&m.ps);
+            ModelOut out;
+            loss_of(&m, &t, true, &out);
+            tape_backward(&t, out.loss, NULL);
+            adamw_step(&m.ps, &ac, 1e-3f, step + 1);
+            if (step == 0) calls_after_first = moe_alloc_calls();
+        }
+        ck_assert_uint_eq(moe_alloc_calls(), calls_after_first);
+        tape_free(&t);
+        model_free(&m);
     }
-    ck_assert_uint_eq(moe_alloc_calls(), calls_after_first);
-    tape_free(&t);
-    model_free(&m);
 }
 END_TEST
 
@@ -246,6 +376,11 @@ int main(void) {
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_grad_moe);
     tcase_add_test(tc, test_grad_dense);
+    tcase_add_test(tc, test_grad_moe_shared_window);
+    tcase_add_test(tc, test_grad_dense_window);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("shared_experts");
+    tcase_add_test(tc, test_shared_experts_see_every_token);
     suite_add_tcase(s, tc);
     tc = tcase_create("aux_losses");
     tcase_add_test(tc, test_aux_losses_uniform);

@@ -1,7 +1,9 @@
 /* mpi_grad.c: under mpirun -n R with expert parallelism EP (argv[1]), the gradients after
  * one step (all-to-all dispatch, all-reduces) equal those of one process holding every
  * expert and the whole global batch. Every rank builds both: the single-process reference
- * (no communication) and its own shard of the distributed model.
+ * (no communication) and its own shard of the distributed model. Checked for the default
+ * model and with the architecture options on (shared experts, replicated and all-reduced
+ * with the dense block; a sliding window of 3 < T).
  * Run by ctest as `mpirun -n 4 mpi_grad EP` for EP = 1, 2, 4.
  */
 #include <check.h>
@@ -27,8 +29,7 @@ static ModelShape shape(void) {
     return s;
 }
 
-START_TEST(test_grads_match_single_process) {
-    ModelShape s = shape();
+static void check_grads_match(ModelShape s) {
     int32_t in[GB * T], tg[GB * T];
     MoeRng r;
     rng_seed(&r, 42);   /* same batch on every rank */
@@ -93,6 +94,16 @@ START_TEST(test_grads_match_single_process) {
     model_free(&dm);
     model_free(&ref);
 }
+
+START_TEST(test_grads_match_single_process) { check_grads_match(shape()); }
+END_TEST
+
+START_TEST(test_grads_match_shared_window) {
+    ModelShape s = shape();
+    s.Fs = 6;   /* e.g. 2 shared experts of width 3 */
+    s.W = 3;
+    check_grads_match(s);
+}
 END_TEST
 
 int main(int argc, char **argv) {
@@ -109,6 +120,7 @@ int main(int argc, char **argv) {
     Suite *s = suite_create("mpi_grad");
     TCase *tc = tcase_create("grads");
     tcase_add_test(tc, test_grads_match_single_process);
+    tcase_add_test(tc, test_grads_match_shared_window);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);   /* MPI and fork do not mix */

@@ -136,6 +136,9 @@ START_TEST(test_defaults) {
     ck_assert(c.optim.eps == 1e-8);
     ck_assert_int_eq(c.parallel.expert_parallel, 0);
     ck_assert_int_eq(c.checkpoint.every, 0);
+    ck_assert_int_eq(c.model.sliding_window, 0);   /* architecture options are off */
+    ck_assert_int_eq(c.moe.n_shared_experts, 0);
+    ck_assert_int_eq(c.moe.shared_hidden, 0);
     ck_assert_str_eq(c.run.dir, "runs/default");
     ck_assert_ptr_null(c.data.tokenizer);
     MoeErr err = {{0}, {0}};
@@ -239,6 +242,15 @@ START_TEST(test_out_of_range) {
                  "a number in (0, 0.5]");
     expect_error("train:\n  seed: -1\n", "2:9", "train.seed", "expected an integer >= 0");
     expect_error("train:\n  steps: 99999999999999999999\n", "2:10", "train.steps", "integer");
+    /* architecture options: "  sliding_window: -1" column 19, "  n_shared_experts: -2"
+     * column 21, "  shared_hidden: -8" column 18 */
+    expect_error("model:\n  sliding_window: -1\n", "2:19", "model.sliding_window",
+                 "expected an integer >= 0");
+    expect_error("moe:\n  n_shared_experts: -2\n", "2:21", "moe.n_shared_experts",
+                 "expected an integer >= 0");
+    expect_error("moe:\n  shared_hidden: -8\n", "2:18", "moe.shared_hidden",
+                 "expected an integer >= 0");
+    expect_error("model:\n  sliding_window: 2.5\n", "2:19", "model.sliding_window", "integer");
 }
 END_TEST
 
@@ -276,6 +288,12 @@ START_TEST(test_cross_field) {
     ck_assert_int_eq(config_load(&c, path, &err), 0);
     ck_assert_msg(config_validate(&c, &err) == 0, "%s", err.msg);
     config_free(&c);
+    /* shared experts on a dense model: "  n_shared_experts: 1" line 6, column 21 */
+    expect_error(DATA_OK "moe:\n  n_experts: 0\n  n_shared_experts: 1\n", "6:21",
+                 "moe.n_shared_experts, moe.n_experts", "moe.n_shared_experts: 0");
+    /* their total width must fit an int: 2 x 2^30 */
+    expect_error(DATA_OK "moe:\n  n_shared_experts: 2\n  shared_hidden: 1073741824\n", "5:21",
+                 "exceed", "fewer or narrower");
     /* "  min_lr: 0.01": line 6, column 11 */
     expect_error(DATA_OK "optim:\n  lr: 0.001\n  min_lr: 0.01\n", "6:11", "optim.min_lr",
                  "[0, 0.001]");
@@ -363,7 +381,8 @@ static void assert_same(const Config *a, const Config *b) {
 #define SAME_F(f) ck_assert_msg(a->f == b->f, #f ": %.17g != %.17g", a->f, b->f)
     SAME_I(model.vocab_size); SAME_I(model.dim); SAME_I(model.n_layers); SAME_I(model.n_heads);
     SAME_I(model.n_kv_heads); SAME_I(model.head_dim); SAME_F(model.norm_eps);
-    SAME_F(model.rope_theta); SAME_F(model.init_std);
+    SAME_F(model.rope_theta); SAME_F(model.init_std); SAME_I(model.sliding_window);
+    SAME_I(moe.n_shared_experts); SAME_I(moe.shared_hidden);
     SAME_I(moe.n_experts); SAME_I(moe.top_k); SAME_I(moe.hidden); SAME_F(moe.capacity_factor);
     SAME_I(moe.router_noise); SAME_F(moe.aux_loss_coef); SAME_F(moe.z_loss_coef);
     SAME_I(train.seq_len); SAME_I(train.micro_batch); SAME_I(train.grad_accum);
@@ -395,7 +414,8 @@ START_TEST(test_round_trip) {
         "model.rope_theta=500000.5", "train.seed=9007199254740993", "moe.router_noise=false",
         "moe.capacity_factor=1.25", "data.tokenizer='tok: \"x\" #1 \\\\'",
         "data.shards=[s0.bin, 's 1.bin', \"-x\", '[y]']", "run.dir=runs/a b",
-        "parallel.expert_parallel=2", "checkpoint.every=0"};
+        "parallel.expert_parallel=2", "checkpoint.every=0", "model.sliding_window=64",
+        "moe.n_shared_experts=2", "moe.shared_hidden=128"};
     for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++)
         ck_assert_msg(config_set(&a, sets[i], &err) == 0, "%s: %s", sets[i], err.msg);
     ck_assert_str_eq(a.data.tokenizer, "tok: \"x\" #1 \\\\");
