@@ -27,6 +27,7 @@
 #include "autograd/ops.h"
 
 #include "autograd/blas.h"
+#include "autograd/vmath.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -90,7 +91,7 @@ static void attention_backward_task(void *ctx, int task, int worker) {
                 const int i = i0 + r, c0 = att_first_key(i, W) - lo, c1 = i - lo;
                 float *pr = p + (size_t)r * T;
                 for (int c = 0; c < c0; c++) pr[c] = 0.0f;
-                for (int c = c0; c <= c1; c++) pr[c] = expf(pr[c] - lse_bh[i]);
+                for (int c = c0; c <= c1; c++) pr[c] = vm_expf(pr[c] - lse_bh[i]);
                 for (int c = c1 + 1; c < nk; c++) pr[c] = 0.0f;
             }
             /* O = P V  =>  dV_g[lo:w] += P^T dO_h (heads sharing g accumulate into it). */
@@ -168,13 +169,9 @@ static void attention_forward_task(void *ctx, int task, int worker) {
             for (int r = 0; r < mb; r++) {
                 const int i = i0 + r, c0 = att_first_key(i, W) - lo, c1 = i - lo;
                 float *pr = p + (size_t)r * T;
-                float m = pr[c0];
-                for (int c = c0 + 1; c <= c1; c++) m = pr[c] > m ? pr[c] : m;
-                double sum = 0.0;
-                for (int c = c0; c <= c1; c++) {
-                    pr[c] = expf(pr[c] - m);
-                    sum += (double)pr[c];
-                }
+                const float m = vm_max(pr + c0, c1 - c0 + 1);
+                for (int c = c0; c <= c1; c++) pr[c] = vm_expf(pr[c] - m);
+                const double sum = vm_sum_f64(pr + c0, c1 - c0 + 1);
                 const float inv = (float)(1.0 / sum);
                 for (int c = 0; c < c0; c++) pr[c] = 0.0f;
                 for (int c = c0; c <= c1; c++) pr[c] *= inv;

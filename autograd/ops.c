@@ -701,31 +701,6 @@ static void op_linear_ce_bw(TapeOp *op) {
                     1.0f, dw, C);
 }
 
-/* Max of a row with 16 independent running maxima, so the loop vectorises (a single
- * running max is a serial chain). NaN entries are skipped here and surface in the exp. */
-static float row_max(const float *r, int V) {
-    float m[16];
-    for (int j = 0; j < 16; j++) m[j] = -INFINITY;
-    int v = 0;
-    for (; v + 16 <= V; v += 16)
-        for (int j = 0; j < 16; j++) m[j] = r[v + j] > m[j] ? r[v + j] : m[j];
-    for (; v < V; v++) m[0] = r[v] > m[0] ? r[v] : m[0];
-    float mx = m[0];
-    for (int j = 1; j < 16; j++) mx = m[j] > mx ? m[j] : mx;
-    return mx;
-}
-
-/* Sum of a row in double with 8 independent partial sums (vectorisable; fixed order, so
- * the result does not depend on the thread that computes it). */
-static double row_sum(const float *r, int V) {
-    double s[8] = {0};
-    int v = 0;
-    for (; v + 8 <= V; v += 8)
-        for (int j = 0; j < 8; j++) s[j] += (double)r[v + j];
-    for (; v < V; v++) s[0] += (double)r[v];
-    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-}
-
 typedef struct LceTask {
     float *L;                 /* (N, V) logits in, loss gradient out (when needs) */
     const int32_t *targets;
@@ -752,12 +727,12 @@ static void linear_ce_rows(void *ctx, int task, int worker) {
             if (a->needs) memset(r, 0, sizeof(float) * (size_t)V);   /* no gradient */
             continue;
         }
-        const float mx = row_max(r, V);
+        const float mx = vm_max(r, V);
         const float at = r[tg];
         double sum;
         if (a->needs) {
             for (int v = 0; v < V; v++) r[v] = vm_expf(r[v] - mx);
-            sum = row_sum(r, V);
+            sum = vm_sum_f64(r, V);
             const float inv = (float)(1.0 / sum) * k;
             for (int v = 0; v < V; v++) r[v] *= inv;
             r[tg] -= k;
@@ -768,7 +743,7 @@ static void linear_ce_rows(void *ctx, int task, int worker) {
             for (int v0 = 0; v0 < V; v0 += 256) {
                 const int m = V - v0 < 256 ? V - v0 : 256;
                 for (int v = 0; v < m; v++) e[v] = vm_expf(r[v0 + v] - mx);
-                sum += row_sum(e, m);
+                sum += vm_sum_f64(e, m);
             }
         }
         loss += (double)mx + log(sum) - (double)at;

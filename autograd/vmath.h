@@ -52,4 +52,30 @@ static inline float vm_expf(float x) {
 /* 1 / (1 + e^-x): exp(-x) saturates to inf for x < -88.7 and 1/inf = 0, the right limit. */
 static inline float vm_sigmoidf(float x) { return 1.0f / (1.0f + vm_expf(-x)); }
 
+/* Max of n floats with 16 independent running maxima, so the loop vectorises (a single
+ * running max is a serial chain). NaN entries are skipped here (callers meet them in the
+ * exp that follows). -inf for n = 0. */
+static inline float vm_max(const float *x, int n) {
+    float m[16];
+    for (int j = 0; j < 16; j++) m[j] = -__builtin_inff();
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++) m[j] = x[i + j] > m[j] ? x[i + j] : m[j];
+    for (; i < n; i++) m[0] = x[i] > m[0] ? x[i] : m[0];
+    float mx = m[0];
+    for (int j = 1; j < 16; j++) mx = m[j] > mx ? m[j] : mx;
+    return mx;
+}
+
+/* Sum of n floats in double with 8 independent partial sums (vectorisable; a fixed order,
+ * so the result does not depend on which thread computes it). */
+static inline double vm_sum_f64(const float *x, int n) {
+    double s[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) s[j] += (double)x[i + j];
+    for (; i < n; i++) s[0] += (double)x[i];
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
 #endif
