@@ -79,6 +79,8 @@ static const KeySpec KEYS[] = {
     KB(S_MOE, "router_noise", moe.router_noise, 0, "noisy top-k gating in training"),
     KF(S_MOE, "aux_loss_coef", moe.aux_loss_coef, 0, HUGE_VAL, 0, "load-balancing loss"),
     KF(S_MOE, "z_loss_coef", moe.z_loss_coef, 0, HUGE_VAL, 0, "router z-loss"),
+    KF(S_MOE, "bias_update_rate", moe.bias_update_rate, 0, HUGE_VAL, 0,
+       "aux-loss-free balancing bias step; 0 = off"),
 
     KI(S_TRAIN, "seq_len", train.seq_len, 1, INT_MAX, 0, "T: tokens per sequence"),
     KI(S_TRAIN, "micro_batch", train.micro_batch, 1, INT_MAX, 0,

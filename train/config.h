@@ -38,7 +38,7 @@
 #include "autograd/common.h"
 
 #define CONFIG_N_SECTIONS 9   /* model moe train optim data run parallel checkpoint init */
-#define CONFIG_N_KEYS 46      /* total number of keys over all sections */
+#define CONFIG_N_KEYS 47      /* total number of keys over all sections */
 
 typedef struct ConfigModel {
     int vocab_size;     /* V, in [258, 65536] */
@@ -60,6 +60,8 @@ typedef struct ConfigMoe {
     bool router_noise;      /* noisy top-k gating during training (Shazeer et al. 2017) */
     double aux_loss_coef;   /* load-balancing loss weight, >= 0 */
     double z_loss_coef;     /* router z-loss weight, >= 0 */
+    double bias_update_rate; /* >= 0: aux-loss-free balancing bias step (layers/router_bias.h);
+                                0 = off */
 } ConfigMoe;
 
 typedef struct ConfigTrain {
