@@ -1,6 +1,7 @@
 /* test_model.c: the whole model, end to end, on tiny shapes.
- * - gradients of every parameter (MoE and dense variants) against central differences of
- *   the total loss (LM + load-balancing + z-loss), router noise on;
+ * - gradients of every parameter (MoE and dense variants, and MoE routing with an
+ *   aux-loss-free selection bias) against central differences of the total loss (LM +
+ *   load-balancing + z-loss), router noise on;
  * - the load-balancing loss reads exactly coef at uniform router probabilities, and the
  *   z-loss matches a hand computation;
  * - k accumulated micro-batches give the same gradients as one big batch;
@@ -52,14 +53,28 @@ static double loss_of(Model *m, Tape *t, bool record, ModelOut *out) {
  * rmsnorm). A wrong factor or sign in any backward is off by far more than this. The
  * routing (top-k choice) is piecewise constant: with this seed no score pair sits within
  * h of a tie (if one did, that element would show a large mismatch, not a small one). */
-static void check_model_grads(int E) {
+static void check_model_grads(int E, bool bias) {
     ModelShape s = tiny_shape(E);
     make_batch(s.V);
     Model m;
     model_init(&m, &s, 0, E, 1234);
+    if (bias) {   /* a constant selection bias (no gradient): the gates' gradients stay */
+        m.use_router_bias = true;
+        for (int j = 0; j < s.L * E; j++) m.router_bias[j] = 0.4f * (float)((j * 5) % 7) - 1.2f;
+    }
     Tape t;
     tape_init(&t, 1 << 20);
     ModelOut out;
+    if (bias) {   /* the bias must change the routing, or this case is test_grad_moe again */
+        m.use_router_bias = false;
+        loss_of(&m, &t, false, &out);
+        double plain[2 * 4];
+        memcpy(plain, m.stats.count, sizeof plain);
+        m.use_router_bias = true;
+        loss_of(&m, &t, false, &out);
+        ck_assert_msg(memcmp(plain, m.stats.count, sizeof plain) != 0,
+                      "the bias changed no expert load");
+    }
     params_zero_grad(&m.ps);
     loss_of(&m, &t, true, &out);
     tape_backward(&t, out.loss, NULL);
@@ -97,10 +112,13 @@ static void check_model_grads(int E) {
     model_free(&m);
 }
 
-START_TEST(test_grad_moe) { check_model_grads(4); }
+START_TEST(test_grad_moe) { check_model_grads(4, false); }
 END_TEST
 
-START_TEST(test_grad_dense) { check_model_grads(0); }
+START_TEST(test_grad_moe_bias) { check_model_grads(4, true); }
+END_TEST
+
+START_TEST(test_grad_dense) { check_model_grads(0, false); }
 END_TEST
 
 /* With all router weights zero every token's router probabilities are uniform (P_i = 1/E)
@@ -245,6 +263,7 @@ int main(void) {
     TCase *tc = tcase_create("gradients");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_grad_moe);
+    tcase_add_test(tc, test_grad_moe_bias);
     tcase_add_test(tc, test_grad_dense);
     suite_add_tcase(s, tc);
     tc = tcase_create("aux_losses");
