@@ -159,7 +159,8 @@ END_TEST
  * gates are the softmax (double) over the UNBIASED scores of the chosen experts. */
 static void topk_bias_ref(const float *h, const float *bias, int N, int E, int K, int32_t *idx,
                           float *gates) {
-    float *hb = malloc(sizeof(float) * (size_t)N * E), *unused = malloc(sizeof(float) * (size_t)N * K);
+    float *hb = malloc(sizeof(float) * (size_t)N * E);
+    float *unused = malloc(sizeof(float) * (size_t)N * K);   /* topk_ref's biased gates */
     for (int n = 0; n < N; n++)
         for (int e = 0; e < E; e++) hb[n * E + e] = h[n * E + e] + bias[e];
     topk_ref(hb, N, E, K, idx, unused);
