@@ -92,6 +92,12 @@ Tensor *op_attention(Tape *t, Tensor *q, Tensor *k, Tensor *v, int B, int T, int
  * idx (N, K) (caller-owned, descending score order, ties broken by lower expert index).
  * backward: dh[n, idx[n,k]] += softmax Jacobian applied to dgates. */
 Tensor *op_topk_gate(Tape *t, Tensor *h, int K, int32_t *idx);
+/* The same with a selection-only bias (E) (auxiliary-loss-free balancing, Wang et al. 2024;
+ * DeepSeek-V3 sec. 2.1.2): experts are ranked by h[n] + bias (same tie rule), the gates stay
+ * the softmax over the chosen experts' UNBIASED scores h[n, idx[n,k]]. bias is a constant
+ * read only during this call (no gradient); the backward is op_topk_gate's. bias NULL is
+ * op_topk_gate. */
+Tensor *op_topk_gate_bias(Tape *t, Tensor *h, const float *bias, int K, int32_t *idx);
 
 /* y (M, C) = x[rows[m]], rows (M) in [0, N) (borrowed, valid until backward).
  * backward: dx[rows[m]] += dy[m] (scatter-add). */

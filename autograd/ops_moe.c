@@ -2,7 +2,9 @@
  * combine, the grouped expert GEMM and the two router auxiliary losses.
  *
  * References: Shazeer et al. 2017 (top-k gating), Fedus et al. 2022 eq. 4 (load-balancing
- * loss), Zoph et al. 2022 eq. 5 (router z-loss).
+ * loss), Zoph et al. 2022 eq. 5 (router z-loss); the selection-only bias of
+ * op_topk_gate_bias: Wang et al. 2024 (arXiv:2408.15664, "Loss-Free Balancing") and
+ * DeepSeek-V3 (arXiv:2412.19437, sec. 2.1.2): the bias decides which experts, never how much.
  * Non-goals: capacity planning and the routing itself (counts, offsets, slots: layers/moe),
  * expert parallelism (parallel/), noisy gating. No threading here: the per-expert sgemm
  * calls use OpenBLAS threads, the O(N*E) loops are too small to matter.
@@ -33,7 +35,17 @@ static void topk_gate_backward(TapeOp *op) {
     }
 }
 
+/* The selection score of expert e: the router score, plus the expert's bias when one is
+ * given (aux-loss-free balancing). Without a bias this is s[e] itself, bit for bit. */
+static inline float sel_score(const float *s, const float *bias, int e) {
+    return bias ? s[e] + bias[e] : s[e];
+}
+
 Tensor *op_topk_gate(Tape *t, Tensor *h, int K, int32_t *idx) {
+    return op_topk_gate_bias(t, h, NULL, K, idx);
+}
+
+Tensor *op_topk_gate_bias(Tape *t, Tensor *h, const float *bias, int K, int32_t *idx) {
     const size_t N = tensor_rows(h);
     const int E = tensor_cols(h);
     ASSERT(K >= 1 && K <= E, "K %d not in [1, E = %d]", K, E);
@@ -42,29 +54,36 @@ Tensor *op_topk_gate(Tape *t, Tensor *h, int K, int32_t *idx) {
     for (size_t n = 0; n < N; n++) {
         const float *s = h->data + n * (size_t)E;
         int32_t *ix = idx + n * K;
-        /* k-th pick = largest score strictly after the previous pick in the order
+        /* k-th pick = largest selection score strictly after the previous pick in the order
          * (score descending, index ascending): O(K E), no marker array, ties -> lower index.
          * A NaN score ranks as -inf, so a diverged router still yields K distinct experts;
          * the NaN then reaches the gates and the loss, where the trainer's health check
          * skips the step (a numerical fault, not a programmer error). */
         for (int k = 0; k < K; k++) {
             int best = -1;
+            float sb = 0.0f;   /* selection score of best */
             for (int e = 0; e < E; e++) {
-                const float se = s[e] == s[e] ? s[e] : -INFINITY;
+                const float v = sel_score(s, bias, e);
+                const float se = v == v ? v : -INFINITY;
                 if (k > 0) {
-                    const float pv = s[ix[k - 1]];
+                    const float pv = sel_score(s, bias, ix[k - 1]);
                     const float ps = pv == pv ? pv : -INFINITY;
                     if (!(se < ps || (se == ps && e > ix[k - 1]))) continue;
                 }
-                const float sb = best < 0 ? 0.0f : (s[best] == s[best] ? s[best] : -INFINITY);
-                if (best < 0 || se > sb) best = e;
+                if (best < 0 || se > sb) {
+                    best = e;
+                    sb = se;
+                }
             }
             ASSERT(best >= 0, "top-k found no pick %d of %d in row %zu", k, K, n);
             ix[k] = best;
         }
-        /* Softmax over the K chosen scores; the first is the row max (stability). */
+        /* Softmax over the K chosen (unbiased) scores, shifted by their max for stability:
+         * without a bias the first pick is that max; with one it need not be. */
         float *g = out->data + n * K;
-        const float m = s[ix[0]];
+        float m = s[ix[0]];
+        if (bias)
+            for (int k = 1; k < K; k++) m = s[ix[k]] > m ? s[ix[k]] : m;
         double sum = 0.0;
         for (int k = 0; k < K; k++) {
             g[k] = expf(s[ix[k]] - m);

@@ -27,6 +27,7 @@
 #include "autograd/blas.h"
 #include "layers/model.h"
 #include "optim/adamw.h"
+#include "layers/router_bias.h"
 #include "parallel/dp.h"
 #include "parallel/exchange.h"
 #include "train/config.h"
@@ -87,6 +88,7 @@ int main(int argc, char **argv) {
     model_init(&m, &s, comm.ep_rank * El, El, 1);
     struct MoeExchange ex = {.comm = &comm};
     if (comm.size > 1 && s.E > 0) m.exchange = &ex;
+    m.use_router_bias = s.E > 0 && c.moe.bias_update_rate > 0;   /* as the trainer */
     Tape t;
     tape_init(&t, 0);
     t.profile = true;
@@ -131,6 +133,11 @@ int main(int argc, char **argv) {
         (void)gn;
         double t3 = moe_now();
         adamw_step(&m.ps, &ac, 1e-4f, st + 1);
+        if (m.use_router_bias) {   /* aux-loss-free balancing, timed with the optimizer */
+            router_bias_update(m.router_bias, m.stats.count, s.L, s.E,
+                               (float)c.moe.bias_update_rate);
+            moe_stats_reset(&m.stats);
+        }
         double t4 = moe_now();
         if (st == 0) tape_compact(&t);   /* as the trainer does after its first step */
         if (st >= warmup) {

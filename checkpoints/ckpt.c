@@ -22,6 +22,7 @@
 #include "data/tokenizer.h"
 
 #define CKPT_NAME_MAX 256
+#define CKPT_ROUTER_BIAS "state/router_bias"
 
 /* Group of each tensor kind inside the file, indexed by Copy. */
 enum { COPY_DATA = 0, COPY_M = 1, COPY_V = 2, COPY_COUNT = 3 };
@@ -142,6 +143,15 @@ static int write_model(Writer *w, const Model *m) {
     return 0;
 }
 
+/* The aux-loss-free balancing bias (L, E), replicated on every rank: written when the model
+ * routes with it. */
+static int write_router_bias(Writer *w, const Model *m) {
+    if (!m->use_router_bias || !m->router_bias) return 0;
+    uint64_t dims[2] = {(uint64_t)m->s.L, (uint64_t)m->s.E};
+    if (h5io_group(w->file, w->path, "state", w->err)) return -1;
+    return h5io_write(w->file, w->path, CKPT_ROUTER_BIAS, true, 2, dims, m->router_bias, w->err);
+}
+
 /* fsync a file or directory by path; -1 with errno on failure. */
 static int fsync_path(const char *path, int flags) {
     int fd = open(path, flags);
@@ -175,6 +185,7 @@ int ckpt_save(const char *path, const Config *c, const Model *m, const CkptMeta 
     if (h5io_create(tmp, &w.file, err)) goto fail;
     if (write_state(&w, c, m, meta, tokenizer_path)) goto fail;
     if (write_model(&w, m)) goto fail;
+    if (write_router_bias(&w, m)) goto fail;
     int64_t f = w.file;
     w.file = -1;
     if (h5io_close(f, tmp, err)) goto fail;
@@ -241,6 +252,7 @@ static int read_meta(int64_t f, const char *path, CkptMeta *meta, MoeErr *err) {
     int64_t has_opt = 0;
     if (h5io_attr_get_i64(f, path, "has_optimizer", &has_opt, err)) return -1;
     t.has_optimizer = has_opt != 0;
+    t.has_router_bias = h5io_exists(f, CKPT_ROUTER_BIAS) == 1;
     if (meta) *meta = t;
     return 0;
 }
@@ -375,8 +387,24 @@ int ckpt_load(const char *path, Model *m, CkptMeta *meta, bool load_optimizer, M
     /* All checks first, so a mismatched file leaves the model untouched. */
     for (size_t i = 0; i < l.n; i++)
         if (h5io_check(f, path, l.v[i].dset, true, l.v[i].ndim, l.v[i].dims, err)) goto fail;
+    if (t.has_router_bias) {
+        uint64_t dims[2] = {(uint64_t)m->s.L, (uint64_t)m->s.E};
+        if (m->s.E == 0) {
+            moe_errorf(err, "%s: dataset '%s' is present but the model is dense", path,
+                       CKPT_ROUTER_BIAS);
+            moe_hintf(err, "the file was not written by moetrain's checkpoint writer");
+            goto fail;
+        }
+        if (h5io_check(f, path, CKPT_ROUTER_BIAS, true, 2, dims, err)) goto fail;
+    }
     for (size_t i = 0; i < l.n; i++)
         if (h5io_read(f, path, l.v[i].dset, true, l.v[i].dst, err)) goto fail;
+    if (t.has_router_bias) {
+        if (h5io_read(f, path, CKPT_ROUTER_BIAS, true, m->router_bias, err)) goto fail;
+        m->use_router_bias = true;
+    } else if (m->router_bias) {
+        memset(m->router_bias, 0, sizeof(float) * (size_t)m->s.L * (size_t)m->s.E);
+    }
     moe_free(l.v);
     h5io_close(f, path, NULL);
     if (meta) *meta = t;

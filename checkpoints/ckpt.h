@@ -15,6 +15,9 @@
  *   /params/NAME         float32    one dataset per parameter, shape as our tensor ([out, in])
  *   /optim/m/NAME        float32    AdamW first moment, same shape (trainable params only)
  *   /optim/v/NAME        float32    AdamW second moment
+ *   /state/router_bias   float32 (L, E)  the selection-only expert bias of aux-loss-free
+ *                        balancing (layers/router_bias.h); present only when the model
+ *                        routes with it (Model.use_router_bias)
  *
  * Experts: our stacked (E_local, F, C) tensor "...experts.{e}.w1.weight" is stored as one
  * (F, C) dataset per expert with {e} replaced by the GLOBAL expert index, so a file does not
@@ -56,6 +59,8 @@ typedef struct CkptMeta {
     uint64_t tok_hash;        /* tok_hash() of the tokenizer stored in the file */
     bool has_optimizer;       /* read only: the file holds AdamW moments (ckpt_save's
                                  with_optimizer decides it when writing) */
+    bool has_router_bias;     /* read only: the file holds /state/router_bias (written when
+                                 the model's use_router_bias is set) */
 } CkptMeta;
 
 /* What `moetrain ckpt info` shows; filled by ckpt_inspect. */
@@ -108,7 +113,11 @@ int ckpt_read_tokenizer(const char *path, uint8_t **bytes, size_t *n, MoeErr *er
  * the expected shape; errors name the file and the dataset ("PATH: dataset
  * 'model.layers.2.block_sparse_moe.experts.5.w1.weight' is missing", or both shapes) with a
  * hint. Every read is checksum-verified. Fails with -1 and err; after a failure in the read
- * phase (corruption) the model's values are partly overwritten and must not be used. */
+ * phase (corruption) the model's values are partly overwritten and must not be used.
+ * Router bias: when the file holds /state/router_bias (L, E) it is read into m->router_bias
+ * and m->use_router_bias is set (so inference routes as training did); when it does not,
+ * m->router_bias is zeroed and use_router_bias left as the caller set it (a run that turns
+ * the option on over an older checkpoint starts its bias at zero). */
 int ckpt_load(const char *path, Model *m, CkptMeta *meta, bool load_optimizer, MoeErr *err);
 
 /* Read and checksum-verify EVERY dataset in the file and summarise it (for `ckpt info`).

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "checkpoints/ckpt.h"
+#include "layers/router_bias.h"
 #include "train/config.h"
 #include "train/json.h"
 #include "train/train.h"
@@ -202,6 +203,25 @@ static int load_ckpt(const char *path, Config *c, Model *m, Tokenizer *tok, MoeE
         rc = -1;
     }
     return rc;
+}
+
+/* Aux-loss-free balancing: Mixtral's HF layout and llama.cpp's llama graph route by the plain
+ * top-k of the router logits and have no place for a selection bias (DeepSeek-V3's
+ * e_score_correction_bias is not part of them), so a model with a non-zero bias would route
+ * differently there than it was trained to: refuse (an all-zero bias changes nothing). */
+static int refuse_router_bias(const char *path, const Config *c, const Model *m,
+                              const char *format, MoeErr *err) {
+    if (!m->use_router_bias || !m->router_bias) return 0;
+    double mx = 0.0;
+    for (int l = 0; l < m->s.L; l++)
+        mx = fmax(mx, router_bias_max_abs(m->router_bias + (size_t)l * m->s.E, m->s.E));
+    if (mx == 0.0) return 0;
+    moe_errorf(err, "%s: the model was trained with moe.bias_update_rate = %g and routes with a "
+                    "non-zero expert selection bias (/state/router_bias, max |b| %.3g), which "
+                    "the %s format cannot express", path, c->moe.bias_update_rate, mx, format);
+    return moe_hintf(err, "an engine reading the export would pick other experts than the "
+                          "model was trained with; run this checkpoint with `moetrain sample|"
+                          "eval|logits` instead, or train with moe.bias_update_rate: 0 to export");
 }
 
 /* ------------------------------------------------------------------ temp directories */
@@ -400,6 +420,7 @@ int export_hf(const char *ckpt_path, const char *outdir, const ExportHfOptions *
     }
     if (load_ckpt(ckpt_path, &c, &m, &tok, err) || check_expressible(ckpt_path, &c, false, err))
         goto done;
+    if (refuse_router_bias(ckpt_path, &c, &m, "Hugging Face Mixtral", err)) goto done;
     if (count_duplicate_tokens(&tok) > 0) {
         moe_errorf(err, "%s: the tokenizer has %d tokens with identical bytes; a Hugging Face "
                         "vocab cannot hold them", ckpt_path, count_duplicate_tokens(&tok));
@@ -545,6 +566,7 @@ int export_gguf(const char *ckpt_path, const char *out_path, GgmlType type, MoeE
     int rc = -1;
     if (load_ckpt(ckpt_path, &c, &m, &tok, err) || check_expressible(ckpt_path, &c, true, err))
         goto done;
+    if (refuse_router_bias(ckpt_path, &c, &m, "GGUF (llama)", err)) goto done;
     const ModelShape *s = &m.s;
     gguf_w_str(&w, "general.architecture", "llama");
     gguf_w_str(&w, "general.name", c.name ? c.name : "moetrain");

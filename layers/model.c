@@ -91,12 +91,14 @@ void model_init(Model *m, const ModelShape *s, int e_first, int e_local, uint64_
     params_finalise(ps);
     params_init_values(ps, seed, e_first);
     moe_stats_init(&m->stats, s->L, s->E);
+    if (s->E > 0) m->router_bias = moe_calloc(sizeof(float) * (size_t)s->L * (size_t)s->E);
 }
 
 void model_free(Model *m) {
     params_free(&m->ps);
     moe_free(m->layer);
     moe_stats_free(&m->stats);
+    moe_free(m->router_bias);
     memset(m, 0, sizeof *m);
 }
 
@@ -110,8 +112,10 @@ Tensor *model_ffn(Model *m, Tape *t, int l, Tensor *hn, const MoeLayerArgs *a, T
                   Tensor **z) {
     const LayerParams *lp = &m->layer[l];
     if (m->s.E > 0) {
+        MoeLayerArgs ab = *a;   /* training, evaluation and KV-cache decoding all pass here */
+        ab.bias = m->use_router_bias ? m->router_bias + (size_t)l * m->s.E : NULL;
         Tensor *y = moe_forward(t, hn, P(m, lp->router), P(m, lp->noise), P(m, lp->w1),
-                                P(m, lp->w3), P(m, lp->w2), a, m->exchange, &m->stats, aux, z);
+                                P(m, lp->w3), P(m, lp->w2), &ab, m->exchange, &m->stats, aux, z);
         if (m->s.Fs == 0) return y;
         /* Shared experts: every token, no gate (DeepSeekMoE sec. 3.2); replicated weights, so
          * no exchange and their gradients are all-reduced with the dense block. */

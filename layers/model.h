@@ -53,6 +53,11 @@ typedef struct Model {
     MoeStats stats;           /* routing statistics of the last forward, summed over
                                  micro-batches until moe_stats_reset */
     MoeExchange *exchange;    /* expert-parallel exchange, NULL on one rank (borrowed) */
+    float *router_bias;       /* (L, E) selection-only expert bias (layers/router_bias.h),
+                                 zeros at init; owned; NULL when dense */
+    bool use_router_bias;     /* routing adds router_bias: set by the trainer when
+                                 moe.bias_update_rate > 0, and by ckpt_load when the file
+                                 holds /state/router_bias */
 } Model;
 
 /* Profile regions of the forward/backward (Tape.profile; bench_train prints them). */

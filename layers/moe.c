@@ -90,7 +90,7 @@ Tensor *moe_forward(Tape *t, Tensor *x, Tensor *router, Tensor *noise, Tensor *w
     }
 
     int32_t *idx = arena_ints(&t->arena, (size_t)N * K);
-    Tensor *gates = op_topk_gate(t, h, K, idx);                     /* (N, K) */
+    Tensor *gates = op_topk_gate_bias(t, h, a->bias, K, idx);       /* (N, K) */
 
     int32_t *counts = arena_ints(&t->arena, (size_t)E);
     int32_t *offs = arena_ints(&t->arena, (size_t)E + 1);

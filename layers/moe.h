@@ -6,6 +6,8 @@
  *                                                    eq. 4); eps ~ N(0,1) from a counter RNG
  *                                                    keyed by (seed, step, layer, token)
  *   gates, idx = top-k softmax of h                  (N, K)
+ *     with a selection bias b (E): idx = top-k of h + b, gates = softmax of the chosen
+ *     h (Wang et al. 2024; DeepSeek-V3 sec. 2.1.2; layers/router_bias.h)
  *   dispatch: tokens grouped per expert by a prefix sum over counts (stable, token order);
  *     with capacity_factor > 0 each expert keeps at most ceil(N K / E * factor) slots and
  *     the overflow is dropped (the residual still carries the token)
@@ -48,6 +50,8 @@ typedef struct MoeLayerArgs {
     uint64_t seed;
     long step, token_base;
     float aux_scale, z_scale;   /* coef * loss_scale / L (per-layer share) */
+    const float *bias;          /* (E) selection-only bias of this layer (aux-loss-free
+                                   balancing, layers/router_bias.h); NULL = none */
 } MoeLayerArgs;
 
 /* x (N, C) normalised input; router, noise (E, C); w1, w3 (E_local, F, C); w2 (E_local, C, F).

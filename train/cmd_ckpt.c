@@ -72,6 +72,9 @@ static int info(const char *path) {
     printf("parameters      %zu total: %zu dense, %zu in experts\n", in.n_params,
            in.n_params_dense, in.n_params_expert);
     printf("optimizer state %s\n", in.has_optimizer ? "yes (AdamW m and v)" : "no");
+    if (m->has_router_bias)
+        printf("router bias     yes (/state/router_bias, moe.bias_update_rate %g)\n",
+               c.moe.bias_update_rate);
     printf("datasets        %zu, all checksums verified\n", in.n_datasets);
     config_free(&c);
     ckpt_info_free(&in);

@@ -85,6 +85,8 @@ static const KeySpec KEYS[] = {
        "always-active experts (DeepSeekMoE); 0 = none"),
     KI(S_MOE, "shared_hidden", moe.shared_hidden, 0, INT_MAX, F_SHAPE,
        "hidden width of each shared expert; 0 = hidden"),
+    KF(S_MOE, "bias_update_rate", moe.bias_update_rate, 0, HUGE_VAL, 0,
+       "aux-loss-free balancing bias step; 0 = off"),
 
     KI(S_TRAIN, "seq_len", train.seq_len, 1, INT_MAX, 0, "T: tokens per sequence"),
     KI(S_TRAIN, "micro_batch", train.micro_batch, 1, INT_MAX, 0,

@@ -38,7 +38,7 @@
 #include "autograd/common.h"
 
 #define CONFIG_N_SECTIONS 9   /* model moe train optim data run parallel checkpoint init */
-#define CONFIG_N_KEYS 49      /* total number of keys over all sections */
+#define CONFIG_N_KEYS 50      /* total number of keys over all sections */
 
 typedef struct ConfigModel {
     int vocab_size;     /* V, in [258, 65536] */
@@ -63,6 +63,8 @@ typedef struct ConfigMoe {
     double z_loss_coef;     /* router z-loss weight, >= 0 */
     int n_shared_experts;   /* >= 0 always-active SwiGLU experts (DeepSeekMoE); needs E > 0 */
     int shared_hidden;      /* >= 0 hidden width of each shared expert; 0 = hidden */
+    double bias_update_rate; /* >= 0: aux-loss-free balancing bias step (layers/router_bias.h);
+                                0 = off */
 } ConfigMoe;
 
 typedef struct ConfigTrain {

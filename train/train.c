@@ -22,6 +22,7 @@
 #include "data/tokenizer.h"
 #include "checkpoints/ckpt.h"
 #include "checkpoints/upcycle.h"
+#include "layers/router_bias.h"
 #include "optim/adamw.h"
 #include "parallel/dp.h"
 #include "parallel/exchange.h"
@@ -237,6 +238,13 @@ static void log_step(Logger *lg, const StepLog *s, const Model *m, bool print) {
         for (int l = 0; l < st->L; l++)
             fprintf(f, "%s%.4f", l ? "," : "", st->calls ? st->entropy[l] / st->calls : 0.0);
         fprintf(f, "]");
+        if (m->use_router_bias) {   /* aux-loss-free balancing: max |b| per layer */
+            fprintf(f, ",\"router_bias_max\":[");
+            for (int l = 0; l < st->L; l++)
+                fprintf(f, "%s%.4g", l ? "," : "",
+                        router_bias_max_abs(m->router_bias + (size_t)l * st->E, st->E));
+            fprintf(f, "]");
+        }
     }
     fprintf(f, "}\n");
     fflush(f);
@@ -270,6 +278,13 @@ static void log_step(Logger *lg, const StepLog *s, const Model *m, bool print) {
             for (int e = 0; e < st->E && e < 16; e++) printf(" %.3f", share[e]);
             printf("%s | max/mean %.2f | dropped %.0f\n", st->E > 16 ? " ..." : "", mom,
                    st->dropped[l]);
+        }
+        if (m->use_router_bias) {
+            printf("      router selection bias, max |b| per layer:");
+            for (int l = 0; l < st->L; l++)
+                printf(" L%d %.3g", l, router_bias_max_abs(m->router_bias + (size_t)l * st->E,
+                                                           st->E));
+            printf("\n");
         }
     }
     fflush(stdout);
@@ -407,6 +422,11 @@ static void train_step(Trainer *tr, StepLog *sl) {
         float clip = grad_clip_factor(gnorm, (float)c->optim.grad_clip);
         if (clip < 1.0f) grad_scale(&m->ps, clip);
         adamw_step(&m->ps, &tr->ac, lr, step + 1);
+        /* aux-loss-free balancing: this step's loads (all micro-batches; counts are global
+         * over the ranks, so every rank computes the same bias) move the selection bias */
+        if (c->moe.bias_update_rate > 0 && m->s.E > 0)
+            router_bias_update(m->router_bias, m->stats.count, m->s.L, m->s.E,
+                               (float)c->moe.bias_update_rate);
     }
     tr->step++;
     tr->tokens_seen += (long)tr->B * tr->T * tr->A;
@@ -463,6 +483,15 @@ static int trainer_resume(Trainer *tr, const char *path, MoeErr *err) {
     if (ckpt_read_meta(path, &meta, err)) return -1;
     /* A weights-only file (e.g. `moetrain upcycle` output) starts fresh moments. */
     if (ckpt_load(path, &tr->model, &meta, meta.has_optimizer, err)) return -1;
+    if (tr->comm->rank == 0 && tr->model.s.E > 0) {
+        const bool on = tr->c->moe.bias_update_rate > 0;
+        if (on && !meta.has_router_bias)
+            printf("note: %s holds no router bias: moe.bias_update_rate > 0 starts it at "
+                   "zero\n", path);
+        else if (!on && meta.has_router_bias)
+            printf("note: moe.bias_update_rate is 0: the router bias saved in %s is kept "
+                   "frozen (it still chooses the experts, it is no longer updated)\n", path);
+    }
     if (meta.tok_hash != tok_hash(&tr->data.tok)) {
         moe_errorf(err, "%s: the checkpoint was trained with a different tokenizer than %s",
                    path, tr->c->data.tokenizer);
@@ -540,6 +569,7 @@ static int trainer_init(Trainer *tr, const Config *c, const Comm *comm, const ch
     train_model_shape(c, &shape);
     int e_local = shape.E / comm->ep;
     model_init(&tr->model, &shape, comm->ep_rank * e_local, e_local, (uint64_t)c->train.seed);
+    tr->model.use_router_bias = shape.E > 0 && c->moe.bias_update_rate > 0;
     if (comm->size > 1 && shape.E > 0) {
         tr->ex.comm = comm;
         tr->model.exchange = &tr->ex;
@@ -622,6 +652,11 @@ static int save_checkpoint(Trainer *tr, MoeErr *err) {
                     memcpy(fe->m + at, buf[1] + p->off, n * sizeof(float));
                     memcpy(fe->v + at, buf[2] + p->off, n * sizeof(float));
                 }
+            }
+            if (m->router_bias) {   /* replicated state: rank 0's copy is everyone's */
+                memcpy(f->router_bias, m->router_bias,
+                       sizeof(float) * (size_t)m->s.L * (size_t)m->s.E);
+                f->use_router_bias = m->use_router_bias;
             }
             src = f;
         }

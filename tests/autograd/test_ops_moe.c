@@ -153,6 +153,113 @@ START_TEST(test_topk_grad) {
 }
 END_TEST
 
+/* ---------------- top-k gate with a selection bias ---------------- */
+
+/* Naive reference of the biased gate: rank by h + b with topk_ref on a biased copy, then the
+ * gates are the softmax (double) over the UNBIASED scores of the chosen experts. */
+static void topk_bias_ref(const float *h, const float *bias, int N, int E, int K, int32_t *idx,
+                          float *gates) {
+    float *hb = malloc(sizeof(float) * (size_t)N * E);
+    float *unused = malloc(sizeof(float) * (size_t)N * K);   /* topk_ref's biased gates */
+    for (int n = 0; n < N; n++)
+        for (int e = 0; e < E; e++) hb[n * E + e] = h[n * E + e] + bias[e];
+    topk_ref(hb, N, E, K, idx, unused);
+    for (int n = 0; n < N; n++) {
+        double z = 0.0;
+        for (int k = 0; k < K; k++) z += exp((double)h[n * E + idx[n * K + k]]);
+        for (int k = 0; k < K; k++)
+            gates[n * K + k] = (float)(exp((double)h[n * E + idx[n * K + k]]) / z);
+    }
+    free(unused);
+    free(hb);
+}
+
+START_TEST(test_topk_bias_forward) {
+    const int N = 6, E = 5;
+    Tensor *h = tt_tensor2(N, E, TENSOR_CONST, "h");
+    tt_fill_normal(h, 2, 1.0f);
+    /* a bias as large as the scores: it must change some selections, or the test is idle */
+    const float bias[5] = {1.5f, -0.7f, 0.0f, -1.2f, 0.4f};
+    const float zero[5] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    Tape tape;
+    tape_init(&tape, 1 << 16);
+    int changed = 0;
+    for (int K = 1; K <= E; K++) {
+        int32_t idx[6 * 5], idx_ref[6 * 5], idx0[6 * 5];
+        float g_ref[6 * 5];
+        tape_reset(&tape, false);
+        Tensor *g = op_topk_gate_bias(&tape, h, bias, K, idx);
+        topk_bias_ref(h->data, bias, N, E, K, idx_ref, g_ref);
+        for (int j = 0; j < N * K; j++) ck_assert_int_eq(idx[j], idx_ref[j]);
+        ck_assert_msg(tt_max_err(g->data, g_ref, (size_t)N * K, FWD_ATOL, FWD_RTOL) <= 1.0,
+                      "K %d biased gates differ from reference", K);
+        Tensor *g0 = op_topk_gate(&tape, h, K, idx0);
+        for (int j = 0; j < N * K; j++) changed += idx0[j] != idx[j];
+        /* a zero bias is the plain gate, bit for bit (same scores, same order) */
+        Tensor *gz = op_topk_gate_bias(&tape, h, zero, K, idx);
+        for (int j = 0; j < N * K; j++) {
+            ck_assert_int_eq(idx[j], idx0[j]);
+            ck_assert_msg(gz->data[j] == g0->data[j], "zero bias changed gate %d", j);
+        }
+    }
+    ck_assert_msg(changed > 0, "the bias changed no selection: the test proves nothing");
+    /* hand-checked: h = [0, 1, 2, 3], b = [10, 0, 0, -10]: selection scores [10, 1, 2, -7]
+     * pick experts 0 then 2 (expert 3, the largest score, is out); gates = softmax(h0, h2)
+     * = (1, e^2) / (1 + e^2) */
+    Tensor *h4 = tt_tensor2(1, 4, TENSOR_CONST, "h4");
+    const float hv[4] = {0.0f, 1.0f, 2.0f, 3.0f}, bv[4] = {10.0f, 0.0f, 0.0f, -10.0f};
+    memcpy(h4->data, hv, sizeof hv);
+    int32_t ix[2];
+    tape_reset(&tape, false);
+    Tensor *g = op_topk_gate_bias(&tape, h4, bv, 2, ix);
+    ck_assert_int_eq(ix[0], 0);
+    ck_assert_int_eq(ix[1], 2);
+    const double e2 = exp(2.0);
+    /* two float32 exps and a division: 1e-7 is a few ulps of values < 1 */
+    ck_assert_msg(fabs((double)g->data[0] - 1.0 / (1.0 + e2)) <= 1e-7, "gate0 %.9g",
+                  (double)g->data[0]);
+    ck_assert_msg(fabs((double)g->data[1] - e2 / (1.0 + e2)) <= 1e-7, "gate1 %.9g",
+                  (double)g->data[1]);
+    tape_free(&tape);
+    tt_free(h4);
+    tt_free(h);
+}
+END_TEST
+
+typedef struct TopkBiasCtx { int K; const float *bias; int32_t *idx; } TopkBiasCtx;
+
+static Tensor *build_topk_bias(Tape *t, Tensor **in, void *ctx) {
+    TopkBiasCtx *c = ctx;
+    return op_topk_gate_bias(t, in[0], c->bias, c->K, c->idx);
+}
+
+START_TEST(test_topk_bias_grad) {
+    const int N = 4, E = 6, Ks[3] = {1, 2, 4};
+    const int K = Ks[_i];
+    Tensor *h = tt_tensor2(N, E, TENSOR_PARAM, "h");
+    fill_separated(h, 27 + (uint64_t)_i);
+    /* Bias steps of 3 exceed the spread of h (< 2.7), so the selection is the bias order
+     * (experts 1, 4, 0, 5, ...) in every row with gaps >= 0.3 that a step of 1e-2 cannot
+     * close; the chosen experts are mostly NOT the top-h ones, so the gradient must reach
+     * the unbiased scores of whatever the bias chose. The bias is a constant (no gradient). */
+    const float bias[6] = {9.0f, 15.0f, 3.0f, 0.0f, 12.0f, 6.0f};
+    int32_t idx[4 * 6];
+    TopkBiasCtx c = {K, bias, idx};
+    /* same smooth softmax as test_topk_grad: 1e-4 absolute plus 1e-3 relative */
+    int bad = tt_check_grad(build_topk_bias, &c, &h, 1, 1e-2f, 1e-4, 1e-3, "topk_gate_bias");
+    ck_assert_msg(bad == 0, "K %d: %d mismatches", K, bad);
+    /* experts the bias left out get exactly no gradient */
+    for (int n = 0; n < N; n++)
+        for (int e = 0; e < E; e++) {
+            bool chosen = false;
+            for (int k = 0; k < K; k++) chosen |= idx[n * K + k] == e;
+            if (!chosen) ck_assert_msg(h->grad[n * E + e] == 0.0f, "dh[%d,%d] != 0", n, e);
+        }
+    ck_assert_int_eq(idx[0], 1);   /* the bias order, not h's */
+    tt_free(h);
+}
+END_TEST
+
 /* ---------------- gather rows ---------------- */
 
 static const int32_t k_rows[7] = {3, 0, 3, 1, 4, 3, 0};   /* repeats: the scatter-add must sum */
@@ -531,6 +638,10 @@ static Suite *ops_moe_suite(void) {
     suite_add_tcase(s, tc);
     tc = tcase_create("topk_grad");
     tcase_add_loop_test(tc, test_topk_grad, 0, 3);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("topk_bias");
+    tcase_add_test(tc, test_topk_bias_forward);
+    tcase_add_loop_test(tc, test_topk_bias_grad, 0, 3);
     suite_add_tcase(s, tc);
     tc = tcase_create("gather_rows");
     tcase_add_test(tc, test_gather);

@@ -6,7 +6,10 @@
  *   cleanly, the flip with a checksum error naming the dataset;
  * - find_latest skips temporaries and damaged files; rotate keeps exactly `keep`;
  * - nothing is left behind by a save, failed saves leave nothing and an older file intact;
- * - `moetrain ckpt info` exits 0 on a good file and 1 on a corrupt one.
+ * - `moetrain ckpt info` exits 0 on a good file and 1 on a corrupt one;
+ * - the aux-loss-free balancing bias (/state/router_bias): saved only when the model routes
+ *   with it, loaded bit for bit (turning use_router_bias on), zeroed when a file has none,
+ *   a wrong shape or a flipped bit in it named.
  */
 #include <check.h>
 #include <dirent.h>
@@ -496,6 +499,79 @@ START_TEST(test_cmd_info) {
 }
 END_TEST
 
+/* ---- the router bias ---- */
+
+START_TEST(test_router_bias) {
+    Model m, m2;
+    Config c;
+    save_ref(&m, &c);   /* use_router_bias off: no /state/router_bias */
+    MoeErr err;
+    CkptMeta got;
+    ck_assert_int_eq(ckpt_read_meta(g_path, &got, &err), 0);
+    ck_assert(!got.has_router_bias);
+    char with[320];
+    snprintf(with, sizeof with, "%s/bias.h5", g_dir);
+    m.use_router_bias = true;
+    for (int j = 0; j < 2 * 4; j++) m.router_bias[j] = 0.01f * (float)(j * j) - 0.13f;
+    CkptMeta mt = test_meta();
+    ck_assert_msg(ckpt_save(with, &c, &m, &mt, g_tok, true, &err) == 0, "%s", err.msg);
+
+    /* into a model without the option: the bias arrives bit for bit and is switched on,
+     * so inference routes as training did */
+    build(&m2, &c, 0, 4, 9);
+    ck_assert(!m2.use_router_bias);
+    ck_assert_msg(ckpt_load(with, &m2, &got, true, &err) == 0, "%s", err.msg);
+    ck_assert(got.has_router_bias && m2.use_router_bias);
+    ck_assert(memcmp(m.router_bias, m2.router_bias, sizeof(float) * 2 * 4) == 0);
+    for (int k = 0; k < 3; k++) assert_same_copy(&m, &m2, k);
+
+    /* an older file without it, into a model that routes with a bias: the bias restarts
+     * at zero and stays on */
+    ck_assert_msg(ckpt_load(g_path, &m2, &got, true, &err) == 0, "%s", err.msg);
+    ck_assert(!got.has_router_bias && m2.use_router_bias);
+    for (int j = 0; j < 2 * 4; j++) ck_assert(m2.router_bias[j] == 0.0f);
+
+    /* a wrong shape is named with both shapes, before any read */
+    char bad[320];
+    snprintf(bad, sizeof bad, "%s/bias_shape.h5", g_dir);
+    copy_file(with, bad, -1);
+    hid_t f = H5Fopen(bad, H5F_ACC_RDWR, H5P_DEFAULT);
+    ck_assert(f >= 0);
+    ck_assert(H5Ldelete(f, "state/router_bias", H5P_DEFAULT) >= 0);
+    uint64_t dims[2] = {3, 4};
+    float junk[12] = {0};
+    ck_assert_int_eq(h5io_write((int64_t)f, bad, "state/router_bias", true, 2, dims, junk, &err),
+                     0);
+    H5Fclose(f);
+    ck_assert_int_eq(ckpt_load(bad, &m2, NULL, false, &err), -1);
+    ck_assert_msg(strstr(err.msg, bad) && strstr(err.msg, "state/router_bias") &&
+                  strstr(err.msg, "(3, 4)") && strstr(err.msg, "(2, 4)"), "got: %s", err.msg);
+
+    /* a flipped bit in it fails its checksum, naming it */
+    snprintf(bad, sizeof bad, "%s/bias_flip.h5", g_dir);
+    copy_file(with, bad, -1);
+    int64_t hf;
+    ck_assert_int_eq(h5io_open_ro(bad, &hf, &err), 0);
+    uint64_t addr = 0, size = 0;
+    ck_assert_int_eq(h5io_chunk_location(hf, "state/router_bias", &addr, &size), 0);
+    h5io_close(hf, bad, NULL);
+    ck_assert_uint_eq(size, 2 * 4 * 4 + 4);   /* (L, E) floats + the 4-byte checksum */
+    int fd = open(bad, O_RDWR);
+    ck_assert_int_ge(fd, 0);
+    unsigned char byte;
+    ck_assert_int_eq(pread(fd, &byte, 1, (off_t)(addr + 5)), 1);
+    byte ^= 0x10;
+    ck_assert_int_eq(pwrite(fd, &byte, 1, (off_t)(addr + 5)), 1);
+    close(fd);
+    ck_assert_int_eq(ckpt_load(bad, &m2, NULL, false, &err), -1);
+    ck_assert_msg(strstr(err.msg, "state/router_bias") && strstr(err.msg, "checksum"),
+                  "got: %s", err.msg);
+    config_free(&c);
+    model_free(&m);
+    model_free(&m2);
+}
+END_TEST
+
 static Suite *ckpt_suite(void) {
     Suite *s = suite_create("ckpt");
     struct { const char *name; const TTest *fn; } cases[] = {
@@ -504,6 +580,7 @@ static Suite *ckpt_suite(void) {
         {"truncated", test_truncated},       {"bitflip", test_bitflip},
         {"find_latest", test_find_latest},   {"rotate", test_rotate},
         {"save_fails", test_save_fails_cleanly}, {"cmd_info", test_cmd_info},
+        {"router_bias", test_router_bias},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         TCase *tc = tcase_create(cases[i].name);

@@ -554,6 +554,71 @@ START_TEST(test_export_fails_cleanly) {
 }
 END_TEST
 
+/* ---------------------------------------------------------------- router bias */
+
+/* A checkpoint trained with aux-loss-free balancing: inference (checkpoint -> model source,
+ * KV cache) routes with the saved bias; HF and GGUF export refuse it, naming the option,
+ * and leave nothing; an all-zero bias (it selects nothing differently) exports. */
+START_TEST(test_router_bias_inference_and_export) {
+    Config c;
+    Model m;
+    memset(&c, 0, sizeof c);
+    save_ref(&m, &c, 4);
+    c.moe.bias_update_rate = 1e-3;
+    m.use_router_bias = true;
+    for (int j = 0; j < 2 * 4; j++) m.router_bias[j] = (j % 4 == 1) ? 3.0f : -1.0f;
+    CkptMeta mt = {.step = 5, .seed = 4242};
+    MoeErr err;
+    ck_assert_msg(ckpt_save(g_ckpt, &c, &m, &mt, g_tok, false, &err) == 0, "%s", err.msg);
+    float *ref = moe_malloc(sizeof(float) * 12 * 300), *got = moe_malloc(sizeof(float) * 12 * 300);
+    logits_of(&m, IDS, 12, ref);
+    /* the bias matters here (expert 1 forced into every token's top 2) */
+    m.use_router_bias = false;
+    logits_of(&m, IDS, 12, got);
+    ck_assert(memcmp(ref, got, sizeof(float) * 12 * 300) != 0);
+    m.use_router_bias = true;
+    ModelSource src;
+    ck_assert_msg(model_source_load(&src, g_ckpt, &err) == 0, "%s", err.msg);
+    ck_assert(src.model.use_router_bias);
+    logits_of(&src.model, IDS, 12, got);
+    ck_assert_msg(memcmp(ref, got, sizeof(float) * 12 * 300) == 0,
+                  "the loaded model does not route with the saved bias");
+    InferCache ic;
+    infer_init(&ic, &src.model, 12);
+    infer_step(&ic, &src.model, IDS, 12, got);
+    /* as test_infer_matches_forward: attention summation order only */
+    ck_assert(tt_max_err(got, ref, 12 * 300, 1e-4, 1e-4) <= 1.0);
+    infer_free(&ic);
+    model_source_free(&src);
+
+    char out[400], g[400];
+    snprintf(out, sizeof out, "%s/out_hf", g_dir);
+    snprintf(g, sizeof g, "%s/out.gguf", g_dir);
+    ExportHfOptions o = {ST_F32, 0};
+    ck_assert_int_eq(export_hf(g_ckpt, out, &o, &err), -1);
+    ck_assert_msg(strstr(err.msg, g_ckpt) && strstr(err.msg, "moe.bias_update_rate") &&
+                  strstr(err.msg, "Hugging Face"), "%s", err.msg);
+    ck_assert(err.hint[0]);
+    ck_assert_int_eq(export_gguf(g_ckpt, g, GGML_F32, &err), -1);
+    ck_assert_msg(strstr(err.msg, "moe.bias_update_rate") && strstr(err.msg, "GGUF"), "%s",
+                  err.msg);
+    ck_assert(!exists(out) && !exists(g));
+    DIR *d = opendir(g_dir);
+    struct dirent *de;
+    while ((de = readdir(d))) ck_assert_msg(!strstr(de->d_name, ".tmp"), "left %s", de->d_name);
+    closedir(d);
+
+    memset(m.router_bias, 0, sizeof(float) * 2 * 4);
+    ck_assert_msg(ckpt_save(g_ckpt, &c, &m, &mt, g_tok, false, &err) == 0, "%s", err.msg);
+    ck_assert_msg(export_hf(g_ckpt, out, &o, &err) == 0, "zero bias: %s", err.msg);
+    ck_assert_msg(export_gguf(g_ckpt, g, GGML_F32, &err) == 0, "zero bias: %s", err.msg);
+    moe_free(ref);
+    moe_free(got);
+    model_free(&m);
+    config_free(&c);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- KV cache */
 
 START_TEST(test_infer_matches_forward) {
@@ -765,6 +830,7 @@ static Suite *export_suite(void) {
         {"infer_matches_forward", test_infer_matches_forward},
         {"infer_window_ring", test_infer_window_ring},
         {"export_window_and_shared", test_export_window_and_shared},
+        {"router_bias", test_router_bias_inference_and_export},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         TCase *tc = tcase_create(cases[i].name);

@@ -9,6 +9,11 @@
 #   the last complete one; ckpt info and --resume PATH reject the bad file naming it.
 # - kill -9 while checkpointing every step: --resume auto continues.
 # - A config that changes the model shape is refused naming the key.
+# - Aux-loss-free balancing (moe.bias_update_rate > 0): exact resume on 1 and 4 ranks with the
+#   router bias (/state/router_bias) bit-identical too; the bias range is logged; export
+#   refuses the checkpoint (exit 1, naming the key); resuming a bias-less checkpoint with the
+#   option on starts the bias at zero, and a biased one with the option off keeps it frozen,
+#   each with a note.
 # Usage: test_resume.sh PATH/TO/moetrain
 set -u
 BIN=${1:?usage: test_resume.sh MOETRAIN}
@@ -35,11 +40,11 @@ YAML
 steps() { grep '"lm_loss"' "$1/metrics.jsonl" | sed -n "$2,$3p" | grep -o '"loss":[^,]*,"lm_loss":[^,]*,.*"grad_norm":[^,]*'; }
 params_equal() { h5diff -q "$1" "$2" /params /params && h5diff -q "$1" "$2" /optim /optim; }
 
-exact_resume() {   # $1 label, rest: launcher prefix
-  local label=$1; shift
-  run "$TMP/$label-a.log" "$@" "$BIN" "$TMP/c.yaml" --set "run.dir=$TMP/$label-a"
-  run "$TMP/$label-b1.log" "$@" "$BIN" "$TMP/c.yaml" --set "run.dir=$TMP/$label-b" --stop-at 20
-  run "$TMP/$label-b2.log" "$@" "$BIN" "$TMP/c.yaml" --set "run.dir=$TMP/$label-b" --resume auto
+exact_resume() {   # $1 label, rest: launcher prefix; config $CFG (default c.yaml)
+  local label=$1 cfg=${CFG:-$TMP/c.yaml}; shift
+  run "$TMP/$label-a.log" "$@" "$BIN" "$cfg" --set "run.dir=$TMP/$label-a"
+  run "$TMP/$label-b1.log" "$@" "$BIN" "$cfg" --set "run.dir=$TMP/$label-b" --stop-at 20
+  run "$TMP/$label-b2.log" "$@" "$BIN" "$cfg" --set "run.dir=$TMP/$label-b" --resume auto
   grep -q "resumed from .*step_00000020.h5 at step 20" "$TMP/$label-b2.log" && ok || bad "$label: did not resume from step 20"
   if [ -n "$(steps "$TMP/$label-a" 21 40)" ] && [ "$(steps "$TMP/$label-a" 21 40)" = "$(steps "$TMP/$label-b" 21 40)" ]; then ok
   else bad "$label: steps 21..40 differ"; diff <(steps "$TMP/$label-a" 21 40) <(steps "$TMP/$label-b" 21 40) | head -4; fi
@@ -85,6 +90,37 @@ sleep 0.5; kill -9 $pid; wait $pid 2>/dev/null
 last=$(ls "$TMP/k/checkpoints" | grep -v tmp | sort | tail -1 | sed "s/step_0*\([0-9]*\).h5/\1/")
 run "$TMP/k2.log" "$BIN" "$TMP/c.yaml" --set "run.dir=$TMP/k" --set train.steps=100000 --resume auto --stop-at $((last + 2))
 grep -q "resumed from" "$TMP/k2.log" && ok || bad "no resume after kill -9"
+
+# Aux-loss-free balancing: the same exact-resume checks with the router bias on.
+sed 's/^moe: {\(.*\)}$/moe: {\1, bias_update_rate: 0.01}/' "$TMP/c.yaml" > "$TMP/cb.yaml"
+grep -q "bias_update_rate: 0.01" "$TMP/cb.yaml" || bad "could not make the bias config"
+for R in 1 4; do
+  if [ $R = 1 ]; then CFG=$TMP/cb.yaml exact_resume b1
+  else CFG=$TMP/cb.yaml exact_resume b4 timeout 300 "$MPIRUN" -n 4; fi
+  a="$TMP/b$R-a/checkpoints/step_00000040.h5"; b="$TMP/b$R-b/checkpoints/step_00000040.h5"
+  h5diff -q "$a" "$b" /state/router_bias /state/router_bias && ok \
+    || bad "bias -n $R: the final router bias is not bit-identical (or missing)"
+  grep -o '"router_bias_max":\[[^]]*' "$TMP/b$R-a/metrics.jsonl" | tail -1 | cut -d[ -f2 | tr , '\n' \
+    | awk '$1 > 0 { f = 1 } END { exit !f }' && ok \
+    || bad "bias -n $R: metrics.jsonl lacks a non-zero router_bias_max"
+done
+grep -q "router selection bias, max |b| per layer: L0 " "$TMP/b1-a.log" && ok || bad "no bias range in the step log"
+"$BIN" ckpt info "$TMP/b1-a/checkpoints/step_00000040.h5" 2>&1 | grep -q "router bias     yes" && ok \
+  || bad "ckpt info does not show the router bias"
+"$BIN" export "$TMP/b1-a/checkpoints/step_00000040.h5" "$TMP/b1-hf" --format hf > /dev/null 2> "$TMP/err"; rc=$?
+[ $rc = 1 ] && grep -q "moe.bias_update_rate" "$TMP/err" && [ ! -e "$TMP/b1-hf" ] && ok \
+  || { bad "export of a biased checkpoint: rc $rc"; cat "$TMP/err"; }
+# option on over a bias-less checkpoint: note, bias from zero
+mkdir -p "$TMP/on/checkpoints"; cp "$TMP/r1-a/checkpoints/step_00000040.h5" "$TMP/on/checkpoints/"
+run "$TMP/on.log" "$BIN" "$TMP/cb.yaml" --set "run.dir=$TMP/on" --set train.steps=42 --resume auto
+grep -q "holds no router bias: moe.bias_update_rate > 0 starts it at zero" "$TMP/on.log" && ok || bad "no note for a checkpoint without bias"
+h5dump -d /state/router_bias "$TMP/on/checkpoints/step_00000042.h5" > /dev/null 2>&1 && ok || bad "the continued run saved no bias"
+# option off over a biased checkpoint: note, the bias is kept frozen (bit for bit)
+mkdir -p "$TMP/off/checkpoints"; cp "$TMP/b1-a/checkpoints/step_00000040.h5" "$TMP/off/checkpoints/"
+run "$TMP/off.log" "$BIN" "$TMP/c.yaml" --set "run.dir=$TMP/off" --set train.steps=42 --resume auto
+grep -q "the router bias saved in .* is kept frozen" "$TMP/off.log" && ok || bad "no note for a frozen bias"
+h5diff -q "$TMP/b1-a/checkpoints/step_00000040.h5" "$TMP/off/checkpoints/step_00000042.h5" /state/router_bias /state/router_bias && ok \
+  || bad "the frozen bias changed or was dropped"
 
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -1,6 +1,6 @@
 /* test_model.c: the whole model, end to end, on tiny shapes.
  * - gradients of every parameter (MoE and dense variants, and MoE with shared experts and a
- *   sliding window) against central differences of the total loss (LM + load-balancing +
+ *   sliding window, and MoE routing with an aux-loss-free selection bias) against central differences of the total loss (LM + load-balancing +
  *   z-loss), router noise on;
  * - shared experts see every token: with the routed experts' down projections zeroed the
  *   FFN sub-block is exactly the shared SwiGLU (against a naive reference) for every token,
@@ -61,16 +61,30 @@ static double loss_of(Model *m, Tape *t, bool record, ModelOut *out) {
  * 9 sits within 1e-3 of a tie: its embedding row is off by 3-5% at h = 1e-3, 20-40% at
  * h = 3e-3 and within tolerance at h = 5e-4, a flip, not a wrong derivative; they use seed
  * 1237, which has no such pair). */
-static void check_model_grads(int E, int Fs, int W, uint64_t seed) {
+static void check_model_grads(int E, int Fs, int W, uint64_t seed, bool bias) {
     ModelShape s = tiny_shape(E);
     s.Fs = Fs;
     s.W = W;
     make_batch(s.V);
     Model m;
     model_init(&m, &s, 0, E, seed);
+    if (bias) {   /* a constant selection bias (no gradient): the gates' gradients stay */
+        m.use_router_bias = true;
+        for (int j = 0; j < s.L * E; j++) m.router_bias[j] = 0.4f * (float)((j * 5) % 7) - 1.2f;
+    }
     Tape t;
     tape_init(&t, 1 << 20);
     ModelOut out;
+    if (bias) {   /* the bias must change the routing, or this case is test_grad_moe again */
+        m.use_router_bias = false;
+        loss_of(&m, &t, false, &out);
+        double plain[2 * 4];
+        memcpy(plain, m.stats.count, sizeof plain);
+        m.use_router_bias = true;
+        loss_of(&m, &t, false, &out);
+        ck_assert_msg(memcmp(plain, m.stats.count, sizeof plain) != 0,
+                      "the bias changed no expert load");
+    }
     params_zero_grad(&m.ps);
     loss_of(&m, &t, true, &out);
     tape_backward(&t, out.loss, NULL);
@@ -108,22 +122,25 @@ static void check_model_grads(int E, int Fs, int W, uint64_t seed) {
     model_free(&m);
 }
 
-START_TEST(test_grad_moe) { check_model_grads(4, 0, 0, 1234); }
+START_TEST(test_grad_moe) { check_model_grads(4, 0, 0, 1234, false); }
 END_TEST
 
-START_TEST(test_grad_dense) { check_model_grads(0, 0, 0, 1234); }
+START_TEST(test_grad_moe_bias) { check_model_grads(4, 0, 0, 1234, true); }
+END_TEST
+
+START_TEST(test_grad_dense) { check_model_grads(0, 0, 0, 1234, false); }
 END_TEST
 
 /* Shared experts (2 of width 3 = Fs 6), alone and with a window of 2 (T = 5, so it
  * masks): the shared SwiGLU's and the windowed attention's gradients inside the whole
  * model (every parameter, the shared gate/up/down projections included). */
 START_TEST(test_grad_moe_shared_window) {
-    check_model_grads(4, 6, 0, 1237);
-    check_model_grads(4, 6, 2, 1237);
+    check_model_grads(4, 6, 0, 1237, false);
+    check_model_grads(4, 6, 2, 1237, false);
 }
 END_TEST
 
-START_TEST(test_grad_dense_window) { check_model_grads(0, 0, 3, 1234); }
+START_TEST(test_grad_dense_window) { check_model_grads(0, 0, 3, 1234, false); }
 END_TEST
 
 /* ---- shared experts see every token ---- */
@@ -375,6 +392,7 @@ int main(void) {
     TCase *tc = tcase_create("gradients");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_grad_moe);
+    tcase_add_test(tc, test_grad_moe_bias);
     tcase_add_test(tc, test_grad_dense);
     tcase_add_test(tc, test_grad_moe_shared_window);
     tcase_add_test(tc, test_grad_dense_window);

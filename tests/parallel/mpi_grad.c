@@ -4,7 +4,10 @@
  * (no communication) and its own shard of the distributed model. Checked for the default
  * model and with the architecture options on (shared experts, replicated and all-reduced
  * with the dense block; a sliding window of 3 < T).
- * Run by ctest as `mpirun -n 4 mpi_grad EP` for EP = 1, 2, 4.
+ * Also: with aux-loss-free balancing on, a few steps of routing + bias update leave every
+ * rank with bit-identical biases, equal to the single process's (the loads are integer sums
+ * over all ranks, whatever EP), and the same losses.
+ * Run by ctest as `mpirun -n 4 mpi_grad EP` for EP = 1, 2, 4 (EP = 1: pure data parallel).
  */
 #include <check.h>
 #include <stdio.h>
@@ -12,6 +15,7 @@
 #include <string.h>
 
 #include "layers/model.h"
+#include "layers/router_bias.h"
 #include "parallel/dp.h"
 #include "parallel/exchange.h"
 #include "testutil.h"
@@ -106,6 +110,75 @@ START_TEST(test_grads_match_shared_window) {
 }
 END_TEST
 
+START_TEST(test_router_bias_same_everywhere) {
+    ModelShape s = shape();
+    s.aux_coef = 0.0f;   /* the bias alone balances (and a wrong load shows in the bias first) */
+    int32_t in[GB * T], tg[GB * T];
+    MoeRng r;
+    rng_seed(&r, 43);
+    for (int i = 0; i < GB * T; i++) {
+        in[i] = (int32_t)(rng_next(&r) % 13);
+        tg[i] = (int32_t)(rng_next(&r) % 13);
+    }
+    const Comm *c = &g_comm;
+    int El = s.E / c->ep, Bl = GB / c->size, row0 = c->rank * Bl;
+    Model ref, dm;
+    model_init(&ref, &s, 0, s.E, 9);
+    model_init(&dm, &s, c->ep_rank * El, El, 9);
+    ref.use_router_bias = dm.use_router_bias = true;
+    struct MoeExchange ex = {.comm = c};
+    if (c->size > 1) dm.exchange = &ex;
+    Tape t;
+    tape_init(&t, 1 << 20);
+    const float rate = 0.3f;   /* large, so the bias changes the routing within 4 steps */
+    const int n = s.L * s.E;
+    float hi[2 * 4], lo[2 * 4];
+    for (int step = 0; step < 4; step++) {
+        StepCtx ctx = {.train = true, .seed = 3, .step = step, .loss_scale = 1.0f};
+        ModelOut out;
+        moe_stats_reset(&ref.stats);
+        tape_reset(&t, false);
+        model_forward(&ref, &t, in, tg, GB, T, &ctx, &out);
+        double ref_loss = out.lm_loss + out.aux_loss + out.z_loss;
+        router_bias_update(ref.router_bias, ref.stats.count, s.L, s.E, rate);
+
+        StepCtx dctx = ctx;
+        dctx.token_base = (long)row0 * T;
+        moe_stats_reset(&dm.stats);
+        tape_reset(&t, false);
+        model_forward(&dm, &t, in + row0 * T, tg + row0 * T, Bl, T, &dctx, &out);
+        double loss = out.lm_loss + out.aux_loss + out.z_loss;
+        comm_sum_world_d(c, &loss, 1);
+        loss /= c->size;
+        /* as the gradient test: float32 sums in another order */
+        ck_assert_double_eq_tol(loss, ref_loss, 1e-5 * ref_loss);
+        router_bias_update(dm.router_bias, dm.stats.count, s.L, s.E, rate);
+        /* identical bits on every rank: max and min over the ranks agree with our value */
+        if (c->mpi) {
+            MPI_Allreduce(dm.router_bias, hi, n, MPI_FLOAT, MPI_MAX, c->world);
+            MPI_Allreduce(dm.router_bias, lo, n, MPI_FLOAT, MPI_MIN, c->world);
+        } else {
+            memcpy(hi, dm.router_bias, sizeof(float) * (size_t)n);
+            memcpy(lo, dm.router_bias, sizeof(float) * (size_t)n);
+        }
+        for (int j = 0; j < n; j++) {
+            ck_assert_msg(hi[j] == lo[j] && hi[j] == dm.router_bias[j],
+                          "step %d: rank %d bias[%d] = %.9g, range over ranks [%.9g, %.9g]",
+                          step, c->rank, j, (double)dm.router_bias[j], (double)lo[j],
+                          (double)hi[j]);
+            ck_assert_msg(dm.router_bias[j] == ref.router_bias[j],
+                          "step %d: bias[%d] = %.9g, single process %.9g", step, j,
+                          (double)dm.router_bias[j], (double)ref.router_bias[j]);
+        }
+    }
+    /* the test means something: the bias grew to at least one full step */
+    ck_assert(router_bias_max_abs(ref.router_bias, n) >= (double)rate);
+    tape_free(&t);
+    model_free(&dm);
+    model_free(&ref);
+}
+END_TEST
+
 int main(int argc, char **argv) {
     comm_init(&g_comm, &argc, &argv);
     if (argc > 1) g_ep = atoi(argv[1]);
@@ -121,6 +194,7 @@ int main(int argc, char **argv) {
     TCase *tc = tcase_create("grads");
     tcase_add_test(tc, test_grads_match_single_process);
     tcase_add_test(tc, test_grads_match_shared_window);
+    tcase_add_test(tc, test_router_bias_same_everywhere);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);   /* MPI and fork do not mix */

@@ -2,8 +2,11 @@
 # test_layout.sh: layout invariance, the property that proves the expert exchange and the
 # gradient reductions are right: with dropless routing and router noise on, the first 20
 # step losses of `mpirun -n R` (R = 2, 4, 8; the global micro-batch split over the ranks)
-# match one process on the same global batch within 1e-4 relative. Also: impossible layouts
-# fail from rank 0 with a clear message and a non-zero exit, without hanging.
+# match one process on the same global batch within 1e-4 relative; the same with
+# aux-loss-free balancing on (moe.bias_update_rate, load-balancing loss off), whose bias
+# update reads the global loads, so the final biases of -n 1 and -n R agree too. Also:
+# impossible layouts fail from rank 0 with a clear message and a non-zero exit, without
+# hanging.
 # Usage: test_layout.sh PATH/TO/moetrain
 set -u
 BIN=${1:?usage: test_layout.sh MOETRAIN}
@@ -28,18 +31,29 @@ YAML
 
 losses() { grep -o '"loss":[-0-9.e+]*' "$1/metrics.jsonl" | cut -d: -f2; }
 
-"$BIN" "$TMP/layout.yaml" --set "run.dir=$TMP/r1" > "$TMP/log1" 2>&1 || { bad "1 rank run failed"; cat "$TMP/log1"; }
-losses "$TMP/r1" > "$TMP/l1"
-[ "$(wc -l < "$TMP/l1")" = 20 ] && ok || bad "1 rank: $(wc -l < "$TMP/l1") losses"
+compare_layouts() {   # $1 label; rest: --set overrides
+  local lb=$1; shift
+  "$BIN" "$TMP/layout.yaml" --set "run.dir=$TMP/${lb}1" "$@" > "$TMP/${lb}log1" 2>&1 || { bad "$lb: 1 rank run failed"; cat "$TMP/${lb}log1"; }
+  losses "$TMP/${lb}1" > "$TMP/${lb}l1"
+  [ "$(wc -l < "$TMP/${lb}l1")" = 20 ] && ok || bad "$lb 1 rank: $(wc -l < "$TMP/${lb}l1") losses"
+  for R in 2 4 8; do
+    if timeout 300 "$MPIRUN" -n "$R" "$BIN" "$TMP/layout.yaml" --set "run.dir=$TMP/$lb$R" "$@" > "$TMP/${lb}log$R" 2>&1; then ok
+    else bad "$lb: mpirun -n $R failed"; tail -20 "$TMP/${lb}log$R"; continue; fi
+    grep -q "layout: $R rank(s)" "$TMP/${lb}log$R" && ok || bad "$lb -n $R: no layout line"
+    losses "$TMP/$lb$R" > "$TMP/${lb}l$R"
+    if paste "$TMP/${lb}l1" "$TMP/${lb}l$R" | awk -v R="$R" '
+        { n++; d = $1 - $2; if (d < 0) d = -d; if (d > 1e-4 * $1) { print "step " NR ": " $1 " vs " $2 " (-n " R ")"; bad++ } }
+        END { exit !(n == 20 && bad == 0) }'; then ok
+    else bad "$lb: -n $R losses differ from -n 1"; fi
+  done
+}
+compare_layouts r
+compare_layouts b --set moe.bias_update_rate=0.01 --set moe.aux_loss_coef=0
+# the bias update counts every rank's tokens: the final biases of every layout are
+# bit-identical (a rank-local count would make them differ by whole steps of 0.01)
 for R in 2 4 8; do
-  if timeout 300 "$MPIRUN" -n "$R" "$BIN" "$TMP/layout.yaml" --set "run.dir=$TMP/r$R" > "$TMP/log$R" 2>&1; then ok
-  else bad "mpirun -n $R failed"; tail -20 "$TMP/log$R"; continue; fi
-  grep -q "layout: $R rank(s)" "$TMP/log$R" && ok || bad "-n $R: no layout line"
-  losses "$TMP/r$R" > "$TMP/l$R"
-  if paste "$TMP/l1" "$TMP/l$R" | awk -v R="$R" '
-      { n++; d = $1 - $2; if (d < 0) d = -d; if (d > 1e-4 * $1) { print "step " NR ": " $1 " vs " $2 " (-n " R ")"; bad++ } }
-      END { exit !(n == 20 && bad == 0) }'; then ok
-  else bad "-n $R losses differ from -n 1"; fi
+  h5diff -q "$TMP/b1/checkpoints/step_00000020.h5" "$TMP/b$R/checkpoints/step_00000020.h5" \
+    /state/router_bias /state/router_bias && ok || bad "bias: -n $R final router bias differs from -n 1"
 done
 
 # Impossible layouts: message from rank 0 only, non-zero exit, no hang.

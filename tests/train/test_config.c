@@ -79,6 +79,7 @@ static void check_common_tiny(const Config *c) {
     ck_assert_int_eq(c->train.log_every, 10);
     ck_assert(c->moe.aux_loss_coef == 0.01);
     ck_assert(c->moe.z_loss_coef == 0.001);
+    ck_assert(c->moe.bias_update_rate == 0.0);   /* aux-loss-free balancing off */
     ck_assert(c->optim.beta1 == 0.9 && c->optim.beta2 == 0.95);
     ck_assert(c->optim.weight_decay == 0.1 && c->optim.grad_clip == 1.0);
     ck_assert(c->optim.lr == 1e-3 && c->optim.min_lr == 1e-4);
@@ -241,6 +242,9 @@ START_TEST(test_out_of_range) {
     expect_error("data:\n  val_fraction: 0\n", "2:17", "data.val_fraction",
                  "a number in (0, 0.5]");
     expect_error("train:\n  seed: -1\n", "2:9", "train.seed", "expected an integer >= 0");
+    /* "  bias_update_rate: -0.001": column 21 */
+    expect_error("moe:\n  bias_update_rate: -0.001\n", "2:21", "moe.bias_update_rate",
+                 "expected a number >= 0");
     expect_error("train:\n  steps: 99999999999999999999\n", "2:10", "train.steps", "integer");
     /* architecture options: "  sliding_window: -1" column 19, "  n_shared_experts: -2"
      * column 21, "  shared_hidden: -8" column 18 */
@@ -385,6 +389,7 @@ static void assert_same(const Config *a, const Config *b) {
     SAME_I(moe.n_shared_experts); SAME_I(moe.shared_hidden);
     SAME_I(moe.n_experts); SAME_I(moe.top_k); SAME_I(moe.hidden); SAME_F(moe.capacity_factor);
     SAME_I(moe.router_noise); SAME_F(moe.aux_loss_coef); SAME_F(moe.z_loss_coef);
+    SAME_F(moe.bias_update_rate);
     SAME_I(train.seq_len); SAME_I(train.micro_batch); SAME_I(train.grad_accum);
     SAME_I(train.steps); SAME_I(train.seed); SAME_I(train.log_every); SAME_I(train.eval_every);
     SAME_I(train.eval_batches);
@@ -415,7 +420,8 @@ START_TEST(test_round_trip) {
         "moe.capacity_factor=1.25", "data.tokenizer='tok: \"x\" #1 \\\\'",
         "data.shards=[s0.bin, 's 1.bin', \"-x\", '[y]']", "run.dir=runs/a b",
         "parallel.expert_parallel=2", "checkpoint.every=0", "model.sliding_window=64",
-        "moe.n_shared_experts=2", "moe.shared_hidden=128"};
+        "moe.n_shared_experts=2", "moe.shared_hidden=128",
+        "moe.bias_update_rate=1e-3"};
     for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++)
         ck_assert_msg(config_set(&a, sets[i], &err) == 0, "%s: %s", sets[i], err.msg);
     ck_assert_str_eq(a.data.tokenizer, "tok: \"x\" #1 \\\\");
