@@ -8,7 +8,9 @@
  * steps gives model_forward's logits up to float summation order (tested in
  * tests/checkpoints/test_export.c).
  *
- * Non-goals: batching several sequences, sliding the cache past max_T, expert parallelism.
+ * Non-goals: batching several sequences, sliding the cache past max_T, expert parallelism,
+ * expert-choice routing (an expert picks among all tokens of a batch, future ones included:
+ * there is no token-by-token equivalent; the caller must refuse such a model).
  */
 #ifndef MOE_INFER_H
 #define MOE_INFER_H

@@ -45,6 +45,12 @@ void train_model_shape(const Config *c, ModelShape *s) {
     s->router_noise = c->moe.router_noise;
     s->aux_coef = (float)c->moe.aux_loss_coef;
     s->z_coef = (float)c->moe.z_loss_coef;
+    s->router = c->moe.router == CONFIG_ROUTER_TOPP ? MOE_ROUTER_TOPP
+              : c->moe.router == CONFIG_ROUTER_EXPERT_CHOICE ? MOE_ROUTER_EXPERT_CHOICE
+              : MOE_ROUTER_TOPK;
+    s->top_p = (float)c->moe.top_p;
+    s->max_experts = c->moe.max_experts;
+    s->entropy_coef = (float)c->moe.entropy_coef;
 }
 
 static bool file_exists(const char *p) {

@@ -5,7 +5,9 @@
  *   z-loss matches a hand computation;
  * - k accumulated micro-batches give the same gradients as one big batch;
  * - a capacity limit drops exactly the overflow and counts it;
- * - after the first step nothing allocates.
+ * - after the first step nothing allocates;
+ * - the routers of moe.router (topp, expert_choice): whole-model gradients, their
+ *   statistics (experts per token, expert-choice capacity) and loss terms by hand.
  */
 #include <check.h>
 #include <math.h>
@@ -52,8 +54,11 @@ static double loss_of(Model *m, Tape *t, bool record, ModelOut *out) {
  * rmsnorm). A wrong factor or sign in any backward is off by far more than this. The
  * routing (top-k choice) is piecewise constant: with this seed no score pair sits within
  * h of a tie (if one did, that element would show a large mismatch, not a small one). */
-static void check_model_grads(int E) {
+static void check_model_grads_router(int E, int router) {
     ModelShape s = tiny_shape(E);
+    s.router = router;
+    s.top_p = 0.5f;
+    s.entropy_coef = 0.05f;   /* large enough that a wrong entropy gradient shows */
     make_batch(s.V);
     Model m;
     model_init(&m, &s, 0, E, 1234);
@@ -97,10 +102,21 @@ static void check_model_grads(int E) {
     model_free(&m);
 }
 
+static void check_model_grads(int E) { check_model_grads_router(E, MOE_ROUTER_TOPK); }
+
 START_TEST(test_grad_moe) { check_model_grads(4); }
 END_TEST
 
 START_TEST(test_grad_dense) { check_model_grads(0); }
+END_TEST
+
+/* The same whole-model check with top-p routing (p = 0.5: tokens take 1..4 experts, the
+ * entropy penalty in aux) and with expert choice (each of the 4 experts takes
+ * ceil(10 * 2 / 4) = 5 of the 10 tokens; no load-balancing term). */
+START_TEST(test_grad_moe_topp) { check_model_grads_router(4, MOE_ROUTER_TOPP); }
+END_TEST
+
+START_TEST(test_grad_moe_expert_choice) { check_model_grads_router(4, MOE_ROUTER_EXPERT_CHOICE); }
 END_TEST
 
 /* With all router weights zero every token's router probabilities are uniform (P_i = 1/E)
@@ -131,6 +147,81 @@ START_TEST(test_aux_losses_uniform) {
     /* total = lm + aux + z */
     ck_assert_double_eq_tol((double)out.loss->data[0], out.lm_loss + out.aux_loss + out.z_loss,
                             1e-5);
+    tape_free(&t);
+    model_free(&m);
+}
+END_TEST
+
+/* Routers with a zero router (uniform probabilities 1/8, noise off), by hand:
+ * - topp, p = 0.5: every token takes experts 0..3 (ties -> lower index; 4/8 = 0.5 reaches
+ *   p exactly in float), so 4 experts per token; aux = load balancing (coef at uniform P,
+ *   whatever f is) + entropy coef * ln 8 (the entropy of a uniform distribution);
+ * - expert_choice: no load-balancing term (aux = 0); each expert takes exactly
+ *   ceil(N K / E) = ceil(10 * 2 / 8) = 3 tokens: 3 * 8 / 10 = 2.4 experts per token; the
+ *   ties go to the lowest token indices 0, 1, 2, so tokens 3..9 have no expert (dropped 7);
+ * - topk: K = 2 experts per token.
+ * The z-loss is the same for all: coef_z (ln 8)^2. Tolerances: float32 sums of a handful
+ * of terms, 1e-6 relative. */
+START_TEST(test_router_stats_uniform) {
+    const int routers[3] = {MOE_ROUTER_TOPK, MOE_ROUTER_TOPP, MOE_ROUTER_EXPERT_CHOICE};
+    const double lnE = log(8.0), want_experts[3] = {2.0, 4.0, 2.4};
+    for (int r = 0; r < 3; r++) {
+        ModelShape s = tiny_shape(8);
+        s.router_noise = false;
+        s.router = routers[r];
+        s.top_p = 0.5f;
+        s.entropy_coef = 0.02f;
+        make_batch(s.V);
+        Model m;
+        model_init(&m, &s, 0, 8, 5);
+        for (int l = 0; l < s.L; l++) {
+            Tensor *w = &m.ps.p[m.layer[l].router].t;
+            memset(w->data, 0, w->n * sizeof(float));
+        }
+        Tape t;
+        tape_init(&t, 1 << 20);
+        ModelOut out;
+        loss_of(&m, &t, true, &out);
+        const double want_aux = r == 0 ? 0.01 : r == 1 ? 0.01 + 0.02 * lnE : 0.0;
+        ck_assert_msg(fabs(out.aux_loss - want_aux) <= 1e-6 * want_aux + 1e-12,
+                      "router %d: aux %.9g want %.9g", r, out.aux_loss, want_aux);
+        ck_assert_double_eq_tol(out.z_loss, 0.001 * lnE * lnE, 1e-8);
+        for (int l = 0; l < s.L; l++) {
+            ck_assert_msg(fabs(m.stats.experts[l] - want_experts[r]) <= 1e-12,
+                          "router %d layer %d: %.6g experts per token", r, l, m.stats.experts[l]);
+            if (r == 2) {
+                for (int e = 0; e < 8; e++)
+                    ck_assert_double_eq(m.stats.count[(size_t)l * 8 + e], 3);
+                ck_assert_double_eq(m.stats.dropped[l], 7);
+            } else {
+                ck_assert_double_eq(m.stats.dropped[l], 0);
+            }
+        }
+        tape_backward(&t, out.loss, NULL);
+        ck_assert(isfinite(sqrt(grad_sumsq_block(&m.ps, PBLOCK_DENSE))));
+        tape_free(&t);
+        model_free(&m);
+    }
+}
+END_TEST
+
+/* Expert choice on random routers: every expert takes exactly its capacity in every layer
+ * (ceil(10 * 2 * 1.5 / 4) = 8 with capacity_factor 1.5), whatever the scores. */
+START_TEST(test_expert_choice_capacity) {
+    ModelShape s = tiny_shape(4);
+    s.router = MOE_ROUTER_EXPERT_CHOICE;
+    s.capacity_factor = 1.5f;
+    make_batch(s.V);
+    Model m;
+    model_init(&m, &s, 0, 4, 21);
+    Tape t;
+    tape_init(&t, 1 << 20);
+    ModelOut out;
+    loss_of(&m, &t, true, &out);
+    for (int l = 0; l < s.L; l++)
+        for (int e = 0; e < 4; e++)
+            ck_assert_msg(m.stats.count[(size_t)l * 4 + e] == 8, "layer %d expert %d took %g",
+                          l, e, m.stats.count[(size_t)l * 4 + e]);
     tape_free(&t);
     model_free(&m);
 }
@@ -219,6 +310,9 @@ END_TEST
  * list keep their memory). */
 START_TEST(test_no_allocation_after_first_step) {
     ModelShape s = tiny_shape(4);
+    s.router = _i;   /* MOE_ROUTER_TOPK, _TOPP, _EXPERT_CHOICE */
+    s.top_p = 0.5f;
+    s.entropy_coef = 0.01f;
     make_batch(s.V);
     Model m;
     model_init(&m, &s, 0, 4, 1);
@@ -246,6 +340,12 @@ int main(void) {
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_grad_moe);
     tcase_add_test(tc, test_grad_dense);
+    tcase_add_test(tc, test_grad_moe_topp);
+    tcase_add_test(tc, test_grad_moe_expert_choice);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("routers");
+    tcase_add_test(tc, test_router_stats_uniform);
+    tcase_add_test(tc, test_expert_choice_capacity);
     suite_add_tcase(s, tc);
     tc = tcase_create("aux_losses");
     tcase_add_test(tc, test_aux_losses_uniform);
@@ -253,7 +353,7 @@ int main(void) {
     tc = tcase_create("invariants");
     tcase_add_test(tc, test_grad_accumulation_equals_big_batch);
     tcase_add_test(tc, test_capacity_drops_overflow);
-    tcase_add_test(tc, test_no_allocation_after_first_step);
+    tcase_add_loop_test(tc, test_no_allocation_after_first_step, 0, 3);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
