@@ -239,6 +239,9 @@ static void log_step(Logger *lg, const StepLog *s, const Model *m, bool print) {
         fprintf(f, "],\"router_entropy\":[");
         for (int l = 0; l < st->L; l++)
             fprintf(f, "%s%.4f", l ? "," : "", st->calls ? st->entropy[l] / st->calls : 0.0);
+        fprintf(f, "],\"experts_per_token\":[");   /* K for topk; varies with moe.router */
+        for (int l = 0; l < st->L; l++)
+            fprintf(f, "%s%.4f", l ? "," : "", st->calls ? st->experts[l] / st->calls : 0.0);
         fprintf(f, "]");
     }
     fprintf(f, "}\n");
@@ -271,8 +274,11 @@ static void log_step(Logger *lg, const StepLog *s, const Model *m, bool print) {
             layer_load(st, l, share, &mom);
             printf("      L%d:", l);
             for (int e = 0; e < st->E && e < 16; e++) printf(" %.3f", share[e]);
-            printf("%s | max/mean %.2f | dropped %.0f\n", st->E > 16 ? " ..." : "", mom,
+            printf("%s | max/mean %.2f | dropped %.0f", st->E > 16 ? " ..." : "", mom,
                    st->dropped[l]);
+            if (m->s.router != MOE_ROUTER_TOPK)   /* expert choice: dropped = unchosen tokens */
+                printf(" | experts/token %.2f", st->calls ? st->experts[l] / st->calls : 0.0);
+            printf("\n");
         }
     }
     fflush(stdout);
