@@ -168,7 +168,7 @@ START_TEST(test_topp_property) {
                 const float *gn = g->data + n * kmax;
                 double p[E];
                 softmax_ref(h->data + n * E, E, p);
-                const int nref = topp_ref(h->data + n * E, E, top_p, kmax, idx_ref, g_ref);
+                const int nref = topp_ref(h->data + n * E, E, (double)top_p, kmax, idx_ref, g_ref);
                 /* a prefix sum within 1e-6 of p would make the reference ambiguous at float
                  * precision: these seeds have none (checked here, so the test cannot pass
                  * by luck of rounding) */
@@ -197,8 +197,10 @@ START_TEST(test_topp_property) {
                 /* the definition, in exact (double) probabilities */
                 ck_assert_msg(cnt >= 1 && cnt <= kmax, "row %d took %d experts", n, cnt);
                 /* below the cap the mass reaches p; at the cap it may fall short */
-                if (cnt < kmax) ck_assert_msg(mass >= (double)top_p, "row %d: mass %g < p", n, mass);
-                ck_assert_msg(mass - last < (double)top_p, "row %d: %d experts are not minimal", n, cnt);
+                if (cnt < kmax)
+                    ck_assert_msg(mass >= (double)top_p, "row %d: mass %g < p", n, mass);
+                ck_assert_msg(mass - last < (double)top_p, "row %d: %d experts are not minimal",
+                              n, cnt);
                 if (kmax == E) counts_seen[cnt]++;
             }
         }
@@ -293,7 +295,7 @@ static double topp_margin(const Tensor *h, float top_p) {
         int32_t idx[16];
         float g[16];
         softmax_ref(h->data + n * E, E, p);
-        topp_ref(h->data + n * E, E, top_p, E, idx, g);
+        topp_ref(h->data + n * E, E, (double)top_p, E, idx, g);
         double pre = 0.0;
         for (int k = 0; k < E && idx[k] >= 0; k++) {
             pre += p[idx[k]];
