@@ -40,7 +40,8 @@
 typedef struct MoeStats {
     int L, E;
     double *count;      /* (L, E) routed slots per expert (before capacity), summed */
-    double *dropped;    /* (L) slots dropped by the capacity limit */
+    double *dropped;    /* (L) slots dropped by the capacity limit (expert choice: tokens
+                           that no expert took) */
     double *entropy;    /* (L) sum over calls of the mean router entropy (nats) */
     double *tokens;     /* (L) tokens routed */
     double *experts;    /* (L) sum over calls of the mean experts per token (routed slots
