@@ -10,6 +10,7 @@
 #   expert to exactly its capacity (expert_load = 1/E each);
 # - export (hf, gguf) of a non-topk checkpoint exits 1 naming moe.router and writes
 #   nothing; sample refuses expert choice, eval notes it; sample works with top-p;
+# - both routers train from an upcycled dense checkpoint;
 # - bad router keys exit 1 naming the key, with the allowed values.
 # Usage: test_routers.sh PATH/TO/moetrain
 set -u
@@ -100,6 +101,16 @@ expect_fail "sample expert choice" 1 "moe.router is expert_choice" -- \
 grep -q "hint:" "$TMP/err" && ok || bad "sample expert choice: no hint"
 "$BIN" eval "$TMP/expert_choice-r1-a/checkpoints/step_00000020.h5" --text "$TMP/corpus.txt" --ctx 32 > "$TMP/out" 2> "$TMP/err" \
   && grep -q "not causal" "$TMP/err" && grep -qi "perplexity" "$TMP/out" && ok || { bad "eval expert choice"; cat "$TMP/err"; }
+
+# Upcycling: a dense run's checkpoint starts a top-p and an expert-choice run (every expert
+# a copy of the dense FFN); the runs train with finite losses.
+run "$TMP/dense.log" "$BIN" "$TMP/c.yaml" --set moe.n_experts=0 --set moe.hidden=96 --set train.steps=10 --set "run.dir=$TMP/dense"
+for router in topp expert_choice; do
+  run "$TMP/up-$router.log" "$BIN" "$TMP/c.yaml" --set moe.router=$router --set train.steps=5 --set "run.dir=$TMP/up-$router" \
+    --set moe.hidden=48 --set init.granularity=2 --set "init.upcycle_from=$TMP/dense/checkpoints/step_00000010.h5"
+  grep -q "upcycled from" "$TMP/up-$router.log" && [ "$(losses "$TMP/up-$router" | grep -c '^[0-9]')" = 5 ] && ok \
+    || { bad "$router: upcycled run"; tail -3 "$TMP/up-$router.log"; }
+done
 
 # Bad keys: exit 1, the key named, what is allowed.
 expect_fail "unknown router" 1 "moe.router: unknown value 'top_p'" -- "$BIN" "$TMP/c.yaml" --set moe.router=top_p --set "run.dir=$TMP/bad"
