@@ -57,10 +57,15 @@ static int info(const char *path) {
     printf("model           vocab_size %d, dim %d, n_layers %d, n_heads %d, n_kv_heads %d, "
            "head_dim %d\n", c.model.vocab_size, c.model.dim, c.model.n_layers, c.model.n_heads,
            c.model.n_kv_heads, c.model.head_dim);
-    if (c.moe.n_experts > 0)
-        printf("moe             n_experts %d, top_k %d, hidden %d\n", c.moe.n_experts,
+    if (c.moe.n_experts > 0) {
+        printf("moe             n_experts %d, top_k %d, hidden %d", c.moe.n_experts,
                c.moe.top_k, c.moe.hidden);
-    else
+        if (c.moe.router == CONFIG_ROUTER_TOPP)
+            printf(", router topp (top_p %g, max_experts %d)", c.moe.top_p, c.moe.max_experts);
+        else if (c.moe.router == CONFIG_ROUTER_EXPERT_CHOICE)
+            printf(", router expert_choice");
+        printf("\n");
+    } else
         printf("moe             dense FFN, hidden %d\n", c.moe.hidden);
     printf("parameters      %zu total: %zu dense, %zu in experts\n", in.n_params,
            in.n_params_dense, in.n_params_expert);

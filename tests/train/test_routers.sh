@@ -64,6 +64,10 @@ for router in topp expert_choice; do
   exact_resume "$router-r4" "$router" timeout 300 "$MPIRUN" -n 4
 done
 
+# ckpt info names the router.
+"$BIN" ckpt info "$TMP/topp-r1-a/checkpoints/step_00000020.h5" > "$TMP/out" 2>&1 \
+  && grep -q "router topp (top_p 0.6, max_experts 0)" "$TMP/out" && ok || { bad "ckpt info: router"; cat "$TMP/out"; }
+
 # Log line and metrics: experts per token; top-p between 1 and E, expert choice exactly
 # K = 2 (capacity N K / E per expert) with every expert at 1/E of the slots.
 grep -q "experts/token" "$TMP/topp-r1-a.log" && ok || bad "top-p log line lacks experts/token"
