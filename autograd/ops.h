@@ -9,8 +9,9 @@
  * cblas_sgemm.
  *
  * Files: ops.c (dense elementwise, norm, rope, embedding, softmax, losses, linear),
- *        attention.c (fused GQA causal attention, optional sliding window),
- *        ops_moe.c (routing, gather/combine, grouped expert GEMM, auxiliary losses).
+ *        attention.c (fused GQA causal attention, optional sliding window), ops_moe.c
+ *        (routing, gather/combine, grouped expert GEMM, auxiliary losses), ops_route.c
+ *        (top-p and expert-choice gates, router entropy).
  *
  * Shapes use the letters of common.h. "(N, C)" means a tensor whose rows() == N and
  * cols() == C; the ops check shapes with ASSERT (programmer errors).
@@ -123,5 +124,27 @@ Tensor *op_load_balance(Tape *t, Tensor *logits, const float *f, float scale);
 /* Router z-loss contribution (ST-MoE, Zoph et al. 2022, eq. 5):
  * out (1) = scale * sum_n logsumexp(logits[n])^2, logits (N, E); scale = coef / N. */
 Tensor *op_zloss(Tape *t, Tensor *logits, float scale);
+
+/* ---------------- ops_route.c ---------------- */
+
+/* Top-p (dynamic) gating (Huang et al. 2024, arXiv:2403.07652, sec. 3): p = softmax(h[n])
+ * over the E experts; experts are taken in descending order (ties -> lower index) until
+ * their summed p reaches top_p, at least 1 and at most kmax. h (N, E) -> gates (N, kmax):
+ * the chosen experts' p, NOT renormalised, then 0; idx (N, kmax) caller-owned (valid until
+ * backward): the chosen experts, then -1. top_p in (0, 1], 1 <= kmax <= E.
+ * backward: dh[n, j] += [j picked] g dg - p_nj sum_k g_nk dg_nk (softmax Jacobian). */
+Tensor *op_topp_gate(Tape *t, Tensor *h, float top_p, int kmax, int32_t *idx);
+
+/* Expert-choice gating (Zhou et al. 2022, arXiv:2202.09368, sec. 3.1): S = softmax(h) (N, E)
+ * over experts; each expert e takes the cap tokens with the largest S[., e] (ties -> lower
+ * token index; every token when cap >= N), so a token gets 0..E experts. h (N, E) ->
+ * gates (N, E): S[n, e] where expert e took token n, else 0; idx (N, E) caller-owned (valid
+ * until backward): e where taken, else -1. backward as op_topp_gate. */
+Tensor *op_expert_choice_gate(Tape *t, Tensor *h, int cap, int32_t *idx);
+
+/* Router entropy penalty (the "dynamic loss" of Huang et al. 2024, sec. 3):
+ * out (1) = scale * sum_n H(softmax(logits[n])), H(p) = -sum_i p_i ln p_i, logits (N, E);
+ * scale = coef / N. backward: dlogits_nj += -scale p_nj (ln p_nj + H_n). */
+Tensor *op_router_entropy(Tape *t, Tensor *logits, float scale);
 
 #endif

@@ -12,6 +12,7 @@
 #include "autograd/ops.h"
 
 #include "autograd/blas.h"
+#include "autograd/ops_internal.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -284,8 +285,8 @@ Tensor *op_expert_linear(Tape *t, Tensor *x, Tensor *w, const int32_t *offs, int
 
 /* ---------------- router losses ---------------- */
 
-/* Stable softmax of one row: p (E) = softmax(x); returns logsumexp(x) (double). */
-static double softmax_row(const float *x, int E, float *p) {
+/* Stable softmax of one row (ops_internal.h): p (E) = softmax(x); returns logsumexp(x). */
+double softmax_row(const float *x, int E, float *p) {
     float m = x[0];
     for (int j = 1; j < E; j++) m = x[j] > m ? x[j] : m;
     double sum = 0.0;

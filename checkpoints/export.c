@@ -224,6 +224,20 @@ static int refuse_router_bias(const char *path, const Config *c, const Model *m,
                           "eval|logits` instead, or train with moe.bias_update_rate: 0 to export");
 }
 
+/* Mixtral's HF and GGUF formats say "top num_experts_per_tok experts, softmax over them":
+ * an inference engine would route a top-p or expert-choice model differently, i.e. run a
+ * different model. Refuse instead of writing a file that silently computes something else. */
+static int check_router_exportable(const Config *c, const char *path, const char *format,
+                                   MoeErr *err) {
+    if (c->moe.n_experts == 0 || c->moe.router == CONFIG_ROUTER_TOPK) return 0;
+    moe_errorf(err, "%s: moe.router is '%s': the %s format routes top-%d "
+               "(num_experts_per_tok), so inference engines would route this model differently",
+               path, c->moe.router == CONFIG_ROUTER_TOPP ? "topp" : "expert_choice", format,
+               c->moe.top_k);
+    return moe_hintf(err, "only moe.router: topk models can be exported; evaluate this one "
+                          "with `moetrain eval` or `moetrain logits` on the checkpoint");
+}
+
 /* ------------------------------------------------------------------ temp directories */
 
 static void remove_tree_flat(const char *dir) {
@@ -421,6 +435,7 @@ int export_hf(const char *ckpt_path, const char *outdir, const ExportHfOptions *
     if (load_ckpt(ckpt_path, &c, &m, &tok, err) || check_expressible(ckpt_path, &c, false, err))
         goto done;
     if (refuse_router_bias(ckpt_path, &c, &m, "Hugging Face Mixtral", err)) goto done;
+    if (check_router_exportable(&c, ckpt_path, "Hugging Face Mixtral", err)) goto done;
     if (count_duplicate_tokens(&tok) > 0) {
         moe_errorf(err, "%s: the tokenizer has %d tokens with identical bytes; a Hugging Face "
                         "vocab cannot hold them", ckpt_path, count_duplicate_tokens(&tok));
@@ -567,6 +582,7 @@ int export_gguf(const char *ckpt_path, const char *out_path, GgmlType type, MoeE
     if (load_ckpt(ckpt_path, &c, &m, &tok, err) || check_expressible(ckpt_path, &c, true, err))
         goto done;
     if (refuse_router_bias(ckpt_path, &c, &m, "GGUF (llama)", err)) goto done;
+    if (check_router_exportable(&c, ckpt_path, "GGUF (llama)", err)) goto done;
     const ModelShape *s = &m.s;
     gguf_w_str(&w, "general.architecture", "llama");
     gguf_w_str(&w, "general.name", c.name ? c.name : "moetrain");
@@ -986,8 +1002,9 @@ int model_source_load(ModelSource *src, const char *path, MoeErr *err) {
         }
     }
     if (!rc) {
-        /* Inference: dropless routing, no router noise. */
-        src->model.s.capacity_factor = 0.0f;
+        /* Inference: dropless routing, no router noise. Expert choice keeps its capacity
+         * factor: there it sets how many tokens each expert takes, i.e. the routing. */
+        if (src->model.s.router != MOE_ROUTER_EXPERT_CHOICE) src->model.s.capacity_factor = 0.0f;
         src->model.s.router_noise = false;
     }
     return rc;

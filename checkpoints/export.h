@@ -23,6 +23,7 @@
  * row s*D/2 + j (s in {0,1}, j < D/2), as convert_hf_to_gguf.py's permute does (k with
  * the kv head count). Norm gains and the router stay f32 in f16/q8_0 files.
  *
+ * Only moe.router: topk models export (the formats route top-k); others are refused.
  * Non-goals: exporting a checkpoint written by an expert-parallel run with missing experts
  * (ckpt files always hold all experts), LoRA merging, tokenizers other than ours.
  */
@@ -44,14 +45,16 @@ typedef struct ExportHfOptions {
 } ExportHfOptions;
 
 /* Export checkpoint ckpt_path to the new directory outdir. Fails (-1, err with hint) on an
- * unreadable/corrupt checkpoint, an existing outdir or an unwritable parent; then nothing
- * exists under outdir and the temporary directory has been removed. */
+ * unreadable/corrupt checkpoint, a model whose moe.router is not topk, an existing outdir
+ * or an unwritable parent; then nothing exists under outdir and the temporary directory
+ * has been removed. */
 int export_hf(const char *ckpt_path, const char *outdir, const ExportHfOptions *opt,
               MoeErr *err);
 
 /* Export checkpoint ckpt_path to the GGUF file out_path (written atomically). type is
  * GGML_F32, GGML_F16 or GGML_Q8_0 (Q8_0 applies to matrices whose rows are multiples of 32,
- * other matrices become f16; norm gains and routers stay f32). Fails (-1, err). */
+ * other matrices become f16; norm gains and routers stay f32). Fails (-1, err), also for a
+ * model whose moe.router is not topk. */
 int export_gguf(const char *ckpt_path, const char *out_path, GgmlType type, MoeErr *err);
 
 /* ---- loading a model from a checkpoint, an HF export directory or a GGUF file ---- */
@@ -60,7 +63,8 @@ typedef enum { SRC_CKPT, SRC_HF, SRC_GGUF } ModelSourceKind;
 
 typedef struct ModelSource {
     ModelSourceKind kind;
-    Model model;               /* all experts local; capacity_factor 0, router noise off */
+    Model model;               /* all experts local; capacity_factor 0 (kept for expert
+                                  choice), router noise off */
     Tokenizer tok;             /* loaded when has_tok */
     bool has_tok;
     int context_len;           /* train.seq_len / max_position_embeddings / context_length */

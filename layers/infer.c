@@ -97,6 +97,8 @@ static void infer_step_run(InferCache *c, Model *m, const int32_t *ids, int n, f
            "infer_step: %d + %d positions exceed the cache (%d)", c->pos, n, c->cap);
     ASSERT(c->W == s->W, "infer_step: cache made for window %d, model has %d", c->W, s->W);
     ASSERT(m->e_local == s->E, "infer_step: every expert must be local");
+    ASSERT(s->router != MOE_ROUTER_EXPERT_CHOICE,
+           "infer_step: expert-choice routing is not causal (callers refuse it)");
     Tape *t = &c->tape;
     tape_reset(t, false);
     const int pos0 = c->pos, KD = c->KD;
@@ -123,6 +125,9 @@ static void infer_step_run(InferCache *c, Model *m, const int32_t *ids, int n, f
             .e_first = m->e_first, .e_local = m->e_local,
             .capacity_factor = 0.0f,     /* inference is dropless */
             .noise = false,
+            /* the trained router; expert choice never gets here (it needs a whole batch,
+               `moetrain sample` refuses it) */
+            .router = (MoeRouter)s->router, .top_p = s->top_p, .max_experts = s->max_experts,
         };
         Tensor *y = model_ffn(m, t, l, hn, &a, &aux, &z);
         x = op_add(t, x, y);

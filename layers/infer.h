@@ -15,8 +15,10 @@
  * positions and to their own keys straight from the step's (n, Hkv*D) rows; the cache is
  * written after each layer's attention, so a prefill longer than W needs no bigger ring.
  *
- * Non-goals: batching several sequences, expert parallelism; without a window the cache
- * does not slide (positions are limited to max_T).
+ * Non-goals: batching several sequences, expert parallelism, expert-choice routing (an
+ * expert picks among all tokens of a batch, future ones included: there is no
+ * token-by-token equivalent; the caller must refuse such a model); without a window the
+ * cache does not slide (positions are limited to max_T).
  */
 #ifndef MOE_INFER_H
 #define MOE_INFER_H

@@ -165,6 +165,8 @@ void model_forward(Model *m, Tape *t, const int32_t *inputs, const int32_t *targ
             .seed = ctx->seed, .step = ctx->step, .token_base = ctx->token_base,
             .aux_scale = targets ? s->aux_coef * ls / (float)s->L : 0.0f,
             .z_scale = targets ? s->z_coef * ls / (float)s->L : 0.0f,
+            .router = (MoeRouter)s->router, .top_p = s->top_p, .max_experts = s->max_experts,
+            .entropy_scale = targets ? s->entropy_coef * ls / (float)s->L : 0.0f,
         };
         Tensor *y = model_ffn(m, t, l, hn, &a, &aux, &z);
         tape_region(t, REGION_OTHER);

@@ -34,6 +34,10 @@ typedef struct ModelShape {
     float capacity_factor;    /* 0 = dropless */
     bool router_noise;        /* noisy gating while training */
     float aux_coef, z_coef;
+    int router;               /* MoeRouter (moe.router); 0 = MOE_ROUTER_TOPK */
+    float top_p;              /* topp: probability mass to reach, (0, 1] */
+    int max_experts;          /* topp: experts per token at most; 0 = E */
+    float entropy_coef;       /* topp: router entropy penalty weight */
 } ModelShape;
 
 typedef struct LayerParams {

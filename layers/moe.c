@@ -16,6 +16,7 @@ void moe_stats_init(MoeStats *st, int L, int E) {
     st->dropped = moe_calloc(sizeof(double) * (size_t)L);
     st->entropy = moe_calloc(sizeof(double) * (size_t)L);
     st->tokens = moe_calloc(sizeof(double) * (size_t)L);
+    st->experts = moe_calloc(sizeof(double) * (size_t)L);
 }
 
 void moe_stats_reset(MoeStats *st) {
@@ -24,6 +25,7 @@ void moe_stats_reset(MoeStats *st) {
     memset(st->dropped, 0, sizeof(double) * (size_t)st->L);
     memset(st->entropy, 0, sizeof(double) * (size_t)st->L);
     memset(st->tokens, 0, sizeof(double) * (size_t)st->L);
+    memset(st->experts, 0, sizeof(double) * (size_t)st->L);
     st->calls = 0;
 }
 
@@ -32,17 +34,20 @@ void moe_stats_free(MoeStats *st) {
     moe_free(st->dropped);
     moe_free(st->entropy);
     moe_free(st->tokens);
+    moe_free(st->experts);
     memset(st, 0, sizeof *st);
 }
 
 /* Group the N*K routed slots by expert. counts (E): slots routed to each expert before the
  * capacity cut; offs (E+1): prefix sum of the kept counts; rows (M): source token of each
  * kept slot, grouped by expert, token order inside a group; slot (N*K): index of (n,k) in
- * rows, or -1 when dropped. Returns M (kept slots) and the dropped count in *dropped. */
+ * rows, or -1 when dropped or unused (idx -1: a top-p / expert-choice slot holding no
+ * expert, not counted as dropped). Returns M (kept slots) and the dropped count. */
 static int moe_plan(int N, int K, int E, const int32_t *idx, long cap, int32_t *counts,
                     int32_t *offs, int32_t *rows, int32_t *slot, int32_t *fill, long *dropped) {
     memset(counts, 0, sizeof(int32_t) * (size_t)E);
-    for (int j = 0; j < N * K; j++) counts[idx[j]]++;
+    for (int j = 0; j < N * K; j++)
+        if (idx[j] >= 0) counts[idx[j]]++;
     offs[0] = 0;
     for (int e = 0; e < E; e++) {
         long kept = counts[e] < cap ? counts[e] : cap;
@@ -53,6 +58,10 @@ static int moe_plan(int N, int K, int E, const int32_t *idx, long cap, int32_t *
     for (int n = 0; n < N; n++) {
         for (int k = 0; k < K; k++) {
             int e = idx[n * K + k];
+            if (e < 0) {
+                slot[n * K + k] = -1;
+                continue;
+            }
             int r = fill[e]++;
             if (offs[e] + r < offs[e + 1]) {
                 rows[offs[e] + r] = n;
@@ -65,6 +74,35 @@ static int moe_plan(int N, int K, int E, const int32_t *idx, long cap, int32_t *
     }
     *dropped = drop;
     return offs[E];
+}
+
+/* ---- routers (moe.router): gates and idx (N, W), W slots per token, idx -1 unused ---- */
+
+static int route_width(const MoeLayerArgs *a) {
+    switch (a->router) {
+    case MOE_ROUTER_TOPK: return a->K;
+    case MOE_ROUTER_TOPP: return a->max_experts > 0 ? a->max_experts : a->E;
+    case MOE_ROUTER_EXPERT_CHOICE: return a->E;
+    }
+    ASSERT(0, "unknown router %d", (int)a->router);
+    return 0;
+}
+
+/* Expert-choice capacity per expert: Zhou et al. 2022 (sec. 3.1) k = n c / e with c the
+ * mean experts per token, here c = K * capacity_factor (factor 0 read as 1, so the compute
+ * matches top-K), rounded up and clamped to [1, N]. */
+static int route_ec_capacity(int N, const MoeLayerArgs *a) {
+    const double f = a->capacity_factor > 0.0f ? (double)a->capacity_factor : 1.0;
+    const double c = ceil((double)N * a->K * f / a->E);
+    return c < 1.0 ? 1 : c > (double)N ? N : (int)c;
+}
+
+/* h (N, E) -> gates (N, W), filling idx (N, W) (arena). */
+static Tensor *route_gates(Tape *t, Tensor *h, const MoeLayerArgs *a, int32_t *idx) {
+    if (a->router == MOE_ROUTER_TOPP) return op_topp_gate(t, h, a->top_p, route_width(a), idx);
+    if (a->router == MOE_ROUTER_EXPERT_CHOICE)
+        return op_expert_choice_gate(t, h, route_ec_capacity((int)tensor_rows(h), a), idx);
+    return op_topk_gate_bias(t, h, a->bias, a->K, idx);   /* bias NULL: plain top-k */
 }
 
 Tensor *moe_forward(Tape *t, Tensor *x, Tensor *router, Tensor *noise, Tensor *w1, Tensor *w3,
@@ -89,21 +127,29 @@ Tensor *moe_forward(Tape *t, Tensor *x, Tensor *router, Tensor *noise, Tensor *w
         h = op_add(t, clean, op_mul(t, eps, std));
     }
 
-    int32_t *idx = arena_ints(&t->arena, (size_t)N * K);
-    Tensor *gates = op_topk_gate_bias(t, h, a->bias, K, idx);       /* (N, K) */
+    const int W = route_width(a);                                   /* slots per token */
+    const bool ec = a->router == MOE_ROUTER_EXPERT_CHOICE;
+    int32_t *idx = arena_ints(&t->arena, (size_t)N * W);
+    Tensor *gates = route_gates(t, h, a, idx);                      /* (N, W) */
 
     int32_t *counts = arena_ints(&t->arena, (size_t)E);
     int32_t *offs = arena_ints(&t->arena, (size_t)E + 1);
     int32_t *fill = arena_ints(&t->arena, (size_t)E);
-    int32_t *rows = arena_ints(&t->arena, (size_t)N * K);
-    int32_t *slot = arena_ints(&t->arena, (size_t)N * K);
-    long cap = (long)N * K;
-    if (a->capacity_factor > 0.0f) {
+    int32_t *rows = arena_ints(&t->arena, (size_t)N * W);
+    int32_t *slot = arena_ints(&t->arena, (size_t)N * W);
+    long cap = (long)N * W;
+    if (a->capacity_factor > 0.0f && !ec) {   /* expert choice: the capacity is the routing */
         cap = (long)ceil((double)N * K / E * (double)a->capacity_factor);
         if (cap < 1) cap = 1;
     }
     long dropped = 0;
-    int M = moe_plan(N, K, E, idx, cap, counts, offs, rows, slot, fill, &dropped);
+    int M = moe_plan(N, W, E, idx, cap, counts, offs, rows, slot, fill, &dropped);
+    if (ec)   /* nothing is dropped; count the tokens no expert chose instead */
+        for (int n = 0; n < N; n++) {
+            int any = 0;
+            for (int k = 0; k < W; k++) any |= idx[(size_t)n * W + k] >= 0;
+            dropped += !any;
+        }
 
     const int C = tensor_cols(x);
     Tensor *xg = op_gather_rows(t, x, rows, M);                     /* (M, C) */
@@ -125,22 +171,30 @@ Tensor *moe_forward(Tape *t, Tensor *x, Tensor *router, Tensor *noise, Tensor *w
         ye = op_expert_linear(t, op_swiglu(t, h1, h3), w2, offs, E); /* (M, C) */
         tape_region(t, REGION_ROUTER);
     }
-    Tensor *y = op_combine(t, ye, gates, slot, K);                  /* (N, C) */
+    Tensor *y = op_combine(t, ye, gates, slot, W);                  /* (N, C) */
 
-    /* f_i: share of ALL ranks' N*K routed slots chosen for expert i (before capacity), so
-     * the loss is the same number whatever the rank count. Each rank's loss terms are means
-     * over its own N tokens: the mean over ranks (what the gradient all-reduce computes)
-     * is then the global loss. */
+    /* f_i: share of ALL ranks' routed slots chosen for expert i (before capacity), so
+     * the loss is the same number whatever the rank count (N*R*K slots for topk; a varying
+     * number for topp). Each rank's loss terms are means over its own N tokens: the mean
+     * over ranks (what the gradient all-reduce computes) is then the global loss. */
     int R = 1;
     if (ex) {
         exchange_sum_counts(ex, counts, E);
         R = exchange_ranks(ex);
     }
+    long routed = 0;
+    for (int e = 0; e < E; e++) routed += counts[e];
     float *f = arena_floats(&t->arena, (size_t)E);
-    for (int e = 0; e < E; e++) f[e] = (float)((double)counts[e] / ((double)N * R * K));
-    if (a->aux_scale > 0.0f) {
+    for (int e = 0; e < E; e++)
+        f[e] = routed > 0 ? (float)((double)counts[e] / (double)routed) : 0.0f;
+    if (a->aux_scale > 0.0f && !ec) {   /* expert choice is balanced by construction */
         Tensor *lb = op_load_balance(t, clean, f, a->aux_scale * (float)E / (float)N);
         *aux = *aux ? op_add(t, *aux, lb) : lb;
+    }
+    if (a->router == MOE_ROUTER_TOPP && a->entropy_scale > 0.0f) {
+        /* Huang et al. 2024's dynamic loss: mean router entropy, part of aux */
+        Tensor *el = op_router_entropy(t, clean, a->entropy_scale / (float)N);
+        *aux = *aux ? op_add(t, *aux, el) : el;
     }
     if (a->z_scale > 0.0f) {
         Tensor *zl = op_zloss(t, clean, a->z_scale / (float)N);
@@ -167,6 +221,7 @@ Tensor *moe_forward(Tape *t, Tensor *x, Tensor *router, Tensor *noise, Tensor *w
         st->dropped[a->layer] += (double)dropped;
         st->entropy[a->layer] += ent / N;
         st->tokens[a->layer] += N;
+        st->experts[a->layer] += (double)routed / ((double)N * R);
     }
     return y;
 }

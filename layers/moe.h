@@ -19,6 +19,20 @@
  * The auxiliary losses use the clean logits: the noise only perturbs which experts are
  * chosen. With expert parallelism (parallel/), the gathered rows are exchanged with the
  * ranks owning the experts between gather and the expert GEMMs (MoeExchange).
+ *
+ * Routers (moe.router; README "Architecture options"): the gates/idx arrays are (N, W)
+ * with W slots per token and idx -1 for an unused slot (skipped by dispatch and combine).
+ *   topk          W = K, op_topk_gate (the default above)
+ *   topp          W = max_experts (0 = E), op_topp_gate: experts by probability until their
+ *                 mass reaches top_p; gates = softmax(h) unnormalised; the router entropy
+ *                 penalty coef * mean_n H(softmax(clean_n)) joins aux (Huang et al. 2024);
+ *                 capacity_factor > 0 caps experts at ceil(N K / E * factor) as for topk;
+ *                 f_i is the share of all routed slots (their number varies)
+ *   expert_choice W = E, op_expert_choice_gate: each expert takes its top
+ *                 ceil(N K factor / E) tokens (factor 0 = 1) of this call's N tokens (per
+ *                 rank under expert parallelism); no load-balancing loss (balanced by
+ *                 construction), no capacity drops; "dropped" counts tokens no expert took
+ * The z-loss applies to every router.
  */
 #ifndef MOE_MOE_H
 #define MOE_MOE_H
@@ -28,15 +42,21 @@
 typedef struct MoeStats {
     int L, E;
     double *count;      /* (L, E) routed slots per expert (before capacity), summed */
-    double *dropped;    /* (L) slots dropped by the capacity limit */
+    double *dropped;    /* (L) slots dropped by the capacity limit (expert choice: tokens
+                           that no expert took) */
     double *entropy;    /* (L) sum over calls of the mean router entropy (nats) */
     double *tokens;     /* (L) tokens routed */
+    double *experts;    /* (L) sum over calls of the mean experts per token (routed slots
+                           before capacity / tokens; K for topk) */
     int calls;          /* forward calls accumulated */
 } MoeStats;
 
 void moe_stats_init(MoeStats *st, int L, int E);
 void moe_stats_reset(MoeStats *st);
 void moe_stats_free(MoeStats *st);
+
+/* moe.router: how tokens and experts are matched (see above). */
+typedef enum { MOE_ROUTER_TOPK = 0, MOE_ROUTER_TOPP = 1, MOE_ROUTER_EXPERT_CHOICE = 2 } MoeRouter;
 
 /* Expert-parallel exchange hook (implemented in parallel/); NULL means all experts local. */
 typedef struct MoeExchange MoeExchange;
@@ -52,6 +72,10 @@ typedef struct MoeLayerArgs {
     float aux_scale, z_scale;   /* coef * loss_scale / L (per-layer share) */
     const float *bias;          /* (E) selection-only bias of this layer (aux-loss-free
                                    balancing, layers/router_bias.h); NULL = none */
+    MoeRouter router;           /* MOE_ROUTER_TOPK (0) unless moe.router says otherwise */
+    float top_p;                /* topp: probability mass each token's experts reach */
+    int max_experts;            /* topp: experts per token at most; 0 = E */
+    float entropy_scale;        /* topp: entropy coef * loss_scale / L */
 } MoeLayerArgs;
 
 /* x (N, C) normalised input; router, noise (E, C); w1, w3 (E_local, F, C); w2 (E_local, C, F).

@@ -59,15 +59,18 @@ static int info(const char *path) {
            c.model.n_kv_heads, c.model.head_dim);
     if (c.model.sliding_window > 0)
         printf("attention       sliding window %d\n", c.model.sliding_window);
-    if (c.moe.n_experts > 0 && c.moe.n_shared_experts > 0)
-        printf("moe             n_experts %d, top_k %d, hidden %d; %d shared expert(s) of "
-               "hidden %d\n", c.moe.n_experts, c.moe.top_k, c.moe.hidden,
-               c.moe.n_shared_experts, c.moe.shared_hidden > 0 ? c.moe.shared_hidden
-                                                               : c.moe.hidden);
-    else if (c.moe.n_experts > 0)
-        printf("moe             n_experts %d, top_k %d, hidden %d\n", c.moe.n_experts,
+    if (c.moe.n_experts > 0) {
+        printf("moe             n_experts %d, top_k %d, hidden %d", c.moe.n_experts,
                c.moe.top_k, c.moe.hidden);
-    else
+        if (c.moe.router == CONFIG_ROUTER_TOPP)
+            printf(", router topp (top_p %g, max_experts %d)", c.moe.top_p, c.moe.max_experts);
+        else if (c.moe.router == CONFIG_ROUTER_EXPERT_CHOICE)
+            printf(", router expert_choice");
+        if (c.moe.n_shared_experts > 0)
+            printf("; %d shared expert(s) of hidden %d", c.moe.n_shared_experts,
+                   c.moe.shared_hidden > 0 ? c.moe.shared_hidden : c.moe.hidden);
+        printf("\n");
+    } else
         printf("moe             dense FFN, hidden %d\n", c.moe.hidden);
     printf("parameters      %zu total: %zu dense, %zu in experts\n", in.n_params,
            in.n_params_dense, in.n_params_expert);

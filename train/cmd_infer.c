@@ -194,7 +194,12 @@ int cmd_export(int argc, char **argv) {
 
 /* ---------------------------------------------------------------- shared */
 
-static int load_source(ModelSource *src, const char *path, bool need_tok) {
+/* Load MODEL for a subcommand. sample decodes token by token (tokenwise = true), which
+ * expert-choice routing cannot do: each expert picks among all tokens of a forward pass,
+ * future ones included (README, Architecture options). eval and logits run whole windows
+ * through model_forward, so an expert-choice model routes each window as one batch: they
+ * say so on stderr. */
+static int load_source(ModelSource *src, const char *path, bool need_tok, bool tokenwise) {
     MoeErr err = {{0}, {0}};
     if (model_source_load(src, path, &err)) {
         model_source_free(src);
@@ -205,6 +210,20 @@ static int load_source(ModelSource *src, const char *path, bool need_tok) {
         moe_hintf(&err, "use the checkpoint, or an export made by `moetrain export`");
         model_source_free(src);
         return fail(&err);
+    }
+    if (src->model.s.E > 0 && src->model.s.router == MOE_ROUTER_EXPERT_CHOICE) {
+        if (tokenwise) {
+            moe_errorf(&err, "%s: moe.router is expert_choice: experts choose among all tokens "
+                       "of a batch, future ones included, so the model cannot generate token "
+                       "by token", path);
+            moe_hintf(&err, "expert-choice routing is for training studies; score it with "
+                            "`moetrain eval` (each window routed as one batch)");
+            model_source_free(src);
+            return fail(&err);
+        }
+        fprintf(stderr, "moetrain: note: %s routes with expert choice: each window is routed "
+                        "as one batch, future tokens included (not causal; for studies)\n",
+                path);
     }
     return 0;
 }
@@ -268,7 +287,7 @@ int cmd_logits(int argc, char **argv) {
         return usage("--ids is empty", NULL, LOGITS_HELP);
     }
     ModelSource src;
-    if (load_source(&src, src_path, false)) {
+    if (load_source(&src, src_path, false, false)) {
         moe_free(ids);
         return 1;
     }
@@ -337,7 +356,7 @@ int cmd_eval(int argc, char **argv) {
     }
     if (!src_path || !text) return usage("eval needs MODEL and --text FILE", NULL, EVAL_HELP);
     ModelSource src;
-    if (load_source(&src, src_path, true)) return 1;
+    if (load_source(&src, src_path, true, false)) return 1;
     MoeErr err = {{0}, {0}};
     uint8_t *buf = NULL;
     size_t nb = 0;
@@ -487,7 +506,7 @@ int cmd_sample(int argc, char **argv) {
     }
     if (!src_path || !prompt) return usage("sample needs MODEL and --prompt", NULL, SAMPLE_HELP);
     ModelSource src;
-    if (load_source(&src, src_path, true)) return 1;
+    if (load_source(&src, src_path, true, true)) return 1;
     const int V = src.model.s.V, eot = tok_eot(&src.tok);
     size_t np = 0;
     int32_t *pids = tok_encode_alloc(&src.tok, (const uint8_t *)prompt, strlen(prompt), &np);

@@ -21,7 +21,7 @@
 
 /* ---------------------------------------------------------------- key table */
 
-typedef enum { T_INT, T_I64, T_FLOAT, T_BOOL, T_STR, T_LIST } KeyType;
+typedef enum { T_INT, T_I64, T_FLOAT, T_BOOL, T_STR, T_LIST, T_ENUM } KeyType;
 
 enum { S_MODEL, S_MOE, S_TRAIN, S_OPTIM, S_DATA, S_RUN, S_PARALLEL, S_CHECKPOINT, S_INIT };
 static const char *const SECTIONS[CONFIG_N_SECTIONS] = {
@@ -44,18 +44,26 @@ typedef struct KeySpec {
     double fmin, fmax;
     unsigned flags;
     const char *doc;
+    const char *const *choices;   /* T_ENUM: the names of values 0 .. imax */
 } KeySpec;
 
 #define KI(s, n, fld, lo, hi, fl, d) \
-    {s, n, T_INT, offsetof(Config, fld), 0, lo, hi, 0, 0, fl, d}
+    {s, n, T_INT, offsetof(Config, fld), 0, lo, hi, 0, 0, fl, d, NULL}
 #define KL(s, n, fld, lo, hi, fl, d) \
-    {s, n, T_I64, offsetof(Config, fld), 0, lo, hi, 0, 0, fl, d}
+    {s, n, T_I64, offsetof(Config, fld), 0, lo, hi, 0, 0, fl, d, NULL}
 #define KF(s, n, fld, lo, hi, fl, d) \
-    {s, n, T_FLOAT, offsetof(Config, fld), 0, 0, 0, lo, hi, fl, d}
-#define KB(s, n, fld, fl, d) {s, n, T_BOOL, offsetof(Config, fld), 0, 0, 0, 0, 0, fl, d}
-#define KS(s, n, fld, d) {s, n, T_STR, offsetof(Config, fld), 0, 0, 0, 0, 0, 0, d}
+    {s, n, T_FLOAT, offsetof(Config, fld), 0, 0, 0, lo, hi, fl, d, NULL}
+#define KB(s, n, fld, fl, d) {s, n, T_BOOL, offsetof(Config, fld), 0, 0, 0, 0, 0, fl, d, NULL}
+#define KS(s, n, fld, d) {s, n, T_STR, offsetof(Config, fld), 0, 0, 0, 0, 0, 0, d, NULL}
 #define KLS(s, n, fld, cnt, d) \
-    {s, n, T_LIST, offsetof(Config, fld), offsetof(Config, cnt), 0, 0, 0, 0, 0, d}
+    {s, n, T_LIST, offsetof(Config, fld), offsetof(Config, cnt), 0, 0, 0, 0, 0, d, NULL}
+/* An enumeration: written as one of the names, stored as its index (an int field). */
+#define KE(s, n, fld, names, fl, d) \
+    {s, n, T_ENUM, offsetof(Config, fld), 0, 0, \
+     (int64_t)(sizeof(names) / sizeof(names)[0]) - 1, 0, 0, fl, d, names}
+
+/* moe.router, in the order of CONFIG_ROUTER_* */
+static const char *const ROUTERS[] = {"topk", "topp", "expert_choice"};
 
 static const KeySpec KEYS[] = {
     KI(S_MODEL, "vocab_size", model.vocab_size, 258, 65536, F_SHAPE, "V: vocabulary size"),
@@ -87,6 +95,12 @@ static const KeySpec KEYS[] = {
        "hidden width of each shared expert; 0 = hidden"),
     KF(S_MOE, "bias_update_rate", moe.bias_update_rate, 0, HUGE_VAL, 0,
        "aux-loss-free balancing bias step; 0 = off"),
+    KE(S_MOE, "router", moe.router, ROUTERS, 0, "topk, topp or expert_choice"),
+    KF(S_MOE, "top_p", moe.top_p, 0, 1, F_LO_OPEN, "topp: probability mass to reach"),
+    KI(S_MOE, "max_experts", moe.max_experts, 0, INT_MAX, 0,
+       "topp: experts per token at most; 0 = n_experts"),
+    KF(S_MOE, "entropy_coef", moe.entropy_coef, 0, HUGE_VAL, 0,
+       "topp: router entropy penalty"),
 
     KI(S_TRAIN, "seq_len", train.seq_len, 1, INT_MAX, 0, "T: tokens per sequence"),
     KI(S_TRAIN, "micro_batch", train.micro_batch, 1, INT_MAX, 0,
@@ -235,6 +249,12 @@ static void fmt_value(Buf *b, const Config *c, const KeySpec *k) {
         buf_printf(b, "%s", num);
         break;
     case T_BOOL: buf_printf(b, "%s", *(const bool *)base ? "true" : "false"); break;
+    case T_ENUM: {
+        int v = *(const int *)base;
+        if (v >= 0 && v <= k->imax) buf_printf(b, "%s", k->choices[v]);
+        else buf_printf(b, "%d", v);   /* only after a direct edit; validate rejects it */
+        break;
+    }
     case T_STR: {
         const char *s = *(char *const *)base;
         if (s) fmt_quoted(b, s);
@@ -278,6 +298,12 @@ static void describe(const KeySpec *k, char *out, size_t cap) {
                      lo, hi, (k->flags & F_HI_OPEN) ? ')' : ']');
         break;
     case T_BOOL: snprintf(out, cap, "true or false"); break;
+    case T_ENUM: {
+        size_t n = (size_t)snprintf(out, cap, "one of ");
+        for (int64_t i = 0; i <= k->imax && n < cap; i++)
+            n += (size_t)snprintf(out + n, cap - n, "%s%s", i ? ", " : "", k->choices[i]);
+        break;
+    }
     case T_STR: snprintf(out, cap, "a non-empty string"); break;
     case T_LIST:
         snprintf(out, cap, "a list of strings such as [a.txt, b.txt] ([] for none)");
@@ -409,7 +435,13 @@ static int check_range(const KeySpec *k, const Value *v, const char *loc, const 
                        MoeErr *err) {
     char want[128];
     describe(k, want, sizeof want);
-    if (k->type == T_INT || k->type == T_I64) {
+    if (k->type == T_ENUM) {
+        if (v->i < k->imin || v->i > k->imax) {
+            moe_errorf(err, "%s: %s: value %lld is not a valid choice", loc, path,
+                       (long long)v->i);
+            return moe_hintf(err, "expected %s", want);
+        }
+    } else if (k->type == T_INT || k->type == T_I64) {
         if (v->i < k->imin || v->i > k->imax) {
             moe_errorf(err, "%s: %s: value %lld is out of range", loc, path, (long long)v->i);
             return moe_hintf(err, "expected %s", want);
@@ -489,6 +521,17 @@ static int parse_node(const KeySpec *k, yaml_document_t *d, yaml_node_t *n, cons
         v->s = moe_strdup(s);
         return 0;
     }
+    if (k->type == T_ENUM) {   /* a name, plain or quoted */
+        for (int64_t i = 0; i <= k->imax; i++)
+            if (!strcmp(s, k->choices[i])) {
+                v->i = i;
+                return 0;
+            }
+        const char *sug = closest(s, k->choices, (int)k->imax + 1);
+        moe_errorf(err, "%s: %s: unknown value '%s'", loc, path, s);
+        if (sug) return moe_hintf(err, "did you mean '%s'? expected %s", sug, want);
+        return moe_hintf(err, "expected %s", want);
+    }
     if (!plain) {
         moe_errorf(err, "%s: %s: expected %s, got the quoted string \"%s\"", loc, path, want, s);
         return moe_hintf(err, "expected %s; numbers and booleans are written without quotes",
@@ -534,6 +577,7 @@ static void store(Config *c, const KeySpec *k, Value *v) {
     case T_I64: *(int64_t *)base = v->i; break;
     case T_FLOAT: *(double *)base = v->f; break;
     case T_BOOL: *(bool *)base = v->b; break;
+    case T_ENUM: *(int *)base = (int)v->i; break;
     case T_STR:
         moe_free(*(char **)base);
         *(char **)base = v->s;
@@ -562,6 +606,7 @@ static Value peek(const Config *c, const KeySpec *k) {
     case T_I64: v.i = *(const int64_t *)base; break;
     case T_FLOAT: v.f = *(const double *)base; break;
     case T_BOOL: v.b = *(const bool *)base; break;
+    case T_ENUM: v.i = *(const int *)base; break;
     case T_STR: v.s = *(char *const *)base; break;
     case T_LIST: break;
     }
@@ -742,7 +787,9 @@ void config_defaults(Config *c) {
                              .n_kv_heads = 4, .head_dim = 32, .norm_eps = 1e-5,
                              .rope_theta = 10000.0, .init_std = 0.02};
     c->moe = (ConfigMoe){.n_experts = 8, .top_k = 2, .hidden = 512, .capacity_factor = 0.0,
-                         .router_noise = true, .aux_loss_coef = 0.01, .z_loss_coef = 0.001};
+                         .router_noise = true, .aux_loss_coef = 0.01, .z_loss_coef = 0.001,
+                         .router = CONFIG_ROUTER_TOPK, .top_p = 0.4, .max_experts = 0,
+                         .entropy_coef = 1e-4};
     c->train = (ConfigTrain){.seq_len = 256, .micro_batch = 8, .grad_accum = 1, .steps = 1000,
                              .seed = 1337, .log_every = 10, .eval_every = 100,
                              .eval_batches = 8, .max_bad_steps = 5, .spike_factor = 5.0};
@@ -971,6 +1018,23 @@ int config_validate(const Config *c, MoeErr *err) {
                    "width %lld exceed %d hidden units in total", loc_of(c, ksh, -1),
                    c->moe.n_shared_experts, shw, INT_MAX);
         return moe_hintf(err, "use fewer or narrower shared experts");
+    }
+    int kmx = key_index(S_MOE, "max_experts");
+    if (c->moe.n_experts > 0 && c->moe.max_experts > c->moe.n_experts) {
+        moe_errorf(err, "%s: moe.max_experts, moe.n_experts: max_experts = %d exceeds "
+                   "n_experts = %d", loc_of(c, kmx, ke), c->moe.max_experts, c->moe.n_experts);
+        return moe_hintf(err, "expected moe.max_experts in [0, %d] (0 = no cap below "
+                              "n_experts)", c->moe.n_experts);
+    }
+    int kbr = key_index(S_MOE, "bias_update_rate"), kro = key_index(S_MOE, "router");
+    if (c->moe.n_experts > 0 && c->moe.bias_update_rate > 0.0 &&
+        c->moe.router != CONFIG_ROUTER_TOPK) {
+        moe_errorf(err, "%s: moe.bias_update_rate, moe.router: the selection bias balances "
+                   "top-k routing, the router is '%s'", loc_of(c, kbr, kro),
+                   c->moe.router == CONFIG_ROUTER_TOPP ? "topp" : "expert_choice");
+        return moe_hintf(err, "use moe.router: topk with the bias, or set "
+                              "moe.bias_update_rate: 0 (expert choice is balanced by "
+                              "construction; top-p has no fixed K to bias)");
     }
     int kup = key_index(S_INIT, "upcycle_from"), kg = key_index(S_INIT, "granularity");
     if (c->init.upcycle_from && c->moe.n_experts == 0) {

@@ -38,7 +38,7 @@
 #include "autograd/common.h"
 
 #define CONFIG_N_SECTIONS 9   /* model moe train optim data run parallel checkpoint init */
-#define CONFIG_N_KEYS 50      /* total number of keys over all sections */
+#define CONFIG_N_KEYS 54      /* total number of keys over all sections */
 
 typedef struct ConfigModel {
     int vocab_size;     /* V, in [258, 65536] */
@@ -65,7 +65,14 @@ typedef struct ConfigMoe {
     int shared_hidden;      /* >= 0 hidden width of each shared expert; 0 = hidden */
     double bias_update_rate; /* >= 0: aux-loss-free balancing bias step (layers/router_bias.h);
                                 0 = off */
+    int router;             /* CONFIG_ROUTER_*: topk (default), topp, expert_choice */
+    double top_p;           /* topp: probability mass each token's experts reach, (0, 1] */
+    int max_experts;        /* topp: experts per token at most, <= n_experts; 0 = n_experts */
+    double entropy_coef;    /* topp: router entropy penalty weight, >= 0 */
 } ConfigMoe;
+
+/* moe.router values, in the order of layers/moe.h MoeRouter (train_model_shape maps them). */
+enum { CONFIG_ROUTER_TOPK = 0, CONFIG_ROUTER_TOPP = 1, CONFIG_ROUTER_EXPERT_CHOICE = 2 };
 
 typedef struct ConfigTrain {
     int seq_len;          /* T, >= 1 */
@@ -168,7 +175,8 @@ int config_set(Config *c, const char *assignment, MoeErr *err);
  * model.n_heads, moe.top_k <= moe.n_experts when n_experts > 0, moe.n_shared_experts = 0
  * when n_experts = 0 (and their total width fits an int), optim.min_lr <= optim.lr,
  * and with init.upcycle_from set: moe.n_experts > 0 and a multiple of init.granularity
- * (the checks against the dense checkpoint itself are upcycle_into's). Errors name both keys and the location of one of them. Returns 0 or -1 with err set. */
+ * (the checks against the dense checkpoint itself are upcycle_into's), and
+ * moe.max_experts <= moe.n_experts when n_experts > 0. Errors name both keys and the location of one of them. Returns 0 or -1 with err set. */
 int config_validate(const Config *c, MoeErr *err);
 
 /* Deep copy (dst is overwritten without being freed). */

@@ -41,6 +41,8 @@ static void grow_steps(RunData *r) {
         r->load = moe_realloc(r->load, r->cap * le * sizeof(float), nc * le * sizeof(float));
         r->entropy = moe_realloc(r->entropy, r->cap * (size_t)r->L * sizeof(float),
                                  nc * (size_t)r->L * sizeof(float));
+        r->experts = moe_realloc(r->experts, r->cap * (size_t)r->L * sizeof(float),
+                                 nc * (size_t)r->L * sizeof(float));
     }
     r->cap = nc;
 }
@@ -66,12 +68,14 @@ static int take_moe_fields(RunData *r, const JsonValue *o, const char *path, lon
                            MoeErr *err) {
     const JsonValue *el = json_get(o, "expert_load");
     const JsonValue *en = json_get(o, "router_entropy");
+    const JsonValue *ex = json_get(o, "experts_per_token");   /* absent before issue 11 */
     size_t i = r->n;
     if (!el) {
         if (r->E > 0) {
             size_t le = (size_t)r->L * (size_t)r->E;
             for (size_t k = 0; k < le; k++) r->load[i * le + k] = NAN;
             for (int l = 0; l < r->L; l++) r->entropy[i * (size_t)r->L + l] = NAN;
+            for (int l = 0; l < r->L; l++) r->experts[i * (size_t)r->L + l] = NAN;
         }
         return 0;
     }
@@ -97,8 +101,10 @@ static int take_moe_fields(RunData *r, const JsonValue *o, const char *path, lon
         r->E = E;
         r->load = moe_malloc(r->cap * le * sizeof(float));
         r->entropy = moe_malloc(r->cap * (size_t)L * sizeof(float));
+        r->experts = moe_malloc(r->cap * (size_t)L * sizeof(float));
         for (size_t k = 0; k < r->cap * le; k++) r->load[k] = NAN;
         for (size_t k = 0; k < r->cap * (size_t)L; k++) r->entropy[k] = NAN;
+        for (size_t k = 0; k < r->cap * (size_t)L; k++) r->experts[k] = NAN;
     } else if (L != r->L || E != r->E) {
         moe_errorf(err, "%s:%ld: expert_load has %d layers x %d experts but earlier lines had "
                    "%d x %d", path, line, L, E, r->L, r->E);
@@ -114,6 +120,9 @@ static int take_moe_fields(RunData *r, const JsonValue *o, const char *path, lon
         float h = NAN;
         if (is_num_array(en) && l < (int)en->n) h = (float)en->items[l].num;
         r->entropy[i * (size_t)L + l] = h;
+        float x = NAN;
+        if (is_num_array(ex) && l < (int)ex->n) x = (float)ex->items[l].num;
+        r->experts[i * (size_t)L + l] = x;
     }
     return 0;
 }
@@ -262,6 +271,7 @@ void report_run_free(RunData *r) {
     moe_free(r->skipped);
     moe_free(r->load);
     moe_free(r->entropy);
+    moe_free(r->experts);
     moe_free(r->val_step);
     moe_free(r->val_tokens);
     moe_free(r->val_loss);
@@ -847,12 +857,14 @@ static void write_page(FILE *f, const RunData *runs, int nr) {
     int any_moe = 0, same_e = 1;
     float **imb = moe_calloc((size_t)nr * sizeof *imb);
     float **ent = moe_calloc((size_t)nr * sizeof *ent);
+    float **ept = moe_calloc((size_t)nr * sizeof *ept);
     for (int k = 0; k < nr; k++) {
         const RunData *r = &runs[k];
         if (r->E == 0) continue;
         if (any_moe && r->E != runs[any_moe - 1].E) same_e = 0;
         if (!any_moe) any_moe = k + 1;
         ent[k] = r->entropy;
+        ept[k] = r->experts;
         size_t le = (size_t)r->L * (size_t)r->E;
         imb[k] = moe_malloc(r->n * (size_t)r->L * sizeof(float));
         for (size_t i = 0; i < r->n; i++)
@@ -873,6 +885,9 @@ static void write_page(FILE *f, const RunData *runs, int nr) {
         layer_plot(f, runs, nr, imb, "load_imbalance",
                    "Load imbalance per layer (max expert share / mean share)", "max / mean",
                    &one, "perfect balance");
+        /* K for top-k; varies with moe.router topp (issue 11); older runs lack it */
+        layer_plot(f, runs, nr, ept, "experts_per_token", "Experts per token per layer",
+                   "experts / token", NULL, NULL);
         fprintf(f, "</div>\n");
         fprintf(f, "<h2>Expert load</h2>\n<p class=\"note\">x: step, y: expert, colour: "
                    "share of the layer's routed slots (steps averaged into at most %d "
@@ -899,6 +914,7 @@ static void write_page(FILE *f, const RunData *runs, int nr) {
     for (int k = 0; k < nr; k++) moe_free(imb[k]);
     moe_free(imb);
     moe_free(ent);
+    moe_free(ept);
 
     fprintf(f, "<h2>Configuration</h2>\n");
     for (int k = 0; k < nr; k++) {

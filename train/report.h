@@ -9,11 +9,12 @@
  *
  * Markup contract the tests rely on:
  *   - each line plot is <svg data-plot="ID"> with ID in loss, aux_loss, z_loss, lr,
- *     grad_norm, tokens_per_s, router_entropy, load_imbalance; a plot is left out when no
- *     run has a finite value for it;
+ *     grad_norm, tokens_per_s, router_entropy, load_imbalance, experts_per_token; a plot
+ *     is left out when no run has a finite value for it;
  *   - each curve is one <path data-series="NAME" data-run="RUN"> (NAME: loss, val_loss,
  *     aux_loss, z_loss, lr, grad_norm, tokens_per_s, router_entropy.lN,
- *     load_imbalance.lN); a curve is left out when its run has no finite point for it;
+ *     load_imbalance.lN, experts_per_token.lN); a curve is left out when its run has no
+ *     finite point for it;
  *   - each heatmap is <svg data-plot="expert_load" data-run="RUN" data-layer="N">
  *     holding E <g class="row" data-expert="e"> each with one <rect class="cell"> per
  *     time column (report_heatmap_columns(steps, E) columns).
@@ -44,6 +45,7 @@ typedef struct RunData {
     int L, E;                   /* MoE layers and experts; 0, 0 for a dense run */
     float *load;                /* (n, L, E) share of routed slots; NaN when missing */
     float *entropy;             /* (n, L) router entropy in nats; NaN when missing */
+    float *experts;             /* (n, L) mean experts per token; NaN when missing */
     size_t n_val, val_cap;      /* validation points */
     double *val_step, *val_tokens, *val_loss; /* (n_val) */
     char *config;               /* config.yaml text (owned), NULL when absent */

@@ -49,6 +49,12 @@ void train_model_shape(const Config *c, ModelShape *s) {
     s->W = c->model.sliding_window;
     s->Fs = c->moe.n_experts > 0 ? c->moe.n_shared_experts *
             (c->moe.shared_hidden > 0 ? c->moe.shared_hidden : c->moe.hidden) : 0;
+    s->router = c->moe.router == CONFIG_ROUTER_TOPP ? MOE_ROUTER_TOPP
+              : c->moe.router == CONFIG_ROUTER_EXPERT_CHOICE ? MOE_ROUTER_EXPERT_CHOICE
+              : MOE_ROUTER_TOPK;
+    s->top_p = (float)c->moe.top_p;
+    s->max_experts = c->moe.max_experts;
+    s->entropy_coef = (float)c->moe.entropy_coef;
 }
 
 static bool file_exists(const char *p) {
@@ -237,6 +243,9 @@ static void log_step(Logger *lg, const StepLog *s, const Model *m, bool print) {
         fprintf(f, "],\"router_entropy\":[");
         for (int l = 0; l < st->L; l++)
             fprintf(f, "%s%.4f", l ? "," : "", st->calls ? st->entropy[l] / st->calls : 0.0);
+        fprintf(f, "],\"experts_per_token\":[");   /* K for topk; varies with moe.router */
+        for (int l = 0; l < st->L; l++)
+            fprintf(f, "%s%.4f", l ? "," : "", st->calls ? st->experts[l] / st->calls : 0.0);
         fprintf(f, "]");
         if (m->use_router_bias) {   /* aux-loss-free balancing: max |b| per layer */
             fprintf(f, ",\"router_bias_max\":[");
@@ -276,8 +285,11 @@ static void log_step(Logger *lg, const StepLog *s, const Model *m, bool print) {
             layer_load(st, l, share, &mom);
             printf("      L%d:", l);
             for (int e = 0; e < st->E && e < 16; e++) printf(" %.3f", share[e]);
-            printf("%s | max/mean %.2f | dropped %.0f\n", st->E > 16 ? " ..." : "", mom,
+            printf("%s | max/mean %.2f | dropped %.0f", st->E > 16 ? " ..." : "", mom,
                    st->dropped[l]);
+            if (m->s.router != MOE_ROUTER_TOPK)   /* expert choice: dropped = unchosen tokens */
+                printf(" | experts/token %.2f", st->calls ? st->experts[l] / st->calls : 0.0);
+            printf("\n");
         }
         if (m->use_router_bias) {
             printf("      router selection bias, max |b| per layer:");

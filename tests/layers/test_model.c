@@ -10,7 +10,9 @@
  *   z-loss matches a hand computation;
  * - k accumulated micro-batches give the same gradients as one big batch;
  * - a capacity limit drops exactly the overflow and counts it;
- * - after the first step nothing allocates.
+ * - after the first step nothing allocates;
+ * - the routers of moe.router (topp, expert_choice): whole-model gradients, their
+ *   statistics (experts per token, expert-choice capacity) and loss terms by hand.
  */
 #include <check.h>
 #include <math.h>
@@ -61,8 +63,12 @@ static double loss_of(Model *m, Tape *t, bool record, ModelOut *out) {
  * 9 sits within 1e-3 of a tie: its embedding row is off by 3-5% at h = 1e-3, 20-40% at
  * h = 3e-3 and within tolerance at h = 5e-4, a flip, not a wrong derivative; they use seed
  * 1237, which has no such pair). */
-static void check_model_grads(int E, int Fs, int W, uint64_t seed, bool bias) {
+static void check_model_grads_opts(int E, int Fs, int W, uint64_t seed, bool bias,
+                                   int router) {
     ModelShape s = tiny_shape(E);
+    s.router = router;
+    s.top_p = 0.5f;
+    s.entropy_coef = 0.05f;   /* large enough that a wrong entropy gradient shows */
     s.Fs = Fs;
     s.W = W;
     make_batch(s.V);
@@ -120,6 +126,10 @@ static void check_model_grads(int E, int Fs, int W, uint64_t seed, bool bias) {
     for (int b = 0; b < PBLOCK_COUNT; b++) moe_free(ana[b]);
     tape_free(&t);
     model_free(&m);
+}
+
+static void check_model_grads(int E, int Fs, int W, uint64_t seed, bool bias) {
+    check_model_grads_opts(E, Fs, W, seed, bias, MOE_ROUTER_TOPK);
 }
 
 START_TEST(test_grad_moe) { check_model_grads(4, 0, 0, 1234, false); }
@@ -246,6 +256,17 @@ START_TEST(test_shared_experts_see_every_token) {
 }
 END_TEST
 
+/* The same whole-model check with top-p routing (p = 0.5: tokens take 1..4 experts, the
+ * entropy penalty in aux) and with expert choice (each of the 4 experts takes
+ * ceil(10 * 2 / 4) = 5 of the 10 tokens; no load-balancing term). */
+START_TEST(test_grad_moe_topp) { check_model_grads_opts(4, 0, 0, 1234, false, MOE_ROUTER_TOPP); }
+END_TEST
+
+START_TEST(test_grad_moe_expert_choice) {
+    check_model_grads_opts(4, 0, 0, 1234, false, MOE_ROUTER_EXPERT_CHOICE);
+}
+END_TEST
+
 /* With all router weights zero every token's router probabilities are uniform (P_i = 1/E)
  * and its logsumexp is ln E, so, whatever f is (sum_i f_i = 1):
  *   aux = coef * E * sum_i f_i / E = coef            (per layer; averaged over layers: coef)
@@ -274,6 +295,81 @@ START_TEST(test_aux_losses_uniform) {
     /* total = lm + aux + z */
     ck_assert_double_eq_tol((double)out.loss->data[0], out.lm_loss + out.aux_loss + out.z_loss,
                             1e-5);
+    tape_free(&t);
+    model_free(&m);
+}
+END_TEST
+
+/* Routers with a zero router (uniform probabilities 1/8, noise off), by hand:
+ * - topp, p = 0.5: every token takes experts 0..3 (ties -> lower index; 4/8 = 0.5 reaches
+ *   p exactly in float), so 4 experts per token; aux = load balancing (coef at uniform P,
+ *   whatever f is) + entropy coef * ln 8 (the entropy of a uniform distribution);
+ * - expert_choice: no load-balancing term (aux = 0); each expert takes exactly
+ *   ceil(N K / E) = ceil(10 * 2 / 8) = 3 tokens: 3 * 8 / 10 = 2.4 experts per token; the
+ *   ties go to the lowest token indices 0, 1, 2, so tokens 3..9 have no expert (dropped 7);
+ * - topk: K = 2 experts per token.
+ * The z-loss is the same for all: coef_z (ln 8)^2. Tolerances: float32 sums of a handful
+ * of terms, 1e-6 relative. */
+START_TEST(test_router_stats_uniform) {
+    const int routers[3] = {MOE_ROUTER_TOPK, MOE_ROUTER_TOPP, MOE_ROUTER_EXPERT_CHOICE};
+    const double lnE = log(8.0), want_experts[3] = {2.0, 4.0, 2.4};
+    for (int r = 0; r < 3; r++) {
+        ModelShape s = tiny_shape(8);
+        s.router_noise = false;
+        s.router = routers[r];
+        s.top_p = 0.5f;
+        s.entropy_coef = 0.02f;
+        make_batch(s.V);
+        Model m;
+        model_init(&m, &s, 0, 8, 5);
+        for (int l = 0; l < s.L; l++) {
+            Tensor *w = &m.ps.p[m.layer[l].router].t;
+            memset(w->data, 0, w->n * sizeof(float));
+        }
+        Tape t;
+        tape_init(&t, 1 << 20);
+        ModelOut out;
+        loss_of(&m, &t, true, &out);
+        const double want_aux = r == 0 ? 0.01 : r == 1 ? 0.01 + 0.02 * lnE : 0.0;
+        ck_assert_msg(fabs(out.aux_loss - want_aux) <= 1e-6 * want_aux + 1e-12,
+                      "router %d: aux %.9g want %.9g", r, out.aux_loss, want_aux);
+        ck_assert_double_eq_tol(out.z_loss, 0.001 * lnE * lnE, 1e-8);
+        for (int l = 0; l < s.L; l++) {
+            ck_assert_msg(fabs(m.stats.experts[l] - want_experts[r]) <= 1e-12,
+                          "router %d layer %d: %.6g experts per token", r, l, m.stats.experts[l]);
+            if (r == 2) {
+                for (int e = 0; e < 8; e++)
+                    ck_assert_double_eq(m.stats.count[(size_t)l * 8 + e], 3);
+                ck_assert_double_eq(m.stats.dropped[l], 7);
+            } else {
+                ck_assert_double_eq(m.stats.dropped[l], 0);
+            }
+        }
+        tape_backward(&t, out.loss, NULL);
+        ck_assert(isfinite(sqrt(grad_sumsq_block(&m.ps, PBLOCK_DENSE))));
+        tape_free(&t);
+        model_free(&m);
+    }
+}
+END_TEST
+
+/* Expert choice on random routers: every expert takes exactly its capacity in every layer
+ * (ceil(10 * 2 * 1.5 / 4) = 8 with capacity_factor 1.5), whatever the scores. */
+START_TEST(test_expert_choice_capacity) {
+    ModelShape s = tiny_shape(4);
+    s.router = MOE_ROUTER_EXPERT_CHOICE;
+    s.capacity_factor = 1.5f;
+    make_batch(s.V);
+    Model m;
+    model_init(&m, &s, 0, 4, 21);
+    Tape t;
+    tape_init(&t, 1 << 20);
+    ModelOut out;
+    loss_of(&m, &t, true, &out);
+    for (int l = 0; l < s.L; l++)
+        for (int e = 0; e < 4; e++)
+            ck_assert_msg(m.stats.count[(size_t)l * 4 + e] == 8, "layer %d expert %d took %g",
+                          l, e, m.stats.count[(size_t)l * 4 + e]);
     tape_free(&t);
     model_free(&m);
 }
@@ -363,6 +459,9 @@ END_TEST
 START_TEST(test_no_allocation_after_first_step) {
     for (int opt = 0; opt < 2; opt++) {   /* default, then shared experts + a window */
         ModelShape s = tiny_shape(4);
+        s.router = _i;   /* MOE_ROUTER_TOPK, _TOPP, _EXPERT_CHOICE */
+        s.top_p = 0.5f;
+        s.entropy_coef = 0.01f;
         s.Fs = opt ? 6 : 0;
         s.W = opt ? 2 : 0;
         make_batch(s.V);
@@ -371,16 +470,25 @@ START_TEST(test_no_allocation_after_first_step) {
         Tape t;
         tape_init(&t, 1 << 16);   /* small chunks so the first step grows the arena */
         AdamWConfig ac = {0.9f, 0.95f, 1e-8f, 0.1f};
-        size_t calls_after_first = 0;
+        /* Top-p routes a varying number of slots, so its expert activations vary from step
+         * to step (bounded by N x max_experts per layer): the arena may grow in a step that
+         * routes more slots than every earlier one, and only then. Fixed-size routers
+         * never allocate after the first step. */
+        double peak_slots = 0.0;
         for (int step = 0; step < 4; step++) {
             params_zero_grad(&m.ps);
+            moe_stats_reset(&m.stats);
             ModelOut out;
+            const size_t before = moe_alloc_calls();
             loss_of(&m, &t, true, &out);
             tape_backward(&t, out.loss, NULL);
             adamw_step(&m.ps, &ac, 1e-3f, step + 1);
-            if (step == 0) calls_after_first = moe_alloc_calls();
+            double slots = 0.0;
+            for (int l = 0; l < s.L; l++) slots += m.stats.experts[l];
+            if (step > 0 && (s.router != MOE_ROUTER_TOPP || slots <= peak_slots))
+                ck_assert_uint_eq(moe_alloc_calls(), before);
+            if (slots > peak_slots) peak_slots = slots;
         }
-        ck_assert_uint_eq(moe_alloc_calls(), calls_after_first);
         tape_free(&t);
         model_free(&m);
     }
@@ -396,9 +504,15 @@ int main(void) {
     tcase_add_test(tc, test_grad_dense);
     tcase_add_test(tc, test_grad_moe_shared_window);
     tcase_add_test(tc, test_grad_dense_window);
+    tcase_add_test(tc, test_grad_moe_topp);
+    tcase_add_test(tc, test_grad_moe_expert_choice);
     suite_add_tcase(s, tc);
     tc = tcase_create("shared_experts");
     tcase_add_test(tc, test_shared_experts_see_every_token);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("routers");
+    tcase_add_test(tc, test_router_stats_uniform);
+    tcase_add_test(tc, test_expert_choice_capacity);
     suite_add_tcase(s, tc);
     tc = tcase_create("aux_losses");
     tcase_add_test(tc, test_aux_losses_uniform);
@@ -406,7 +520,7 @@ int main(void) {
     tc = tcase_create("invariants");
     tcase_add_test(tc, test_grad_accumulation_equals_big_batch);
     tcase_add_test(tc, test_capacity_drops_overflow);
-    tcase_add_test(tc, test_no_allocation_after_first_step);
+    tcase_add_loop_test(tc, test_no_allocation_after_first_step, 0, 3);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -7,7 +7,13 @@
  * Also: with aux-loss-free balancing on, a few steps of routing + bias update leave every
  * rank with bit-identical biases, equal to the single process's (the loads are integer sums
  * over all ranks, whatever EP), and the same losses.
- * Run by ctest as `mpirun -n 4 mpi_grad EP` for EP = 1, 2, 4 (EP = 1: pure data parallel).
+ * argv[2] names the router (moe.router; default topk). topp routes each token on its own,
+ * so the reference is the same single pass. expert_choice selects among each rank's own
+ * tokens (README: per rank micro-batch, not layout-invariant), so its reference runs the R
+ * rank batches one after the other on the single process (loss scale 1/R each, grads
+ * accumulated): what the distributed step must equal.
+ * Run by ctest as `mpirun -n 4 mpi_grad EP [ROUTER]` for EP = 1, 2, 4 (EP = 1: pure data
+ * parallel).
  */
 #include <check.h>
 #include <stdio.h>
@@ -22,6 +28,7 @@
 
 static Comm g_comm;
 static int g_ep = 1;
+static int g_router = MOE_ROUTER_TOPK;
 
 enum { GB = 4, T = 5 };
 
@@ -29,7 +36,8 @@ static ModelShape shape(void) {
     ModelShape s = {.V = 13, .C = 8, .L = 2, .H = 2, .Hkv = 1, .D = 4, .F = 6, .E = 4, .K = 2,
                     .norm_eps = 1e-5f, .rope_theta = 10000.0f, .init_std = 0.3f,
                     .capacity_factor = 0.0f, .router_noise = true, .aux_coef = 0.01f,
-                    .z_coef = 0.001f};
+                    .z_coef = 0.001f, .router = g_router, .top_p = 0.6f,
+                    .entropy_coef = 0.01f};
     return s;
 }
 
@@ -41,7 +49,10 @@ static void check_grads_match(ModelShape s) {
         in[i] = (int32_t)(rng_next(&r) % 13);
         tg[i] = (int32_t)(rng_next(&r) % 13);
     }
-    /* reference: one process, all experts, whole batch */
+    /* reference: one process, all experts, whole batch (expert choice: the R rank
+     * batches in turn, see the file comment) */
+    const Comm *c = &g_comm;
+    int El = s.E / c->ep, Bl = GB / c->size, row0 = c->rank * Bl;
     Model ref;
     model_init(&ref, &s, 0, s.E, 9);
     Tape t;
@@ -49,14 +60,18 @@ static void check_grads_match(ModelShape s) {
     ModelOut out;
     StepCtx ctx = {.train = true, .seed = 3, .step = 5, .token_base = 0, .loss_scale = 1.0f};
     params_zero_grad(&ref.ps);
-    tape_reset(&t, true);
-    model_forward(&ref, &t, in, tg, GB, T, &ctx, &out);
-    tape_backward(&t, out.loss, NULL);
-    double ref_loss = out.lm_loss + out.aux_loss + out.z_loss;
-
-    /* distributed: this rank's experts and rows */
-    const Comm *c = &g_comm;
-    int El = s.E / c->ep, Bl = GB / c->size, row0 = c->rank * Bl;
+    double ref_loss = 0.0;
+    const int parts = g_router == MOE_ROUTER_EXPERT_CHOICE ? c->size : 1;
+    for (int b = 0; b < parts; b++) {
+        const int rows = GB / parts;
+        StepCtx bctx = ctx;
+        bctx.token_base = (long)b * rows * T;
+        bctx.loss_scale = 1.0f / (float)parts;
+        tape_reset(&t, true);
+        model_forward(&ref, &t, in + b * rows * T, tg + b * rows * T, rows, T, &bctx, &out);
+        tape_backward(&t, out.loss, NULL);
+        ref_loss += (out.lm_loss + out.aux_loss + out.z_loss) / parts;
+    }
     Model dm;
     model_init(&dm, &s, c->ep_rank * El, El, 9);
     struct MoeExchange ex = {.comm = c};
@@ -182,6 +197,9 @@ END_TEST
 int main(int argc, char **argv) {
     comm_init(&g_comm, &argc, &argv);
     if (argc > 1) g_ep = atoi(argv[1]);
+    if (argc > 2) g_router = !strcmp(argv[2], "topp")            ? MOE_ROUTER_TOPP
+                           : !strcmp(argv[2], "expert_choice") ? MOE_ROUTER_EXPERT_CHOICE
+                                                                : MOE_ROUTER_TOPK;
     MoeErr err;
     if (comm_setup(&g_comm, g_ep, 4, GB, &err)) {
         fprintf(stderr, "%s\n", err.msg);
@@ -189,12 +207,14 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (g_comm.rank == 0)
-        printf("ranks %d, expert parallel %d\n", g_comm.size, g_comm.ep);
+        printf("ranks %d, expert parallel %d, router %s\n", g_comm.size, g_comm.ep,
+               argc > 2 ? argv[2] : "topk");
     Suite *s = suite_create("mpi_grad");
     TCase *tc = tcase_create("grads");
     tcase_add_test(tc, test_grads_match_single_process);
     tcase_add_test(tc, test_grads_match_shared_window);
-    tcase_add_test(tc, test_router_bias_same_everywhere);
+    /* the selection bias balances top-k routing only (config_validate refuses the others) */
+    if (g_router == MOE_ROUTER_TOPK) tcase_add_test(tc, test_router_bias_same_everywhere);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);   /* MPI and fork do not mix */

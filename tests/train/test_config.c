@@ -131,6 +131,8 @@ START_TEST(test_defaults) {
     ck_assert_int_eq(c.moe.top_k, 2);
     ck_assert(c.moe.capacity_factor == 0.0);
     ck_assert(c.moe.router_noise);
+    ck_assert_int_eq(c.moe.router, CONFIG_ROUTER_TOPK);   /* new routers are off by default */
+    ck_assert(c.moe.top_p == 0.4 && c.moe.max_experts == 0 && c.moe.entropy_coef == 1e-4);
     ck_assert_int_eq(c.train.steps, 1000);
     ck_assert_int_eq(c.train.seed, 1337);
     ck_assert(c.optim.lr == 1e-3);
@@ -215,6 +217,43 @@ START_TEST(test_wrong_type_bool) {
     /* "  router_noise: yes": column 17 */
     expect_error("moe:\n  router_noise: yes\n", "2:17", "moe.router_noise", "true or false");
     expect_error("moe:\n  router_noise: 1\n", "2:17", "moe.router_noise", "true or false");
+}
+END_TEST
+
+START_TEST(test_router_values) {
+    /* "  router: top_p": value at column 11; the hint lists the choices */
+    expect_error("moe:\n  router: top_p\n", "2:11", "moe.router: unknown value 'top_p'",
+                 "did you mean 'topp'? expected one of topk, topp, expert_choice");
+    expect_error("moe:\n  router: 2\n", "2:11", "moe.router", "one of topk, topp, expert_choice");
+    expect_error("moe:\n  router: [topp]\n", "2:11", "moe.router", "one of topk");
+    /* names are exact (no case folding), plain or quoted */
+    expect_error("moe:\n  router: TopP\n", "2:11", "moe.router", "expected one of");
+    const char *path = write_yaml("router.yaml", DATA_OK "moe:\n  router: \"expert_choice\"\n");
+    Config c;
+    MoeErr err = {{0}, {0}};
+    ck_assert_msg(config_load(&c, path, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(c.moe.router, CONFIG_ROUTER_EXPERT_CHOICE);
+    ck_assert_msg(config_set(&c, "moe.router=topp", &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(c.moe.router, CONFIG_ROUTER_TOPP);
+    ck_assert_msg(config_validate(&c, &err) == 0, "%s", err.msg);
+    config_free(&c);
+    /* ranges of the router keys */
+    expect_error("moe:\n  top_p: 0\n", "2:10", "moe.top_p", "a number in (0, 1]");
+    expect_error("moe:\n  top_p: 1.5\n", "2:10", "moe.top_p", "a number in (0, 1]");
+    expect_error("moe:\n  max_experts: -1\n", "2:16", "moe.max_experts", "an integer >= 0");
+    expect_error("moe:\n  entropy_coef: -1e-4\n", "2:17", "moe.entropy_coef", "a number >= 0");
+    /* cross: the cap cannot exceed the experts ("  max_experts: 5" on line 6, column 16) */
+    expect_error(DATA_OK "moe:\n  n_experts: 4\n  max_experts: 5\n", "6:16",
+                 "moe.max_experts, moe.n_experts: max_experts = 5 exceeds n_experts = 4",
+                 "[0, 4]");
+    /* cross: the selection bias is for top-k routing ("  bias_update_rate: 1e-3" on line 6,
+     * column 21) */
+    expect_error(DATA_OK "moe:\n  router: topp\n  bias_update_rate: 1e-3\n", "6:21",
+                 "moe.bias_update_rate, moe.router", "moe.router: topk");
+    path = write_yaml("cap_ok.yaml", DATA_OK "moe:\n  n_experts: 0\n  max_experts: 5\n");
+    ck_assert_int_eq(config_load(&c, path, &err), 0);   /* dense: the cap is not used */
+    ck_assert_msg(config_validate(&c, &err) == 0, "%s", err.msg);
+    config_free(&c);
 }
 END_TEST
 
@@ -370,10 +409,13 @@ START_TEST(test_set_errors) {
     expect_set_error(&c, "data.text=a.txt", "data.text", "list of strings");
     expect_set_error(&c, "data.text=[a.txt", "YAML syntax error", "flow list");
     expect_set_error(&c, "moe.router_noise=on", "moe.router_noise", "true or false");
+    expect_set_error(&c, "moe.router=expert", "--set moe.router=expert: moe.router: unknown "
+                     "value 'expert'", "expected one of topk, topp, expert_choice");
     /* failures leave the config unchanged */
     ck_assert_int_eq(c.model.dim, 256);
     ck_assert_uint_eq(c.data.n_text, 0);
     ck_assert(c.moe.router_noise);
+    ck_assert_int_eq(c.moe.router, CONFIG_ROUTER_TOPK);
     config_free(&c);
 }
 END_TEST
@@ -390,6 +432,7 @@ static void assert_same(const Config *a, const Config *b) {
     SAME_I(moe.n_experts); SAME_I(moe.top_k); SAME_I(moe.hidden); SAME_F(moe.capacity_factor);
     SAME_I(moe.router_noise); SAME_F(moe.aux_loss_coef); SAME_F(moe.z_loss_coef);
     SAME_F(moe.bias_update_rate);
+    SAME_I(moe.router); SAME_F(moe.top_p); SAME_I(moe.max_experts); SAME_F(moe.entropy_coef);
     SAME_I(train.seq_len); SAME_I(train.micro_batch); SAME_I(train.grad_accum);
     SAME_I(train.steps); SAME_I(train.seed); SAME_I(train.log_every); SAME_I(train.eval_every);
     SAME_I(train.eval_batches);
@@ -421,7 +464,8 @@ START_TEST(test_round_trip) {
         "data.shards=[s0.bin, 's 1.bin', \"-x\", '[y]']", "run.dir=runs/a b",
         "parallel.expert_parallel=2", "checkpoint.every=0", "model.sliding_window=64",
         "moe.n_shared_experts=2", "moe.shared_hidden=128",
-        "moe.bias_update_rate=1e-3"};
+        "moe.router=expert_choice",
+        "moe.top_p=0.35", "moe.max_experts=3", "moe.entropy_coef=2e-4"};
     for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++)
         ck_assert_msg(config_set(&a, sets[i], &err) == 0, "%s: %s", sets[i], err.msg);
     ck_assert_str_eq(a.data.tokenizer, "tok: \"x\" #1 \\\\");
@@ -461,11 +505,14 @@ START_TEST(test_diff) {
     ck_assert_int_eq(config_set(&b, "moe.top_k=1", &err), 0);
     ck_assert_int_eq(config_set(&b, "optim.lr=0.002", &err), 0);
     ck_assert_int_eq(config_set(&b, "data.text=[a.txt]", &err), 0);
+    ck_assert_int_eq(config_set(&b, "moe.router=topp", &err), 0);
     char out[512];
     ck_assert_int_eq(config_diff_shape(&a, &b, out, sizeof out), 2);
     ck_assert_str_eq(out, "model.dim: 256 -> 512, moe.top_k: 2 -> 1");
-    ck_assert_int_eq(config_diff_other(&a, &b, out, sizeof out), 2);
-    ck_assert_str_eq(out, "optim.lr: 0.001 -> 0.002, data.text: [] -> [\"a.txt\"]");
+    /* the router changes no parameter shape: a resume may switch it (and reports it) */
+    ck_assert_int_eq(config_diff_other(&a, &b, out, sizeof out), 3);
+    ck_assert_str_eq(out, "moe.router: topk -> topp, optim.lr: 0.001 -> 0.002, "
+                          "data.text: [] -> [\"a.txt\"]");
     /* truncation keeps the count and a terminated string */
     char tiny[8];
     ck_assert_int_eq(config_diff_shape(&a, &b, tiny, sizeof tiny), 2);
@@ -486,6 +533,7 @@ static Suite *config_suite(void) {
         {"unknown_section", test_unknown_section}, {"wrong_type_int", test_wrong_type_int},
         {"wrong_type_float", test_wrong_type_float}, {"wrong_type_bool", test_wrong_type_bool},
         {"wrong_type_list", test_wrong_type_list}, {"out_of_range", test_out_of_range},
+        {"router_values", test_router_values},
         {"duplicate_key", test_duplicate_key}, {"syntax_error", test_syntax_error},
         {"cross_field", test_cross_field}, {"missing_required", test_missing_required},
         {"set_override", test_set_override}, {"set_errors", test_set_errors},

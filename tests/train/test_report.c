@@ -323,6 +323,8 @@ static char *read_all(const char *path) {
 
 /* Writes a synthetic MoE run: steps lines with L x E loads (skewed toward expert 0),
  * a NaN skipped step at nan_step (0 = none), validation points every val_every steps. */
+static int g_experts_per_token = 0;   /* write_moe_run also writes experts_per_token */
+
 static void write_moe_run(const char *name, int steps, int L, int E, int nan_step,
                           int val_every, const char *config) {
     char dir[512], path[600];
@@ -355,6 +357,10 @@ static void write_moe_run(const char *name, int steps, int L, int E, int nan_ste
         for (int l = 0; l < L; l++) fprintf(f, "%s0", l ? "," : "");
         fprintf(f, "],\"router_entropy\":[");
         for (int l = 0; l < L; l++) fprintf(f, "%s%g", l ? "," : "", 1.0 + 0.1 * l);
+        if (g_experts_per_token) {
+            fprintf(f, "],\"experts_per_token\":[");
+            for (int l = 0; l < L; l++) fprintf(f, "%s%g", l ? "," : "", 1.0 + 0.01 * s);
+        }
         fprintf(f, "]}\n");
         if (val_every && s % val_every == 0)
             fprintf(f, "{\"step\":%d,\"tokens\":%d,\"val_loss\":%g}\n", s, s * 512, loss + 0.1);
@@ -568,6 +574,24 @@ START_TEST(test_multi_run) {
 }
 END_TEST
 
+/* experts_per_token (issue 11's routers): one curve per layer for the run that logs it, none
+ * for a run written before the key existed; the plot is absent when no run has it (the
+ * fixture test above counts exactly 8 + 4 plots). */
+START_TEST(test_experts_per_token) {
+    g_experts_per_token = 1;
+    write_moe_run("topp", 6, 2, 4, 0, 0, NULL);
+    g_experts_per_token = 0;
+    write_moe_run("older", 6, 2, 4, 0, 0, NULL);
+    const char *dirs[] = {tmp_path("topp"), tmp_path("older")};
+    Doc d;
+    char *html = render(dirs, 2, &d);
+    expect_curves(&d, "experts_per_token", "experts_per_token.l0@topp,experts_per_token.l1@topp");
+    ck_assert_int_eq(count_svgs(&d), 9 + 4);   /* 8 line plots + this one, 2 x 2 heatmaps */
+    free(html);
+    free(d.e);
+}
+END_TEST
+
 /* Dense runs alone: no routing plots at all. The NaN step of a MoE run breaks its path. */
 START_TEST(test_dense_only_and_gaps) {
     write_dense_run("dense", 3);
@@ -749,6 +773,7 @@ static Suite *report_suite(void) {
     tcase_add_test(tc, test_fixture_report);
     tcase_add_test(tc, test_multi_run);
     tcase_add_test(tc, test_dense_only_and_gaps);
+    tcase_add_test(tc, test_experts_per_token);
     tcase_add_test(tc, test_downsampling);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors");
