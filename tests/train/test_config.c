@@ -136,6 +136,8 @@ START_TEST(test_defaults) {
     ck_assert(c.optim.eps == 1e-8);
     ck_assert_int_eq(c.parallel.expert_parallel, 0);
     ck_assert_int_eq(c.checkpoint.every, 0);
+    ck_assert(!c.train.recompute);
+    ck_assert_int_eq(c.train.loss_chunk, 0);
     ck_assert_str_eq(c.run.dir, "runs/default");
     ck_assert_ptr_null(c.data.tokenizer);
     MoeErr err = {{0}, {0}};
@@ -238,6 +240,10 @@ START_TEST(test_out_of_range) {
     expect_error("data:\n  val_fraction: 0\n", "2:17", "data.val_fraction",
                  "a number in (0, 0.5]");
     expect_error("train:\n  seed: -1\n", "2:9", "train.seed", "expected an integer >= 0");
+    /* "  loss_chunk: -1": column 15; "  recompute: yes": column 14 */
+    expect_error("train:\n  loss_chunk: -1\n", "2:15", "train.loss_chunk",
+                 "expected an integer >= 0");
+    expect_error("train:\n  recompute: yes\n", "2:14", "train.recompute", "true or false");
     expect_error("train:\n  steps: 99999999999999999999\n", "2:10", "train.steps", "integer");
 }
 END_TEST
@@ -368,7 +374,7 @@ static void assert_same(const Config *a, const Config *b) {
     SAME_I(moe.router_noise); SAME_F(moe.aux_loss_coef); SAME_F(moe.z_loss_coef);
     SAME_I(train.seq_len); SAME_I(train.micro_batch); SAME_I(train.grad_accum);
     SAME_I(train.steps); SAME_I(train.seed); SAME_I(train.log_every); SAME_I(train.eval_every);
-    SAME_I(train.eval_batches);
+    SAME_I(train.eval_batches); SAME_I(train.recompute); SAME_I(train.loss_chunk);
     SAME_F(optim.lr); SAME_F(optim.min_lr); SAME_I(optim.warmup_steps); SAME_F(optim.beta1);
     SAME_F(optim.beta2); SAME_F(optim.eps); SAME_F(optim.weight_decay); SAME_F(optim.grad_clip);
     SAME_F(data.val_fraction);
@@ -395,7 +401,8 @@ START_TEST(test_round_trip) {
         "model.rope_theta=500000.5", "train.seed=9007199254740993", "moe.router_noise=false",
         "moe.capacity_factor=1.25", "data.tokenizer='tok: \"x\" #1 \\\\'",
         "data.shards=[s0.bin, 's 1.bin', \"-x\", '[y]']", "run.dir=runs/a b",
-        "parallel.expert_parallel=2", "checkpoint.every=0"};
+        "parallel.expert_parallel=2", "checkpoint.every=0", "train.recompute=true",
+        "train.loss_chunk=128"};
     for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++)
         ck_assert_msg(config_set(&a, sets[i], &err) == 0, "%s: %s", sets[i], err.msg);
     ck_assert_str_eq(a.data.tokenizer, "tok: \"x\" #1 \\\\");
