@@ -134,8 +134,9 @@ static void model_layer(Tape *t, void *arg, bool recompute, Tensor *x, Tensor **
     Tensor *q = op_linear(t, xn, P(m, lp->wq));                   /* (N, H*D) */
     Tensor *k = op_linear(t, xn, P(m, lp->wk));                   /* (N, Hkv*D) */
     Tensor *v = op_linear(t, xn, P(m, lp->wv));                   /* (N, Hkv*D) */
-    q = op_rope(t, q, B, T, s->H, s->D, s->rope_theta, ctx->pos0);
-    k = op_rope(t, k, B, T, s->Hkv, s->D, s->rope_theta, ctx->pos0);
+    /* in place: the projections' backward reads their inputs, never their outputs */
+    q = op_rope_inplace(t, q, B, T, s->H, s->D, s->rope_theta, ctx->pos0);
+    k = op_rope_inplace(t, k, B, T, s->Hkv, s->D, s->rope_theta, ctx->pos0);
     Tensor *o = op_attention(t, q, k, v, B, T, s->H, s->Hkv, s->D); /* (N, H*D) */
     Tensor *ao = op_linear(t, o, P(m, lp->wo));
     tape_region(t, REGION_OTHER);
@@ -197,7 +198,10 @@ void model_forward(Model *m, Tape *t, const int32_t *inputs, const int32_t *targ
         return;
     }
     /* fused head + loss: logits are kept only when not training (out->logits NULL then) */
-    Tensor *lm = op_linear_cross_entropy(t, xf, P(m, m->head), targets, ls, &out->logits);
+    Tensor *lm = ctx->loss_chunk > 0
+                     ? op_linear_cross_entropy_chunked(t, xf, P(m, m->head), targets, ls,
+                                                       ctx->loss_chunk)
+                     : op_linear_cross_entropy(t, xf, P(m, m->head), targets, ls, &out->logits);
     Tensor *loss = lm;
     out->lm_loss = (double)lm->data[0] / (double)ls;
     if (aux) {

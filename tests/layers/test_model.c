@@ -7,7 +7,8 @@
  * - a capacity limit drops exactly the overflow and counts it;
  * - after the first step nothing allocates (also with per-layer recomputation);
  * - recomputation (StepCtx.recompute) gives bit-identical losses, gradients and routing
- *   statistics, and a smaller arena.
+ *   statistics, and a smaller arena; the chunked head + loss (StepCtx.loss_chunk) matches
+ *   the unchunked one.
  */
 #include <check.h>
 #include <math.h>
@@ -221,7 +222,7 @@ END_TEST
  * list keep their memory). */
 START_TEST(test_no_allocation_after_first_step) {
     /* _i = 0: every activation kept; 1: recomputed per layer (the sub tape's arena, ops and
-     * grad plan also settle in the first step) */
+     * grad plan also settle in the first step) and the head + loss in chunks of 3 rows */
     ModelShape s = tiny_shape(4);
     make_batch(s.V);
     Model m;
@@ -234,7 +235,7 @@ START_TEST(test_no_allocation_after_first_step) {
         params_zero_grad(&m.ps);
         ModelOut out;
         StepCtx ctx = {.train = true, .seed = 7, .step = 3, .loss_scale = 1.0f,
-                       .recompute = _i == 1};
+                       .recompute = _i == 1, .loss_chunk = _i == 1 ? 3 : 0};
         tape_reset(&t, true);
         model_forward(&m, &t, g_in, g_tg, TB, TT, &ctx, &out);
         tape_backward(&t, out.loss, NULL);
@@ -410,6 +411,45 @@ START_TEST(test_recompute_saves_memory) {
 }
 END_TEST
 
+/* StepCtx.loss_chunk: the head + loss over 3 rows at a time (N = 10: chunks 3, 3, 3, 1)
+ * gives the loss and gradients of the unchunked head up to float32 summation order (the
+ * head's dW is a sum over chunks): 1e-6 absolute + 1e-4 relative, ~100 ulps of the larger
+ * entries; a chunk counted twice or missed is off by O(10%). With recompute on as well. */
+START_TEST(test_loss_chunk_matches) {
+    ModelShape s = tiny_shape(4);
+    make_batch(s.V);
+    Model m;
+    model_init(&m, &s, 0, 4, 99);
+    float *g[2][PBLOCK_COUNT];
+    double loss[2];
+    for (int ck = 0; ck < 2; ck++) {
+        Tape t;
+        tape_init(&t, 1 << 16);
+        StepCtx ctx = {.train = true, .seed = 7, .step = 3, .loss_scale = 1.0f,
+                       .recompute = ck == 1, .loss_chunk = ck ? 3 : 0};
+        ModelOut out;
+        params_zero_grad(&m.ps);
+        tape_reset(&t, true);
+        model_forward(&m, &t, g_in, g_tg, TB, TT, &ctx, &out);
+        ck_assert(ck || out.logits == NULL);
+        tape_backward(&t, out.loss, NULL);
+        loss[ck] = (double)out.loss->data[0];
+        for (int b = 0; b < PBLOCK_COUNT; b++) {
+            g[ck][b] = malloc(m.ps.blocks[b].n * sizeof(float) + 1);
+            memcpy(g[ck][b], m.ps.blocks[b].grad, m.ps.blocks[b].n * sizeof(float));
+        }
+        tape_free(&t);
+    }
+    ck_assert_double_eq_tol(loss[1], loss[0], 1e-6 * fabs(loss[0]));
+    for (int b = 0; b < PBLOCK_COUNT; b++) {
+        ck_assert_double_le(tt_max_err(g[1][b], g[0][b], m.ps.blocks[b].n, 1e-6, 1e-4), 1.0);
+        free(g[0][b]);
+        free(g[1][b]);
+    }
+    model_free(&m);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("model");
     TCase *tc = tcase_create("gradients");
@@ -431,6 +471,7 @@ int main(void) {
     tcase_add_test(tc, test_recompute_identical_dense);
     tcase_add_test(tc, test_recompute_identical_capacity);
     tcase_add_test(tc, test_recompute_saves_memory);
+    tcase_add_test(tc, test_loss_chunk_matches);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
