@@ -284,13 +284,19 @@ int main(int argc, char **argv) {
         printf("  %-52s %7.1f MiB\n", "rest (heap: tape ops, threads, batch; measured)",
                mib(peak - sum));
         if (comm.size > 1) {
-            double P = comm.ep, uniform = 4.0 * s.L * N * s.K * (P - 1) / P * s.C * 4.0;
-            double routed = 2.0 * (slots + slin) * s.C * 4.0;
+            /* with recompute the forward's exchange runs again in backward: 3 transfers per
+             * slot, and the slot counters count both exchange plans */
+            const double xfers = proto.recompute ? 3.0 : 2.0, plans = proto.recompute ? 2.0 : 1.0;
+            slots /= plans;
+            slin /= plans;
+            double P = comm.ep, uniform = 2.0 * xfers * s.L * N * s.K * (P - 1) / P * s.C * 4.0;
+            double routed = xfers * (slots + slin) * s.C * 4.0;
             double ar_pred = 4.0 * (double)m.ps.blocks[PBLOCK_DENSE].n +
                              (comm.edp > 1 ? 4.0 * (double)m.ps.blocks[PBLOCK_EXPERT].n : 0.0);
             printf("rank 0 per step: all-to-all %.2f MB sent (routing predicts %.2f MB: %.0f "
-                   "slots out + %.0f in, x 2 transfers x C floats; uniform routing %.2f MB) "
-                   "in %.3f s\n", a2a / 1e6, routed / 1e6, slots, slin, uniform / 1e6, ta2a);
+                   "slots out + %.0f in, x %.0f transfers x C floats; uniform routing %.2f MB) "
+                   "in %.3f s\n", a2a / 1e6, routed / 1e6, slots, slin, xfers, uniform / 1e6,
+                   ta2a);
             printf("rank 0 per step: all-reduce %.2f MB handed to MPI (dense %.2f MB + "
                    "expert %.2f MB = %.2f MB predicted) in %.3f s\n", ar / 1e6,
                    4.0 * (double)m.ps.blocks[PBLOCK_DENSE].n / 1e6,
