@@ -434,7 +434,8 @@ static void rope_table(float *cs, float *sn, int T, int D, float base, int pos0)
     }
 }
 
-/* x, y (B*T, nh*D): y[i] = x[i] c - x[i+h] s, y[i+h] = x[i+h] c + x[i] s, h = D/2. */
+/* x, y (B*T, nh*D): y[i] = x[i] c - x[i+h] s, y[i+h] = x[i+h] c + x[i] s, h = D/2.
+ * y == x is allowed (in place). */
 static void rope_forward(float *y, const float *x, const float *cs, const float *sn, int B,
                          int T, int nh, int D) {
     int half = D / 2;
@@ -446,8 +447,9 @@ static void rope_forward(float *y, const float *x, const float *cs, const float 
                 const float *xa = x + off, *xb = xa + half;
                 float *ya = y + off, *yb = ya + half;
                 for (int i = 0; i < half; i++) {
-                    ya[i] = xa[i] * c[i] - xb[i] * s[i];
-                    yb[i] = xb[i] * c[i] + xa[i] * s[i];
+                    const float u = xa[i], w = xb[i];   /* both read first: y may be x */
+                    ya[i] = u * c[i] - w * s[i];
+                    yb[i] = w * c[i] + u * s[i];
                 }
             }
         }
@@ -480,7 +482,8 @@ static void op_rope_bw(TapeOp *op) {
                       op->i[0], op->i[1], op->i[2], op->i[3]);
 }
 
-Tensor *op_rope(Tape *t, Tensor *x, int B, int T, int nh, int D, float base, int pos0) {
+static Tensor *rope(Tape *t, Tensor *x, int B, int T, int nh, int D, float base, int pos0,
+                    bool in_place) {
     ASSERT(B >= 0 && T >= 0 && nh > 0 && D > 0, "rope: B %d T %d nh %d D %d", B, T, nh, D);
     ASSERT(D % 2 == 0, "rope: head dim D = %d must be even", D);
     ASSERT(base > 0.0f, "rope: base %g", (double)base);
@@ -489,7 +492,15 @@ Tensor *op_rope(Tape *t, Tensor *x, int B, int T, int nh, int D, float base, int
            "rope: x is (%zu, %d), expected (%d, %d)", tensor_rows(x), tensor_cols(x), B * T,
            nh * D);
     bool needs = tape_needs_grad(t, x, NULL, NULL);
-    Tensor *y = tape_like(t, x, needs);
+    Tensor *y;
+    if (in_place) {
+        /* a new header on x's data: y has its own grad, x's values are gone */
+        y = arena_alloc(&t->arena, sizeof(Tensor));
+        tensor_view(y, x->data, NULL, x->ndim, x->shape, TENSOR_ACT, NULL);
+        y->requires_grad = needs;
+    } else {
+        y = tape_like(t, x, needs);
+    }
     size_t tab = (size_t)T * (D / 2);
     float *cs = arena_floats(&t->arena, tab), *sn = arena_floats(&t->arena, tab);
     rope_table(cs, sn, T, D, base, pos0);
@@ -507,6 +518,14 @@ Tensor *op_rope(Tape *t, Tensor *x, int B, int T, int nh, int D, float base, int
         op->aux[1] = sn;
     }
     return y;
+}
+
+Tensor *op_rope(Tape *t, Tensor *x, int B, int T, int nh, int D, float base, int pos0) {
+    return rope(t, x, B, T, nh, D, base, pos0, false);
+}
+
+Tensor *op_rope_inplace(Tape *t, Tensor *x, int B, int T, int nh, int D, float base, int pos0) {
+    return rope(t, x, B, T, nh, D, base, pos0, true);
 }
 
 /* ======================================================================== embedding */
@@ -785,6 +804,73 @@ Tensor *op_linear_cross_entropy(Tape *t, Tensor *x, Tensor *w, const int32_t *ta
         op->i[1] = C;
         op->i[2] = V;
         op->aux[0] = L->data;
+    }
+    return y;
+}
+
+/* ======================================================================== chunked head + loss */
+
+/* Chunked variant (ops.h): rows go through the (chunk, V) buffer in blocks; when recording,
+ * each block's loss gradient is turned at once into its rows of dX = dlogits W (saved, (N, C))
+ * and its share of dW = dlogits^T x (summed over blocks into a saved (V, C)), so no (N, V)
+ * buffer exists. Backward only adds g * dX and g * dW (g = upstream grad of the loss). */
+static void op_linear_ce_chunked_bw(TapeOp *op) {
+    Tensor *x = op->in[0], *w = op->in[1];
+    const float *dX = op->aux[0], *dW = op->aux[1];
+    const float g = op->out->grad[0];
+    float *dx = grad_of(x), *dw = grad_of(w);
+    /* inverts loss(x W^T): d/dx = g dlogits W, d/dW = g dlogits^T x (summed in forward) */
+    if (dx && dX) for (size_t j = 0; j < x->n; j++) dx[j] += g * dX[j];
+    if (dw && dW) for (size_t j = 0; j < w->n; j++) dw[j] += g * dW[j];
+}
+
+Tensor *op_linear_cross_entropy_chunked(Tape *t, Tensor *x, Tensor *w, const int32_t *targets,
+                                        float scale, int chunk) {
+    ASSERT(w->ndim == 2, "linear_cross_entropy_chunked: weight must be 2-D");
+    ASSERT(chunk >= 1, "linear_cross_entropy_chunked: chunk %d", chunk);
+    const int C = tensor_cols(x), V = w->shape[0];
+    ASSERT(w->shape[1] == C, "linear_cross_entropy_chunked: x cols %d != W in %d", C,
+           w->shape[1]);
+    size_t rows = tensor_rows(x);
+    ASSERT(rows <= (size_t)INT32_MAX, "linear_cross_entropy_chunked: %zu rows", rows);
+    const int N = (int)rows;
+    int count = 0;
+    for (int n = 0; n < N; n++) {
+        ASSERT(targets[n] < V, "linear_cross_entropy_chunked: targets[%d] = %d >= V = %d", n,
+               (int)targets[n], V);
+        count += targets[n] >= 0;
+    }
+    const bool needs = tape_needs_grad(t, x, w, NULL);
+    const int R = chunk < N ? chunk : (N > 0 ? N : 1);
+    Tensor *y = tape_scalar(t, needs);
+    float *L = arena_floats(&t->arena, (size_t)R * V);                    /* (R, V) scratch */
+    float *dX = needs && x->requires_grad ? arena_floats(&t->arena, (size_t)N * C + 1) : NULL;
+    float *dW = needs && w->requires_grad ? arena_zeros(&t->arena, (size_t)V * C) : NULL;
+    const float k = count ? scale / (float)count : 0.0f;
+    double loss = 0.0;
+    for (int r0 = 0; r0 < N; r0 += R) {
+        const int m = N - r0 < R ? N - r0 : R;
+        const float *xr = x->data + (size_t)r0 * C;
+        linear_forward(L, xr, w->data, m, C, V);
+        LceTask task = {L, targets + r0, m, V, k, needs, {0.0}, blas_workers()};
+        blas_parallel_for(task.workers, linear_ce_rows, &task);
+        for (int j = 0; j < task.workers; j++) loss += task.loss[j];   /* fixed order */
+        /* L now holds this block's d(loss)/d(logits) per unit upstream gradient */
+        if (dX)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, C, V, 1.0f, L, V,
+                        w->data, C, 0.0f, dX + (size_t)r0 * C, C);
+        if (dW)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, C, m, 1.0f, L, V, xr, C,
+                        1.0f, dW, C);
+    }
+    y->data[0] = count ? (float)((double)scale * loss / count) : 0.0f;
+    if (needs && N > 0) {
+        TapeOp *op = tape_push(t, "linear_cross_entropy_chunked", op_linear_ce_chunked_bw, y);
+        op->in[0] = x;
+        op->in[1] = w;
+        op->i[0] = chunk;
+        op->aux[0] = dX;
+        op->aux[1] = dW;
     }
     return y;
 }

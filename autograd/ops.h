@@ -49,6 +49,11 @@ Tensor *op_rmsnorm(Tape *t, Tensor *x, Tensor *g, float eps);
  *   y[i] = x[i] cos - x[i+D/2] sin,  y[i+D/2] = x[i+D/2] cos + x[i] sin.
  * backward applies the inverse rotation. */
 Tensor *op_rope(Tape *t, Tensor *x, int B, int T, int nh, int D, float base, int pos0);
+/* The same rotation written over x's data (the output is a new tensor, with its own grad,
+ * that shares x's memory): saves a copy of the projections. Only valid when no backward
+ * reads x's values, i.e. x is consumed by this op alone and its producer's backward does not
+ * read its output (true of op_linear). Bit-identical results to op_rope. */
+Tensor *op_rope_inplace(Tape *t, Tensor *x, int B, int T, int nh, int D, float base, int pos0);
 
 /* y (N, C) = W[ids[n]], W (V, C), ids (N) in [0, V). ids is borrowed and must stay valid
  * until backward (it is read there). backward: dW[ids[n]] += dy[n]. */
@@ -70,6 +75,15 @@ Tensor *op_cross_entropy(Tape *t, Tensor *logits, const int32_t *targets, float 
  * gets the (N, V) logits. Equal to op_cross_entropy(op_linear(x, W)). */
 Tensor *op_linear_cross_entropy(Tape *t, Tensor *x, Tensor *w, const int32_t *targets,
                                 float scale, Tensor **logits);
+
+/* The same loss with the rows processed `chunk` at a time through a (chunk, V) buffer, so no
+ * (N, V) logits exist (for training with a large vocabulary). When recording, each chunk's
+ * loss gradient is multiplied out at once into dX (N, C) and dW (V, C) (summed over chunks),
+ * both saved for backward, which adds g dX and g dW: memory (chunk V + N C + V C) floats
+ * instead of N V. The logits are never returned. Same loss and gradients as
+ * op_linear_cross_entropy up to float32 summation order (dW is a sum over chunks). */
+Tensor *op_linear_cross_entropy_chunked(Tape *t, Tensor *x, Tensor *w, const int32_t *targets,
+                                        float scale, int chunk);
 
 /* Sum / mean of all elements -> scalar (1). */
 Tensor *op_sum(Tape *t, Tensor *x);

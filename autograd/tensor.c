@@ -115,6 +115,10 @@ void tape_init(Tape *t, size_t chunk_size) {
 static void grad_plan_free(struct GradPlan *p);
 
 void tape_free(Tape *t) {
+    if (t->sub) {
+        tape_free(t->sub);
+        moe_free(t->sub);
+    }
     grad_plan_free(t->plan);
     moe_free(t->ops);
     arena_free(&t->arena);
@@ -125,6 +129,7 @@ void tape_free(Tape *t) {
 void tape_compact(Tape *t) {
     t->n = 0;
     arena_compact(&t->arena);
+    if (t->sub) tape_compact(t->sub);
 }
 
 void tape_reset(Tape *t, bool record) {
@@ -325,7 +330,7 @@ static void grad_plan_assign(GradPlan *p, int *scratch) {
 
 /* Plans (or re-uses the plan for) the activation grads of t and points them into the
  * buffer. Regions are not zeroed here. Allocates only on a new, larger tape. */
-static GradPlan *grad_plan_apply(Tape *t, const Tensor *out) {
+static GradPlan *grad_plan_apply(Tape *t, int n_out, Tensor *const *outs) {
     if (!t->plan) t->plan = moe_calloc(sizeof(GradPlan));
     GradPlan *p = t->plan;
     const int n = t->n;
@@ -354,9 +359,12 @@ static GradPlan *grad_plan_apply(Tape *t, const Tensor *out) {
             int j = x ? hmap_get(p, x) : -1;
             if (j >= 0 && j < i && i > last[j]) last[j] = i;
         }
-    const int out_op = hmap_get(p, out);
     for (int i = 0; i < n; i++)
-        if (last[i] < 0 || i == out_op) last[i] = n - 1;   /* seeded or never consumed */
+        if (last[i] < 0) last[i] = n - 1;                  /* never consumed */
+    for (int k = 0; k < n_out; k++) {
+        const int j = hmap_get(p, outs[k]);
+        if (j >= 0) last[j] = n - 1;                       /* seeded: live from the start */
+    }
     for (int i = 0; i < n; i++) {
         if (same && p->last[i] != last[i]) same = false;
         p->last[i] = last[i];
@@ -385,12 +393,19 @@ size_t tape_grad_plan_bytes(const Tape *t) {
 }
 
 void tape_backward(Tape *t, Tensor *out, const float *seed) {
+    tape_backward_multi(t, 1, &out, &seed);
+}
+
+void tape_backward_multi(Tape *t, int n_out, Tensor *const *outs, const float *const *seeds) {
     ASSERT(t->record, "tape_backward on a tape that did not record");
-    ASSERT(out->requires_grad, "backward from a tensor that does not require grad");
+    ASSERT(n_out >= 1, "backward from %d outputs", n_out);
+    for (int k = 0; k < n_out; k++)
+        ASSERT(outs[k]->requires_grad, "backward from a tensor that does not require grad "
+               "(output %d)", k);
     GradPlan *p = NULL;
     int z = 0;   /* next entry of p->order to zero */
     if (t->plan_grads && t->n > 0) {
-        p = grad_plan_apply(t, out);
+        p = grad_plan_apply(t, n_out, outs);
         /* Regions first written by the seed (interval end n-1) are zeroed now. */
         while (z < p->n_order && p->last[p->order[z]] == t->n - 1) {
             const int i = p->order[z++];
@@ -404,11 +419,15 @@ void tape_backward(Tape *t, Tensor *out, const float *seed) {
                 o->grad = arena_zeros(&t->grad_arena, o->n ? o->n : 1);
         }
     }
-    ASSERT(out->grad, "output of backward has no grad buffer (not produced on this tape)");
-    if (seed) {
-        for (size_t j = 0; j < out->n; j++) out->grad[j] += seed[j];
-    } else {
-        for (size_t j = 0; j < out->n; j++) out->grad[j] += 1.0f;
+    for (int k = 0; k < n_out; k++) {
+        Tensor *out = outs[k];
+        ASSERT(out->grad, "output %d of backward has no grad buffer (not produced on this "
+               "tape)", k);
+        if (seeds[k]) {
+            for (size_t j = 0; j < out->n; j++) out->grad[j] += seeds[k][j];
+        } else {
+            for (size_t j = 0; j < out->n; j++) out->grad[j] += 1.0f;
+        }
     }
     for (int i = t->n - 1; i >= 0; i--) {
         /* Zero the regions whose first writer is this op's backward (their last consumer). */
@@ -420,7 +439,112 @@ void tape_backward(Tape *t, Tensor *out, const float *seed) {
         if (op->out && op->out->requires_grad && op->backward) {
             double t0 = t->profile ? moe_now() : 0.0;
             op->backward(op);
-            if (t->profile) t->bwd_time[op->region] += moe_now() - t0;
+            if (t->profile && op->region >= 0) t->bwd_time[op->region] += moe_now() - t0;
         }
     }
+}
+
+/* ---- activation recomputation (see tensor.h) ---- */
+
+/* What a checkpoint op needs to run its segment again; carved from the outer tape's arena. */
+typedef struct Segment {
+    Tape *t;                          /* the tape holding the checkpoint op */
+    SegmentFn fn;
+    void *ctx;
+    int n_out;
+    int region;                       /* t's profile region when the segment started */
+    Tensor *out[TAPE_SEG_MAX_OUT];    /* the outputs' copies in t's arena (NULL: none) */
+} Segment;
+
+static Tape *tape_sub(Tape *t) {
+    ASSERT(!t->is_sub, "checkpointed segments do not nest");
+    if (!t->sub) {
+        t->sub = moe_malloc(sizeof(Tape));
+        tape_init(t->sub, t->arena.chunk_size);
+        t->sub->is_sub = true;
+    }
+    t->sub->plan_grads = t->plan_grads;
+    t->sub->profile = t->profile;
+    return t->sub;
+}
+
+/* Run the segment on the reset sub tape s; with profiling its region times start at zero. */
+static void segment_run(Tape *s, const Segment *g, bool recompute, bool record, Tensor *x,
+                        Tensor **out) {
+    tape_reset(s, record);
+    if (s->profile) {
+        memset(s->fwd_time, 0, sizeof s->fwd_time);
+        memset(s->bwd_time, 0, sizeof s->bwd_time);
+        s->region = g->region;
+        s->region_t0 = moe_now();
+    }
+    for (int k = 0; k < TAPE_SEG_MAX_OUT; k++) out[k] = NULL;
+    g->fn(s, g->ctx, recompute, x, out);
+    ASSERT(out[0] != NULL, "segment set no first output");
+    if (s->profile) tape_region(s, s->region);   /* close the last region */
+}
+
+static void checkpoint_bw(TapeOp *op) {
+    const Segment *g = op->aux[0];
+    Tape *t = g->t, *s = t->sub;
+    /* The leaf shares x's data and grad: the segment's backward accumulates into x->grad
+     * in the same order as if its ops were on t. */
+    Tensor leaf = *op->in[0];
+    Tensor *so[TAPE_SEG_MAX_OUT];
+    segment_run(s, g, true, true, &leaf, so);
+    Tensor *outs[TAPE_SEG_MAX_OUT];
+    const float *seeds[TAPE_SEG_MAX_OUT];
+    int n = 0;
+    for (int k = 0; k < g->n_out; k++) {
+        if (!g->out[k] || !g->out[k]->requires_grad) continue;
+        ASSERT(so[k] && so[k]->n == g->out[k]->n && so[k]->requires_grad,
+               "recomputed segment output %d differs from the first run", k);
+        outs[n] = so[k];
+        seeds[n++] = g->out[k]->grad;
+    }
+    tape_backward_multi(s, n, outs, seeds);
+    if (t->profile)
+        for (int r = 0; r < TAPE_MAX_REGIONS; r++)
+            t->bwd_time[r] += s->fwd_time[r] + s->bwd_time[r];
+}
+
+void tape_checkpoint(Tape *t, SegmentFn fn, void *ctx, Tensor *x, int n_out, Tensor **out) {
+    ASSERT(n_out >= 1 && n_out <= TAPE_SEG_MAX_OUT, "segment with %d outputs", n_out);
+    Tape *s = tape_sub(t);
+    if (t->profile) tape_region(t, t->region);   /* t's time so far goes to its region */
+    Segment *g = arena_alloc(&t->arena, sizeof *g);
+    memset(g, 0, sizeof *g);
+    g->t = t;
+    g->fn = fn;
+    g->ctx = ctx;
+    g->n_out = n_out;
+    g->region = t->region;
+    Tensor *so[TAPE_SEG_MAX_OUT];
+    /* Recording here only tells which outputs require grad; s is reset before backward. */
+    segment_run(s, g, false, t->record, x, so);
+    if (t->profile) {
+        for (int r = 0; r < TAPE_MAX_REGIONS; r++) t->fwd_time[r] += s->fwd_time[r];
+        t->region = s->region;
+        t->region_t0 = moe_now();
+    }
+    for (int k = 0; k < n_out; k++) {
+        out[k] = NULL;
+        if (!so[k]) continue;
+        out[k] = tape_tensor(t, so[k]->ndim, so[k]->shape, so[k]->requires_grad);
+        memcpy(out[k]->data, so[k]->data, sizeof(float) * so[k]->n);
+        g->out[k] = out[k];
+    }
+    if (!out[0]->requires_grad) {
+        for (int k = 1; k < n_out; k++)
+            ASSERT(!out[k] || !out[k]->requires_grad,
+                   "segment output %d requires grad but output 0 does not", k);
+        return;
+    }
+    /* Extra outputs first: their grads are then live when the checkpoint's backward runs. */
+    for (int k = 1; k < n_out; k++)
+        if (out[k] && out[k]->requires_grad) tape_push(t, "segment_output", NULL, out[k]);
+    TapeOp *op = tape_push(t, "checkpoint", checkpoint_bw, out[0]);
+    op->in[0] = x;
+    op->aux[0] = g;
+    op->region = -1;   /* checkpoint_bw adds the segment's own region times */
 }

@@ -84,7 +84,8 @@ typedef struct TapeOp {
     double f[4];               /* op scalars (eps, scale, theta, ...) */
     int i[8];                  /* op integers (shapes, K, ...) */
     void *aux[4];              /* saved state in the arena (rstd, lse, indices, ...) */
-    int region;                /* profile region current when the op was recorded */
+    int region;                /* profile region current when the op was recorded; -1: the
+                                  op's backward accounts its own time (checkpoint) */
 } TapeOp;
 
 /* Profile regions: the model names them (layers/model.h); the tape only keeps times. */
@@ -106,6 +107,9 @@ typedef struct Tape {
     int region;                /* current profile region */
     double region_t0;          /* when the current forward region started */
     double fwd_time[TAPE_MAX_REGIONS], bwd_time[TAPE_MAX_REGIONS];   /* seconds, summed */
+    struct Tape *sub;          /* owned, NULL until the first tape_checkpoint: the tape that
+                                  runs checkpointed segments (one at a time); see below */
+    bool is_sub;               /* this tape is another's sub: segments do not nest */
 } Tape;
 
 void tape_init(Tape *t, size_t chunk_size);
@@ -143,12 +147,48 @@ TapeOp *tape_push(Tape *t, const char *name, BackwardFn bw, Tensor *out);
  *   same op sequence (names, output sizes, consumers); a different tape re-plans, and the
  *   buffer grows (allocates) only when a plan needs more than any before.
  *   Contract this relies on: a backward reads only op->out->grad and writes only the grads
- *   of op->in[]. After tape_backward the activation grads are NOT valid (regions are
+ *   of op->in[] (a checkpoint op also reads the grads of the segment_output ops recorded
+ *   just before it, whose intervals cover it). After tape_backward the activation grads are NOT valid (regions are
  *   reused); parameter grads are.
  * - otherwise every activation grad is carved zeroed from grad_arena before the walk and
  *   stays valid until the next tape_reset. */
 void tape_backward(Tape *t, Tensor *out, const float *seed);
+/* The same from several outputs at once: outs[k] (op outputs of this tape, distinct) each
+ * get seeds[k] (outs[k]->n floats, or NULL for ones) added to their zeroed grads before the
+ * walk. tape_backward(t, out, seed) is this with one output. */
+void tape_backward_multi(Tape *t, int n_out, Tensor *const *outs, const float *const *seeds);
 /* Bytes of the activation-grad buffer the current plan uses (0 before any planned backward). */
 size_t tape_grad_plan_bytes(const Tape *t);
+
+/* ---- Activation recomputation (gradient checkpointing) ----
+ * Chen et al. 2016, "Training Deep Nets with Sublinear Memory Cost" (arXiv:1604.06174), and
+ * the full recomputation of Korthikanti et al. 2022 (arXiv:2205.05198) at the granularity
+ * of one transformer block: a segment's activations exist only while it runs; the tape keeps
+ * its input and outputs, and the backward runs the segment's forward again before going
+ * back through it. Memory: the kept inputs/outputs plus ONE segment's activations and
+ * activation grads, for one more forward of every segment.
+ *
+ * A segment is fn(t, ctx, recompute, x, out): it records ops on t from the input x and sets
+ * out[0 .. n_out-1] (out[0] required; out[k > 0] may be NULL, the same in every call). It
+ * must be a pure function of x, the parameters and ctx: the call made again in backward
+ * (recompute = true) must do the same float operations, so the recomputed activations are
+ * bit-identical to the first ones and so are the gradients. Work that must happen once per
+ * forward (statistics) is skipped when recompute is true. Collective communication inside fn
+ * runs again in backward, in the same order on every rank (all ranks walk the same tape).
+ *
+ * Memory layout: fn always runs on t->sub (created on first use, same chunk size), which is
+ * reset for every call, whether t records or not (so a forward-only pass is bounded the same
+ * way). The outputs are copied into t's arena. When t records and out[0] requires grad, t
+ * gets one op "segment_output" per extra output (no backward; its output region stays live
+ * until the segment's backward reads it, being recorded just before) and one op
+ * "checkpoint" (in[0] = x, out = out[0]) whose backward re-runs fn on t->sub with a leaf
+ * that shares x's data and grad, then tape_backward_multi(t->sub) seeded with the grads of
+ * every output: parameter grads and x->grad accumulate exactly as without the checkpoint.
+ * With t->profile the segment's region times are added to t's (forward into fwd_time, the
+ * recomputation and its backward into bwd_time).
+ * ctx must stay valid until t's backward (carve it from t's arena). Segments do not nest. */
+typedef void (*SegmentFn)(Tape *t, void *ctx, bool recompute, Tensor *x, Tensor **out);
+#define TAPE_SEG_MAX_OUT 4
+void tape_checkpoint(Tape *t, SegmentFn fn, void *ctx, Tensor *x, int n_out, Tensor **out);
 
 #endif

@@ -2,6 +2,7 @@
  * measured in the same run; under mpirun also the communication volume.
  *
  *   [mpirun -n R] bench_train [CONFIG] [--steps N] [--warmup N] [--set k=v ...]
+ *                             [--compare k=v]
  *
  * 1. sgemm GFLOP/s on the model's own training-shaped products (train/mfu.h: every GEMM of
  *    one training step at this rank's batch, timed back to back with the same thread count),
@@ -10,7 +11,16 @@
  *    gradient all-reduce + AdamW on random tokens (the data path is not part of the step).
  * 3. MFU = model FLOPs per token x tokens/s / sgemm rate (model_flops_per_token), the time
  *    split, allocations during the timed steps, peak allocated bytes.
- * 4. With R > 1: bytes per step each rank sent through all-to-alls (to other ranks) and
+ * 4. The memory split of rank 0: its peak resident set (getrusage ru_maxrss) as the sum of
+ *    named parts: the program with its shared libraries and MPI (resident at start), the
+ *    OpenBLAS buffers (resident growth over the sgemm-rate run, whose matrices are freed),
+ *    the parameter block (parameters, gradients, two AdamW moments), the tape arenas and the
+ *    activation-gradient plans at their high-water marks, and the measured rest.
+ * 5. --compare k=v (train.recompute or train.loss_chunk, the keys that only change how a
+ *    step runs): after 1-4, the same model also steps in that setting on a second tape,
+ *    the two settings' timed steps interleaved one by one, so both tokens/s come from the
+ *    same minutes of a shared machine; the second setting's arena and plan bytes are printed.
+ * 6. With R > 1: bytes per step each rank sent through all-to-alls (to other ranks) and
  *    handed to all-reduces, against what the routing predicts: a rank sends C floats for
  *    each slot it routed to an expert on another rank (forward there, backward gradient
  *    back) and for each slot other ranks routed to its experts (forward result back,
@@ -23,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "autograd/blas.h"
 #include "layers/model.h"
@@ -34,16 +45,100 @@
 #include "train/mfu.h"
 #include "train/train.h"
 
+/* Resident set now (VmRSS of /proc/self/status) and at its peak (ru_maxrss), bytes. */
+static double rss_now(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmRSS:", 6)) kb = atof(line + 6);
+    if (f) fclose(f);
+    return kb * 1024.0;
+}
+
+static double rss_peak(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss * 1024.0;   /* Linux reports kilobytes */
+}
+
+static double mib(double bytes) { return bytes / 1048576.0; }
+
+/* Arena high-water and plan bytes of a tape and its recomputation tape. */
+static double tape_arena_bytes(const Tape *t) { return (double)t->arena.high_water; }
+static double sub_arena_bytes(const Tape *t) {
+    return t->sub ? (double)t->sub->arena.high_water : 0.0;
+}
+static double plan_bytes(const Tape *t) {
+    return (double)tape_grad_plan_bytes(t) + (t->sub ? (double)tape_grad_plan_bytes(t->sub) : 0);
+}
+
+typedef struct Bench {
+    Model *m;
+    const Comm *comm;
+    const int32_t *in, *tgt;
+    int Bl, T, N;
+    AdamWConfig ac;
+    float bias_rate;   /* moe.bias_update_rate when the model balances with a bias, else 0 */
+} Bench;
+
+typedef struct StepTimes { double f, b, r, o, all; } StepTimes;
+
+/* One training step (forward, backward, gradient all-reduce + norm, AdamW) on tape t;
+ * adds its times to acc when acc is not NULL. Step 0 of a tape compacts its arena after. */
+static void bench_step(const Bench *bn, Tape *t, const StepCtx *proto, int st, StepTimes *acc) {
+    comm_barrier(bn->comm);
+    double t0 = moe_now();
+    params_zero_grad(&bn->m->ps);
+    tape_reset(t, true);
+    t->region_t0 = moe_now();
+    t->region = REGION_OTHER;
+    StepCtx ctx = *proto;
+    ctx.step = st;
+    ModelOut out;
+    model_forward(bn->m, t, bn->in, bn->tgt, bn->Bl, bn->T, &ctx, &out);
+    double t1 = moe_now();
+    tape_backward(t, out.loss, NULL);
+    double t2 = moe_now();
+    dp_reduce_grads(&bn->m->ps, bn->comm);
+    double gn = dp_grad_norm(&bn->m->ps, bn->comm);
+    (void)gn;
+    double t3 = moe_now();
+    adamw_step(&bn->m->ps, &bn->ac, 1e-4f, st + 1);
+    Model *m = bn->m;
+    if (m->use_router_bias) {   /* aux-loss-free balancing, timed with the optimizer */
+        router_bias_update(m->router_bias, m->stats.count, m->s.L, m->s.E, bn->bias_rate);
+        moe_stats_reset(&m->stats);
+    }
+    double t4 = moe_now();
+    if (st == 0) tape_compact(t);   /* as the trainer does after its first step */
+    if (acc) {
+        acc->f += t1 - t0;
+        acc->b += t2 - t1;
+        acc->r += t3 - t2;
+        acc->o += t4 - t3;
+        acc->all += t4 - t0;
+    }
+}
+
+static const char *setting_name(const StepCtx *c, char *buf, size_t cap) {
+    snprintf(buf, cap, "train.recompute=%s train.loss_chunk=%d", c->recompute ? "true" : "false",
+             c->loss_chunk);
+    return buf;
+}
+
 int main(int argc, char **argv) {
     blas_init(argv);
     Comm comm;
     comm_init(&comm, &argc, &argv);
+    const double rss_start = rss_now();
     const bool root = comm.rank == 0;
     const char *path = "configs/mixtral_tiny.yaml";
     int steps = 10, warmup = 3;   /* step 1 compacts the arena, step 2 faults its pages in */
     Config c;
     MoeErr err;
     memset(&c, 0, sizeof c);
+    const char *compare = NULL;
     int first = 1;
     if (argc > 1 && argv[1][0] != '-') { path = argv[1]; first = 2; }
     if (config_load(&c, path, &err)) {
@@ -58,9 +153,25 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "bench_train: %s\n", err.msg);
                 return 1;
             }
+        } else if (!strcmp(argv[i], "--compare") && i + 1 < argc) {
+            compare = argv[++i];
         } else {
-            fprintf(stderr, "usage: bench_train [CONFIG] [--steps N] [--warmup N] [--set k=v]\n");
+            fprintf(stderr, "usage: bench_train [CONFIG] [--steps N] [--warmup N] [--set k=v] "
+                    "[--compare k=v]\n");
             return 2;
+        }
+    }
+    Config c2;   /* the --compare setting */
+    config_copy(&c2, &c);
+    if (compare) {
+        if (strncmp(compare, "train.recompute=", 16) && strncmp(compare, "train.loss_chunk=", 17)) {
+            fprintf(stderr, "bench_train: --compare %s: only train.recompute and "
+                    "train.loss_chunk can be compared on one model\n", compare);
+            return 2;
+        }
+        if (config_set(&c2, compare, &err)) {
+            fprintf(stderr, "bench_train: --compare: %s\n", err.msg);
+            return 1;
         }
     }
     if (comm_setup(&comm, c.parallel.expert_parallel, c.moe.n_experts, c.train.micro_batch,
@@ -79,6 +190,7 @@ int main(int argc, char **argv) {
 
     /* ---- 1. sgemm rate on the training-shaped products ---- */
     double gflops = mfu_sgemm_rate(&s, N, 3);
+    const double rss_blas = rss_now() - rss_start;
     comm_sum_world_d(&comm, &gflops, 1);
     if (root) printf("sgemm on the model's training-shaped products: %.1f GFLOP/s\n", gflops);
 
@@ -99,8 +211,12 @@ int main(int argc, char **argv) {
         in[i] = (int32_t)(rng_next(&rng) % (uint64_t)s.V);
         tgt[i] = (int32_t)(rng_next(&rng) % (uint64_t)s.V);
     }
-    AdamWConfig ac = {0.9f, 0.95f, 1e-8f, 0.1f};
-    double tf = 0, tb = 0, tr = 0, to = 0, tall = 0;
+    Bench bn = {&m, &comm, in, tgt, Bl, T, N, {0.9f, 0.95f, 1e-8f, 0.1f},
+                (float)c.moe.bias_update_rate};
+    const StepCtx proto = {.train = true, .seed = 1, .token_base = (long)comm.rank * N,
+                           .loss_scale = 1.0f, .recompute = c.train.recompute,
+                           .loss_chunk = c.train.loss_chunk};
+    StepTimes acc = {0, 0, 0, 0, 0};
     double a2a0 = 0, ar0 = 0, slots0 = 0, slin0 = 0, ta2a0 = 0, tar0 = 0;
     size_t calls0 = 0;
     for (int st = 0; st < warmup + steps; st++) {
@@ -115,35 +231,9 @@ int main(int argc, char **argv) {
             ta2a0 = comm_time_alltoall;
             tar0 = comm_time_allreduce;
         }
-        comm_barrier(&comm);
-        double t0 = moe_now();
-        params_zero_grad(&m.ps);
-        tape_reset(&t, true);
-        t.region_t0 = moe_now();
-        t.region = REGION_OTHER;
-        StepCtx ctx = {.train = true, .seed = 1, .step = st,
-                       .token_base = (long)comm.rank * N, .loss_scale = 1.0f};
-        ModelOut out;
-        model_forward(&m, &t, in, tgt, Bl, T, &ctx, &out);
-        double t1 = moe_now();
-        tape_backward(&t, out.loss, NULL);
-        double t2 = moe_now();
-        dp_reduce_grads(&m.ps, &comm);
-        double gn = dp_grad_norm(&m.ps, &comm);
-        (void)gn;
-        double t3 = moe_now();
-        adamw_step(&m.ps, &ac, 1e-4f, st + 1);
-        if (m.use_router_bias) {   /* aux-loss-free balancing, timed with the optimizer */
-            router_bias_update(m.router_bias, m.stats.count, s.L, s.E,
-                               (float)c.moe.bias_update_rate);
-            moe_stats_reset(&m.stats);
-        }
-        double t4 = moe_now();
-        if (st == 0) tape_compact(&t);   /* as the trainer does after its first step */
-        if (st >= warmup) {
-            tf += t1 - t0; tb += t2 - t1; tr += t3 - t2; to += t4 - t3; tall += t4 - t0;
-        }
+        bench_step(&bn, &t, &proto, st, st >= warmup ? &acc : NULL);
     }
+    const double tf = acc.f, tb = acc.b, tr = acc.r, to = acc.o, tall = acc.all;
     double tok_s = (double)B * T * steps / tall;
     double fpt = model_flops_per_token(&s, T);
     double a2a = (comm_bytes_alltoall - a2a0) / steps, ar = (comm_bytes_allreduce - ar0) / steps;
@@ -157,7 +247,8 @@ int main(int argc, char **argv) {
     for (int st = 0; st < steps; st++) {
         tape_reset(&t, false);
         StepCtx ectx = {.train = false, .seed = 1, .token_base = (long)comm.rank * N,
-                        .loss_scale = 1.0f};
+                        .loss_scale = 1.0f, .recompute = c.train.recompute,
+                        .loss_chunk = c.train.loss_chunk};
         ModelOut eout;
         model_forward(&m, &t, in, tgt, Bl, T, &ectx, &eout);
     }
@@ -178,21 +269,43 @@ int main(int argc, char **argv) {
                eval_tok_s, eval_tok_s / tok_s);
         printf("model FLOPs/token %.3g -> %.1f GFLOP/s achieved; MFU = %.3f\n", fpt,
                fpt * tok_s / 1e9, fpt * tok_s / 1e9 / gflops);
-        printf("allocations during timed steps (rank 0): %zu; peak allocated %.1f MiB "
-               "(parameters+grads+moments %.1f MiB, activation arena %.1f MiB in %d chunk(s), "
-               "activation-gradient plan %.1f MiB)\n", allocs,
-               (double)moe_peak_bytes() / 1048576.0,
-               16.0 * (double)(m.ps.blocks[0].n + m.ps.blocks[1].n) / 1048576.0,
-               (double)t.arena.high_water / 1048576.0, t.arena.n_chunks,
-               (double)tape_grad_plan_bytes(&t) / 1048576.0);
+        char name[96];
+        printf("allocations during timed steps (rank 0): %zu; peak allocated (moe_malloc) "
+               "%.1f MiB\n", allocs, mib((double)moe_peak_bytes()));
+        const double peak = rss_peak();
+        const double parts[6] = {
+            rss_start, rss_blas, 16.0 * (double)(m.ps.blocks[0].n + m.ps.blocks[1].n),
+            tape_arena_bytes(&t), sub_arena_bytes(&t), plan_bytes(&t)};
+        const char *const part_names[6] = {
+            "program, shared libraries, MPI (resident at start)",
+            "OpenBLAS buffers (growth over the sgemm-rate run)",
+            "parameters + gradients + AdamW moments",
+            "tape arena (kept activations, high water)",
+            "recomputation arena (one layer, high water)",
+            "activation-gradient plans"};
+        double sum = 0;
+        printf("memory (rank 0, %s): peak resident %.1f MiB =\n",
+               setting_name(&proto, name, sizeof name), mib(peak));
+        for (int i = 0; i < 6; i++) {
+            printf("  %-52s %7.1f MiB\n", part_names[i], mib(parts[i]));
+            sum += parts[i];
+        }
+        printf("  %-52s %7.1f MiB\n", "rest (heap: tape ops, threads, batch; measured)",
+               mib(peak - sum));
         if (comm.size > 1) {
-            double P = comm.ep, uniform = 4.0 * s.L * N * s.K * (P - 1) / P * s.C * 4.0;
-            double routed = 2.0 * (slots + slin) * s.C * 4.0;
+            /* with recompute the forward's exchange runs again in backward: 3 transfers per
+             * slot, and the slot counters count both exchange plans */
+            const double xfers = proto.recompute ? 3.0 : 2.0, plans = proto.recompute ? 2.0 : 1.0;
+            slots /= plans;
+            slin /= plans;
+            double P = comm.ep, uniform = 2.0 * xfers * s.L * N * s.K * (P - 1) / P * s.C * 4.0;
+            double routed = xfers * (slots + slin) * s.C * 4.0;
             double ar_pred = 4.0 * (double)m.ps.blocks[PBLOCK_DENSE].n +
                              (comm.edp > 1 ? 4.0 * (double)m.ps.blocks[PBLOCK_EXPERT].n : 0.0);
             printf("rank 0 per step: all-to-all %.2f MB sent (routing predicts %.2f MB: %.0f "
-                   "slots out + %.0f in, x 2 transfers x C floats; uniform routing %.2f MB) "
-                   "in %.3f s\n", a2a / 1e6, routed / 1e6, slots, slin, uniform / 1e6, ta2a);
+                   "slots out + %.0f in, x %.0f transfers x C floats; uniform routing %.2f MB) "
+                   "in %.3f s\n", a2a / 1e6, routed / 1e6, slots, slin, xfers, uniform / 1e6,
+                   ta2a);
             printf("rank 0 per step: all-reduce %.2f MB handed to MPI (dense %.2f MB + "
                    "expert %.2f MB = %.2f MB predicted) in %.3f s\n", ar / 1e6,
                    4.0 * (double)m.ps.blocks[PBLOCK_DENSE].n / 1e6,
@@ -200,8 +313,40 @@ int main(int argc, char **argv) {
                    ar_pred / 1e6, tar);
         }
     }
+    if (compare) {
+        /* the second setting on its own tape; steps of the two alternate */
+        StepCtx proto2 = proto;
+        proto2.recompute = c2.train.recompute;
+        proto2.loss_chunk = c2.train.loss_chunk;
+        Tape t2;
+        tape_init(&t2, 0);
+        t.profile = false;
+        for (int st = 0; st < warmup; st++) bench_step(&bn, &t2, &proto2, st, NULL);
+        StepTimes a1 = {0, 0, 0, 0, 0}, a2 = {0, 0, 0, 0, 0};
+        for (int st = warmup; st < warmup + steps; st++) {
+            bench_step(&bn, &t, &proto, st, &a1);
+            bench_step(&bn, &t2, &proto2, st, &a2);
+        }
+        if (root) {
+            char n1[96], n2[96];
+            const double k1 = (double)B * T * steps / a1.all, k2 = (double)B * T * steps / a2.all;
+            printf("comparison over %d interleaved steps each (same model and batch):\n", steps);
+            printf("  %-44s %6.0f tokens/s (forward %.3f, backward %.3f s/step); arena %.1f + "
+                   "%.1f MiB, grad plans %.1f MiB\n", setting_name(&proto, n1, sizeof n1), k1,
+                   a1.f / steps, a1.b / steps, mib(tape_arena_bytes(&t)),
+                   mib(sub_arena_bytes(&t)), mib(plan_bytes(&t)));
+            printf("  %-44s %6.0f tokens/s (forward %.3f, backward %.3f s/step); arena %.1f + "
+                   "%.1f MiB, grad plans %.1f MiB\n", setting_name(&proto2, n2, sizeof n2), k2,
+                   a2.f / steps, a2.b / steps, mib(tape_arena_bytes(&t2)),
+                   mib(sub_arena_bytes(&t2)), mib(plan_bytes(&t2)));
+            printf("  tokens/s ratio second/first %.3f; peak resident now %.1f MiB (both tapes)\n",
+                   k2 / k1, mib(rss_peak()));
+        }
+        tape_free(&t2);
+    }
     tape_free(&t);
     model_free(&m);
+    config_free(&c2);
     moe_free(in);
     moe_free(tgt);
     config_free(&c);

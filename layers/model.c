@@ -92,6 +92,7 @@ void model_init(Model *m, const ModelShape *s, int e_first, int e_local, uint64_
     params_init_values(ps, seed, e_first);
     moe_stats_init(&m->stats, s->L, s->E);
     if (s->E > 0) m->router_bias = moe_calloc(sizeof(float) * (size_t)s->L * (size_t)s->E);
+    moe_stats_init(&m->recompute_stats, s->L, s->E);
 }
 
 void model_free(Model *m) {
@@ -99,6 +100,7 @@ void model_free(Model *m) {
     moe_free(m->layer);
     moe_stats_free(&m->stats);
     moe_free(m->router_bias);
+    moe_stats_free(&m->recompute_stats);
     memset(m, 0, sizeof *m);
 }
 
@@ -132,6 +134,67 @@ Tensor *model_ffn(Model *m, Tape *t, int l, Tensor *hn, const MoeLayerArgs *a, T
     return op_linear(t, op_swiglu(t, h1, h3), P(m, lp->w2));
 }
 
+/* One block's arguments; with recomputation they are read again in backward, so they are
+ * copied (with the StepCtx) into the tape's arena. */
+typedef struct LayerCtx {
+    Model *m;
+    int l, B, T;
+    StepCtx ctx;
+    bool loss;        /* targets given: the layer's aux and z loss terms are computed */
+} LayerCtx;
+
+/* Transformer block l (a SegmentFn, autograd/tensor.h): x (N, C) -> out[0] (N, C) =
+ * x + attn(rmsnorm(x)), then + ffn(rmsnorm(.)); out[1], out[2]: the layer's aux and z loss
+ * terms (1) or NULL. A recomputation routes into a scratch MoeStats, so the statistics
+ * count each forward once. */
+static void model_layer(Tape *t, void *arg, bool recompute, Tensor *x, Tensor **out) {
+    const LayerCtx *lc = arg;
+    Model *m = lc->m;
+    const ModelShape *s = &m->s;
+    const StepCtx *ctx = &lc->ctx;
+    const int l = lc->l, B = lc->B, T = lc->T;
+    const LayerParams *lp = &m->layer[l];
+    const float ls = ctx->loss_scale;
+    /* attention sub-block */
+    Tensor *xn = op_rmsnorm(t, x, P(m, lp->attn_norm), s->norm_eps);
+    tape_region(t, REGION_ATTENTION);
+    Tensor *q = op_linear(t, xn, P(m, lp->wq));                   /* (N, H*D) */
+    Tensor *k = op_linear(t, xn, P(m, lp->wk));                   /* (N, Hkv*D) */
+    Tensor *v = op_linear(t, xn, P(m, lp->wv));                   /* (N, Hkv*D) */
+    /* in place: the projections' backward reads their inputs, never their outputs */
+    q = op_rope_inplace(t, q, B, T, s->H, s->D, s->rope_theta, ctx->pos0);
+    k = op_rope_inplace(t, k, B, T, s->Hkv, s->D, s->rope_theta, ctx->pos0);
+    Tensor *o = op_attention(t, q, k, v, B, T, s->H, s->Hkv, s->D, s->W); /* (N, H*D) */
+    Tensor *ao = op_linear(t, o, P(m, lp->wo));
+    tape_region(t, REGION_OTHER);
+    x = op_add(t, x, ao);
+    /* feed-forward sub-block */
+    Tensor *hn = op_rmsnorm(t, x, P(m, lp->ffn_norm), s->norm_eps);
+    MoeLayerArgs a = {
+        .layer = l, .L = s->L, .E = s->E, .K = s->K, .F = s->F,
+        .e_first = m->e_first, .e_local = m->e_local,
+        .capacity_factor = s->capacity_factor,
+        .noise = ctx->train && s->router_noise,
+        .seed = ctx->seed, .step = ctx->step, .token_base = ctx->token_base,
+        .aux_scale = lc->loss ? s->aux_coef * ls / (float)s->L : 0.0f,
+        .z_scale = lc->loss ? s->z_coef * ls / (float)s->L : 0.0f,
+        .router = (MoeRouter)s->router, .top_p = s->top_p, .max_experts = s->max_experts,
+        .entropy_scale = lc->loss ? s->entropy_coef * ls / (float)s->L : 0.0f,
+    };
+    Tensor *aux = NULL, *z = NULL;
+    MoeStats keep = m->stats;
+    if (recompute) m->stats = m->recompute_stats;
+    Tensor *y = model_ffn(m, t, l, hn, &a, &aux, &z);
+    if (recompute) {
+        m->recompute_stats = m->stats;
+        m->stats = keep;
+    }
+    tape_region(t, REGION_OTHER);
+    out[0] = op_add(t, x, y);
+    out[1] = aux;
+    out[2] = z;
+}
+
 void model_forward(Model *m, Tape *t, const int32_t *inputs, const int32_t *targets, int B,
                    int T, const StepCtx *ctx, ModelOut *out) {
     const ModelShape *s = &m->s;
@@ -142,35 +205,18 @@ void model_forward(Model *m, Tape *t, const int32_t *inputs, const int32_t *targ
     Tensor *aux = NULL, *z = NULL;
     const float ls = ctx->loss_scale;
     for (int l = 0; l < s->L; l++) {
-        const LayerParams *lp = &m->layer[l];
-        /* attention sub-block */
-        Tensor *xn = op_rmsnorm(t, x, P(m, lp->attn_norm), s->norm_eps);
-        tape_region(t, REGION_ATTENTION);
-        Tensor *q = op_linear(t, xn, P(m, lp->wq));                   /* (N, H*D) */
-        Tensor *k = op_linear(t, xn, P(m, lp->wk));                   /* (N, Hkv*D) */
-        Tensor *v = op_linear(t, xn, P(m, lp->wv));                   /* (N, Hkv*D) */
-        q = op_rope(t, q, B, T, s->H, s->D, s->rope_theta, ctx->pos0);
-        k = op_rope(t, k, B, T, s->Hkv, s->D, s->rope_theta, ctx->pos0);
-        Tensor *o = op_attention(t, q, k, v, B, T, s->H, s->Hkv, s->D, s->W); /* (N, H*D) */
-        Tensor *ao = op_linear(t, o, P(m, lp->wo));
-        tape_region(t, REGION_OTHER);
-        x = op_add(t, x, ao);
-        /* feed-forward sub-block */
-        Tensor *hn = op_rmsnorm(t, x, P(m, lp->ffn_norm), s->norm_eps);
-        MoeLayerArgs a = {
-            .layer = l, .L = s->L, .E = s->E, .K = s->K, .F = s->F,
-            .e_first = m->e_first, .e_local = m->e_local,
-            .capacity_factor = s->capacity_factor,
-            .noise = ctx->train && s->router_noise,
-            .seed = ctx->seed, .step = ctx->step, .token_base = ctx->token_base,
-            .aux_scale = targets ? s->aux_coef * ls / (float)s->L : 0.0f,
-            .z_scale = targets ? s->z_coef * ls / (float)s->L : 0.0f,
-            .router = (MoeRouter)s->router, .top_p = s->top_p, .max_experts = s->max_experts,
-            .entropy_scale = targets ? s->entropy_coef * ls / (float)s->L : 0.0f,
-        };
-        Tensor *y = model_ffn(m, t, l, hn, &a, &aux, &z);
-        tape_region(t, REGION_OTHER);
-        x = op_add(t, x, y);
+        LayerCtx lc = {m, l, B, T, *ctx, targets != NULL};
+        Tensor *o[3];   /* block output (N, C), aux and z loss terms (1) or NULL */
+        if (ctx->recompute) {
+            LayerCtx *kept = arena_alloc(&t->arena, sizeof lc);
+            *kept = lc;
+            tape_checkpoint(t, model_layer, kept, x, 3, o);
+        } else {
+            model_layer(t, &lc, false, x, o);
+        }
+        x = o[0];
+        if (o[1]) aux = aux ? op_add(t, aux, o[1]) : o[1];
+        if (o[2]) z = z ? op_add(t, z, o[2]) : o[2];
     }
     if (s->E > 0) m->stats.calls++;
     Tensor *xf = op_rmsnorm(t, x, P(m, m->final_norm), s->norm_eps);
@@ -181,7 +227,10 @@ void model_forward(Model *m, Tape *t, const int32_t *inputs, const int32_t *targ
         return;
     }
     /* fused head + loss: logits are kept only when not training (out->logits NULL then) */
-    Tensor *lm = op_linear_cross_entropy(t, xf, P(m, m->head), targets, ls, &out->logits);
+    Tensor *lm = ctx->loss_chunk > 0
+                     ? op_linear_cross_entropy_chunked(t, xf, P(m, m->head), targets, ls,
+                                                       ctx->loss_chunk)
+                     : op_linear_cross_entropy(t, xf, P(m, m->head), targets, ls, &out->logits);
     Tensor *loss = lm;
     out->lm_loss = (double)lm->data[0] / (double)ls;
     if (aux) {

@@ -56,6 +56,7 @@ typedef struct Model {
     LayerParams *layer;       /* (L) owned */
     MoeStats stats;           /* routing statistics of the last forward, summed over
                                  micro-batches until moe_stats_reset */
+    MoeStats recompute_stats; /* what recomputed layers route into (discarded) */
     MoeExchange *exchange;    /* expert-parallel exchange, NULL on one rank (borrowed) */
     float *router_bias;       /* (L, E) selection-only expert bias (layers/router_bias.h),
                                  zeros at init; owned; NULL when dense */
@@ -77,6 +78,11 @@ typedef struct StepCtx {
     long token_base;          /* global index of this call's first token (noise key) */
     float loss_scale;         /* multiplies every loss term (1/grad_accum) */
     int pos0;                 /* position of the first token (KV-cache sampling) */
+    bool recompute;           /* each block is a checkpointed segment (tape_checkpoint): its
+                                 activations are freed after its forward and recomputed in
+                                 backward; forward-only passes are bounded the same way */
+    int loss_chunk;           /* > 0: the fused head + loss runs over this many rows at a
+                                 time (op_linear_cross_entropy_chunked); 0: all rows */
 } StepCtx;
 
 typedef struct ModelOut {

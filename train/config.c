@@ -115,6 +115,10 @@ static const KeySpec KEYS[] = {
        "non-finite steps in a row that stop the run"),
     KF(S_TRAIN, "spike_factor", train.spike_factor, 1, HUGE_VAL, 0,
        "grad norm above this x its running mean is logged as a spike"),
+    KB(S_TRAIN, "recompute", train.recompute, 0,
+       "recompute each layer's activations in backward (less memory)"),
+    KI(S_TRAIN, "loss_chunk", train.loss_chunk, 0, INT_MAX, 0,
+       "rows of the LM head + loss at once; 0 = all"),
 
     KF(S_OPTIM, "lr", optim.lr, 0, HUGE_VAL, F_LO_OPEN, "peak learning rate"),
     KF(S_OPTIM, "min_lr", optim.min_lr, 0, HUGE_VAL, 0, "final learning rate, <= lr"),

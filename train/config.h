@@ -38,7 +38,7 @@
 #include "autograd/common.h"
 
 #define CONFIG_N_SECTIONS 9   /* model moe train optim data run parallel checkpoint init */
-#define CONFIG_N_KEYS 54      /* total number of keys over all sections */
+#define CONFIG_N_KEYS 56      /* total number of keys over all sections */
 
 typedef struct ConfigModel {
     int vocab_size;     /* V, in [258, 65536] */
@@ -85,6 +85,8 @@ typedef struct ConfigTrain {
     int eval_batches;     /* >= 1 */
     int max_bad_steps;    /* >= 1: this many non-finite steps in a row stop the run */
     double spike_factor;  /* >= 1: grad norm > factor x running mean is logged as a spike */
+    bool recompute;       /* per-layer activation recomputation (StepCtx.recompute) */
+    int loss_chunk;       /* >= 0: rows of the fused head + loss at once; 0 = all */
 } ConfigTrain;
 
 typedef struct ConfigOptim {

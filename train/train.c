@@ -337,7 +337,8 @@ static double evaluate(Trainer *tr) {
     for (int b = 0; b < c->train.eval_batches; b++) {
         loader_val_batch(&tr->data.loader, b, tr->B, tr->row0, tr->Bl, tr->in, tr->tg);
         tape_reset(&tr->tape, false);
-        StepCtx ctx = {.train = false, .seed = (uint64_t)c->train.seed, .loss_scale = 1.0f};
+        StepCtx ctx = {.train = false, .seed = (uint64_t)c->train.seed, .loss_scale = 1.0f,
+                       .recompute = c->train.recompute, .loss_chunk = c->train.loss_chunk};
         ModelOut out;
         model_forward(m, &tr->tape, tr->in, tr->tg, tr->Bl, tr->T, &ctx, &out);
         sum += out.lm_loss;
@@ -391,7 +392,8 @@ static void train_step(Trainer *tr, StepLog *sl) {
         tape_reset(&tr->tape, true);
         StepCtx ctx = {.train = true, .seed = (uint64_t)c->train.seed, .step = step,
                        .token_base = ((long)a * tr->B + tr->row0) * tr->T,
-                       .loss_scale = 1.0f / (float)tr->A};
+                       .loss_scale = 1.0f / (float)tr->A,
+                       .recompute = c->train.recompute, .loss_chunk = c->train.loss_chunk};
         ModelOut out;
         model_forward(m, &tr->tape, tr->in, tr->tg, tr->Bl, tr->T, &ctx, &out);
         tape_backward(&tr->tape, out.loss, NULL);

@@ -618,6 +618,50 @@ START_TEST(rope_backward_fd) {
 }
 END_TEST
 
+/* op_rope_inplace: the rotation written over its input's memory equals op_rope bit for bit
+ * (same products and sums), forward and backward; finite differences through a copy
+ * (op_scale by 1, whose backward never reads its output) so the FD re-runs see fresh x. */
+static Tensor *b_rope_inplace(Tape *t, Tensor **in, void *ctx) {
+    const RopeCtx *c = ctx;
+    return op_rope_inplace(t, op_scale(t, in[0], 1.0f), c->B, c->T, c->nh, c->D, c->base,
+                           c->pos0);
+}
+
+START_TEST(rope_inplace_matches) {
+    const int cfg[][5] = {{2, 3, 3, 4, 0}, {1, 2, 2, 6, 100000}};
+    for (size_t s = 0; s < 2; s++) {
+        int B = cfg[s][0], T = cfg[s][1], nh = cfg[s][2], D = cfg[s][3], pos0 = cfg[s][4];
+        Tensor *x = rnd2(B * T, nh * D, TENSOR_PARAM, "x", 60 + s, -1, 1);
+        Tensor *x2 = rnd2(B * T, nh * D, TENSOR_PARAM, "x2", 60 + s, -1, 1);
+        Tensor *r = rnd2(B * T, nh * D, TENSOR_CONST, "r", 70 + s, -1, 1);
+        Tape t;
+        new_tape(&t, true);
+        Tensor *y = op_rope(&t, x, B, T, nh, D, 10000.0f, pos0);
+        tape_backward(&t, y, r->data);
+        float *ref = malloc(x->n * sizeof(float));   /* y lives in the arena: keep a copy */
+        memcpy(ref, y->data, x->n * sizeof(float));
+        tape_reset(&t, true);
+        Tensor *y2 = op_rope_inplace(&t, x2, B, T, nh, D, 10000.0f, pos0);
+        ck_assert_ptr_eq(y2->data, x2->data);
+        ck_assert_ptr_ne(y2, x2);
+        tape_backward(&t, y2, r->data);
+        ck_assert(memcmp(ref, y2->data, x->n * sizeof(float)) == 0);
+        ck_assert(memcmp(x->grad, x2->grad, x->n * sizeof(float)) == 0);
+        free(ref);
+        tape_free(&t);
+        tt_free(x);
+        tt_free(x2);
+        tt_free(r);
+    }
+    RopeCtx c = {2, 3, 2, 4, 5, 10000.0f};
+    Tensor *x = rnd2(c.B * c.T, c.nh * c.D, TENSOR_PARAM, "x", 62, -1, 1);
+    Tensor *in[1] = {x};
+    ck_assert_int_eq(tt_check_grad(b_rope_inplace, &c, in, 1, FD_H, FD_ATOL, FD_RTOL,
+                                   "rope in place"), 0);
+    tt_free(x);
+}
+END_TEST
+
 /* ======================================================================== embedding */
 
 START_TEST(embedding_forward_backward) {
@@ -788,6 +832,83 @@ START_TEST(linear_ce_matches_composition) {
                      0);
     free(gx);
     free(gw);
+    tt_free(x);
+    tt_free(w);
+}
+END_TEST
+
+/* The chunked head + loss against the fused one (itself checked against the unfused
+ * composition above) for chunk sizes that divide N, leave a remainder, are 1 and exceed N:
+ * loss and grads within the reduction tolerance (dW is summed over chunks, a different
+ * float32 order), a constant x (no dX kept), forward-only loss, finite differences, and the
+ * arena it needs (no (N, V) buffer). */
+typedef struct ChunkCtx { const int32_t *tgt; float scale; int chunk; } ChunkCtx;
+
+static Tensor *b_linear_ce_chunked(Tape *t, Tensor **in, void *ctx) {
+    const ChunkCtx *c = ctx;
+    return op_linear_cross_entropy_chunked(t, in[0], in[1], c->tgt, c->scale, c->chunk);
+}
+
+START_TEST(linear_ce_chunked_matches_fused) {
+    Tensor *x = rnd2(6, 5, TENSOR_PARAM, "x", 84, -1, 1);
+    Tensor *w = rnd2(7, 5, TENSOR_PARAM, "w", 85, -1, 1);
+    const int32_t tgt[6] = {3, -1, 0, 6, 2, 2};
+    Tape t;
+    new_tape(&t, true);
+    Tensor *yf = op_linear_cross_entropy(&t, x, w, tgt, 0.75f, NULL);
+    tape_backward(&t, yf, NULL);
+    const float lf = yf->data[0];
+    float *gx = malloc(x->n * sizeof(float)), *gw = malloc(w->n * sizeof(float));
+    memcpy(gx, x->grad, x->n * sizeof(float));
+    memcpy(gw, w->grad, w->n * sizeof(float));
+    const int chunks[5] = {1, 2, 4, 6, 100};
+    for (int i = 0; i < 5; i++) {
+        memset(x->grad, 0, x->n * sizeof(float));
+        memset(w->grad, 0, w->n * sizeof(float));
+        tape_reset(&t, true);
+        Tensor *yc = op_linear_cross_entropy_chunked(&t, x, w, tgt, 0.75f, chunks[i]);
+        tape_backward(&t, yc, NULL);
+        expect_close(yc->data, &lf, 1, RED_ATOL, RED_RTOL, "chunked loss");
+        expect_close(x->grad, gx, x->n, RED_ATOL, RED_RTOL, "chunked dx");
+        expect_close(w->grad, gw, w->n, RED_ATOL, RED_RTOL, "chunked dW");
+        /* forward only: the same loss, nothing recorded */
+        tape_reset(&t, false);
+        Tensor *ye = op_linear_cross_entropy_chunked(&t, x, w, tgt, 0.75f, chunks[i]);
+        expect_close(ye->data, &lf, 1, RED_ATOL, RED_RTOL, "chunked loss, forward only");
+        ck_assert_int_eq(t.n, 0);
+    }
+    /* a constant x: only dW */
+    Tensor *xc = rnd2(6, 5, TENSOR_CONST, "xc", 84, -1, 1);
+    memset(w->grad, 0, w->n * sizeof(float));
+    tape_reset(&t, true);
+    tape_backward(&t, op_linear_cross_entropy_chunked(&t, xc, w, tgt, 0.75f, 4), NULL);
+    expect_close(w->grad, gw, w->n, RED_ATOL, RED_RTOL, "chunked dW, constant x");
+    tape_free(&t);
+    for (int i = 0; i < 3; i++) {
+        ChunkCtx c = {tgt, 2.5f, chunks[i + 1]};
+        Tensor *in[2] = {x, w};
+        ck_assert_int_eq(tt_check_grad(b_linear_ce_chunked, &c, in, 2, FD_H, FD_ATOL, FD_RTOL,
+                                       "linear_ce_chunked"), 0);
+    }
+    /* memory: N = 64, V = 96, C = 5, chunk 8: 8 V + N C + V C floats << N V */
+    Tensor *xb = rnd2(64, 5, TENSOR_PARAM, "xb", 86, -1, 1);
+    Tensor *wb = rnd2(96, 5, TENSOR_PARAM, "wb", 87, -1, 1);
+    int32_t tb[64];
+    for (int n = 0; n < 64; n++) tb[n] = (n * 7) % 96;
+    size_t used[2];
+    for (int ck = 0; ck < 2; ck++) {
+        new_tape(&t, true);
+        if (ck) op_linear_cross_entropy_chunked(&t, xb, wb, tb, 1.0f, 8);
+        else op_linear_cross_entropy(&t, xb, wb, tb, 1.0f, NULL);
+        used[ck] = arena_used(&t.arena);
+        tape_free(&t);
+    }
+    ck_assert_msg(used[1] < used[0] / 2, "chunked arena %zu bytes, fused %zu", used[1], used[0]);
+    free(gx);
+    free(gw);
+    tt_free(xc);
+    tt_free(xb);
+    tt_free(wb);
     tt_free(x);
     tt_free(w);
 }
@@ -1155,12 +1276,14 @@ static Suite *ops_suite(void) {
         {"swiglu", {swiglu_forward_backward, swiglu_large_split, NULL}},
         {"softplus", {softplus_forward_backward, softplus_extremes, NULL}},
         {"rmsnorm", {rmsnorm_forward_ref, rmsnorm_hand, rmsnorm_backward_fd, rmsnorm_large_split, NULL}},
-        {"rope", {rope_forward_ref, rope_properties, rope_backward_fd, NULL}},
+        {"rope", {rope_forward_ref, rope_properties, rope_backward_fd, rope_inplace_matches,
+                  NULL}},
         {"embedding", {embedding_forward_backward, NULL}},
         {"softmax", {softmax_forward_ref, softmax_backward_fd, NULL}},
         {"cross_entropy", {cross_entropy_forward_ref, cross_entropy_hand,
                            cross_entropy_backward_fd, NULL}},
-        {"linear_cross_entropy", {linear_ce_matches_composition, NULL}},
+        {"linear_cross_entropy", {linear_ce_matches_composition, linear_ce_chunked_matches_fused,
+                                  NULL}},
         {"sum", {sum_forward_backward, NULL}},
         {"mean", {mean_forward_backward, NULL}},
         {"tape", {chain_backward_fd, grad_accumulates_across_tapes, every_backward_accumulates,

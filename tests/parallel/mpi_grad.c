@@ -12,6 +12,8 @@
  * tokens (README: per rank micro-batch, not layout-invariant), so its reference runs the R
  * rank batches one after the other on the single process (loss scale 1/R each, grads
  * accumulated): what the distributed step must equal.
+ * With per-layer recomputation the distributed gradients are bit-identical to those
+ * without it.
  * Run by ctest as `mpirun -n 4 mpi_grad EP [ROUTER]` for EP = 1, 2, 4 (EP = 1: pure data
  * parallel).
  */
@@ -194,6 +196,67 @@ START_TEST(test_router_bias_same_everywhere) {
 }
 END_TEST
 
+/* Per-layer recomputation under expert parallelism: the recomputed forward runs the
+ * all-to-alls (and the count all-reduce) again, in the same order on every rank, so the
+ * distributed step with recompute must give the loss and gradients of the same step
+ * without it BIT for bit (same ranks, same operations), and hence also match the single
+ * process within the tolerance above. */
+START_TEST(test_recompute_matches_plain) {
+    ModelShape s = shape();
+    int32_t in[GB * T], tg[GB * T];
+    MoeRng r;
+    rng_seed(&r, 43);
+    for (int i = 0; i < GB * T; i++) {
+        in[i] = (int32_t)(rng_next(&r) % 13);
+        tg[i] = (int32_t)(rng_next(&r) % 13);
+    }
+    const Comm *c = &g_comm;
+    int El = s.E / c->ep, Bl = GB / c->size, row0 = c->rank * Bl;
+    Model dm;
+    model_init(&dm, &s, c->ep_rank * El, El, 9);
+    struct MoeExchange ex = {.comm = c};
+    if (c->size > 1) dm.exchange = &ex;
+    float *g[2][PBLOCK_COUNT];
+    double loss[2];
+    for (int rc = 0; rc < 2; rc++) {
+        Tape t;
+        tape_init(&t, 1 << 12);
+        ModelOut out;
+        for (int step = 0; step < 2; step++) {   /* the second on compacted arenas */
+            StepCtx ctx = {.train = true, .seed = 3, .step = 5, .token_base = (long)row0 * T,
+                           .loss_scale = 1.0f, .recompute = rc == 1};
+            params_zero_grad(&dm.ps);
+            tape_reset(&t, true);
+            model_forward(&dm, &t, in + row0 * T, tg + row0 * T, Bl, T, &ctx, &out);
+            tape_backward(&t, out.loss, NULL);
+            if (step == 0) tape_compact(&t);
+        }
+        ck_assert((t.sub != NULL) == (rc == 1));
+        dp_reduce_grads(&dm.ps, c);
+        loss[rc] = (double)out.loss->data[0];
+        for (int b = 0; b < PBLOCK_COUNT; b++) {
+            g[rc][b] = malloc(dm.ps.blocks[b].n * sizeof(float) + 1);
+            memcpy(g[rc][b], dm.ps.blocks[b].grad, dm.ps.blocks[b].n * sizeof(float));
+        }
+        tape_free(&t);
+    }
+    ck_assert_msg(loss[0] == loss[1], "[rank %d] loss %.9g without, %.9g with recompute",
+                  c->rank, loss[0], loss[1]);
+    int bad = 0;
+    for (int i = 0; i < dm.ps.count; i++) {
+        const Param *p = &dm.ps.p[i];
+        if (memcmp(g[0][p->block] + p->off, g[1][p->block] + p->off, p->t.n * sizeof(float))) {
+            fprintf(stderr, "[rank %d] %s: gradient differs with recompute\n", c->rank, p->name);
+            bad++;
+        }
+    }
+    ck_assert_int_eq(bad, 0);
+    for (int rc = 0; rc < 2; rc++)
+        for (int b = 0; b < PBLOCK_COUNT; b++) free(g[rc][b]);
+    model_free(&dm);
+}
+END_TEST
+
 int main(int argc, char **argv) {
     comm_init(&g_comm, &argc, &argv);
     if (argc > 1) g_ep = atoi(argv[1]);
@@ -215,6 +278,7 @@ int main(int argc, char **argv) {
     tcase_add_test(tc, test_grads_match_shared_window);
     /* the selection bias balances top-k routing only (config_validate refuses the others) */
     if (g_router == MOE_ROUTER_TOPK) tcase_add_test(tc, test_router_bias_same_everywhere);
+    tcase_add_test(tc, test_recompute_matches_plain);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);   /* MPI and fork do not mix */

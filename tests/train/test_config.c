@@ -142,6 +142,8 @@ START_TEST(test_defaults) {
     ck_assert_int_eq(c.model.sliding_window, 0);   /* architecture options are off */
     ck_assert_int_eq(c.moe.n_shared_experts, 0);
     ck_assert_int_eq(c.moe.shared_hidden, 0);
+    ck_assert(!c.train.recompute);
+    ck_assert_int_eq(c.train.loss_chunk, 0);
     ck_assert_str_eq(c.run.dir, "runs/default");
     ck_assert_ptr_null(c.data.tokenizer);
     MoeErr err = {{0}, {0}};
@@ -284,6 +286,10 @@ START_TEST(test_out_of_range) {
     /* "  bias_update_rate: -0.001": column 21 */
     expect_error("moe:\n  bias_update_rate: -0.001\n", "2:21", "moe.bias_update_rate",
                  "expected a number >= 0");
+    /* "  loss_chunk: -1": column 15; "  recompute: yes": column 14 */
+    expect_error("train:\n  loss_chunk: -1\n", "2:15", "train.loss_chunk",
+                 "expected an integer >= 0");
+    expect_error("train:\n  recompute: yes\n", "2:14", "train.recompute", "true or false");
     expect_error("train:\n  steps: 99999999999999999999\n", "2:10", "train.steps", "integer");
     /* architecture options: "  sliding_window: -1" column 19, "  n_shared_experts: -2"
      * column 21, "  shared_hidden: -8" column 18 */
@@ -435,7 +441,7 @@ static void assert_same(const Config *a, const Config *b) {
     SAME_I(moe.router); SAME_F(moe.top_p); SAME_I(moe.max_experts); SAME_F(moe.entropy_coef);
     SAME_I(train.seq_len); SAME_I(train.micro_batch); SAME_I(train.grad_accum);
     SAME_I(train.steps); SAME_I(train.seed); SAME_I(train.log_every); SAME_I(train.eval_every);
-    SAME_I(train.eval_batches);
+    SAME_I(train.eval_batches); SAME_I(train.recompute); SAME_I(train.loss_chunk);
     SAME_F(optim.lr); SAME_F(optim.min_lr); SAME_I(optim.warmup_steps); SAME_F(optim.beta1);
     SAME_F(optim.beta2); SAME_F(optim.eps); SAME_F(optim.weight_decay); SAME_F(optim.grad_clip);
     SAME_F(data.val_fraction);
@@ -465,7 +471,7 @@ START_TEST(test_round_trip) {
         "parallel.expert_parallel=2", "checkpoint.every=0", "model.sliding_window=64",
         "moe.n_shared_experts=2", "moe.shared_hidden=128",
         "moe.router=expert_choice",
-        "moe.top_p=0.35", "moe.max_experts=3", "moe.entropy_coef=2e-4"};
+        "moe.top_p=0.35", "moe.max_experts=3", "moe.entropy_coef=2e-4", "train.recompute=true", "train.loss_chunk=128"};
     for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++)
         ck_assert_msg(config_set(&a, sets[i], &err) == 0, "%s: %s", sets[i], err.msg);
     ck_assert_str_eq(a.data.tokenizer, "tok: \"x\" #1 \\\\");
