@@ -56,6 +56,13 @@ typedef struct CkptMeta {
     uint64_t tok_hash;        /* tok_hash() of the tokenizer stored in the file */
     bool has_optimizer;       /* read only: the file holds AdamW moments (ckpt_save's
                                  with_optimizer decides it when writing) */
+    /* LoRA fine-tuning: an adapter checkpoint (attributes base_path, base_checksum) holds
+     * only the model's TRAINABLE tensors (adapters and any base tensor the config unfroze)
+     * and their moments; the frozen rest is the full checkpoint base_path, whose bytes
+     * hash to base_checksum (ckpt_file_checksum). false: a full checkpoint (default). */
+    bool adapter;
+    uint64_t base_checksum;
+    char base_path[1024];
 } CkptMeta;
 
 /* What `moetrain ckpt info` shows; filled by ckpt_inspect. */
@@ -74,7 +81,8 @@ typedef struct CkptInfo {
     size_t n_optim;           /* moment elements under /optim (m and v together) */
 } CkptInfo;
 
-/* Write a checkpoint of model m to path, atomically (see above). c is the run's effective
+/* Write a checkpoint of model m to path, atomically (see above). With meta->adapter only
+ * the trainable tensors (and their moments) are written, plus the base attributes. c is the run's effective
  * config (stored as YAML), meta the run state, tokenizer_path the tokenizer file whose bytes
  * are stored (required). Stores the values of every parameter, and when with_optimizer the
  * AdamW moments (m->ps.blocks[*].m, .v) of every trainable parameter. Experts: the
@@ -87,7 +95,7 @@ int ckpt_save(const char *path, const Config *c, const Model *m, const CkptMeta 
               const char *tokenizer_path, bool with_optimizer, MoeErr *err);
 
 /* Quick validation: opens the file, checks magic and format version and reads the meta
- * attributes into *meta (may be NULL). Reads no tensor data. Fails (-1, err) on a missing,
+ * attributes into *meta (may be NULL; adapter fields from the optional base attributes). Reads no tensor data. Fails (-1, err) on a missing,
  * truncated or foreign file or an unsupported version. */
 int ckpt_read_meta(const char *path, CkptMeta *meta, MoeErr *err);
 
@@ -110,6 +118,21 @@ int ckpt_read_tokenizer(const char *path, uint8_t **bytes, size_t *n, MoeErr *er
  * hint. Every read is checksum-verified. Fails with -1 and err; after a failure in the read
  * phase (corruption) the model's values are partly overwritten and must not be used. */
 int ckpt_load(const char *path, Model *m, CkptMeta *meta, bool load_optimizer, MoeErr *err);
+/* Adapter checkpoints: ckpt_load reads only m's trainable tensors (m must have been built
+ * with the file's LoRA spec; its frozen base must be loaded first with ckpt_load_base).
+ * A full checkpoint into a model with adapters, or an adapter checkpoint into one without,
+ * fails naming the file. */
+
+/* The base of a LoRA model: every tensor of m except the adapters, values only, from the
+ * FULL checkpoint path (an adapter checkpoint fails with a hint). Same checks as
+ * ckpt_load. */
+int ckpt_load_base(const char *path, Model *m, MoeErr *err);
+
+/* 64-bit checksum of a file's bytes (the base_checksum of adapter checkpoints): read as
+ * little-endian 64-bit words (the last one zero-padded), h = splitmix64(h ^ word) from
+ * h = the FNV-1a offset basis, then h = splitmix64(h ^ length). Fails (-1, err naming the
+ * file and the OS reason). */
+int ckpt_file_checksum(const char *path, uint64_t *sum, MoeErr *err);
 
 /* Read and checksum-verify EVERY dataset in the file and summarise it (for `ckpt info`).
  * *info is overwritten; release with ckpt_info_free (also after a failure). */
