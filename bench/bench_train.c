@@ -10,7 +10,11 @@
  *    gradient all-reduce + AdamW on random tokens (the data path is not part of the step).
  * 3. MFU = model FLOPs per token x tokens/s / sgemm rate (model_flops_per_token), the time
  *    split, allocations during the timed steps, peak allocated bytes.
- * 4. With R > 1: bytes per step each rank sent through all-to-alls (to other ranks) and
+ * 4. Peak resident memory of the process (VmHWM) next to the allocator's peak.
+ * 5. LoRA fine-tuning (--set finetune.lora_rank=8 ...): the same step with adapters on a
+ *    frozen, randomly initialised base (no init_from is read), to compare with the full
+ *    fine-tuning step of the same config (lora_rank 0, every weight trained).
+ * 6. With R > 1: bytes per step each rank sent through all-to-alls (to other ranks) and
  *    handed to all-reduces, against what the routing predicts: a rank sends C floats for
  *    each slot it routed to an expert on another rank (forward there, backward gradient
  *    back) and for each slot other ranks routed to its experts (forward result back,
@@ -32,6 +36,18 @@
 #include "train/config.h"
 #include "train/mfu.h"
 #include "train/train.h"
+
+/* Peak resident set size of this process (VmHWM in /proc/self/status), MiB; -1 if unknown. */
+static double peak_rss_mib(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1.0;
+    char line[256];
+    double kib = -1.0;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmHWM:", 6)) kib = atof(line + 6);
+    fclose(f);
+    return kib < 0 ? -1.0 : kib / 1024.0;
+}
 
 int main(int argc, char **argv) {
     blas_init(argv);
@@ -84,7 +100,13 @@ int main(int argc, char **argv) {
     /* ---- 2. training steps ---- */
     Model m;
     int El = s.E > 0 ? s.E / comm.ep : 0;
-    model_init(&m, &s, comm.ep_rank * El, El, 1);
+    LoraSpec lo;
+    train_lora_spec(&c, &lo);
+    model_init_lora(&m, &s, &lo, comm.ep_rank * El, El, 1);
+    if (root)
+        printf("%s: %zu of %zu parameters trainable on rank 0\n",
+               lo.rank > 0 ? "LoRA fine-tuning (frozen random base)" : "every weight trained",
+               params_count(&m.ps, true), params_count(&m.ps, false));
     struct MoeExchange ex = {.comm = &comm};
     if (comm.size > 1 && s.E > 0) m.exchange = &ex;
     Tape t;
@@ -172,24 +194,25 @@ int main(int argc, char **argv) {
         printf("model FLOPs/token %.3g -> %.1f GFLOP/s achieved; MFU = %.3f\n", fpt,
                fpt * tok_s / 1e9, fpt * tok_s / 1e9 / gflops);
         printf("allocations during timed steps (rank 0): %zu; peak allocated %.1f MiB "
-               "(parameters+grads+moments %.1f MiB, activation arena %.1f MiB in %d chunk(s), "
-               "activation-gradient plan %.1f MiB)\n", allocs,
-               (double)moe_peak_bytes() / 1048576.0,
-               16.0 * (double)(m.ps.blocks[0].n + m.ps.blocks[1].n) / 1048576.0,
+               "(parameters %.1f MiB + grads and moments %.1f MiB, activation arena %.1f MiB "
+               "in %d chunk(s), activation-gradient plan %.1f MiB); peak resident %.1f MiB\n",
+               allocs, (double)moe_peak_bytes() / 1048576.0,
+               4.0 * (double)(m.ps.blocks[0].n + m.ps.blocks[1].n) / 1048576.0,
+               12.0 * (double)(m.ps.blocks[0].gn + m.ps.blocks[1].gn) / 1048576.0,
                (double)t.arena.high_water / 1048576.0, t.arena.n_chunks,
-               (double)tape_grad_plan_bytes(&t) / 1048576.0);
+               (double)tape_grad_plan_bytes(&t) / 1048576.0, peak_rss_mib());
         if (comm.size > 1) {
             double P = comm.ep, uniform = 4.0 * s.L * N * s.K * (P - 1) / P * s.C * 4.0;
             double routed = 2.0 * (slots + slin) * s.C * 4.0;
-            double ar_pred = 4.0 * (double)m.ps.blocks[PBLOCK_DENSE].n +
-                             (comm.edp > 1 ? 4.0 * (double)m.ps.blocks[PBLOCK_EXPERT].n : 0.0);
+            double ar_pred = 4.0 * (double)m.ps.blocks[PBLOCK_DENSE].gn +
+                             (comm.edp > 1 ? 4.0 * (double)m.ps.blocks[PBLOCK_EXPERT].gn : 0.0);
             printf("rank 0 per step: all-to-all %.2f MB sent (routing predicts %.2f MB: %.0f "
                    "slots out + %.0f in, x 2 transfers x C floats; uniform routing %.2f MB) "
                    "in %.3f s\n", a2a / 1e6, routed / 1e6, slots, slin, uniform / 1e6, ta2a);
             printf("rank 0 per step: all-reduce %.2f MB handed to MPI (dense %.2f MB + "
                    "expert %.2f MB = %.2f MB predicted) in %.3f s\n", ar / 1e6,
-                   4.0 * (double)m.ps.blocks[PBLOCK_DENSE].n / 1e6,
-                   comm.edp > 1 ? 4.0 * (double)m.ps.blocks[PBLOCK_EXPERT].n / 1e6 : 0.0,
+                   4.0 * (double)m.ps.blocks[PBLOCK_DENSE].gn / 1e6,
+                   comm.edp > 1 ? 4.0 * (double)m.ps.blocks[PBLOCK_EXPERT].gn / 1e6 : 0.0,
                    ar_pred / 1e6, tar);
         }
     }

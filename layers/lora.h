@@ -16,9 +16,11 @@
  * global token, element) (the counter RNG of autograd/common.h), so a run does not depend
  * on the rank layout and a resumed run draws the same masks. Evaluation uses no dropout.
  *
- * The adapter is built from existing ops (linear, mul by a CONST mask, scale, add), so its
- * backward is theirs: dA, dB and dx; the frozen W gets no weight-gradient GEMM. Merging for
- * export is W' = W + (alpha/r) B A (lora_merge), which computes the same function.
+ * lora_linear is one op (forward and backward kernels side by side in lora.c): the adapter
+ * is added into the base product's output, so besides y it keeps only u = drop(x) A^T and a
+ * du scratch (N, r) (plus the mask and masked input (N, d_in) with dropout); backward gives
+ * dx, dA, dB and skips dW for a frozen W (no weight-gradient GEMM). Merging for export is
+ * W' = W + (alpha/r) B A (lora_merge), which computes the same function.
  *
  * Names (layers/params.h) follow PEFT without its "base_model.model." prefix:
  * "model.layers.{l}.self_attn.{q,k,v,o}_proj.lora_A.weight" (r, d_in) and
@@ -58,8 +60,10 @@ typedef struct LoraDrop {
 int lora_target_index(const char *name);
 
 /* y (N, d_out) = x W^T + scale * (drop(x) A^T) B^T for x (N, d_in), w (d_out, d_in),
- * a (r, d_in), b (d_out, r). drop NULL or drop->p == 0: no dropout. The mask (N, d_in),
- * when used, is carved from the tape arena. */
+ * a (r, d_in), b (d_out, r). drop NULL or drop->p == 0: no dropout. Output and saved state
+ * come from the tape arena. backward (accumulates): dx += dy W + mask * ((scale dy B) A),
+ * dA += (scale dy B)^T drop(x), dB += scale dy^T (drop(x) A^T), dW += dy^T x (each only for
+ * an input that requires grad). */
 Tensor *lora_linear(Tape *t, Tensor *x, Tensor *w, Tensor *a, Tensor *b, float scale,
                     const LoraDrop *drop);
 

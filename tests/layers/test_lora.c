@@ -107,14 +107,21 @@ END_TEST
 START_TEST(test_linear_grad) {
     Tensor *in[4];
     make_linear(in);
-    for (int drop = 0; drop < 2; drop++) {
-        LinCtx c = {0.75f, {.p = drop ? 0.25f : 0.0f, .seed = 9, .step = 1, .layer = 0,
-                            .target = LORA_Q, .token_base = 7}};
-        int bad = tt_check_grad(build_lora, &c, in, 4, 1e-2f, 1e-4, 1e-3, "lora_linear");
-        ck_assert_int_eq(bad, 0);
-    }
+    /* x as a CONST input too: the first layer's adapters see an input without gradient */
+    Tensor *xc = tt_tensor2(LN, LDIN, TENSOR_CONST, "x const");
+    memcpy(xc->data, in[0]->data, sizeof(float) * xc->n);
+    for (int drop = 0; drop < 2; drop++)
+        for (int cx = 0; cx < 2; cx++) {
+            LinCtx c = {0.75f, {.p = drop ? 0.25f : 0.0f, .seed = 9, .step = 1, .layer = 0,
+                                .target = LORA_Q, .token_base = 7}};
+            Tensor *use[4] = {cx ? xc : in[0], in[1], in[2], in[3]};
+            int bad = tt_check_grad(build_lora, &c, use, 4, 1e-2f, 1e-4, 1e-3, "lora_linear");
+            ck_assert_msg(bad == 0, "dropout %d, x %s: %d mismatches", drop,
+                          cx ? "const" : "param", bad);
+        }
     /* the frozen weight has no gradient buffer: backward never writes one */
     ck_assert_ptr_null(in[1]->grad);
+    tt_free(xc);
     for (int i = 0; i < 4; i++) tt_free(in[i]);
 }
 END_TEST
