@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "autograd/blas.h"
 #include "layers/model.h"
@@ -36,6 +37,14 @@
 #include "train/config.h"
 #include "train/mfu.h"
 #include "train/train.h"
+
+/* CPU seconds used by this process so far (all its threads): on a machine shared with
+ * other jobs this measures the work of a step where wall time measures the contention. */
+static double cpu_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 /* Peak resident set size of this process (VmHWM in /proc/self/status), MiB; -1 if unknown. */
 static double peak_rss_mib(void) {
@@ -120,7 +129,7 @@ int main(int argc, char **argv) {
         tgt[i] = (int32_t)(rng_next(&rng) % (uint64_t)s.V);
     }
     AdamWConfig ac = {0.9f, 0.95f, 1e-8f, 0.1f};
-    double tf = 0, tb = 0, tr = 0, to = 0, tall = 0;
+    double tf = 0, tb = 0, tr = 0, to = 0, tall = 0, tcpu = 0;
     double a2a0 = 0, ar0 = 0, slots0 = 0, slin0 = 0, ta2a0 = 0, tar0 = 0;
     size_t calls0 = 0;
     for (int st = 0; st < warmup + steps; st++) {
@@ -136,7 +145,7 @@ int main(int argc, char **argv) {
             tar0 = comm_time_allreduce;
         }
         comm_barrier(&comm);
-        double t0 = moe_now();
+        double t0 = moe_now(), c0 = cpu_seconds();
         params_zero_grad(&m.ps);
         tape_reset(&t, true);
         t.region_t0 = moe_now();
@@ -157,6 +166,7 @@ int main(int argc, char **argv) {
         if (st == 0) tape_compact(&t);   /* as the trainer does after its first step */
         if (st >= warmup) {
             tf += t1 - t0; tb += t2 - t1; tr += t3 - t2; to += t4 - t3; tall += t4 - t0;
+            tcpu += cpu_seconds() - c0;
         }
     }
     double tok_s = (double)B * T * steps / tall;
@@ -181,6 +191,8 @@ int main(int argc, char **argv) {
         printf("training: %.0f tokens/s over %d steps (%.3f s/step: forward %.3f, backward "
                "%.3f, gradient all-reduce + norm %.3f, optimizer %.3f)\n", tok_s, steps,
                tall / steps, tf / steps, tb / steps, tr / steps, to / steps);
+        printf("CPU time: %.3f s per step on rank 0 (all its threads; wall time above)\n",
+               tcpu / steps);
         printf("time split per step (forward + backward):\n");
         for (int r = 0; r < REGION_COUNT; r++)
             printf("  %-38s %.3f s (%.3f + %.3f)\n", model_region_names[r],
