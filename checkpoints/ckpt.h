@@ -15,6 +15,10 @@
  *   /params/NAME         float32    one dataset per parameter, shape as our tensor ([out, in])
  *   /optim/m/NAME        float32    AdamW first moment, same shape (trainable params only)
  *   /optim/v/NAME        float32    AdamW second moment
+ * An adapter checkpoint (LoRA fine-tuning, checkpoints/finetune.h) has the same layout with
+ * only the model's trainable tensors under /params and /optim, and two more attributes of
+ * "/": base_path (string) and base_checksum (uint64), naming the full checkpoint that holds
+ * the frozen rest.
  *
  * Experts: our stacked (E_local, F, C) tensor "...experts.{e}.w1.weight" is stored as one
  * (F, C) dataset per expert with {e} replaced by the GLOBAL expert index, so a file does not
@@ -81,11 +85,11 @@ typedef struct CkptInfo {
     size_t n_optim;           /* moment elements under /optim (m and v together) */
 } CkptInfo;
 
-/* Write a checkpoint of model m to path, atomically (see above). With meta->adapter only
- * the trainable tensors (and their moments) are written, plus the base attributes. c is the run's effective
+/* Write a checkpoint of model m to path, atomically (see above). c is the run's effective
  * config (stored as YAML), meta the run state, tokenizer_path the tokenizer file whose bytes
  * are stored (required). Stores the values of every parameter, and when with_optimizer the
- * AdamW moments (m->ps.blocks[*].m, .v) of every trainable parameter. Experts: the
+ * AdamW moments (m->ps.blocks[*].m, .v) of every trainable parameter; with meta->adapter
+ * only the trainable tensors (and their moments), plus the base attributes. Experts: the
  * m->e_local experts held, under global indices m->e_first + i (one process: all of them).
  * The directory of path must exist (ckpt_prepare_dir). Fails (-1, err naming the file and
  * the dataset or OS call, with hint) on any I/O or HDF5 error; then neither path nor
@@ -95,8 +99,9 @@ int ckpt_save(const char *path, const Config *c, const Model *m, const CkptMeta 
               const char *tokenizer_path, bool with_optimizer, MoeErr *err);
 
 /* Quick validation: opens the file, checks magic and format version and reads the meta
- * attributes into *meta (may be NULL; adapter fields from the optional base attributes). Reads no tensor data. Fails (-1, err) on a missing,
- * truncated or foreign file or an unsupported version. */
+ * attributes into *meta (may be NULL; the adapter fields from the optional base attributes).
+ * Reads no tensor data. Fails (-1, err) on a missing, truncated or foreign file or an
+ * unsupported version. */
 int ckpt_read_meta(const char *path, CkptMeta *meta, MoeErr *err);
 
 /* The config stored in the file, parsed by config_load_text (errors located as

@@ -543,7 +543,8 @@ int export_peft(const char *ckpt_path, const char *outdir, StDtype dtype, MoeErr
     fprintf(af.fp, ",\n  \"r\": %d,\n  \"lora_alpha\": %s,\n  \"lora_dropout\": %s,\n"
                    "  \"target_modules\": [", lo.rank, alpha, drop);
     for (int t = 0, k = 0; t < LORA_N_TARGETS; t++)
-        if (lo.targets & (1u << t)) fprintf(af.fp, "%s\"%s\"", k++ ? ", " : "", lora_target_names[t]);
+        if (lo.targets & (1u << t))
+            fprintf(af.fp, "%s\"%s\"", k++ ? ", " : "", lora_target_names[t]);
     fprintf(af.fp, "],\n  \"bias\": \"none\",\n  \"fan_in_fan_out\": false,\n"
                    "  \"use_rslora\": false,\n  \"use_dora\": false,\n"
                    "  \"init_lora_weights\": true,\n  \"inference_mode\": true,\n"

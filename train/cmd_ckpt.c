@@ -15,8 +15,8 @@ static const char *CKPT_HELP =
     "Prints a checkpoint's format version, step, tokens seen, loader position, model shape,\n"
     "parameter counts (dense and experts) and whether it holds optimizer state, after\n"
     "reading every dataset so that each checksum is verified; for a LoRA adapter\n"
-    "checkpoint also the adapter settings and the base checkpoint it refers to. Exits 0 when the file is\n"
-    "complete and intact, 1 (naming the file and the dataset) otherwise.\n"
+    "checkpoint also the adapter settings and the base checkpoint it refers to. Exits 0\n"
+    "when the file is complete and intact, 1 (naming the file and the dataset) otherwise.\n"
     "\n"
     "options:\n"
     "  -h, --help   this help\n";

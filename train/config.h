@@ -180,7 +180,8 @@ int config_set(Config *c, const char *assignment, MoeErr *err);
  * and with init.upcycle_from set: moe.n_experts > 0 and a multiple of init.granularity
  * (the checks against the dense checkpoint itself are upcycle_into's); finetune: not with
  * init.upcycle_from, lora_rank > 0 needs init_from and a non-empty lora_targets list of
- * distinct q_proj/k_proj/v_proj/o_proj. Errors name both keys and the location of one of them. Returns 0 or -1 with err set. */
+ * distinct q_proj/k_proj/v_proj/o_proj. Errors name both keys and the location of one of
+ * them. Returns 0 or -1 with err set. */
 int config_validate(const Config *c, MoeErr *err);
 
 /* Deep copy (dst is overwritten without being freed). */
@@ -195,7 +196,8 @@ char *config_to_yaml(const Config *c);
  * moe.hidden, and the finetune keys that change the trainable tensor set: lora_rank,
  * lora_targets, train_router, train_experts) whose values differ between a and b, as
  * "model.dim: 256 -> 512, ..." into out (NUL-terminated, truncated to cap; out may be NULL
- * when cap is 0). Returns the number of differing keys. config_diff_other does the same for every other key. */
+ * when cap is 0). Returns the number of differing keys. config_diff_other does the same for
+ * every other key. */
 int config_diff_shape(const Config *a, const Config *b, char *out, size_t cap);
 int config_diff_other(const Config *a, const Config *b, char *out, size_t cap);
 /* config_diff_shape without the finetune section's keys (which shape the adapters, not the
