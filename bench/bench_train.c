@@ -170,7 +170,7 @@ int main(int argc, char **argv) {
         }
     }
     double tok_s = (double)B * T * steps / tall;
-    double fpt = model_flops_per_token(&s, T);
+    double fpt = lora_flops_per_token(&s, &lo, T);   /* = model_flops_per_token without LoRA */
     double a2a = (comm_bytes_alltoall - a2a0) / steps, ar = (comm_bytes_allreduce - ar0) / steps;
     double slots = (comm_slots_offrank - slots0) / steps;
     double slin = (comm_slots_fromrank - slin0) / steps;

@@ -806,7 +806,7 @@ int train_run(const Config *c, const Comm *comm, const TrainOptions *opt, MoeErr
         goto fail;
     }
     const ModelShape *shape = &tr.model.s;
-    const double flops_tok = model_flops_per_token(shape, tr.T);
+    const double flops_tok = lora_flops_per_token(shape, &tr.model.lora, tr.T);
     /* MFU denominator: the machine's sgemm rate on this model's training-shaped products
      * (per-rank batch), measured once here with the thread count the run uses. */
     double sgemm_gflops = mfu_sgemm_rate(shape, tr.Bl * tr.T, 2);
