@@ -45,8 +45,8 @@ int finetune_load_base(const char *base, const char *key, const Config *c, Model
         return moe_hintf(err, "fine-tuning keeps the base's model.* and moe.n_experts / "
                               "top_k / hidden: copy them from the base run's config");
     }
-    uint64_t s = 0;
-    if (ckpt_file_checksum(base, &s, err)) return -1;
+    uint64_t s = 0;   /* reading the whole file: only when someone needs the checksum */
+    if ((want_sum || sum) && ckpt_file_checksum(base, &s, err)) return -1;
     if (want_sum && s != *want_sum) {
         moe_errorf(err, "%s: the base checkpoint %s has changed: its checksum is %016" PRIx64
                    " but %s was trained on a base with checksum %016" PRIx64, key, base, s,

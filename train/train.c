@@ -553,7 +553,7 @@ static int trainer_finetune(Trainer *tr, const Config *c, const Comm *comm, MoeE
     if (!base) return 0;
     uint64_t th = 0;
     int bad = finetune_load_base(base, "finetune.init_from", c, &tr->model, NULL, NULL,
-                                 &tr->base_sum, &th, err);
+                                 tr->lora ? &tr->base_sum : NULL, &th, err);
     if (!bad && th != tok_hash(&tr->data.tok)) {
         moe_errorf(err, "finetune.init_from: %s was trained with a different tokenizer than %s",
                    base, c->data.tokenizer);
