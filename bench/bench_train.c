@@ -20,6 +20,10 @@
  *    step runs): after 1-4, the same model also steps in that setting on a second tape,
  *    the two settings' timed steps interleaved one by one, so both tokens/s come from the
  *    same minutes of a shared machine; the second setting's arena and plan bytes are printed.
+ * 6. LoRA fine-tuning (--set finetune.lora_rank=8 ...): the same step with adapters on a
+ *    frozen, randomly initialised base (no init_from is read), to compare with the full
+ *    fine-tuning step of the same config (lora_rank 0, every weight trained). CPU seconds
+ *    per step are printed next to wall time: on a shared machine they measure the work.
  * 6. With R > 1: bytes per step each rank sent through all-to-alls (to other ranks) and
  *    handed to all-reduces, against what the routing predicts: a rank sends C floats for
  *    each slot it routed to an expert on another rank (forward there, backward gradient
@@ -34,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include "autograd/blas.h"
 #include "layers/model.h"
@@ -82,13 +87,21 @@ typedef struct Bench {
     float bias_rate;   /* moe.bias_update_rate when the model balances with a bias, else 0 */
 } Bench;
 
-typedef struct StepTimes { double f, b, r, o, all; } StepTimes;
+/* CPU seconds used by this process so far (all its threads): on a machine shared with
+ * other jobs this measures the work of a step where wall time measures the contention. */
+static double cpu_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+typedef struct StepTimes { double f, b, r, o, all, cpu; } StepTimes;
 
 /* One training step (forward, backward, gradient all-reduce + norm, AdamW) on tape t;
  * adds its times to acc when acc is not NULL. Step 0 of a tape compacts its arena after. */
 static void bench_step(const Bench *bn, Tape *t, const StepCtx *proto, int st, StepTimes *acc) {
     comm_barrier(bn->comm);
-    double t0 = moe_now();
+    double t0 = moe_now(), c0 = cpu_seconds();
     params_zero_grad(&bn->m->ps);
     tape_reset(t, true);
     t->region_t0 = moe_now();
@@ -118,6 +131,7 @@ static void bench_step(const Bench *bn, Tape *t, const StepCtx *proto, int st, S
         acc->r += t3 - t2;
         acc->o += t4 - t3;
         acc->all += t4 - t0;
+        acc->cpu += cpu_seconds() - c0;
     }
 }
 
@@ -125,6 +139,7 @@ static const char *setting_name(const StepCtx *c, char *buf, size_t cap) {
     snprintf(buf, cap, "train.recompute=%s train.loss_chunk=%d", c->recompute ? "true" : "false",
              c->loss_chunk);
     return buf;
+
 }
 
 int main(int argc, char **argv) {
@@ -197,7 +212,13 @@ int main(int argc, char **argv) {
     /* ---- 2. training steps ---- */
     Model m;
     int El = s.E > 0 ? s.E / comm.ep : 0;
-    model_init(&m, &s, comm.ep_rank * El, El, 1);
+    LoraSpec lo;
+    train_lora_spec(&c, &lo);
+    model_init_lora(&m, &s, &lo, comm.ep_rank * El, El, 1);
+    if (root)
+        printf("%s: %zu of %zu parameters trainable on rank 0\n",
+               lo.rank > 0 ? "LoRA fine-tuning (frozen random base)" : "every weight trained",
+               params_count(&m.ps, true), params_count(&m.ps, false));
     struct MoeExchange ex = {.comm = &comm};
     if (comm.size > 1 && s.E > 0) m.exchange = &ex;
     m.use_router_bias = s.E > 0 && c.moe.bias_update_rate > 0;   /* as the trainer */
@@ -216,7 +237,7 @@ int main(int argc, char **argv) {
     const StepCtx proto = {.train = true, .seed = 1, .token_base = (long)comm.rank * N,
                            .loss_scale = 1.0f, .recompute = c.train.recompute,
                            .loss_chunk = c.train.loss_chunk};
-    StepTimes acc = {0, 0, 0, 0, 0};
+    StepTimes acc = {0, 0, 0, 0, 0, 0};
     double a2a0 = 0, ar0 = 0, slots0 = 0, slin0 = 0, ta2a0 = 0, tar0 = 0;
     size_t calls0 = 0;
     for (int st = 0; st < warmup + steps; st++) {
@@ -235,7 +256,7 @@ int main(int argc, char **argv) {
     }
     const double tf = acc.f, tb = acc.b, tr = acc.r, to = acc.o, tall = acc.all;
     double tok_s = (double)B * T * steps / tall;
-    double fpt = model_flops_per_token(&s, T);
+    double fpt = lora_flops_per_token(&s, &lo, T);   /* = model_flops_per_token without LoRA */
     double a2a = (comm_bytes_alltoall - a2a0) / steps, ar = (comm_bytes_allreduce - ar0) / steps;
     double slots = (comm_slots_offrank - slots0) / steps;
     double slin = (comm_slots_fromrank - slin0) / steps;
@@ -257,6 +278,8 @@ int main(int argc, char **argv) {
         printf("training: %.0f tokens/s over %d steps (%.3f s/step: forward %.3f, backward "
                "%.3f, gradient all-reduce + norm %.3f, optimizer %.3f)\n", tok_s, steps,
                tall / steps, tf / steps, tb / steps, tr / steps, to / steps);
+        printf("CPU time: %.3f s per step on rank 0 (all its threads; wall time above)\n",
+               acc.cpu / steps);
         printf("time split per step (forward + backward):\n");
         for (int r = 0; r < REGION_COUNT; r++)
             printf("  %-38s %.3f s (%.3f + %.3f)\n", model_region_names[r],
@@ -274,12 +297,13 @@ int main(int argc, char **argv) {
                "%.1f MiB\n", allocs, mib((double)moe_peak_bytes()));
         const double peak = rss_peak();
         const double parts[6] = {
-            rss_start, rss_blas, 16.0 * (double)(m.ps.blocks[0].n + m.ps.blocks[1].n),
+            rss_start, rss_blas, 4.0 * (double)(m.ps.blocks[0].n + m.ps.blocks[1].n) +
+                12.0 * (double)(m.ps.blocks[0].gn + m.ps.blocks[1].gn),
             tape_arena_bytes(&t), sub_arena_bytes(&t), plan_bytes(&t)};
         const char *const part_names[6] = {
             "program, shared libraries, MPI (resident at start)",
             "OpenBLAS buffers (growth over the sgemm-rate run)",
-            "parameters + gradients + AdamW moments",
+            "parameters + gradients + AdamW moments (trainable)",
             "tape arena (kept activations, high water)",
             "recomputation arena (one layer, high water)",
             "activation-gradient plans"};
@@ -300,16 +324,16 @@ int main(int argc, char **argv) {
             slin /= plans;
             double P = comm.ep, uniform = 2.0 * xfers * s.L * N * s.K * (P - 1) / P * s.C * 4.0;
             double routed = xfers * (slots + slin) * s.C * 4.0;
-            double ar_pred = 4.0 * (double)m.ps.blocks[PBLOCK_DENSE].n +
-                             (comm.edp > 1 ? 4.0 * (double)m.ps.blocks[PBLOCK_EXPERT].n : 0.0);
+            double ar_pred = 4.0 * (double)m.ps.blocks[PBLOCK_DENSE].gn +
+                             (comm.edp > 1 ? 4.0 * (double)m.ps.blocks[PBLOCK_EXPERT].gn : 0.0);
             printf("rank 0 per step: all-to-all %.2f MB sent (routing predicts %.2f MB: %.0f "
                    "slots out + %.0f in, x %.0f transfers x C floats; uniform routing %.2f MB) "
                    "in %.3f s\n", a2a / 1e6, routed / 1e6, slots, slin, xfers, uniform / 1e6,
                    ta2a);
             printf("rank 0 per step: all-reduce %.2f MB handed to MPI (dense %.2f MB + "
                    "expert %.2f MB = %.2f MB predicted) in %.3f s\n", ar / 1e6,
-                   4.0 * (double)m.ps.blocks[PBLOCK_DENSE].n / 1e6,
-                   comm.edp > 1 ? 4.0 * (double)m.ps.blocks[PBLOCK_EXPERT].n / 1e6 : 0.0,
+                   4.0 * (double)m.ps.blocks[PBLOCK_DENSE].gn / 1e6,
+                   comm.edp > 1 ? 4.0 * (double)m.ps.blocks[PBLOCK_EXPERT].gn / 1e6 : 0.0,
                    ar_pred / 1e6, tar);
         }
     }
@@ -322,7 +346,7 @@ int main(int argc, char **argv) {
         tape_init(&t2, 0);
         t.profile = false;
         for (int st = 0; st < warmup; st++) bench_step(&bn, &t2, &proto2, st, NULL);
-        StepTimes a1 = {0, 0, 0, 0, 0}, a2 = {0, 0, 0, 0, 0};
+        StepTimes a1 = {0, 0, 0, 0, 0, 0}, a2 = {0, 0, 0, 0, 0, 0};
         for (int st = warmup; st < warmup + steps; st++) {
             bench_step(&bn, &t, &proto, st, &a1);
             bench_step(&bn, &t2, &proto2, st, &a2);

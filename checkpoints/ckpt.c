@@ -20,6 +20,7 @@
 
 #include "checkpoints/h5io.h"
 #include "data/tokenizer.h"
+#include "layers/lora.h"
 
 #define CKPT_NAME_MAX 256
 #define CKPT_ROUTER_BIAS "state/router_bias"
@@ -44,8 +45,17 @@ static void dset_name(int copy, const char *name, char *out, size_t cap) {
     ASSERT(k > 0 && (size_t)k < cap, "dataset name too long: %s", name);
 }
 
-static const float *block_copy(const ParamBlock *b, int copy) {
-    return copy == COPY_DATA ? b->data : copy == COPY_M ? b->m : b->v;
+/* Where tensor p's values (COPY_DATA, at p->off) or moments (at p->goff) start. */
+static float *tensor_copy(const ParamBlock *b, const Param *p, int copy) {
+    return copy == COPY_DATA ? b->data + p->off : (copy == COPY_M ? b->m : b->v) + p->goff;
+}
+
+/* Which tensors of a model a file holds / a load reads: all (full checkpoints), the
+ * trainable ones (adapter checkpoints), or all but the adapters (the base of a LoRA
+ * model). */
+enum { SEL_ALL, SEL_TRAINABLE, SEL_BASE };
+static bool selected(const Param *p, int sel) {
+    return sel == SEL_ALL || (sel == SEL_TRAINABLE ? p->trainable : !lora_is_adapter(p->name));
 }
 
 /* ---- writing ---- */
@@ -54,6 +64,7 @@ typedef struct Writer {
     int64_t file;
     const char *path;    /* the temporary's path, for messages */
     bool optim;          /* moments are written */
+    bool adapter;        /* adapter checkpoint: trainable tensors only */
     MoeErr *err;
 } Writer;
 
@@ -97,6 +108,9 @@ static int write_state(Writer *w, const Config *c, const Model *m, const CkptMet
         h5io_attr_put_i64(f, p, "has_optimizer", w->optim ? 1 : 0, err) ||
         h5io_attr_put_str(f, p, "config_name", c->name ? c->name : "default", err))
         return -1;
+    if (meta->adapter && (h5io_attr_put_str(f, p, "base_path", meta->base_path, err) ||
+                          h5io_attr_put_u64(f, p, "base_checksum", meta->base_checksum, err)))
+        return -1;
     char *yaml = config_to_yaml(c);
     uint64_t n = strlen(yaml);
     int rc = h5io_write(f, p, "config", false, 1, &n, yaml, err);
@@ -121,14 +135,16 @@ static int write_model(Writer *w, const Model *m) {
     for (int i = 0; i < ps->count; i++) {
         const Param *p = &ps->p[i];
         const ParamBlock *b = &ps->blocks[p->block];
+        if (!selected(p, w->adapter ? SEL_TRAINABLE : SEL_ALL)) continue;
         const bool moments = w->optim && p->trainable;
         if (is_stacked_expert(p)) {
             ASSERT(p->t.ndim == 3 && p->t.shape[0] == m->e_local, "expert tensor %s", p->name);
             const size_t per = (size_t)p->t.shape[1] * (size_t)p->t.shape[2];
             for (int e = 0; e < m->e_local; e++) {
-                const size_t o = p->off + (size_t)e * per;
-                if (write_expert(w, p->name, m->e_first + e, b->data + o,
-                                 moments ? b->m + o : NULL, moments ? b->v + o : NULL,
+                const size_t o = (size_t)e * per;
+                if (write_expert(w, p->name, m->e_first + e, tensor_copy(b, p, COPY_DATA) + o,
+                                 moments ? tensor_copy(b, p, COPY_M) + o : NULL,
+                                 moments ? tensor_copy(b, p, COPY_V) + o : NULL,
                                  p->t.shape[1], p->t.shape[2]))
                     return -1;
             }
@@ -137,7 +153,7 @@ static int write_model(Writer *w, const Model *m) {
         uint64_t dims[4];
         for (int d = 0; d < p->t.ndim; d++) dims[d] = (uint64_t)p->t.shape[d];
         for (int copy = 0; copy < (moments ? COPY_COUNT : 1); copy++)
-            if (write_tensor(w, copy, p->name, block_copy(b, copy) + p->off, p->t.ndim, dims))
+            if (write_tensor(w, copy, p->name, tensor_copy(b, p, copy), p->t.ndim, dims))
                 return -1;
     }
     return 0;
@@ -170,7 +186,8 @@ int ckpt_save(const char *path, const Config *c, const Model *m, const CkptMeta 
     size_t tl = strlen(path) + 8;
     char *tmp = moe_malloc(tl);
     snprintf(tmp, tl, "%s.tmp", path);
-    Writer w = {.file = -1, .path = tmp, .optim = with_optimizer, .err = err};
+    Writer w = {.file = -1, .path = tmp, .optim = with_optimizer, .adapter = meta->adapter,
+                .err = err};
     const char *step = NULL;
     /* Create the temporary ourselves first: the OS reason (no such directory, permission
      * denied) is clearer than HDF5's. */
@@ -253,6 +270,12 @@ static int read_meta(int64_t f, const char *path, CkptMeta *meta, MoeErr *err) {
     if (h5io_attr_get_i64(f, path, "has_optimizer", &has_opt, err)) return -1;
     t.has_optimizer = has_opt != 0;
     t.has_router_bias = h5io_exists(f, CKPT_ROUTER_BIAS) == 1;
+    if (h5io_attr_exists(f, "base_checksum")) {   /* an adapter checkpoint */
+        t.adapter = true;
+        if (h5io_attr_get_u64(f, path, "base_checksum", &t.base_checksum, err) ||
+            h5io_attr_get_str(f, path, "base_path", t.base_path, sizeof t.base_path, err))
+            return -1;
+    }
     if (meta) *meta = t;
     return 0;
 }
@@ -339,14 +362,15 @@ static void expect_add(ExpectList *l, int copy, const char *name, float *dst, in
     for (int d = 0; d < ndim; d++) x->dims[d] = (uint64_t)shape[d];
 }
 
-static void expect_model(ExpectList *l, Model *m, bool optim) {
+static void expect_model(ExpectList *l, Model *m, bool optim, int sel) {
     ParamSet *ps = &m->ps;
     for (int i = 0; i < ps->count; i++) {
         Param *p = &ps->p[i];
         ParamBlock *b = &ps->blocks[p->block];
+        if (!selected(p, sel)) continue;
         int ncopy = optim && p->trainable ? COPY_COUNT : 1;
         for (int copy = 0; copy < ncopy; copy++) {
-            float *base = (float *)block_copy(b, copy) + p->off;
+            float *base = tensor_copy(b, p, copy);
             if (!is_stacked_expert(p)) {
                 expect_add(l, copy, p->name, base, p->t.ndim, p->t.shape);
                 continue;
@@ -361,7 +385,10 @@ static void expect_model(ExpectList *l, Model *m, bool optim) {
     }
 }
 
-int ckpt_load(const char *path, Model *m, CkptMeta *meta, bool load_optimizer, MoeErr *err) {
+/* Shared by ckpt_load and ckpt_load_base: check the file against m, then read the
+ * selected tensors (and moments). */
+static int load_sel(const char *path, Model *m, CkptMeta *meta, bool load_optimizer, bool base,
+                    MoeErr *err) {
     int64_t f;
     if (open_checked(path, &f, err)) return -1;
     ExpectList l = {0};
@@ -377,13 +404,29 @@ int ckpt_load(const char *path, Model *m, CkptMeta *meta, bool load_optimizer, M
         moe_hintf(err, "moe.n_experts must match the checkpoint's config");
         goto fail;
     }
+    const bool lora = m->lora.rank > 0;
+    if (t.adapter && (base || !lora)) {
+        moe_errorf(err, "%s: this is a LoRA adapter checkpoint (base %s): it holds only the "
+                   "adapters, not a whole model", path, t.base_path);
+        moe_hintf(err, "%s", base ? "finetune.init_from must name a full checkpoint (e.g. the "
+                  "base run's), not another fine-tuning run's" : "load it through its LoRA "
+                  "config (moetrain export / logits / --resume read the base themselves)");
+        goto fail;
+    }
+    if (!t.adapter && lora && !base) {
+        moe_errorf(err, "%s: this is a full checkpoint, but the model has LoRA adapters "
+                   "(finetune.lora_rank %d)", path, m->lora.rank);
+        moe_hintf(err, "a LoRA run starts from its base with finetune.init_from and resumes "
+                       "only its own adapter checkpoints");
+        goto fail;
+    }
     if (load_optimizer && !has_opt) {
         moe_errorf(err, "%s: the checkpoint has no optimizer state", path);
         moe_hintf(err, "it was saved for inference/export; load it without optimizer state "
                        "(fresh AdamW moments) or pick a training checkpoint");
         goto fail;
     }
-    expect_model(&l, m, load_optimizer);
+    expect_model(&l, m, load_optimizer, base ? SEL_BASE : t.adapter ? SEL_TRAINABLE : SEL_ALL);
     /* All checks first, so a mismatched file leaves the model untouched. */
     for (size_t i = 0; i < l.n; i++)
         if (h5io_check(f, path, l.v[i].dset, true, l.v[i].ndim, l.v[i].dims, err)) goto fail;
@@ -413,6 +456,44 @@ fail:
     moe_free(l.v);
     h5io_close(f, path, NULL);
     return -1;
+}
+
+int ckpt_load(const char *path, Model *m, CkptMeta *meta, bool load_optimizer, MoeErr *err) {
+    return load_sel(path, m, meta, load_optimizer, false, err);
+}
+
+int ckpt_load_base(const char *path, Model *m, MoeErr *err) {
+    return load_sel(path, m, NULL, false, true, err);
+}
+
+int ckpt_file_checksum(const char *path, uint64_t *sum, MoeErr *err) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        moe_errorf(err, "%s: cannot open: %s", path, strerror(errno));
+        return moe_hintf(err, "check the path and its permissions");
+    }
+    enum { CHUNK = 1 << 20 };
+    uint8_t *buf = moe_malloc(CHUNK);
+    uint64_t h = 1469598103934665603ULL, len = 0;
+    size_t got;
+    while ((got = fread(buf, 1, CHUNK, fp)) > 0) {
+        len += got;
+        for (size_t i = 0; i < got; i += 8) {
+            uint64_t w = 0;
+            for (size_t k = 0; k < 8 && i + k < got; k++) w |= (uint64_t)buf[i + k] << (8 * k);
+            h = moe_hash64(h ^ w);
+        }
+        /* a chunk ends on a word boundary (CHUNK % 8 == 0) unless it is the last one */
+    }
+    int bad = ferror(fp);
+    fclose(fp);
+    moe_free(buf);
+    if (bad) {
+        moe_errorf(err, "%s: read failed", path);
+        return moe_hintf(err, "check the file and the disk");
+    }
+    *sum = moe_hash64(h ^ len);
+    return 0;
 }
 
 /* ---- inspection ---- */

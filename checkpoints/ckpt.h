@@ -18,6 +18,10 @@
  *   /state/router_bias   float32 (L, E)  the selection-only expert bias of aux-loss-free
  *                        balancing (layers/router_bias.h); present only when the model
  *                        routes with it (Model.use_router_bias)
+ * An adapter checkpoint (LoRA fine-tuning, checkpoints/finetune.h) has the same layout with
+ * only the model's trainable tensors under /params and /optim, and two more attributes of
+ * "/": base_path (string) and base_checksum (uint64), naming the full checkpoint that holds
+ * the frozen rest.
  *
  * Experts: our stacked (E_local, F, C) tensor "...experts.{e}.w1.weight" is stored as one
  * (F, C) dataset per expert with {e} replaced by the GLOBAL expert index, so a file does not
@@ -61,6 +65,13 @@ typedef struct CkptMeta {
                                  with_optimizer decides it when writing) */
     bool has_router_bias;     /* read only: the file holds /state/router_bias (written when
                                  the model's use_router_bias is set) */
+    /* LoRA fine-tuning: an adapter checkpoint (attributes base_path, base_checksum) holds
+     * only the model's TRAINABLE tensors (adapters and any base tensor the config unfroze)
+     * and their moments; the frozen rest is the full checkpoint base_path, whose bytes
+     * hash to base_checksum (ckpt_file_checksum). false: a full checkpoint (default). */
+    bool adapter;
+    uint64_t base_checksum;
+    char base_path[1024];
 } CkptMeta;
 
 /* What `moetrain ckpt info` shows; filled by ckpt_inspect. */
@@ -82,7 +93,8 @@ typedef struct CkptInfo {
 /* Write a checkpoint of model m to path, atomically (see above). c is the run's effective
  * config (stored as YAML), meta the run state, tokenizer_path the tokenizer file whose bytes
  * are stored (required). Stores the values of every parameter, and when with_optimizer the
- * AdamW moments (m->ps.blocks[*].m, .v) of every trainable parameter. Experts: the
+ * AdamW moments (m->ps.blocks[*].m, .v) of every trainable parameter; with meta->adapter
+ * only the trainable tensors (and their moments), plus the base attributes. Experts: the
  * m->e_local experts held, under global indices m->e_first + i (one process: all of them).
  * The directory of path must exist (ckpt_prepare_dir). Fails (-1, err naming the file and
  * the dataset or OS call, with hint) on any I/O or HDF5 error; then neither path nor
@@ -92,8 +104,9 @@ int ckpt_save(const char *path, const Config *c, const Model *m, const CkptMeta 
               const char *tokenizer_path, bool with_optimizer, MoeErr *err);
 
 /* Quick validation: opens the file, checks magic and format version and reads the meta
- * attributes into *meta (may be NULL). Reads no tensor data. Fails (-1, err) on a missing,
- * truncated or foreign file or an unsupported version. */
+ * attributes into *meta (may be NULL; the adapter fields from the optional base attributes).
+ * Reads no tensor data. Fails (-1, err) on a missing, truncated or foreign file or an
+ * unsupported version. */
 int ckpt_read_meta(const char *path, CkptMeta *meta, MoeErr *err);
 
 /* The config stored in the file, parsed by config_load_text (errors located as
@@ -119,6 +132,21 @@ int ckpt_read_tokenizer(const char *path, uint8_t **bytes, size_t *n, MoeErr *er
  * m->router_bias is zeroed and use_router_bias left as the caller set it (a run that turns
  * the option on over an older checkpoint starts its bias at zero). */
 int ckpt_load(const char *path, Model *m, CkptMeta *meta, bool load_optimizer, MoeErr *err);
+/* Adapter checkpoints: ckpt_load reads only m's trainable tensors (m must have been built
+ * with the file's LoRA spec; its frozen base must be loaded first with ckpt_load_base).
+ * A full checkpoint into a model with adapters, or an adapter checkpoint into one without,
+ * fails naming the file. */
+
+/* The base of a LoRA model: every tensor of m except the adapters, values only, from the
+ * FULL checkpoint path (an adapter checkpoint fails with a hint). Same checks as
+ * ckpt_load. */
+int ckpt_load_base(const char *path, Model *m, MoeErr *err);
+
+/* 64-bit checksum of a file's bytes (the base_checksum of adapter checkpoints): read as
+ * little-endian 64-bit words (the last one zero-padded), h = splitmix64(h ^ word) from
+ * h = the FNV-1a offset basis, then h = splitmix64(h ^ length). Fails (-1, err naming the
+ * file and the OS reason). */
+int ckpt_file_checksum(const char *path, uint64_t *sum, MoeErr *err);
 
 /* Read and checksum-verify EVERY dataset in the file and summarise it (for `ckpt info`).
  * *info is overwritten; release with ckpt_info_free (also after a failure). */

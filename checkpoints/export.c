@@ -14,6 +14,7 @@
 
 #include "checkpoints/ckpt.h"
 #include "layers/router_bias.h"
+#include "checkpoints/finetune.h"
 #include "train/config.h"
 #include "train/json.h"
 #include "train/train.h"
@@ -184,13 +185,27 @@ static int tok_from_strings(Tokenizer *t, const char *const *tok, const size_t *
 
 /* ------------------------------------------------------------------ checkpoint loading */
 
-/* Read config, weights and tokenizer of an HDF5 checkpoint into m (all experts). */
-static int load_ckpt(const char *path, Config *c, Model *m, Tokenizer *tok, MoeErr *err) {
-    if (ckpt_read_meta(path, NULL, err) || ckpt_read_config(path, c, err)) return -1;
+/* Read config, weights and tokenizer of an HDF5 checkpoint into m (all experts). An adapter
+ * checkpoint is loaded on top of its base (checkpoints/finetune.h); with merge its adapters
+ * are then folded into the weights, so m is a plain model (what the exporters write),
+ * otherwise m keeps them (inference runs base + adapters). */
+static int load_ckpt(const char *path, Config *c, Model *m, Tokenizer *tok, bool merge,
+                     MoeErr *err) {
+    CkptMeta meta;
+    if (ckpt_read_meta(path, &meta, err) || ckpt_read_config(path, c, err)) return -1;
     ModelShape s;
     train_model_shape(c, &s);
-    model_init(m, &s, 0, s.E, 0);
-    if (ckpt_load(path, m, NULL, false, err)) return -1;
+    if (meta.adapter) {
+        Model lm;
+        int bad = finetune_load_model(path, &meta, c, &lm, err);
+        if (!bad && merge) finetune_merge(&lm, m);
+        if (!bad && !merge) *m = lm;
+        else model_free(&lm);
+        if (bad) return -1;
+    } else {
+        model_init(m, &s, 0, s.E, 0);
+        if (ckpt_load(path, m, NULL, false, err)) return -1;
+    }
     uint8_t *b = NULL;
     size_t n = 0;
     if (ckpt_read_tokenizer(path, &b, &n, err)) return -1;
@@ -432,7 +447,7 @@ int export_hf(const char *ckpt_path, const char *outdir, const ExportHfOptions *
                        "overwrites)");
         goto done;
     }
-    if (load_ckpt(ckpt_path, &c, &m, &tok, err) || check_expressible(ckpt_path, &c, false, err))
+    if (load_ckpt(ckpt_path, &c, &m, &tok, true, err) || check_expressible(ckpt_path, &c, false, err))
         goto done;
     if (refuse_router_bias(ckpt_path, &c, &m, "Hugging Face Mixtral", err)) goto done;
     if (check_router_exportable(&c, ckpt_path, "Hugging Face Mixtral", err)) goto done;
@@ -524,6 +539,110 @@ done:
     return rc;
 }
 
+/* ------------------------------------------------------------------ PEFT adapters */
+
+int export_peft(const char *ckpt_path, const char *outdir, StDtype dtype, MoeErr *err) {
+    Config c;
+    Model m;
+    memset(&c, 0, sizeof c);
+    memset(&m, 0, sizeof m);
+    char tmpdir[4096] = "", path[4200];
+    StTensorIn *ts = NULL;
+    char (*names)[192] = NULL;
+    int rc = -1;
+    struct stat st;
+    CkptMeta meta;
+    if (stat(outdir, &st) == 0) {
+        moe_errorf(err, "%s: already exists", outdir);
+        moe_hintf(err, "remove it or choose another output directory (an export never "
+                       "overwrites)");
+        goto done;
+    }
+    if (ckpt_read_meta(ckpt_path, &meta, err) || ckpt_read_config(ckpt_path, &c, err)) goto done;
+    if (!meta.adapter) {
+        moe_errorf(err, "%s: --adapters-only needs a LoRA adapter checkpoint; this is a full "
+                   "checkpoint", ckpt_path);
+        moe_hintf(err, "export it without --adapters-only, or pick a checkpoint of a run with "
+                       "finetune.lora_rank > 0");
+        goto done;
+    }
+    if (c.finetune.train_router || c.finetune.train_experts) {
+        moe_errorf(err, "%s: the run also trained base tensors (finetune.train_router / "
+                   "train_experts), which PEFT adapters cannot carry", ckpt_path);
+        moe_hintf(err, "export the merged model instead (without --adapters-only)");
+        goto done;
+    }
+    /* the adapters alone: the base's values are not needed (and not read) */
+    ModelShape s;
+    LoraSpec lo;
+    train_model_shape(&c, &s);
+    train_lora_spec(&c, &lo);
+    model_init_lora(&m, &s, &lo, 0, s.E, 0);
+    if (ckpt_load(ckpt_path, &m, NULL, false, err)) goto done;
+    snprintf(tmpdir, sizeof tmpdir, "%s.tmp-XXXXXX", outdir);
+    if (!mkdtemp(tmpdir)) {
+        moe_errorf(err, "%s: cannot create the output directory: %s", outdir, strerror(errno));
+        moe_hintf(err, "check that the parent directory exists and is writable");
+        tmpdir[0] = 0;
+        goto done;
+    }
+    /* PEFT names: base_model.model.<our name>; lora_A (r, d_in), lora_B (d_out, r) */
+    size_t n = 0;
+    ts = moe_calloc(sizeof(StTensorIn) * (size_t)m.ps.count);
+    names = moe_calloc(sizeof *names * (size_t)m.ps.count);
+    for (int i = 0; i < m.ps.count; i++) {
+        const Param *p = &m.ps.p[i];
+        if (!lora_is_adapter(p->name)) continue;
+        snprintf(names[n], sizeof names[n], "base_model.model.%s", p->name);
+        ts[n] = (StTensorIn){names[n], p->t.data, 2, {p->t.shape[0], p->t.shape[1], 0, 0}};
+        n++;
+    }
+    static const char *const stmeta[] = {"format", "pt", NULL};
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", tmpdir);
+    if (st_write_file(path, ts, n, dtype, stmeta, err)) goto done;
+    snprintf(path, sizeof path, "%s/adapter_config.json", tmpdir);
+    DataAtomicFile af;
+    if (data_atomic_open(&af, path, err)) goto done;
+    char alpha[64], drop[64];
+    fmt_num(alpha, sizeof alpha, c.finetune.lora_alpha);
+    fmt_num(drop, sizeof drop, c.finetune.lora_dropout);
+    fprintf(af.fp, "{\n  \"peft_type\": \"LORA\",\n  \"task_type\": \"CAUSAL_LM\",\n"
+                   "  \"base_model_name_or_path\": ");
+    json_str(af.fp, meta.base_path, strlen(meta.base_path));
+    fprintf(af.fp, ",\n  \"r\": %d,\n  \"lora_alpha\": %s,\n  \"lora_dropout\": %s,\n"
+                   "  \"target_modules\": [", lo.rank, alpha, drop);
+    for (int t = 0, k = 0; t < LORA_N_TARGETS; t++)
+        if (lo.targets & (1u << t))
+            fprintf(af.fp, "%s\"%s\"", k++ ? ", " : "", lora_target_names[t]);
+    fprintf(af.fp, "],\n  \"bias\": \"none\",\n  \"fan_in_fan_out\": false,\n"
+                   "  \"use_rslora\": false,\n  \"use_dora\": false,\n"
+                   "  \"init_lora_weights\": true,\n  \"inference_mode\": true,\n"
+                   "  \"modules_to_save\": null,\n  \"layers_to_transform\": null,\n"
+                   "  \"revision\": null\n}\n");
+    if (data_atomic_commit(&af, err)) goto done;
+    mode_t um = umask(0);   /* mkdtemp made it 0700: give it mkdir's permissions */
+    umask(um);
+    chmod(tmpdir, 0777 & ~um);
+    fsync_path(tmpdir);
+    if (rename(tmpdir, outdir) != 0) {
+        moe_errorf(err, "%s: cannot rename %s into place: %s", outdir, tmpdir, strerror(errno));
+        moe_hintf(err, "remove %s if it was created meanwhile and export again", outdir);
+        goto done;
+    }
+    tmpdir[0] = 0;
+    char parent[4096];
+    parent_of(outdir, parent, sizeof parent);
+    fsync_path(parent);
+    rc = 0;
+done:
+    if (rc && tmpdir[0]) remove_tree_flat(tmpdir);
+    moe_free(ts);
+    moe_free(names);
+    model_free(&m);
+    config_free(&c);
+    return rc;
+}
+
 /* ------------------------------------------------------------------ GGUF names */
 
 /* llama.cpp's name for parameter p (stacked experts as one tensor). Returns false for
@@ -579,7 +698,7 @@ int export_gguf(const char *ckpt_path, const char *out_path, GgmlType type, MoeE
     char **strs = NULL;
     int n_strs = 0;
     int rc = -1;
-    if (load_ckpt(ckpt_path, &c, &m, &tok, err) || check_expressible(ckpt_path, &c, true, err))
+    if (load_ckpt(ckpt_path, &c, &m, &tok, true, err) || check_expressible(ckpt_path, &c, true, err))
         goto done;
     if (refuse_router_bias(ckpt_path, &c, &m, "GGUF (llama)", err)) goto done;
     if (check_router_exportable(&c, ckpt_path, "GGUF (llama)", err)) goto done;
@@ -995,7 +1114,7 @@ int model_source_load(ModelSource *src, const char *path, MoeErr *err) {
             src->kind = SRC_CKPT;
             Config c;
             memset(&c, 0, sizeof c);
-            rc = load_ckpt(path, &c, &src->model, &src->tok, err);
+            rc = load_ckpt(path, &c, &src->model, &src->tok, false, err);
             src->has_tok = rc == 0;
             src->context_len = c.train.seq_len;
             config_free(&c);

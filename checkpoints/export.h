@@ -23,9 +23,14 @@
  * row s*D/2 + j (s in {0,1}, j < D/2), as convert_hf_to_gguf.py's permute does (k with
  * the kv head count). Norm gains and the router stay f32 in f16/q8_0 files.
  *
+ * LoRA adapter checkpoints (checkpoints/finetune.h): export_hf and export_gguf load the
+ * base the checkpoint names (checksum verified) and write the MERGED model, each adapted
+ * weight replaced by W + (alpha/r) B A; export_peft writes the adapters alone in PEFT's
+ * layout.
+ *
  * Only moe.router: topk models export (the formats route top-k); others are refused.
  * Non-goals: exporting a checkpoint written by an expert-parallel run with missing experts
- * (ckpt files always hold all experts), LoRA merging, tokenizers other than ours.
+ * (ckpt files always hold all experts), tokenizers other than ours.
  */
 #ifndef MOE_EXPORT_H
 #define MOE_EXPORT_H
@@ -57,6 +62,16 @@ int export_hf(const char *ckpt_path, const char *outdir, const ExportHfOptions *
  * model whose moe.router is not topk. */
 int export_gguf(const char *ckpt_path, const char *out_path, GgmlType type, MoeErr *err);
 
+/* The adapters of a LoRA adapter checkpoint as a PEFT adapter directory outdir (new, built
+ * as OUTDIR.tmp-XXXXXX and renamed like export_hf): adapter_model.safetensors with
+ * "base_model.model.model.layers.{l}.self_attn.{q,k,v,o}_proj.lora_A.weight" (r, d_in) and
+ * "...lora_B.weight" (d_out, r) in dtype, and adapter_config.json (peft_type LORA,
+ * task_type CAUSAL_LM, r, lora_alpha, lora_dropout, target_modules, bias "none",
+ * fan_in_fan_out false, base_model_name_or_path = the base checkpoint's path). The base is
+ * not read. Fails (-1, err) on a full checkpoint, on a run that also trained base tensors
+ * (PEFT adapters cannot hold them: export merged instead), and like export_hf. */
+int export_peft(const char *ckpt_path, const char *outdir, StDtype dtype, MoeErr *err);
+
 /* ---- loading a model from a checkpoint, an HF export directory or a GGUF file ---- */
 
 typedef enum { SRC_CKPT, SRC_HF, SRC_GGUF } ModelSourceKind;
@@ -64,7 +79,8 @@ typedef enum { SRC_CKPT, SRC_HF, SRC_GGUF } ModelSourceKind;
 typedef struct ModelSource {
     ModelSourceKind kind;
     Model model;               /* all experts local; capacity_factor 0 (kept for expert
-                                  choice), router noise off */
+                                  choice), router noise off; a LoRA adapter checkpoint:
+                                  base + adapters (unmerged) */
     Tokenizer tok;             /* loaded when has_tok */
     bool has_tok;
     int context_len;           /* train.seq_len / max_position_embeddings / context_length */

@@ -424,6 +424,12 @@ static int attr_get(int64_t file, const char *path, const char *name, hid_t mtyp
     return 0;
 }
 
+int h5io_attr_exists(int64_t file, const char *name) {
+    htri_t ex = H5Aexists((hid_t)file, name);
+    if (ex < 0) H5Eclear2(H5E_DEFAULT);
+    return ex > 0;
+}
+
 int h5io_attr_get_u64(int64_t file, const char *path, const char *name, uint64_t *v,
                       MoeErr *err) {
     return attr_get(file, path, name, H5T_NATIVE_UINT64, v, err);

@@ -66,6 +66,8 @@ int h5io_attr_put_str(int64_t file, const char *path, const char *name, const ch
                       MoeErr *err);
 int h5io_attr_get_u64(int64_t file, const char *path, const char *name, uint64_t *v, MoeErr *err);
 int h5io_attr_get_i64(int64_t file, const char *path, const char *name, int64_t *v, MoeErr *err);
+/* 1 when the root attribute name exists, 0 when not (optional attributes). */
+int h5io_attr_exists(int64_t file, const char *name);
 /* Reads at most cap-1 bytes plus a NUL. */
 int h5io_attr_get_str(int64_t file, const char *path, const char *name, char *out, size_t cap,
                       MoeErr *err);

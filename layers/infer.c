@@ -107,9 +107,9 @@ static void infer_step_run(InferCache *c, Model *m, const int32_t *ids, int n, f
     for (int l = 0; l < s->L; l++) {
         const LayerParams *lp = &m->layer[l];
         Tensor *xn = op_rmsnorm(t, x, P(m, lp->attn_norm), s->norm_eps);
-        Tensor *q = op_linear(t, xn, P(m, lp->wq));                       /* (n, H*D) */
-        Tensor *k = op_linear(t, xn, P(m, lp->wk));                       /* (n, KD) */
-        Tensor *v = op_linear(t, xn, P(m, lp->wv));                       /* (n, KD) */
+        Tensor *q = model_proj(m, t, l, LORA_Q, xn, NULL);                /* (n, H*D) */
+        Tensor *k = model_proj(m, t, l, LORA_K, xn, NULL);                /* (n, KD) */
+        Tensor *v = model_proj(m, t, l, LORA_V, xn, NULL);                /* (n, KD) */
         q = op_rope(t, q, 1, n, s->H, s->D, s->rope_theta, pos0);
         k = op_rope(t, k, 1, n, s->Hkv, s->D, s->rope_theta, pos0);
         float *kc = c->k + (size_t)l * c->cap * KD, *vc = c->v + (size_t)l * c->cap * KD;
@@ -118,7 +118,7 @@ static void infer_step_run(InferCache *c, Model *m, const int32_t *ids, int n, f
         /* after attention: with a ring, this step's rows may overwrite slots it still read */
         cache_store(c, kc, k->data, pos0, n);
         cache_store(c, vc, v->data, pos0, n);
-        x = op_add(t, x, op_linear(t, o, P(m, lp->wo)));
+        x = op_add(t, x, model_proj(m, t, l, LORA_O, o, NULL));
         Tensor *hn = op_rmsnorm(t, x, P(m, lp->ffn_norm), s->norm_eps);
         MoeLayerArgs a = {
             .layer = l, .L = s->L, .E = s->E, .K = s->K, .F = s->F,

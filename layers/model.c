@@ -12,6 +12,39 @@ static int add2(ParamSet *ps, const char *name, int block, int a, int b, bool de
 }
 
 void model_init(Model *m, const ModelShape *s, int e_first, int e_local, uint64_t seed) {
+    model_init_lora(m, s, NULL, e_first, e_local, seed);
+}
+
+/* Adapters of every layer's targeted projections, declared after the base tensors, and
+ * the base frozen except what the spec keeps trainable (layers/lora.h). */
+static void add_lora(Model *m, const LoraSpec *lo) {
+    ParamSet *ps = &m->ps;
+    const ModelShape *s = &m->s;
+    const int n_base = ps->count;
+    const int HD = s->H * s->D, KD = s->Hkv * s->D;
+    const int din[LORA_N_TARGETS] = {s->C, s->C, s->C, HD};
+    const int dout[LORA_N_TARGETS] = {HD, KD, KD, s->C};
+    char name[128];
+    for (int l = 0; l < s->L; l++)
+        for (int t = 0; t < LORA_N_TARGETS; t++) {
+            if (!(lo->targets & (1u << t))) continue;
+            /* Kaiming-uniform bound 1/sqrt(d_in) (layers/lora.h) */
+            snprintf(name, sizeof name, "model.layers.%d.self_attn.%s.lora_A.weight", l,
+                     lora_target_names[t]);
+            m->layer[l].lora_a[t] = add2(ps, name, PBLOCK_DENSE, lo->rank, din[t], true,
+                                         INIT_UNIFORM, 1.0f / sqrtf((float)din[t]), l);
+            snprintf(name, sizeof name, "model.layers.%d.self_attn.%s.lora_B.weight", l,
+                     lora_target_names[t]);
+            m->layer[l].lora_b[t] = add2(ps, name, PBLOCK_DENSE, dout[t], lo->rank, true,
+                                         INIT_ZEROS, 0, l);
+        }
+    for (int i = 0; i < n_base; i++)
+        params_set_trainable(ps, i, lora_base_trainable(ps->p[i].name, lo));
+    m->lora = *lo;
+}
+
+void model_init_lora(Model *m, const ModelShape *s, const LoraSpec *lora, int e_first,
+                     int e_local, uint64_t seed) {
     memset(m, 0, sizeof *m);
     m->s = *s;
     m->e_first = e_first;
@@ -34,6 +67,7 @@ void model_init(Model *m, const ModelShape *s, int e_first, int e_local, uint64_
     m->layer = moe_calloc(sizeof(LayerParams) * (size_t)s->L);
     for (int l = 0; l < s->L; l++) {
         LayerParams *lp = &m->layer[l];
+        for (int t = 0; t < LORA_N_TARGETS; t++) lp->lora_a[t] = lp->lora_b[t] = -1;
         int shape1[1] = {C};
 #define NAME(fmt) (snprintf(name, sizeof name, "model.layers.%d." fmt, l), name)
         lp->attn_norm = params_add(ps, NAME("input_layernorm.weight"), PBLOCK_DENSE, 1, shape1,
@@ -88,6 +122,7 @@ void model_init(Model *m, const ModelShape *s, int e_first, int e_local, uint64_
     m->final_norm = params_add(ps, "model.norm.weight", PBLOCK_DENSE, 1, shape1, false,
                                INIT_ONES, 0, -1);
     m->head = add2(ps, "lm_head.weight", PBLOCK_DENSE, s->V, C, true, INIT_NORMAL, std, -1);
+    if (lora && lora->rank > 0) add_lora(m, lora);
     params_finalise(ps);
     params_init_values(ps, seed, e_first);
     moe_stats_init(&m->stats, s->L, s->E);
@@ -109,6 +144,19 @@ const char *const model_region_names[REGION_COUNT] = {
     "router + dispatch (incl. all-to-all)", "experts (SwiGLU GEMMs)", "LM head + loss"};
 
 static Tensor *P(Model *m, int idx) { return &m->ps.p[idx].t; }
+
+Tensor *model_proj(Model *m, Tape *t, int l, int target, Tensor *x, const StepCtx *ctx) {
+    const LayerParams *lp = &m->layer[l];
+    const int w = target == LORA_Q ? lp->wq : target == LORA_K ? lp->wk
+                : target == LORA_V ? lp->wv : lp->wo;
+    if (lp->lora_a[target] < 0) return op_linear(t, x, P(m, w));
+    const LoraSpec *lo = &m->lora;
+    LoraDrop d = {.p = ctx && ctx->train ? lo->dropout : 0.0f, .seed = ctx ? ctx->seed : 0,
+                  .step = ctx ? ctx->step : 0, .layer = l, .target = target,
+                  .token_base = ctx ? ctx->token_base : 0};
+    return lora_linear(t, x, P(m, w), P(m, lp->lora_a[target]), P(m, lp->lora_b[target]),
+                       lo->alpha / (float)lo->rank, &d);
+}
 
 Tensor *model_ffn(Model *m, Tape *t, int l, Tensor *hn, const MoeLayerArgs *a, Tensor **aux,
                   Tensor **z) {
@@ -158,14 +206,14 @@ static void model_layer(Tape *t, void *arg, bool recompute, Tensor *x, Tensor **
     /* attention sub-block */
     Tensor *xn = op_rmsnorm(t, x, P(m, lp->attn_norm), s->norm_eps);
     tape_region(t, REGION_ATTENTION);
-    Tensor *q = op_linear(t, xn, P(m, lp->wq));                   /* (N, H*D) */
-    Tensor *k = op_linear(t, xn, P(m, lp->wk));                   /* (N, Hkv*D) */
-    Tensor *v = op_linear(t, xn, P(m, lp->wv));                   /* (N, Hkv*D) */
+    Tensor *q = model_proj(m, t, l, LORA_Q, xn, ctx);             /* (N, H*D) */
+    Tensor *k = model_proj(m, t, l, LORA_K, xn, ctx);             /* (N, Hkv*D) */
+    Tensor *v = model_proj(m, t, l, LORA_V, xn, ctx);             /* (N, Hkv*D) */
     /* in place: the projections' backward reads their inputs, never their outputs */
     q = op_rope_inplace(t, q, B, T, s->H, s->D, s->rope_theta, ctx->pos0);
     k = op_rope_inplace(t, k, B, T, s->Hkv, s->D, s->rope_theta, ctx->pos0);
     Tensor *o = op_attention(t, q, k, v, B, T, s->H, s->Hkv, s->D, s->W); /* (N, H*D) */
-    Tensor *ao = op_linear(t, o, P(m, lp->wo));
+    Tensor *ao = model_proj(m, t, l, LORA_O, o, ctx);
     tape_region(t, REGION_OTHER);
     x = op_add(t, x, ao);
     /* feed-forward sub-block */

@@ -22,6 +22,7 @@
 #define MOE_MODEL_H
 
 #include "layers/params.h"
+#include "layers/lora.h"
 #include "layers/moe.h"
 
 typedef struct ModelShape {
@@ -46,6 +47,8 @@ typedef struct LayerParams {
     int w1, w3, w2;    /* MoE: (E_local, F, C), (E_local, F, C), (E_local, C, F);
                           dense: (F, C), (F, C), (C, F) */
     int sw1, sw3, sw2; /* shared experts (Fs, C), (Fs, C), (C, Fs); -1 when Fs == 0 */
+    int lora_a[LORA_N_TARGETS];   /* adapter A (r, d_in) of q/k/v/o; -1 when absent */
+    int lora_b[LORA_N_TARGETS];   /* adapter B (d_out, r); -1 when absent */
 } LayerParams;
 
 typedef struct Model {
@@ -63,6 +66,7 @@ typedef struct Model {
     bool use_router_bias;     /* routing adds router_bias: set by the trainer when
                                  moe.bias_update_rate > 0, and by ckpt_load when the file
                                  holds /state/router_bias */
+    LoraSpec lora;            /* adapters (layers/lora.h); rank 0 = none */
 } Model;
 
 /* Profile regions of the forward/backward (Tape.profile; bench_train prints them). */
@@ -95,7 +99,19 @@ typedef struct ModelOut {
 /* Declare and allocate the parameters. e_first/e_local select the experts this rank holds
  * (0 and E on one rank). Values are initialised from seed. */
 void model_init(Model *m, const ModelShape *s, int e_first, int e_local, uint64_t seed);
+/* model_init plus LoRA adapters when lora != NULL and lora->rank > 0: an A (r, d_in) and a
+ * B (d_out, r) per layer and targeted projection, declared after every base tensor (so base
+ * parameter indices equal model_init's), A Kaiming-uniform and B zero (keyed by seed and
+ * name); every base tensor is frozen except those lora_base_trainable keeps, so grad/m/v
+ * exist only for the adapters and those. */
+void model_init_lora(Model *m, const ModelShape *s, const LoraSpec *lora, int e_first,
+                     int e_local, uint64_t seed);
 void model_free(Model *m);
+
+/* Projection target (LORA_Q .. LORA_O) of layer l: x (N, d_in) @ W^T, plus the layer's
+ * adapter when it has one (with dropout when ctx is non-NULL, training, and the spec has
+ * dropout > 0). Shared by model_forward and KV-cache inference. */
+Tensor *model_proj(Model *m, Tape *t, int l, int target, Tensor *x, const StepCtx *ctx);
 
 /* Forward over inputs (B, T) token ids. With targets (B, T) (entries < 0 ignored) the loss
  * terms are computed; targets may be NULL (logits only). Activations come from the tape. */

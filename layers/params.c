@@ -35,10 +35,31 @@ int params_add(ParamSet *ps, const char *name, int block, int ndim, const int *s
 static void point_tensor(ParamSet *ps, Param *p) {
     ParamBlock *b = &ps->blocks[p->block];
     p->t.data = b->data + p->off;
-    p->t.grad = p->trainable ? b->grad + p->off : NULL;
+    p->t.grad = p->trainable ? b->grad + p->goff : NULL;
     p->t.kind = p->trainable ? TENSOR_PARAM : TENSOR_FROZEN;
     p->t.requires_grad = p->trainable;
     p->t.name = p->name;
+}
+
+/* Lay out block b's grad/m/v over its trainable tensors (same 16-float alignment as the
+ * values, in declaration order, so with every tensor trainable goff == off) and allocate
+ * them zeroed; frees the old ones. */
+static void layout_grads(ParamSet *ps, int b) {
+    ParamBlock *bl = &ps->blocks[b];
+    moe_free(bl->grad);
+    moe_free(bl->m);
+    moe_free(bl->v);
+    bl->gn = 0;
+    for (int i = 0; i < ps->count; i++) {
+        Param *p = &ps->p[i];
+        if (p->block != b || !p->trainable) continue;
+        p->goff = bl->gn;
+        bl->gn += (p->t.n + 15) & ~(size_t)15;
+    }
+    size_t g = bl->gn ? bl->gn : 16;
+    bl->grad = moe_calloc(g * sizeof(float));
+    bl->m = moe_calloc(g * sizeof(float));
+    bl->v = moe_calloc(g * sizeof(float));
 }
 
 void params_finalise(ParamSet *ps) {
@@ -46,9 +67,7 @@ void params_finalise(ParamSet *ps) {
     for (int b = 0; b < PBLOCK_COUNT; b++) {
         size_t n = ps->blocks[b].n ? ps->blocks[b].n : 16;
         ps->blocks[b].data = moe_calloc(n * sizeof(float));
-        ps->blocks[b].grad = moe_calloc(n * sizeof(float));
-        ps->blocks[b].m = moe_calloc(n * sizeof(float));
-        ps->blocks[b].v = moe_calloc(n * sizeof(float));
+        layout_grads(ps, b);
     }
     for (int i = 0; i < ps->count; i++) point_tensor(ps, &ps->p[i]);
     ps->finalised = true;
@@ -73,6 +92,10 @@ static void init_span(float *d, size_t n, ParamInit init, float std, uint64_t ke
         rng_seed(&r, key);
         for (size_t j = 0; j < n; j++) d[j] = std * rng_normal(&r);
         break;
+    case INIT_UNIFORM:   /* std is the bound b: U(-b, b) */
+        rng_seed(&r, key);
+        for (size_t j = 0; j < n; j++) d[j] = std * (float)(2.0 * rng_uniform(&r) - 1.0);
+        break;
     }
 }
 
@@ -95,13 +118,18 @@ void params_init_values(ParamSet *ps, uint64_t seed, int e_first) {
 
 void params_zero_grad(ParamSet *ps) {
     for (int b = 0; b < PBLOCK_COUNT; b++)
-        if (ps->blocks[b].grad) memset(ps->blocks[b].grad, 0, ps->blocks[b].n * sizeof(float));
+        if (ps->blocks[b].grad) memset(ps->blocks[b].grad, 0, ps->blocks[b].gn * sizeof(float));
 }
 
 void params_set_trainable(ParamSet *ps, int idx, bool trainable) {
     ASSERT(idx >= 0 && idx < ps->count, "param index %d", idx);
-    ps->p[idx].trainable = trainable;
-    if (ps->finalised) point_tensor(ps, &ps->p[idx]);
+    Param *p = &ps->p[idx];
+    if (p->trainable == trainable) return;
+    p->trainable = trainable;
+    if (!ps->finalised) return;
+    layout_grads(ps, p->block);
+    for (int i = 0; i < ps->count; i++)
+        if (ps->p[i].block == p->block) point_tensor(ps, &ps->p[i]);
 }
 
 size_t params_count(const ParamSet *ps, bool trainable_only) {

@@ -1,12 +1,14 @@
 /* params.h: the parameter blocks.
  *
  * All parameters of a model live in two ParamBlocks: DENSE (replicated on every rank:
- * embeddings, attention, norms, routers, head, dense FFN) and EXPERT (the routed experts this
- * rank holds). Each block is four equal-sized float buffers, data / grad / m / v, carved from
- * one size table, so tensor i sits at the same offset in all four: zeroing grads is one
- * memset, AdamW one flat loop per tensor, and a data-parallel all-reduce one call per block.
- * Frozen parameters (fine-tuning) live in the same blocks but have no grad pointer and get
- * no optimizer update.
+ * embeddings, attention, norms, routers, head, dense FFN, LoRA adapters) and EXPERT (the
+ * routed experts this rank holds). Each block is a float buffer of values (data, n floats,
+ * tensor at p->off) and three buffers for the TRAINABLE tensors only, grad / m / v (gn
+ * floats each, tensor at p->goff), carved from one size table, so a trainable tensor sits at
+ * the same offset in all three: zeroing grads is one memset, AdamW one flat loop per tensor,
+ * and a data-parallel all-reduce one call per block. Frozen parameters (fine-tuning) have
+ * values only: no grad pointer, no optimizer state, no update. With every tensor trainable
+ * (pre-training) goff == off and gn == n.
  *
  * Each Param carries its Hugging Face Mixtral name (checkpoints and export address tensors by
  * it) and whether weight decay applies (not for norm gains).
@@ -19,17 +21,20 @@
 enum { PBLOCK_DENSE = 0, PBLOCK_EXPERT = 1, PBLOCK_COUNT = 2 };
 
 typedef struct ParamBlock {
-    float *data, *grad, *m, *v;   /* (n) each; owned */
-    size_t n;
+    float *data;                  /* (n) owned: every tensor's values */
+    float *grad, *m, *v;          /* (gn) each, owned: trainable tensors only */
+    size_t n, gn;
 } ParamBlock;
 
-typedef enum { INIT_NORMAL, INIT_ONES, INIT_ZEROS } ParamInit;
+/* INIT_UNIFORM draws from U(-init_std, init_std) (init_std is the bound). */
+typedef enum { INIT_NORMAL, INIT_ONES, INIT_ZEROS, INIT_UNIFORM } ParamInit;
 
 typedef struct Param {
     Tensor t;            /* view into its block (data and, if trainable, grad) */
     char name[128];      /* HF name; for stacked experts, the name pattern with "{e}" */
     int block;           /* PBLOCK_DENSE or PBLOCK_EXPERT */
-    size_t off;          /* offset of the tensor in its block, floats */
+    size_t off;          /* offset of the tensor in its block's data, floats */
+    size_t goff;         /* offset in the block's grad/m/v, floats (trainable only) */
     bool decay;          /* AdamW weight decay applies */
     bool trainable;      /* false: frozen (no grad, no update) */
     ParamInit init;
@@ -48,7 +53,8 @@ void params_init(ParamSet *ps);
 /* Declare a parameter (before params_finalise). Returns its index. */
 int params_add(ParamSet *ps, const char *name, int block, int ndim, const int *shape,
                bool decay, ParamInit init, float init_std, int layer);
-/* Allocate the blocks and point every tensor into them. grad/m/v are zeroed. */
+/* Allocate the blocks and point every tensor into them: data for every tensor, grad/m/v
+ * (zeroed) for the tensors trainable at this point. */
 void params_finalise(ParamSet *ps);
 /* Initialise every parameter from its own RNG stream keyed by (seed, name); a stacked
  * expert tensor's slice i is keyed by its global expert index e_first + i, so values do not
@@ -56,7 +62,10 @@ void params_finalise(ParamSet *ps);
 void params_init_values(ParamSet *ps, uint64_t seed, int e_first);
 /* Zero all gradients (one memset per block). */
 void params_zero_grad(ParamSet *ps);
-/* Mark a parameter frozen / trainable (grad pointer and requires_grad follow). */
+/* Mark a parameter frozen / trainable (grad pointer and requires_grad follow). Before
+ * params_finalise this only decides what gets optimizer state; after it, the parameter's
+ * block gets new grad/m/v buffers laid out for its trainable tensors (set-up time only:
+ * that block's gradients and moments restart at zero). */
 void params_set_trainable(ParamSet *ps, int idx, bool trainable);
 /* Total element counts. trainable_only counts only trainable tensors. */
 size_t params_count(const ParamSet *ps, bool trainable_only);

@@ -27,9 +27,9 @@ static void adamw_task(void *ctx, int task, int worker) {
         const size_t j0 = n * (size_t)task / (size_t)a->workers;
         const size_t j1 = n * (size_t)(task + 1) / (size_t)a->workers;
         float *restrict w = bl->data + p->off;
-        const float *restrict g = bl->grad + p->off;
-        float *restrict m = bl->m + p->off;
-        float *restrict v = bl->v + p->off;
+        const float *restrict g = bl->grad + p->goff;
+        float *restrict m = bl->m + p->goff;
+        float *restrict v = bl->v + p->goff;
         const float wd = p->decay ? a->cfg->weight_decay : 0.0f;
         for (size_t j = j0; j < j1; j++) {
             float gj = g[j];
@@ -56,7 +56,7 @@ double grad_sumsq_block(const ParamSet *ps, int block) {
     for (int i = 0; i < ps->count; i++) {
         const Param *p = &ps->p[i];
         if (!p->trainable || p->block != block) continue;
-        const float *g = ps->blocks[block].grad + p->off;
+        const float *g = ps->blocks[block].grad + p->goff;
         double part = 0;
         for (size_t j = 0; j < p->t.n; j++) part += (double)g[j] * (double)g[j];
         s += part;
@@ -68,7 +68,7 @@ void grad_scale(ParamSet *ps, float s) {
     for (int i = 0; i < ps->count; i++) {
         Param *p = &ps->p[i];
         if (!p->trainable) continue;
-        float *g = ps->blocks[p->block].grad + p->off;
+        float *g = ps->blocks[p->block].grad + p->goff;
         for (size_t j = 0; j < p->t.n; j++) g[j] *= s;
     }
 }

@@ -4,8 +4,9 @@
  * AdamW: Loshchilov & Hutter 2019 (decoupled weight decay), Adam: Kingma & Ba 2015.
  *   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
  *   p -= lr * ( m/(1-b1^t) / (sqrt(v/(1-b2^t)) + eps) + wd * p )      (wd only if decay)
- * One flat loop per parameter tensor over the block's data/grad/m/v at the same offsets.
- * Frozen parameters are skipped. Non-goals: fused multi-tensor tricks, 8-bit states.
+ * One flat loop per trainable tensor over its values (p->off) and its grad/m/v (p->goff).
+ * Frozen parameters are skipped (they have no grad/m/v).
+ * Non-goals: fused multi-tensor tricks, 8-bit states.
  */
 #ifndef MOE_ADAMW_H
 #define MOE_ADAMW_H

@@ -8,8 +8,8 @@
 void dp_reduce_grads(ParamSet *ps, const Comm *c) {
     if (c->size == 1) return;
     ParamBlock *d = &ps->blocks[PBLOCK_DENSE], *e = &ps->blocks[PBLOCK_EXPERT];
-    comm_sum_world_f(c, d->grad, d->n);
-    comm_sum_edp_f(c, e->grad, e->n);
+    comm_sum_world_f(c, d->grad, d->gn);   /* trainable tensors only */
+    comm_sum_edp_f(c, e->grad, e->gn);
     grad_scale(ps, 1.0f / (float)c->size);
 }
 

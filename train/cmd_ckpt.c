@@ -14,8 +14,9 @@ static const char *CKPT_HELP =
     "\n"
     "Prints a checkpoint's format version, step, tokens seen, loader position, model shape,\n"
     "parameter counts (dense and experts) and whether it holds optimizer state, after\n"
-    "reading every dataset so that each checksum is verified. Exits 0 when the file is\n"
-    "complete and intact, 1 (naming the file and the dataset) otherwise.\n"
+    "reading every dataset so that each checksum is verified; for a LoRA adapter\n"
+    "checkpoint also the adapter settings and the base checkpoint it refers to. Exits 0\n"
+    "when the file is complete and intact, 1 (naming the file and the dataset) otherwise.\n"
     "\n"
     "options:\n"
     "  -h, --help   this help\n";
@@ -72,8 +73,21 @@ static int info(const char *path) {
         printf("\n");
     } else
         printf("moe             dense FFN, hidden %d\n", c.moe.hidden);
-    printf("parameters      %zu total: %zu dense, %zu in experts\n", in.n_params,
-           in.n_params_dense, in.n_params_expert);
+    if (m->adapter) {
+        printf("kind            LoRA adapter checkpoint: rank %d, alpha %g, dropout %g, "
+               "targets", c.finetune.lora_rank, c.finetune.lora_alpha, c.finetune.lora_dropout);
+        for (size_t i = 0; i < c.finetune.n_lora_targets; i++)
+            printf(" %s", c.finetune.lora_targets[i]);
+        printf("%s%s\n", c.finetune.train_router ? ", router trained" : "",
+               c.finetune.train_experts ? ", experts trained" : "");
+        printf("base            %s (checksum %016" PRIx64 "; not read here)\n", m->base_path,
+               m->base_checksum);
+        printf("parameters      %zu stored (the trainable ones): %zu dense, %zu in experts\n",
+               in.n_params, in.n_params_dense, in.n_params_expert);
+    } else {
+        printf("parameters      %zu total: %zu dense, %zu in experts\n", in.n_params,
+               in.n_params_dense, in.n_params_expert);
+    }
     printf("optimizer state %s\n", in.has_optimizer ? "yes (AdamW m and v)" : "no");
     if (m->has_router_bias)
         printf("router bias     yes (/state/router_bias, moe.bias_update_rate %g)\n",

@@ -16,8 +16,11 @@
 
 static const char *EXPORT_HELP =
     "usage: moetrain export CKPT OUT --format hf|gguf [--dtype TYPE] [--max-shard-size BYTES]\n"
+    "       moetrain export CKPT OUT --adapters-only [--dtype TYPE]\n"
     "\n"
-    "Exports a checkpoint for other inference stacks.\n"
+    "Exports a checkpoint for other inference stacks. A LoRA adapter checkpoint (a run with\n"
+    "finetune.lora_rank > 0) is exported merged: its base is read from the path it records\n"
+    "(checksum verified) and every adapted weight becomes W + alpha/r B A.\n"
     "  --format hf     OUT is a new directory that Hugging Face transformers loads as\n"
     "                  MixtralForCausalLM (LlamaForCausalLM for a dense model):\n"
     "                  model.safetensors (or shards + model.safetensors.index.json),\n"
@@ -31,6 +34,9 @@ static const char *EXPORT_HELP =
     "  --dtype TYPE           hf: f32 (default), bf16, f16; gguf: f32 (default), f16, q8_0\n"
     "  --max-shard-size N     hf: split the weights into shards of at most N bytes\n"
     "                         (suffixes KB MB GB = 1000^k, KiB MiB GiB = 1024^k)\n"
+    "  --adapters-only        LoRA adapter checkpoint: OUT is a new PEFT adapter directory\n"
+    "                         (adapter_model.safetensors, adapter_config.json); the base is\n"
+    "                         not needed. --dtype f32 (default), bf16 or f16\n"
     "The output appears under OUT only when complete; OUT must not exist.\n";
 
 static const char *SAMPLE_HELP =
@@ -141,9 +147,14 @@ int cmd_export(int argc, char **argv) {
     const char *pos[2] = {NULL, NULL}, *format = NULL, *dtype = NULL;
     int np = 0;
     size_t shard = 0;
+    bool adapters_only = false;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (is_help(a)) { fputs(EXPORT_HELP, stdout); return 0; }
+        if (!strcmp(a, "--adapters-only")) {
+            adapters_only = true;
+            continue;
+        }
         if (!strcmp(a, "--format") || !strcmp(a, "--dtype") || !strcmp(a, "--max-shard-size")) {
             if (i + 1 >= argc) return usage("missing value for", a, EXPORT_HELP);
             const char *v = argv[++i];
@@ -161,12 +172,25 @@ int cmd_export(int argc, char **argv) {
         }
     }
     if (np != 2) return usage("export needs CKPT and OUT", NULL, EXPORT_HELP);
+    MoeErr err = {{0}, {0}};
+    double t0 = moe_now();
+    if (adapters_only) {
+        StDtype d = ST_F32;
+        if (format || shard)
+            return usage("--adapters-only takes no --format or --max-shard-size", NULL,
+                         EXPORT_HELP);
+        if (dtype && st_dtype_parse(dtype, &d))
+            return usage("--dtype for --adapters-only must be f32, bf16 or f16, got", dtype,
+                         EXPORT_HELP);
+        if (export_peft(pos[0], pos[1], d, &err)) return fail(&err);
+        printf("exported the LoRA adapters of %s -> %s (PEFT, dtype %s) in %.1f s\n", pos[0],
+               pos[1], st_dtype_name(d), moe_now() - t0);
+        return 0;
+    }
     if (!format) {
         size_t l = strlen(pos[1]);
         format = l > 5 && !strcmp(pos[1] + l - 5, ".gguf") ? "gguf" : "hf";
     }
-    MoeErr err = {{0}, {0}};
-    double t0 = moe_now();
     if (!strcmp(format, "hf")) {
         ExportHfOptions o = {ST_F32, shard};
         if (dtype && (st_dtype_parse(dtype, &o.dtype)))

@@ -19,13 +19,17 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "layers/lora.h"
+
 /* ---------------------------------------------------------------- key table */
 
 typedef enum { T_INT, T_I64, T_FLOAT, T_BOOL, T_STR, T_LIST, T_ENUM } KeyType;
 
-enum { S_MODEL, S_MOE, S_TRAIN, S_OPTIM, S_DATA, S_RUN, S_PARALLEL, S_CHECKPOINT, S_INIT };
+enum { S_MODEL, S_MOE, S_TRAIN, S_OPTIM, S_DATA, S_RUN, S_PARALLEL, S_CHECKPOINT, S_INIT,
+       S_FINETUNE };
 static const char *const SECTIONS[CONFIG_N_SECTIONS] = {
-    "model", "moe", "train", "optim", "data", "run", "parallel", "checkpoint", "init"};
+    "model", "moe", "train", "optim", "data", "run", "parallel", "checkpoint", "init",
+    "finetune"};
 
 enum {
     F_LO_OPEN = 1,   /* float lower bound is exclusive */
@@ -150,6 +154,21 @@ static const KeySpec KEYS[] = {
        "relative std of upcycled expert noise"),
     KI(S_INIT, "granularity", init.granularity, 1, INT_MAX, 0,
        "G: dense FFN split into G expert slices"),
+
+    KS(S_FINETUNE, "init_from", finetune.init_from, "full checkpoint to fine-tune"),
+    KI(S_FINETUNE, "lora_rank", finetune.lora_rank, 0, 65536, F_SHAPE,
+       "LoRA rank r; 0 = full fine-tuning"),
+    KF(S_FINETUNE, "lora_alpha", finetune.lora_alpha, 0, HUGE_VAL, F_LO_OPEN,
+       "adapters scaled by alpha / r"),
+    KF(S_FINETUNE, "lora_dropout", finetune.lora_dropout, 0, 1, F_HI_OPEN,
+       "dropout on the adapter input"),
+    {S_FINETUNE, "lora_targets", T_LIST, offsetof(Config, finetune.lora_targets),
+     offsetof(Config, finetune.n_lora_targets), 0, 0, 0, 0, F_SHAPE,
+     "projections with adapters", NULL},
+    KB(S_FINETUNE, "train_router", finetune.train_router, F_SHAPE,
+       "with LoRA: router stays trainable"),
+    KB(S_FINETUNE, "train_experts", finetune.train_experts, F_SHAPE,
+       "with LoRA: experts stay trainable"),
 };
 #define NKEYS ((int)(sizeof KEYS / sizeof KEYS[0]))
 _Static_assert(sizeof KEYS / sizeof KEYS[0] == CONFIG_N_KEYS, "CONFIG_N_KEYS is out of date");
@@ -805,6 +824,12 @@ void config_defaults(Config *c) {
     c->checkpoint = (ConfigCheckpoint){.every = 0, .keep = 3};
     c->init = (ConfigInit){.upcycle_from = NULL, .router_init_std = 0.02, .expert_noise = 0.0,
                            .granularity = 1};
+    c->finetune = (ConfigFinetune){.init_from = NULL, .lora_rank = 0, .lora_alpha = 16.0,
+                                   .lora_dropout = 0.0};
+    c->finetune.lora_targets = moe_calloc(LORA_N_TARGETS * sizeof(char *));
+    for (int t = 0; t < LORA_N_TARGETS; t++)
+        c->finetune.lora_targets[t] = moe_strdup(lora_target_names[t]);
+    c->finetune.n_lora_targets = LORA_N_TARGETS;
 }
 
 void config_free(Config *c) {
@@ -818,6 +843,9 @@ void config_free(Config *c) {
     moe_free(c->data.shards);
     moe_free(c->run.dir);
     moe_free(c->init.upcycle_from);
+    moe_free(c->finetune.init_from);
+    for (size_t i = 0; i < c->finetune.n_lora_targets; i++) moe_free(c->finetune.lora_targets[i]);
+    moe_free(c->finetune.lora_targets);
     for (int i = 0; i < CONFIG_N_KEYS; i++) moe_free(c->key_loc[i]);
     for (int i = 0; i < CONFIG_N_SECTIONS; i++) moe_free(c->section_loc[i]);
     memset(c, 0, sizeof *c);
@@ -839,6 +867,10 @@ void config_copy(Config *dst, const Config *src) {
     dst->data.shards = copy_list(src->data.shards, src->data.n_shards);
     dst->run.dir = src->run.dir ? moe_strdup(src->run.dir) : NULL;
     dst->init.upcycle_from = src->init.upcycle_from ? moe_strdup(src->init.upcycle_from) : NULL;
+    dst->finetune.init_from = src->finetune.init_from ? moe_strdup(src->finetune.init_from)
+                                                      : NULL;
+    dst->finetune.lora_targets = copy_list(src->finetune.lora_targets,
+                                           src->finetune.n_lora_targets);
     for (int i = 0; i < CONFIG_N_KEYS; i++)
         dst->key_loc[i] = src->key_loc[i] ? moe_strdup(src->key_loc[i]) : NULL;
     for (int i = 0; i < CONFIG_N_SECTIONS; i++)
@@ -967,6 +999,50 @@ static const char *loc_of(const Config *c, int a, int b) {
     return c->path ? c->path : "(defaults)";
 }
 
+/* The finetune section's cross-field rules (see config.h). */
+static int validate_finetune(const Config *c, MoeErr *err) {
+    const ConfigFinetune *f = &c->finetune;
+    int kif = key_index(S_FINETUNE, "init_from"), kr = key_index(S_FINETUNE, "lora_rank"),
+        kt = key_index(S_FINETUNE, "lora_targets"), kup = key_index(S_INIT, "upcycle_from");
+    if (f->init_from && c->init.upcycle_from) {
+        moe_errorf(err, "%s: finetune.init_from, init.upcycle_from: a run starts from a "
+                   "checkpoint to fine-tune or from a dense checkpoint to upcycle, not both",
+                   loc_of(c, kif, kup));
+        return moe_hintf(err, "remove one of the two keys (to fine-tune an upcycled model, "
+                              "upcycle first with `moetrain upcycle` and fine-tune its output)");
+    }
+    if (f->lora_rank > 0 && !f->init_from) {
+        moe_errorf(err, "%s: finetune.lora_rank, finetune.init_from: LoRA adapters "
+                   "(lora_rank = %d) need a base checkpoint", loc_of(c, kr, kif), f->lora_rank);
+        return moe_hintf(err, "set finetune.init_from to the checkpoint to fine-tune (e.g. "
+                              "runs/mixtral_tiny/checkpoints/step_00001000.h5), or "
+                              "finetune.lora_rank to 0");
+    }
+    for (size_t i = 0; i < f->n_lora_targets; i++) {
+        const char *name = f->lora_targets[i];
+        if (lora_target_index(name) < 0) {
+            const char *sug = closest(name, lora_target_names, LORA_N_TARGETS);
+            moe_errorf(err, "%s: finetune.lora_targets[%zu]: unknown projection '%s'",
+                       loc_of(c, kt, -1), i, name);
+            return moe_hintf(err, "%s%s%sallowed: q_proj, k_proj, v_proj, o_proj",
+                             sug ? "did you mean '" : "", sug ? sug : "", sug ? "'? " : "");
+        }
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(f->lora_targets[j], name)) {
+                moe_errorf(err, "%s: finetune.lora_targets[%zu]: '%s' is listed twice",
+                           loc_of(c, kt, -1), i, name);
+                return moe_hintf(err, "list each projection once");
+            }
+    }
+    if (f->lora_rank > 0 && f->n_lora_targets == 0) {
+        moe_errorf(err, "%s: finetune.lora_targets, finetune.lora_rank: the list is empty but "
+                   "lora_rank = %d asks for adapters", loc_of(c, kt, kr), f->lora_rank);
+        return moe_hintf(err, "list at least one of q_proj, k_proj, v_proj, o_proj (or set "
+                              "finetune.lora_rank to 0)");
+    }
+    return 0;
+}
+
 int config_validate(const Config *c, MoeErr *err) {
     for (int i = 0; i < NKEYS; i++) {
         char path[64];
@@ -1054,6 +1130,7 @@ int config_validate(const Config *c, MoeErr *err) {
         return moe_hintf(err, "each of the n_experts/granularity copies of the dense FFN holds "
                               "all %d slices", c->init.granularity);
     }
+    if (validate_finetune(c, err)) return -1;
     int klr = key_index(S_OPTIM, "lr"), kmin = key_index(S_OPTIM, "min_lr");
     if (c->optim.min_lr > c->optim.lr) {
         char a[32], b[32];
@@ -1086,13 +1163,15 @@ char *config_to_yaml(const Config *c) {
     return b.p;
 }
 
-static int diff(const Config *a, const Config *b, bool shape, char *out, size_t cap) {
+/* skip_sec: a section left out of the comparison, or -1. */
+static int diff(const Config *a, const Config *b, bool shape, int skip_sec, char *out,
+                size_t cap) {
     int count = 0;
     size_t used = 0;
     if (out && cap) out[0] = 0;
     for (int i = 0; i < NKEYS; i++) {
         const KeySpec *k = &KEYS[i];
-        if (((k->flags & F_SHAPE) != 0) != shape) continue;
+        if (((k->flags & F_SHAPE) != 0) != shape || k->sec == skip_sec) continue;
         Buf va = {0}, vb = {0};
         fmt_value(&va, a, k);
         fmt_value(&vb, b, k);
@@ -1111,9 +1190,13 @@ static int diff(const Config *a, const Config *b, bool shape, char *out, size_t 
 }
 
 int config_diff_shape(const Config *a, const Config *b, char *out, size_t cap) {
-    return diff(a, b, true, out, cap);
+    return diff(a, b, true, -1, out, cap);
 }
 
 int config_diff_other(const Config *a, const Config *b, char *out, size_t cap) {
-    return diff(a, b, false, out, cap);
+    return diff(a, b, false, -1, out, cap);
+}
+
+int config_diff_model(const Config *a, const Config *b, char *out, size_t cap) {
+    return diff(a, b, true, S_FINETUNE, out, cap);
 }

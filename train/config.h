@@ -37,8 +37,9 @@
 
 #include "autograd/common.h"
 
-#define CONFIG_N_SECTIONS 9   /* model moe train optim data run parallel checkpoint init */
-#define CONFIG_N_KEYS 56      /* total number of keys over all sections */
+#define CONFIG_N_SECTIONS 10  /* model moe train optim data run parallel checkpoint init
+                                 finetune */
+#define CONFIG_N_KEYS 63      /* total number of keys over all sections */
 
 typedef struct ConfigModel {
     int vocab_size;     /* V, in [258, 65536] */
@@ -130,6 +131,20 @@ typedef struct ConfigInit {
     int granularity;        /* G >= 1: dense FFN hidden units split into G expert slices */
 } ConfigInit;
 
+typedef struct ConfigFinetune {
+    char *init_from;        /* owned; full checkpoint to fine-tune (its weights are the
+                               start; with lora_rank > 0 they stay frozen), NULL = none */
+    int lora_rank;          /* r >= 0: LoRA adapters of rank r; 0 = no adapters (full
+                               fine-tuning from init_from) */
+    double lora_alpha;      /* > 0: adapters are scaled by alpha / r */
+    double lora_dropout;    /* [0, 1): dropout on the adapter input while training */
+    char **lora_targets;    /* owned array of n_lora_targets owned names, each one of
+                               q_proj, k_proj, v_proj, o_proj (default all four) */
+    size_t n_lora_targets;
+    bool train_router;      /* with adapters: router weights stay trainable */
+    bool train_experts;     /* with adapters: expert (dense: FFN) weights stay trainable */
+} ConfigFinetune;
+
 typedef struct Config {
     char *path;           /* owned; file the config was loaded from (NULL for defaults) */
     char *name;           /* owned; basename of path without extension ("default") */
@@ -142,6 +157,7 @@ typedef struct Config {
     ConfigParallel parallel;
     ConfigCheckpoint checkpoint;
     ConfigInit init;
+    ConfigFinetune finetune;
     /* Where each value came from, for error messages: owned "FILE:LINE:COL" or
      * "--set k=v" strings, NULL = default. Indexed by the internal key/section tables. */
     char *key_loc[CONFIG_N_KEYS];
@@ -178,7 +194,10 @@ int config_set(Config *c, const char *assignment, MoeErr *err);
  * when n_experts = 0 (and their total width fits an int), optim.min_lr <= optim.lr,
  * and with init.upcycle_from set: moe.n_experts > 0 and a multiple of init.granularity
  * (the checks against the dense checkpoint itself are upcycle_into's), and
- * moe.max_experts <= moe.n_experts when n_experts > 0. Errors name both keys and the location of one of them. Returns 0 or -1 with err set. */
+ * moe.max_experts <= moe.n_experts when n_experts > 0, moe.bias_update_rate only with
+ * moe.router topk; finetune: not with init.upcycle_from, lora_rank > 0 needs init_from and
+ * a non-empty lora_targets list of distinct q_proj/k_proj/v_proj/o_proj. Errors name both
+ * keys and the location of one of them. Returns 0 or -1 with err set. */
 int config_validate(const Config *c, MoeErr *err);
 
 /* Deep copy (dst is overwritten without being freed). */
@@ -190,10 +209,16 @@ void config_copy(Config *dst, const Config *src);
 char *config_to_yaml(const Config *c);
 
 /* Lists the keys that change the model shape (model.*, moe.n_experts, moe.top_k,
- * moe.hidden, moe.n_shared_experts, moe.shared_hidden) whose values differ between a and b, as "model.dim: 256 -> 512, ..." into
- * out (NUL-terminated, truncated to cap; out may be NULL when cap is 0). Returns the number
- * of differing keys. config_diff_other does the same for every other key. */
+ * moe.hidden, moe.n_shared_experts, moe.shared_hidden, model.sliding_window, and the
+ * finetune keys that change the trainable tensor set: lora_rank, lora_targets,
+ * train_router, train_experts) whose values differ between a and b, as
+ * "model.dim: 256 -> 512, ..." into out (NUL-terminated, truncated to cap; out may be NULL
+ * when cap is 0). Returns the number of differing keys. config_diff_other does the same for
+ * every other key. */
 int config_diff_shape(const Config *a, const Config *b, char *out, size_t cap);
 int config_diff_other(const Config *a, const Config *b, char *out, size_t cap);
+/* config_diff_shape without the finetune section's keys (which shape the adapters, not the
+ * model): what a fine-tuning config must share with its base checkpoint's. */
+int config_diff_model(const Config *a, const Config *b, char *out, size_t cap);
 
 #endif

@@ -21,6 +21,7 @@
 #include "data/shard.h"
 #include "data/tokenizer.h"
 #include "checkpoints/ckpt.h"
+#include "checkpoints/finetune.h"
 #include "checkpoints/upcycle.h"
 #include "layers/router_bias.h"
 #include "optim/adamw.h"
@@ -55,6 +56,20 @@ void train_model_shape(const Config *c, ModelShape *s) {
     s->top_p = (float)c->moe.top_p;
     s->max_experts = c->moe.max_experts;
     s->entropy_coef = (float)c->moe.entropy_coef;
+}
+
+void train_lora_spec(const Config *c, LoraSpec *s) {
+    memset(s, 0, sizeof *s);
+    const ConfigFinetune *f = &c->finetune;
+    s->rank = f->lora_rank;
+    s->alpha = (float)f->lora_alpha;
+    s->dropout = (float)f->lora_dropout;
+    for (size_t i = 0; i < f->n_lora_targets; i++) {
+        int t = lora_target_index(f->lora_targets[i]);
+        if (t >= 0) s->targets |= 1u << t;
+    }
+    s->train_router = f->train_router;
+    s->train_experts = f->train_experts;
 }
 
 static bool file_exists(const char *p) {
@@ -324,6 +339,9 @@ typedef struct Trainer {
     long gnorm_count;
     Model full;            /* rank 0 with expert parallelism: every expert, for saving */
     float *xfer;           /* (3, expert block) receive buffer for the expert gather */
+    bool lora;             /* finetune.lora_rank > 0: adapter checkpoints on a frozen base */
+    char base_path[1024];  /* LoRA: the base checkpoint and the checksum of its bytes */
+    uint64_t base_sum;
 } Trainer;
 
 /* Mean validation LM loss over eval_batches global batches (no router noise, no tape),
@@ -490,11 +508,27 @@ static int check_resume_config(const Config *c, const char *path, bool root, Moe
     return 0;
 }
 
+/* LoRA resume: the frozen base from the path the adapter checkpoint recorded (or, when that
+ * file is gone, from finetune.init_from), refused unless its checksum is the recorded one. */
+static int trainer_base(Trainer *tr, const char *path, const CkptMeta *meta, MoeErr *err) {
+    const char *base = meta->base_path, *init = tr->c->finetune.init_from;
+    if (!file_exists(base) && init && strcmp(init, base)) base = init;
+    char key[4200];
+    snprintf(key, sizeof key, "%s: base_path", path);
+    if (finetune_load_base(base, key, tr->c, &tr->model, &meta->base_checksum, path, NULL,
+                           NULL, err))
+        return -1;
+    snprintf(tr->base_path, sizeof tr->base_path, "%s", base);
+    tr->base_sum = meta->base_checksum;
+    return 0;
+}
+
 /* Restore model, moments, step and loader position from path (every rank reads the file;
  * experts by global index, so any rank layout can resume any checkpoint). */
 static int trainer_resume(Trainer *tr, const char *path, MoeErr *err) {
     CkptMeta meta;
     if (ckpt_read_meta(path, &meta, err)) return -1;
+    if (meta.adapter && trainer_base(tr, path, &meta, err)) return -1;
     /* A weights-only file (e.g. `moetrain upcycle` output) starts fresh moments. */
     if (ckpt_load(path, &tr->model, &meta, meta.has_optimizer, err)) return -1;
     if (tr->comm->rank == 0 && tr->model.s.E > 0) {
@@ -558,12 +592,62 @@ static int trainer_upcycle(Trainer *tr, const Config *c, const Comm *comm, MoeEr
     return 0;
 }
 
+/* finetune.init_from (a run that resumes nothing): the base's weights, fresh AdamW moments,
+ * step 0; with LoRA they stay frozen and the run's checkpoints refer to the base. */
+static int trainer_finetune(Trainer *tr, const Config *c, const Comm *comm, MoeErr *err) {
+    const char *base = c->finetune.init_from;
+    if (!base) return 0;
+    uint64_t th = 0;
+    int bad = finetune_load_base(base, "finetune.init_from", c, &tr->model, NULL, NULL,
+                                 tr->lora ? &tr->base_sum : NULL, &th, err);
+    if (!bad && th != tok_hash(&tr->data.tok)) {
+        moe_errorf(err, "finetune.init_from: %s was trained with a different tokenizer than %s",
+                   base, c->data.tokenizer);
+        moe_hintf(err, "point data.tokenizer at the tokenizer of the base run");
+        bad = 1;
+    }
+    if (comm_max_world_i(comm, bad)) {
+        if (!bad) moe_errorf(err, "another rank failed to load the base %s", base);
+        return -1;
+    }
+    snprintf(tr->base_path, sizeof tr->base_path, "%s", base);
+    if (comm->rank == 0) {
+        if (tr->lora)
+            printf("fine-tuning %s with LoRA adapters (rank %d, alpha %g, dropout %g) on the "
+                   "frozen base (checksum %016llx)\n", base, c->finetune.lora_rank,
+                   c->finetune.lora_alpha, c->finetune.lora_dropout,
+                   (unsigned long long)tr->base_sum);
+        else
+            printf("fine-tuning every weight of %s (fresh AdamW moments)\n", base);
+    }
+    return 0;
+}
+
+static int trainer_start(Trainer *tr, const Config *c, const Comm *comm, MoeErr *err) {
+    return trainer_upcycle(tr, c, comm, err) || trainer_finetune(tr, c, comm, err) ? -1 : 0;
+}
+
 static int trainer_init(Trainer *tr, const Config *c, const Comm *comm, const char *resume,
                         MoeErr *err) {
     memset(tr, 0, sizeof *tr);
     tr->c = c;
     tr->comm = comm;
     int bad = 0;
+    if (c->finetune.init_from) {
+        /* before the data: a fine-tuning run must not train a tokenizer of its own, and a
+         * missing base is reported before any work */
+        bad = !resume && finetune_check_base_exists(c->finetune.init_from,
+                                                    "finetune.init_from", err);
+        if (!bad && !file_exists(c->data.tokenizer)) {
+            moe_errorf(err, "data.tokenizer: %s does not exist; a fine-tuning run uses its "
+                       "base's tokenizer and does not train one", c->data.tokenizer);
+            moe_hintf(err, "point data.tokenizer at the base run's tokenizer file (or write "
+                      "the base's copy out: h5dump -d /tokenizer -b -o %s %s)",
+                      c->data.tokenizer, c->finetune.init_from);
+            bad = 1;
+        }
+        if (bad) return -1;   /* every rank reaches the same verdict */
+    }
     if (comm->rank == 0) bad = moe_mkdirs(c->run.dir, err) || dataset_open(c, &tr->data, err);
     if (comm_max_world_i(comm, bad)) {
         if (comm->rank != 0) moe_errorf(err, "rank 0 failed to prepare the data");
@@ -581,8 +665,12 @@ static int trainer_init(Trainer *tr, const Config *c, const Comm *comm, const ch
     tr->row0 = comm->rank * tr->Bl;
     ModelShape shape;
     train_model_shape(c, &shape);
+    LoraSpec lora;
+    train_lora_spec(c, &lora);
+    tr->lora = lora.rank > 0;
     int e_local = shape.E / comm->ep;
-    model_init(&tr->model, &shape, comm->ep_rank * e_local, e_local, (uint64_t)c->train.seed);
+    model_init_lora(&tr->model, &shape, &lora, comm->ep_rank * e_local, e_local,
+                    (uint64_t)c->train.seed);
     tr->model.use_router_bias = shape.E > 0 && c->moe.bias_update_rate > 0;
     if (comm->size > 1 && shape.E > 0) {
         tr->ex.comm = comm;
@@ -595,9 +683,10 @@ static int trainer_init(Trainer *tr, const Config *c, const Comm *comm, const ch
                            (float)c->optim.weight_decay};
     tr->sched = (LrSchedule){(float)c->optim.lr, (float)c->optim.min_lr,
                              (long)c->optim.warmup_steps, (long)c->train.steps};
-    if (comm->rank == 0 && comm->ep > 1 && shape.E > 0) {
-        /* rank 0 assembles every expert here before writing a checkpoint */
-        model_init(&tr->full, &shape, 0, shape.E, (uint64_t)c->train.seed);
+    if (comm->rank == 0 && comm->ep > 1 && shape.E > 0 && !(tr->lora && !lora.train_experts)) {
+        /* rank 0 assembles every expert here before writing a checkpoint (an adapter
+         * checkpoint with frozen experts holds none) */
+        model_init_lora(&tr->full, &shape, &lora, 0, shape.E, (uint64_t)c->train.seed);
         tr->xfer = moe_malloc(3 * sizeof(float) * tr->model.ps.blocks[PBLOCK_EXPERT].n);
     }
     if (resume) {
@@ -607,7 +696,7 @@ static int trainer_init(Trainer *tr, const Config *c, const Comm *comm, const ch
             if (comm->rank == 0)
                 printf("--resume auto: no checkpoint in %s/checkpoints yet, starting from "
                        "scratch\n", c->run.dir);
-            return trainer_upcycle(tr, c, comm, err);
+            return trainer_start(tr, c, comm, err);
         }
         bad = check_resume_config(c, path, comm->rank == 0, err) || trainer_resume(tr, path, err);
         if (comm_max_world_i(comm, bad)) {
@@ -617,7 +706,7 @@ static int trainer_init(Trainer *tr, const Config *c, const Comm *comm, const ch
         if (comm->rank == 0) printf("resumed from %s at step %ld\n", path, tr->step);
         return 0;
     }
-    return trainer_upcycle(tr, c, comm, err);
+    return trainer_start(tr, c, comm, err);
 }
 
 /* Write RUN/checkpoints/step_N.h5 (rank 0; with expert parallelism the other ranks of EP
@@ -629,31 +718,32 @@ static int save_checkpoint(Trainer *tr, MoeErr *err) {
     Model *m = &tr->model;
     const Model *src = m;
     ParamBlock *eb = &m->ps.blocks[PBLOCK_EXPERT];
-    if (comm->mpi && comm->ep > 1 && m->s.E > 0) {
+    /* values: n floats per block; moments: gn (trainable tensors only, at goff) */
+    if (comm->mpi && comm->ep > 1 && m->s.E > 0 && !(tr->lora && eb->gn == 0)) {
         /* gather inside EP group 0 (world ranks 0..P-1 hold every expert once) */
         if (comm->rank > 0 && comm->rank < comm->ep) {
             MPI_Send(eb->data, (int)eb->n, MPI_FLOAT, 0, 1, comm->world);
-            MPI_Send(eb->m, (int)eb->n, MPI_FLOAT, 0, 2, comm->world);
-            MPI_Send(eb->v, (int)eb->n, MPI_FLOAT, 0, 3, comm->world);
+            MPI_Send(eb->m, (int)eb->gn, MPI_FLOAT, 0, 2, comm->world);
+            MPI_Send(eb->v, (int)eb->gn, MPI_FLOAT, 0, 3, comm->world);
         } else if (comm->rank == 0) {
             Model *f = &tr->full;
             for (int b = 0; b < 3; b++) {   /* dense block: same layout in both models */
                 ParamBlock *d = &m->ps.blocks[PBLOCK_DENSE], *fd = &f->ps.blocks[PBLOCK_DENSE];
                 float *from = b == 0 ? d->data : b == 1 ? d->m : d->v;
                 float *to = b == 0 ? fd->data : b == 1 ? fd->m : fd->v;
-                memcpy(to, from, d->n * sizeof(float));
+                memcpy(to, from, (b == 0 ? d->n : d->gn) * sizeof(float));
             }
             for (int q = 0; q < comm->ep; q++) {
                 float *buf[3];
                 for (int b = 0; b < 3; b++) buf[b] = tr->xfer + (size_t)b * eb->n;
                 if (q == 0) {
                     memcpy(buf[0], eb->data, eb->n * sizeof(float));
-                    memcpy(buf[1], eb->m, eb->n * sizeof(float));
-                    memcpy(buf[2], eb->v, eb->n * sizeof(float));
+                    memcpy(buf[1], eb->m, eb->gn * sizeof(float));
+                    memcpy(buf[2], eb->v, eb->gn * sizeof(float));
                 } else {
                     for (int b = 0; b < 3; b++)
-                        MPI_Recv(buf[b], (int)eb->n, MPI_FLOAT, q, b + 1, comm->world,
-                                 MPI_STATUS_IGNORE);
+                        MPI_Recv(buf[b], (int)(b == 0 ? eb->n : eb->gn), MPI_FLOAT, q, b + 1,
+                                 comm->world, MPI_STATUS_IGNORE);
                 }
                 ParamBlock *fe = &f->ps.blocks[PBLOCK_EXPERT];
                 for (int i = 0; i < m->ps.count; i++) {
@@ -661,10 +751,13 @@ static int save_checkpoint(Trainer *tr, MoeErr *err) {
                     if (p->block != PBLOCK_EXPERT) continue;
                     const Param *fp = &f->ps.p[i];
                     size_t n = p->t.n;   /* this rank's slice: experts q*El .. */
-                    size_t at = fp->off + (size_t)q * n;
-                    memcpy(fe->data + at, buf[0] + p->off, n * sizeof(float));
-                    memcpy(fe->m + at, buf[1] + p->off, n * sizeof(float));
-                    memcpy(fe->v + at, buf[2] + p->off, n * sizeof(float));
+                    memcpy(fe->data + fp->off + (size_t)q * n, buf[0] + p->off,
+                           n * sizeof(float));
+                    if (!p->trainable) continue;
+                    memcpy(fe->m + fp->goff + (size_t)q * n, buf[1] + p->goff,
+                           n * sizeof(float));
+                    memcpy(fe->v + fp->goff + (size_t)q * n, buf[2] + p->goff,
+                           n * sizeof(float));
                 }
             }
             if (m->router_bias) {   /* replicated state: rank 0's copy is everyone's */
@@ -683,7 +776,9 @@ static int save_checkpoint(Trainer *tr, MoeErr *err) {
                          .seed = (uint64_t)c->train.seed, .loader_epoch = ls.epoch,
                          .loader_cursor = ls.cursor,
                          .loader_windows = loader_train_windows(&tr->data.loader),
-                         .tok_hash = tok_hash(&tr->data.tok)};
+                         .tok_hash = tok_hash(&tr->data.tok), .adapter = tr->lora,
+                         .base_checksum = tr->base_sum};
+        snprintf(meta.base_path, sizeof meta.base_path, "%s", tr->base_path);
         ckpt_path_for_step(c->run.dir, tr->step, path, sizeof path);
         bad = ckpt_prepare_dir(c->run.dir, err) ||
               ckpt_save(path, c, src, &meta, c->data.tokenizer, true, err) ||
@@ -730,6 +825,24 @@ static int open_logs(const Config *c, Logger *lg, bool mpi, bool append, MoeErr 
     return 0;
 }
 
+/* Validation loss at the current step: printed and logged to eval.jsonl and metrics.jsonl
+ * (rank 0). All ranks call this together. */
+static void eval_and_log(Trainer *tr, Logger *lg, bool root) {
+    double t1 = moe_now();
+    double vl = evaluate(tr);
+    if (!root) return;
+    if (lg->tty) printf("\r\033[K");
+    printf("step %5ld/%ld | val_loss %.4f (ppl %.1f) | %.1f s\n", tr->step,
+           (long)tr->c->train.steps, vl, exp(vl), moe_now() - t1);
+    fflush(stdout);
+    fprintf(lg->evals, "{\"step\":%ld,\"tokens\":%ld,\"val_loss\":%.6g}\n", tr->step,
+            tr->tokens_seen, vl);
+    fflush(lg->evals);
+    fprintf(lg->metrics, "{\"step\":%ld,\"tokens\":%ld,\"val_loss\":%.6g}\n", tr->step,
+            tr->tokens_seen, vl);
+    fflush(lg->metrics);
+}
+
 int train_run(const Config *c, const Comm *comm, const TrainOptions *opt, MoeErr *err) {
     int rc = -1;
     Trainer tr;
@@ -745,7 +858,7 @@ int train_run(const Config *c, const Comm *comm, const TrainOptions *opt, MoeErr
         goto fail;
     }
     const ModelShape *shape = &tr.model.s;
-    const double flops_tok = model_flops_per_token(shape, tr.T);
+    const double flops_tok = lora_flops_per_token(shape, &tr.model.lora, tr.T);
     /* MFU denominator: the machine's sgemm rate on this model's training-shaped products
      * (per-rank batch), measured once here with the thread count the run uses. */
     double sgemm_gflops = mfu_sgemm_rate(shape, tr.Bl * tr.T, 2);
@@ -756,6 +869,18 @@ int train_run(const Config *c, const Comm *comm, const TrainOptions *opt, MoeErr
         printf("model: %s | %zu parameters (%.1f M), %.1f M active per token | %s\n",
                c->name, n_total, (double)n_total / 1e6, model_active_params(shape) / 1e6,
                shape->E > 0 ? "sparse MoE" : "dense");
+        if (c->finetune.init_from) {
+            /* every rank holds the dense tensors and 1/P of the experts */
+            size_t n_train = 0;
+            for (int i = 0; i < tr.model.ps.count; i++) {
+                const Param *p = &tr.model.ps.p[i];
+                if (p->trainable)
+                    n_train += p->t.n * (size_t)(p->block == PBLOCK_EXPERT ? comm->ep : 1);
+            }
+            printf("fine-tuning: %zu trainable parameters of %zu (%.3f%%)%s\n", n_train,
+                   n_total, 100.0 * (double)n_train / (double)n_total,
+                   tr.lora ? "; the rest is frozen (no gradients, no optimizer state)" : "");
+        }
         printf("layout: %d rank(s), expert parallel %d (each rank holds %d of %d experts), "
                "%d sequence(s) per rank\n", comm->size, comm->ep,
                shape->E > 0 ? shape->E / comm->ep : 0, shape->E, tr.Bl);
@@ -779,6 +904,8 @@ int train_run(const Config *c, const Comm *comm, const TrainOptions *opt, MoeErr
     sigaction(SIGUSR1, &sa, &old_usr1);
     signals = true;
     long first_step = tr.step;
+    /* a new fine-tuning run first measures the base model on the new corpus */
+    if (c->finetune.init_from && !tr.resumed) eval_and_log(&tr, &lg, root);
     while (tr.step < c->train.steps) {
         double t0 = moe_now();
         StepLog sl;
@@ -790,22 +917,8 @@ int train_run(const Config *c, const Comm *comm, const TrainOptions *opt, MoeErr
         bool last = tr.step == c->train.steps;
         bool print = tr.step % c->train.log_every == 0 || tr.step == 1 || last || sl.skipped;
         if (root) log_step(&lg, &sl, &tr.model, print);
-        if ((c->train.eval_every > 0 && tr.step % c->train.eval_every == 0) || last) {
-            double t1 = moe_now();
-            double vl = evaluate(&tr);
-            if (root) {
-                if (lg.tty) printf("\r\033[K");
-                printf("step %5ld/%ld | val_loss %.4f (ppl %.1f) | %.1f s\n", tr.step,
-                       (long)c->train.steps, vl, exp(vl), moe_now() - t1);
-                fflush(stdout);
-                fprintf(lg.evals, "{\"step\":%ld,\"tokens\":%ld,\"val_loss\":%.6g}\n", tr.step,
-                        tr.tokens_seen, vl);
-                fflush(lg.evals);
-                fprintf(lg.metrics, "{\"step\":%ld,\"tokens\":%ld,\"val_loss\":%.6g}\n",
-                        tr.step, tr.tokens_seen, vl);
-                fflush(lg.metrics);
-            }
-        }
+        if ((c->train.eval_every > 0 && tr.step % c->train.eval_every == 0) || last)
+            eval_and_log(&tr, &lg, root);
         int stop = comm_max_world_i(comm, (int)g_signal);
         bool periodic = c->checkpoint.every > 0 && tr.step % c->checkpoint.every == 0;
         bool stop_at = opt->stop_at > 0 && tr.step == opt->stop_at;

@@ -29,6 +29,7 @@ def read(rel):
 # ---- config: the shipped configs, an empty section, flow lists, --set overrides after NUL
 put("config", "mixtral_tiny.yaml", read("configs/mixtral_tiny.yaml"))
 put("config", "dense_tiny.yaml", read("configs/dense_tiny.yaml"))
+put("config", "lora_tiny.yaml", read("configs/lora_tiny.yaml"))
 put("config", "small.yaml",
     "model:\n  dim: 8\n  head_dim: 4\nmoe:\ndata:\n  tokenizer: \"t.bpe\"\n"
     "  text: [a.txt, 'b c.txt']\n  shards:\n    - s.tok\nrun:\n  dir: \"r\\x01\\u00e9\"\n")

@@ -531,6 +531,84 @@ START_TEST(test_diff) {
 }
 END_TEST
 
+/* ------------------------------------------------------------------ finetune section */
+
+START_TEST(test_finetune_keys) {
+    /* defaults: off, all four projections listed */
+    Config c;
+    config_defaults(&c);
+    ck_assert_ptr_null(c.finetune.init_from);
+    ck_assert_int_eq(c.finetune.lora_rank, 0);
+    ck_assert(c.finetune.lora_alpha == 16.0 && c.finetune.lora_dropout == 0.0);
+    ck_assert_uint_eq(c.finetune.n_lora_targets, 4);
+    ck_assert_str_eq(c.finetune.lora_targets[3], "o_proj");
+    ck_assert(!c.finetune.train_router && !c.finetune.train_experts);
+    config_free(&c);
+    /* the shipped LoRA config */
+    MoeErr err = {{0}, {0}};
+    ck_assert_int_eq(config_load(&c, source_path("configs/lora_tiny.yaml"), &err), 0);
+    ck_assert_msg(config_validate(&c, &err) == 0, "%s", err.msg);
+    ck_assert_str_eq(c.finetune.init_from, "runs/mixtral_tiny/checkpoints/step_00001000.h5");
+    ck_assert_int_eq(c.finetune.lora_rank, 8);
+    ck_assert(c.finetune.lora_alpha == 16.0);
+    ck_assert_str_eq(c.data.text[0], "data/gsm8k_train.txt");
+    /* its model shape is mixtral_tiny's: only the finetune keys differ in shape */
+    Config base;
+    ck_assert_int_eq(config_load(&base, source_path("configs/mixtral_tiny.yaml"), &err), 0);
+    char diff[512];
+    ck_assert_int_eq(config_diff_model(&base, &c, diff, sizeof diff), 0);
+    ck_assert_int_eq(config_diff_shape(&base, &c, diff, sizeof diff), 1);
+    ck_assert_str_eq(diff, "finetune.lora_rank: 0 -> 8");
+    /* round trip through YAML keeps the section */
+    ck_assert_int_eq(config_set(&c, "finetune.lora_targets=[v_proj, q_proj]", &err), 0);
+    ck_assert_int_eq(config_set(&c, "finetune.train_router=true", &err), 0);
+    char *text = config_to_yaml(&c);
+    Config back;
+    ck_assert_int_eq(config_load_text(&back, text, strlen(text), "x.yaml", &err), 0);
+    ck_assert_int_eq(config_diff_shape(&c, &back, NULL, 0), 0);
+    ck_assert_int_eq(config_diff_other(&c, &back, NULL, 0), 0);
+    ck_assert_uint_eq(back.finetune.n_lora_targets, 2);
+    ck_assert_str_eq(back.finetune.lora_targets[0], "v_proj");
+    moe_free(text);
+    config_free(&back);
+    config_free(&base);
+    config_free(&c);
+}
+END_TEST
+
+START_TEST(test_finetune_errors) {
+    /* ranges: "  lora_rank: -1" value at column 14; "  lora_dropout: 1" at 17;
+     * "  lora_alpha: 0" at 15 */
+    expect_error("finetune:\n  lora_rank: -1\n", "2:14", "finetune.lora_rank",
+                 "an integer in [0, 65536]");
+    expect_error("finetune:\n  lora_dropout: 1\n", "2:17", "finetune.lora_dropout",
+                 "a number in [0, 1)");
+    expect_error("finetune:\n  lora_alpha: 0\n", "2:15", "finetune.lora_alpha", "a number > 0");
+    expect_error("finetune:\n  lora_targets: q_proj\n", "2:17", "finetune.lora_targets",
+                 "a list of strings");
+    /* cross-field (after the 3 data lines): "  init_from: b.h5" value at line 5 column 14 */
+    expect_error(DATA_OK "finetune:\n  init_from: b.h5\ninit:\n  upcycle_from: d.h5\n", "5:14",
+                 "finetune.init_from, init.upcycle_from", "remove one of the two keys");
+    expect_error(DATA_OK "finetune:\n  lora_rank: 8\n", "5:14",
+                 "finetune.lora_rank, finetune.init_from", "set finetune.init_from");
+    /* the list value starts at column 17 of "  lora_targets: [...]" */
+    expect_error(DATA_OK "finetune:\n  lora_targets: [q_proj, vproj]\n", "5:17",
+                 "finetune.lora_targets[1]: unknown projection 'vproj'", "did you mean 'v_proj'");
+    expect_error(DATA_OK "finetune:\n  lora_targets: [q_proj, k_proj, q_proj]\n", "5:17",
+                 "finetune.lora_targets[2]: 'q_proj' is listed twice", "once");
+    expect_error(DATA_OK "finetune:\n  init_from: b.h5\n  lora_rank: 4\n  lora_targets: []\n",
+                 "7:17", "finetune.lora_targets, finetune.lora_rank", "at least one");
+    /* an empty list is fine without adapters (full fine-tuning) */
+    const char *path = write_yaml("ft.yaml", DATA_OK "finetune:\n  init_from: b.h5\n"
+                                             "  lora_targets: []\n");
+    Config c;
+    MoeErr err = {{0}, {0}};
+    ck_assert_int_eq(config_load(&c, path, &err), 0);
+    ck_assert_msg(config_validate(&c, &err) == 0, "%s", err.msg);
+    config_free(&c);
+}
+END_TEST
+
 static Suite *config_suite(void) {
     Suite *s = suite_create("config");
     struct { const char *name; const TTest *fn; } cases[] = {
@@ -544,6 +622,7 @@ static Suite *config_suite(void) {
         {"cross_field", test_cross_field}, {"missing_required", test_missing_required},
         {"set_override", test_set_override}, {"set_errors", test_set_errors},
         {"round_trip", test_round_trip}, {"diff", test_diff},
+        {"finetune_keys", test_finetune_keys}, {"finetune_errors", test_finetune_errors},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         TCase *tc = tcase_create(cases[i].name);
