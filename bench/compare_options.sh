@@ -13,6 +13,12 @@ mkdir -p "$OUT"
 # name | --set overrides
 VARIANTS=(
   "default|"
+  "shared_expert|moe.n_shared_experts=1"
+  "fine_grained_shared|moe.n_experts=16 moe.top_k=3 moe.hidden=256 moe.n_shared_experts=1"
+  "sliding_window_64|model.sliding_window=64"
+  "top_p|moe.router=topp"
+  "expert_choice|moe.router=expert_choice"
+  "aux_loss_free|moe.bias_update_rate=1e-3 moe.aux_loss_coef=0"
 )
 printf '| variant | overrides | val loss @%s | tokens/s (median) |\n|---|---|---|---|\n' "$STEPS"
 for v in "${VARIANTS[@]}"; do
