@@ -31,7 +31,7 @@ for v in "${VARIANTS[@]}"; do
     --set train.eval_every="$STEPS" --set checkpoint.every=0 --set checkpoint.keep=1 \
     --set run.dir="$dir" "${args[@]}" > "$dir.log" 2>&1 || { echo "| $name | $sets | FAILED (see $dir.log) | |"; continue; }
   val=$(tail -1 "$dir/eval.jsonl" | sed -E 's/.*"val_loss":([0-9.eE+-]+).*/\1/')
-  tps=$(sed -E 's/.*"tokens_per_s":([0-9.eE+-]+).*/\1/' "$dir/metrics.jsonl" | sort -g |
+  tps=$(grep -F '"tokens_per_s"' "$dir/metrics.jsonl" | sed -E 's/.*"tokens_per_s":([0-9.eE+-]+).*/\1/' | sort -g |
         awk '{a[NR]=$1} END {print int(a[int((NR+1)/2)])}')
   printf '| %s | %s | %.3f | %s |\n' "$name" "${sets:-(none)}" "$val" "$tps"
 done
