@@ -286,6 +286,14 @@ Tensor *op_expert_linear(Tape *t, Tensor *x, Tensor *w, const int32_t *offs, int
 /* ---------------- router losses ---------------- */
 
 /* Stable softmax of one row (ops_internal.h): p (E) = softmax(x); returns logsumexp(x). */
+double logsumexp_row(const float *x, int E) {
+    float m = x[0];
+    for (int j = 1; j < E; j++) m = x[j] > m ? x[j] : m;
+    double sum = 0.0;
+    for (int j = 0; j < E; j++) sum += exp((double)(x[j] - m));
+    return (double)m + log(sum);
+}
+
 double softmax_row(const float *x, int E, float *p) {
     float m = x[0];
     for (int j = 1; j < E; j++) m = x[j] > m ? x[j] : m;
@@ -366,11 +374,7 @@ Tensor *op_zloss(Tape *t, Tensor *logits, float scale) {
     double total = 0.0;
     for (size_t n = 0; n < N; n++) {
         const float *x = logits->data + n * E;
-        float m = x[0];
-        for (int j = 1; j < E; j++) m = x[j] > m ? x[j] : m;
-        double sum = 0.0;
-        for (int j = 0; j < E; j++) sum += exp((double)(x[j] - m));
-        const double l = (double)m + log(sum);
+        const double l = logsumexp_row(x, E);
         total += l * l;
         if (lse) lse[n] = (float)l;
     }

@@ -180,11 +180,7 @@ Tensor *op_router_entropy(Tape *t, Tensor *logits, float scale) {
     double total = 0.0;
     for (size_t n = 0; n < N; n++) {
         const float *x = logits->data + n * E;
-        float m = x[0];
-        for (int j = 1; j < E; j++) m = x[j] > m ? x[j] : m;
-        double sum = 0.0;
-        for (int j = 0; j < E; j++) sum += exp((double)(x[j] - m));
-        const double l = (double)m + log(sum);
+        const double l = logsumexp_row(x, E);
         double hn = 0.0;   /* -sum p ln p with ln p = x - lse */
         for (int j = 0; j < E; j++) {
             const double lp = (double)x[j] - l;

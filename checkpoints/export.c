@@ -288,6 +288,26 @@ static void parent_of(const char *p, char *out, size_t cap) {
 
 /* ------------------------------------------------------------------ HF export */
 
+
+/* Move a finished temporary export directory into place: give it the permissions mkdir
+ * would have (mkdtemp makes it 0700), fsync it, rename it to outdir, fsync the parent.
+ * On success tmpdir[0] is cleared (nothing left to remove); on failure err is set. */
+static int publish_dir(char *tmpdir, const char *outdir, MoeErr *err) {
+    mode_t um = umask(0);
+    umask(um);
+    chmod(tmpdir, 0777 & ~um);
+    fsync_path(tmpdir);
+    if (rename(tmpdir, outdir) != 0) {
+        moe_errorf(err, "%s: cannot rename %s into place: %s", outdir, tmpdir, strerror(errno));
+        return moe_hintf(err, "remove %s if it was created meanwhile and export again", outdir);
+    }
+    tmpdir[0] = 0;
+    char parent[4096];
+    parent_of(outdir, parent, sizeof parent);
+    fsync_path(parent);
+    return 0;
+}
+
 static const char *torch_dtype(StDtype d) {
     return d == ST_F32 ? "float32" : d == ST_BF16 ? "bfloat16" : "float16";
 }
@@ -514,20 +534,7 @@ int export_hf(const char *ckpt_path, const char *outdir, const ExportHfOptions *
         write_small_json(tmpdir, "tokenizer_config.json", tcfg, err) ||
         write_small_json(tmpdir, "special_tokens_map.json", smap, err))
         goto done;
-    /* mkdtemp makes the directory 0700; give it the permissions mkdir would have. */
-    mode_t um = umask(0);
-    umask(um);
-    chmod(tmpdir, 0777 & ~um);
-    fsync_path(tmpdir);
-    if (rename(tmpdir, outdir) != 0) {
-        moe_errorf(err, "%s: cannot rename %s into place: %s", outdir, tmpdir, strerror(errno));
-        moe_hintf(err, "remove %s if it was created meanwhile and export again", outdir);
-        goto done;
-    }
-    tmpdir[0] = 0;
-    char parent[4096];
-    parent_of(outdir, parent, sizeof parent);
-    fsync_path(parent);
+    if (publish_dir(tmpdir, outdir, err)) goto done;
     rc = 0;
 done:
     if (rc && tmpdir[0]) remove_tree_flat(tmpdir);
@@ -620,19 +627,7 @@ int export_peft(const char *ckpt_path, const char *outdir, StDtype dtype, MoeErr
                    "  \"modules_to_save\": null,\n  \"layers_to_transform\": null,\n"
                    "  \"revision\": null\n}\n");
     if (data_atomic_commit(&af, err)) goto done;
-    mode_t um = umask(0);   /* mkdtemp made it 0700: give it mkdir's permissions */
-    umask(um);
-    chmod(tmpdir, 0777 & ~um);
-    fsync_path(tmpdir);
-    if (rename(tmpdir, outdir) != 0) {
-        moe_errorf(err, "%s: cannot rename %s into place: %s", outdir, tmpdir, strerror(errno));
-        moe_hintf(err, "remove %s if it was created meanwhile and export again", outdir);
-        goto done;
-    }
-    tmpdir[0] = 0;
-    char parent[4096];
-    parent_of(outdir, parent, sizeof parent);
-    fsync_path(parent);
+    if (publish_dir(tmpdir, outdir, err)) goto done;
     rc = 0;
 done:
     if (rc && tmpdir[0]) remove_tree_flat(tmpdir);
