@@ -51,25 +51,54 @@ void adamw_step(ParamSet *ps, const AdamWConfig *cfg, float lr, long t) {
     blas_parallel_for(a.workers, adamw_task, &a);
 }
 
-double grad_sumsq_block(const ParamSet *ps, int block) {
-    double s = 0;
-    for (int i = 0; i < ps->count; i++) {
-        const Param *p = &ps->p[i];
-        if (!p->trainable || p->block != block) continue;
-        const float *g = ps->blocks[block].grad + p->goff;
-        double part = 0;
-        for (size_t j = 0; j < p->t.n; j++) part += (double)g[j] * (double)g[j];
-        s += part;
+/* The trainable gradients of a block are one contiguous buffer (grad, gn floats: tensors at
+ * goff, zero padding between them), so the norm and the scaling are flat loops over it, cut
+ * into GRAD_CHUNKS fixed ranges run over the cores. Each range sums its squares in double
+ * with 8 independent partials (vectorisable) and the ranges are added in order: the norm
+ * does not depend on the thread count. */
+#define GRAD_CHUNKS 16
+
+typedef struct GradTask {
+    float *g;
+    size_t n;
+    float scale;          /* grad_scale: the factor */
+    double part[GRAD_CHUNKS];   /* grad_sumsq: one sum per range */
+    bool sumsq;
+} GradTask;
+
+static void grad_task(void *ctx, int task, int worker) {
+    (void)worker;
+    GradTask *k = ctx;
+    const size_t j0 = k->n * (size_t)task / GRAD_CHUNKS, j1 = k->n * (size_t)(task + 1) / GRAD_CHUNKS;
+    float *g = k->g;
+    if (!k->sumsq) {
+        for (size_t j = j0; j < j1; j++) g[j] *= k->scale;
+        return;
     }
+    double s[8] = {0};
+    size_t j = j0;
+    for (; j + 8 <= j1; j += 8)
+        for (int i = 0; i < 8; i++) s[i] += (double)g[j + i] * (double)g[j + i];
+    for (; j < j1; j++) s[0] += (double)g[j] * (double)g[j];
+    k->part[task] = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+double grad_sumsq_block(const ParamSet *ps, int block) {
+    const ParamBlock *bl = &ps->blocks[block];
+    if (!bl->grad || bl->gn == 0) return 0.0;
+    GradTask k = {bl->grad, bl->gn, 1.0f, {0}, true};
+    blas_parallel_for(GRAD_CHUNKS, grad_task, &k);
+    double s = 0.0;
+    for (int c = 0; c < GRAD_CHUNKS; c++) s += k.part[c];
     return s;
 }
 
 void grad_scale(ParamSet *ps, float s) {
-    for (int i = 0; i < ps->count; i++) {
-        Param *p = &ps->p[i];
-        if (!p->trainable) continue;
-        float *g = ps->blocks[p->block].grad + p->goff;
-        for (size_t j = 0; j < p->t.n; j++) g[j] *= s;
+    for (int b = 0; b < PBLOCK_COUNT; b++) {
+        ParamBlock *bl = &ps->blocks[b];
+        if (!bl->grad || bl->gn == 0) continue;
+        GradTask k = {bl->grad, bl->gn, s, {0}, false};
+        blas_parallel_for(GRAD_CHUNKS, grad_task, &k);
     }
 }
 

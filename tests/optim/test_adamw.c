@@ -85,6 +85,41 @@ START_TEST(test_grad_norm_and_clip) {
 }
 END_TEST
 
+/* Blocks large enough that the norm and the scaling run as 16 ranges over the cores (the
+ * suite runs this file with 1 and 2 threads), with tensors of odd sizes (padding between
+ * them in the grad buffer) and a frozen one in between: the sum of squares equals a plain
+ * double loop over the trainable tensors within 1e-12 relative (the same terms added in
+ * another order; double rounding is ~1e-16 per add), and scaling multiplies exactly the
+ * trainable elements. */
+START_TEST(test_grad_norm_large_split) {
+    ParamSet ps;
+    params_init(&ps);
+    int s1[1] = {40001}, s2[1] = {333}, s3[1] = {70003};
+    params_add(&ps, "a", PBLOCK_DENSE, 1, s1, true, INIT_ONES, 0, 0);
+    params_add(&ps, "frozen", PBLOCK_DENSE, 1, s2, true, INIT_ONES, 0, 0);
+    params_add(&ps, "b", PBLOCK_DENSE, 1, s3, true, INIT_ONES, 0, 0);
+    params_set_trainable(&ps, 1, false);
+    params_finalise(&ps);
+    MoeRng r;
+    rng_seed(&r, 9);
+    double ref = 0.0;
+    for (int i = 0; i < 3; i++) {
+        if (i == 1) continue;
+        Tensor *t = &ps.p[i].t;
+        for (size_t j = 0; j < t->n; j++) {
+            t->grad[j] = (float)(2.0 * rng_uniform(&r) - 1.0);
+            ref += (double)t->grad[j] * (double)t->grad[j];
+        }
+    }
+    ck_assert_double_eq_tol(grad_sumsq_block(&ps, PBLOCK_DENSE), ref, 1e-12 * ref);
+    const float keep0 = ps.p[0].t.grad[123], keep2 = ps.p[2].t.grad[70002];
+    grad_scale(&ps, 0.5f);
+    ck_assert(ps.p[0].t.grad[123] == keep0 * 0.5f && ps.p[2].t.grad[70002] == keep2 * 0.5f);
+    ck_assert_double_eq_tol(grad_sumsq_block(&ps, PBLOCK_DENSE), 0.25 * ref, 1e-12 * ref);
+    params_free(&ps);
+}
+END_TEST
+
 START_TEST(test_schedule_by_hand) {
     LrSchedule s = {1.0f, 0.1f, 10, 111};
     /* warmup: (step+1)/10 */
@@ -112,6 +147,7 @@ int main(void) {
     suite_add_tcase(s, tc);
     tc = tcase_create("clip");
     tcase_add_test(tc, test_grad_norm_and_clip);
+    tcase_add_test(tc, test_grad_norm_large_split);
     suite_add_tcase(s, tc);
     tc = tcase_create("schedule");
     tcase_add_test(tc, test_schedule_by_hand);
