@@ -12,6 +12,8 @@
 #ifndef MOE_BLAS_H
 #define MOE_BLAS_H
 
+#include <stddef.h>
+
 /* Call first thing in main. Sets OPENBLAS_THREAD_TIMEOUT=10 when unset, and, when
  * OPENBLAS_CORETYPE is unset and OpenBLAS chose a generic fallback core on a CPU with
  * AVX-512 (SkylakeX kernels) or AVX2 (Haswell kernels), that too; if it set anything it
@@ -32,6 +34,14 @@ int blas_threads(void);
  * single-threaded: one threading layer per region (many small products split over the
  * cores beat each small product split over the cores). */
 void blas_parallel_for(int n_tasks, void (*fn)(void *ctx, int task, int worker), void *ctx);
+/* Below this many elements a flat loop is not worth a thread (elementwise kernels, norms). */
+#define BLAS_SPLIT_MIN ((size_t)1 << 16)
+/* Part `task` of `parts` equal contiguous ranges of [0, n): [*lo, *hi). The ranges depend
+ * only on (n, parts), never on which worker runs them. */
+static inline void blas_range(size_t n, int task, int parts, size_t *lo, size_t *hi) {
+    *lo = n * (size_t)task / (size_t)parts;
+    *hi = n * (size_t)(task + 1) / (size_t)parts;
+}
 /* Set OpenBLAS's thread count; returns the previous one. */
 int blas_set_threads(int n);
 /* Workers blas_parallel_for uses (>= 1): per-worker scratch is sized by it. */

@@ -230,8 +230,8 @@ typedef struct SwigluTask {
 static void swiglu_task(void *ctx, int task, int worker) {
     (void)worker;
     const SwigluTask *k = ctx;
-    const size_t j0 = k->n * (size_t)task / (size_t)k->workers;
-    const size_t j1 = k->n * (size_t)(task + 1) / (size_t)k->workers;
+    size_t j0, j1;
+    blas_range(k->n, task, k->workers, &j0, &j1);
     if (k->y) {
         swiglu_forward(k->y + j0, k->a + j0, k->b + j0, j1 - j0);
     } else {
@@ -243,7 +243,7 @@ static void swiglu_task(void *ctx, int task, int worker) {
 static void swiglu_run(float *y, float *da, float *db, const float *dy, const float *a,
                        const float *b, size_t n) {
     SwigluTask k = {y, da, db, dy, a, b, n, blas_workers()};
-    if (n < ((size_t)1 << 16)) k.workers = 1;   /* small: not worth a thread */
+    if (n < BLAS_SPLIT_MIN) k.workers = 1;   /* small: not worth a thread */
     if (k.workers == 1) swiglu_task(&k, 0, 0);
     else blas_parallel_for(k.workers, swiglu_task, &k);
 }
@@ -300,11 +300,10 @@ Tensor *op_softplus(Tape *t, Tensor *x) {
 
 /* y (N, C) = x * rstd[n] * g, rstd (N) = 1 / sqrt(mean(x^2) + eps); the mean of squares is
  * accumulated in double (C can be thousands, and x^2 spans a wide range). */
-/* Rows are independent: above RMS_SPLIT elements the rows are cut into RMS_CHUNKS fixed
+/* Rows are independent: above BLAS_SPLIT_MIN elements the rows are cut into RMS_CHUNKS fixed
  * ranges run over the cores (blas_parallel_for). The gain gradient is summed per range
  * into its own (C) partial, and the partials are added in range order: the result does not
  * depend on the thread count. */
-#define RMS_SPLIT (1 << 16)
 #define RMS_CHUNKS 8
 
 static void rmsnorm_rows(float *y, float *rstd, const float *x, const float *g, int n0, int n1,
@@ -312,15 +311,10 @@ static void rmsnorm_rows(float *y, float *rstd, const float *x, const float *g, 
     for (int n = n0; n < n1; n++) {
         const float *xr = x + (size_t)n * C;
         float *yr = y + (size_t)n * C;
-        double ss[8] = {0};   /* independent partials: the loop vectorises */
-        int c = 0;
-        for (; c + 8 <= C; c += 8)
-            for (int j = 0; j < 8; j++) ss[j] += (double)xr[c + j] * (double)xr[c + j];
-        for (; c < C; c++) ss[0] += (double)xr[c] * (double)xr[c];
-        double sum = ((ss[0] + ss[1]) + (ss[2] + ss[3])) + ((ss[4] + ss[5]) + (ss[6] + ss[7]));
+        const double sum = vm_sumsq_f64(xr, (size_t)C);   /* vectorised partials */
         float r = (float)(1.0 / sqrt(sum / C + (double)eps));
         rstd[n] = r;
-        for (c = 0; c < C; c++) yr[c] = xr[c] * r * g[c];
+        for (int c = 0; c < C; c++) yr[c] = xr[c] * r * g[c];
     }
 }
 
@@ -358,8 +352,9 @@ typedef struct RmsTask {
 static void rmsnorm_task(void *ctx, int task, int worker) {
     (void)worker;
     const RmsTask *k = ctx;
-    const int n0 = (int)((long)k->N * task / k->chunks);
-    const int n1 = (int)((long)k->N * (task + 1) / k->chunks);
+    size_t lo, hi;
+    blas_range((size_t)k->N, task, k->chunks, &lo, &hi);
+    const int n0 = (int)lo, n1 = (int)hi;
     if (k->y) rmsnorm_rows(k->y, k->rstd, k->x, k->g, n0, n1, k->C, k->eps);
     else
         rmsnorm_backward_rows(k->dx, k->dg_part ? k->dg_part + (size_t)task * k->C : NULL, k->dy,
@@ -367,7 +362,7 @@ static void rmsnorm_task(void *ctx, int task, int worker) {
 }
 
 static int rms_chunks(int N, int C) {
-    return (size_t)N * (size_t)C >= RMS_SPLIT && N >= RMS_CHUNKS ? RMS_CHUNKS : 1;
+    return (size_t)N * (size_t)C >= BLAS_SPLIT_MIN && N >= RMS_CHUNKS ? RMS_CHUNKS : 1;
 }
 
 static void op_rmsnorm_bw(TapeOp *op) {
@@ -735,8 +730,9 @@ typedef struct LceTask {
 static void linear_ce_rows(void *ctx, int task, int worker) {
     (void)worker;
     LceTask *a = ctx;
-    const int V = a->V, k0 = (int)((long)a->N * task / a->workers);
-    const int k1 = (int)((long)a->N * (task + 1) / a->workers);
+    size_t lo, hi;
+    blas_range((size_t)a->N, task, a->workers, &lo, &hi);
+    const int V = a->V, k0 = (int)lo, k1 = (int)hi;
     const float k = a->k;
     double loss = 0.0;
     for (int n = k0; n < k1; n++) {

@@ -78,4 +78,15 @@ static inline double vm_sum_f64(const float *x, int n) {
     return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
+/* Sum of squares of n floats in double, with the same 8 independent partials and the same
+ * combining order as vm_sum_f64. */
+static inline double vm_sumsq_f64(const float *x, size_t n) {
+    double s[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) s[j] += (double)x[i + j] * (double)x[i + j];
+    for (; i < n; i++) s[0] += (double)x[i] * (double)x[i];
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
 #endif

@@ -127,7 +127,8 @@ typedef struct ZeroTask {
 static void zero_task(void *ctx, int task, int worker) {
     (void)worker;
     const ZeroTask *k = ctx;
-    const size_t j0 = k->n * (size_t)task / 8, j1 = k->n * (size_t)(task + 1) / 8;
+    size_t j0, j1;
+    blas_range(k->n, task, 8, &j0, &j1);
     memset(k->g + j0, 0, (j1 - j0) * sizeof(float));
 }
 
@@ -135,7 +136,7 @@ void params_zero_grad(ParamSet *ps) {
     for (int b = 0; b < PBLOCK_COUNT; b++) {
         if (!ps->blocks[b].grad) continue;
         ZeroTask k = {ps->blocks[b].grad, ps->blocks[b].gn};
-        if (k.n < ((size_t)1 << 16)) memset(k.g, 0, k.n * sizeof(float));
+        if (k.n < BLAS_SPLIT_MIN) memset(k.g, 0, k.n * sizeof(float));
         else blas_parallel_for(8, zero_task, &k);
     }
 }

@@ -2,6 +2,7 @@
 #include "optim/adamw.h"
 
 #include "autograd/blas.h"
+#include "autograd/vmath.h"
 
 #include <math.h>
 
@@ -24,8 +25,8 @@ static void adamw_task(void *ctx, int task, int worker) {
         if (!p->trainable) continue;
         const ParamBlock *bl = &a->ps->blocks[p->block];
         const size_t n = p->t.n;
-        const size_t j0 = n * (size_t)task / (size_t)a->workers;
-        const size_t j1 = n * (size_t)(task + 1) / (size_t)a->workers;
+        size_t j0, j1;
+        blas_range(n, task, a->workers, &j0, &j1);
         float *restrict w = bl->data + p->off;
         const float *restrict g = bl->grad + p->goff;
         float *restrict m = bl->m + p->goff;
@@ -69,18 +70,14 @@ typedef struct GradTask {
 static void grad_task(void *ctx, int task, int worker) {
     (void)worker;
     GradTask *k = ctx;
-    const size_t j0 = k->n * (size_t)task / GRAD_CHUNKS, j1 = k->n * (size_t)(task + 1) / GRAD_CHUNKS;
+    size_t j0, j1;
+    blas_range(k->n, task, GRAD_CHUNKS, &j0, &j1);
     float *g = k->g;
     if (!k->sumsq) {
         for (size_t j = j0; j < j1; j++) g[j] *= k->scale;
         return;
     }
-    double s[8] = {0};
-    size_t j = j0;
-    for (; j + 8 <= j1; j += 8)
-        for (int i = 0; i < 8; i++) s[i] += (double)g[j + i] * (double)g[j + i];
-    for (; j < j1; j++) s[0] += (double)g[j] * (double)g[j];
-    k->part[task] = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    k->part[task] = vm_sumsq_f64(g + j0, j1 - j0);
 }
 
 double grad_sumsq_block(const ParamSet *ps, int block) {
