@@ -18,15 +18,7 @@
 set -u
 BIN=${1:?usage: test_resume.sh MOETRAIN}
 SRC=${MOE_SOURCE_DIR:?run through ctest}
-MPIRUN=${MPIEXEC:-mpirun}
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMPI_MCA_rmaps_base_oversubscribe=1 OPENBLAS_NUM_THREADS=1
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass+1)); }
-bad() { fail=$((fail+1)); echo "FAIL: $*"; }
-run() { local log=$1; shift; "$@" > "$log" 2>&1 || { bad "command failed: $*"; tail -5 "$log"; }; }
+. "$SRC/tests/testlib.sh"
 
 head -c 60000 "$SRC/data/tinyshakespeare.txt" > "$TMP/corpus.txt"
 cat > "$TMP/c.yaml" <<YAML
@@ -37,20 +29,7 @@ optim: {lr: 3e-3, warmup_steps: 5, min_lr: 3e-4}
 data: {tokenizer: $TMP/tok.bpe, text: [$TMP/corpus.txt]}
 checkpoint: {every: 0, keep: 2}
 YAML
-steps() { grep '"lm_loss"' "$1/metrics.jsonl" | sed -n "$2,$3p" | grep -o '"loss":[^,]*,"lm_loss":[^,]*,.*"grad_norm":[^,]*'; }
-params_equal() { h5diff -q "$1" "$2" /params /params && h5diff -q "$1" "$2" /optim /optim; }
 
-exact_resume() {   # $1 label, rest: launcher prefix; config $CFG (default c.yaml)
-  local label=$1 cfg=${CFG:-$TMP/c.yaml}; shift
-  run "$TMP/$label-a.log" "$@" "$BIN" "$cfg" --set "run.dir=$TMP/$label-a"
-  run "$TMP/$label-b1.log" "$@" "$BIN" "$cfg" --set "run.dir=$TMP/$label-b" --stop-at 20
-  run "$TMP/$label-b2.log" "$@" "$BIN" "$cfg" --set "run.dir=$TMP/$label-b" --resume auto
-  grep -q "resumed from .*step_00000020.h5 at step 20" "$TMP/$label-b2.log" && ok || bad "$label: did not resume from step 20"
-  if [ -n "$(steps "$TMP/$label-a" 21 40)" ] && [ "$(steps "$TMP/$label-a" 21 40)" = "$(steps "$TMP/$label-b" 21 40)" ]; then ok
-  else bad "$label: steps 21..40 differ"; diff <(steps "$TMP/$label-a" 21 40) <(steps "$TMP/$label-b" 21 40) | head -4; fi
-  params_equal "$TMP/$label-a/checkpoints/step_00000040.h5" "$TMP/$label-b/checkpoints/step_00000040.h5" && ok \
-    || bad "$label: final parameters/moments are not bit-identical"
-}
 exact_resume r1
 exact_resume r4 timeout 300 "$MPIRUN" -n 4
 

@@ -15,15 +15,7 @@
 set -u
 BIN=${1:?usage: test_upcycle.sh MOETRAIN}
 SRC=${MOE_SOURCE_DIR:?run through ctest}
-MPIRUN=${MPIEXEC:-mpirun}
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMPI_MCA_rmaps_base_oversubscribe=1 OPENBLAS_NUM_THREADS=1
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass+1)); }
-bad() { fail=$((fail+1)); echo "FAIL: $*"; }
-run() { local log=$1; shift; "$@" > "$log" 2>&1 || { bad "command failed: $*"; tail -5 "$log"; }; }
+. "$SRC/tests/testlib.sh"
 expect_exit() {   # $1 wanted status, $2 log, rest: command
   local want=$1 log=$2; shift 2
   "$@" > "$log" 2>&1; local got=$?

@@ -11,14 +11,7 @@
 set -u
 BIN=${1:?usage: test_layout.sh MOETRAIN}
 SRC=${MOE_SOURCE_DIR:?run through ctest}
-MPIRUN=${MPIEXEC:-mpirun}
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMPI_MCA_rmaps_base_oversubscribe=1 OPENBLAS_NUM_THREADS=1
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass+1)); }
-bad() { fail=$((fail+1)); echo "FAIL: $*"; }
+. "$SRC/tests/testlib.sh"
 
 head -c 60000 "$SRC/data/tinyshakespeare.txt" > "$TMP/corpus.txt"
 cat > "$TMP/layout.yaml" <<YAML

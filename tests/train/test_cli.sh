@@ -6,11 +6,7 @@
 set -u
 BIN=${1:?usage: test_cli.sh MOETRAIN}
 SRC=${MOE_SOURCE_DIR:?MOE_SOURCE_DIR must be set (run through ctest)}
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass+1)); }
-bad() { fail=$((fail+1)); echo "FAIL: $*"; }
+. "$SRC/tests/testlib.sh"
 
 # expect_fail NAME WANT_EXIT PATTERN -- command...
 expect_fail() {

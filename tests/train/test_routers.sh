@@ -16,15 +16,7 @@
 set -u
 BIN=${1:?usage: test_routers.sh MOETRAIN}
 SRC=${MOE_SOURCE_DIR:?run through ctest}
-MPIRUN=${MPIEXEC:-mpirun}
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMPI_MCA_rmaps_base_oversubscribe=1 OPENBLAS_NUM_THREADS=1
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass+1)); }
-bad() { fail=$((fail+1)); echo "FAIL: $*"; }
-run() { local log=$1; shift; "$@" > "$log" 2>&1 || { bad "command failed: $*"; tail -5 "$log"; }; }
+. "$SRC/tests/testlib.sh"
 expect_fail() {   # NAME WANT_EXIT PATTERN -- command...
   local name=$1 want=$2 pat=$3; shift 4
   "$@" >"$TMP/out" 2>"$TMP/err"; local rc=$?
@@ -42,27 +34,18 @@ optim: {lr: 3e-3, warmup_steps: 5, min_lr: 3e-4}
 data: {tokenizer: $TMP/tok.bpe, text: [$TMP/corpus.txt]}
 checkpoint: {every: 0, keep: 2}
 YAML
-steps() { grep '"lm_loss"' "$1/metrics.jsonl" | sed -n "$2,$3p" | grep -o '"loss":[^,]*,"lm_loss":[^,]*,.*"grad_norm":[^,]*'; }
 losses() { grep -o '"loss":[-0-9.e+]*' "$1/metrics.jsonl" | cut -d: -f2; }
-params_equal() { h5diff -q "$1" "$2" /params /params && h5diff -q "$1" "$2" /optim /optim; }
 
-exact_resume() {   # $1 label, $2 router, rest: launcher prefix
-  local label=$1 router=$2; shift 2
-  local set=(--set "moe.router=$router")
-  run "$TMP/$label-a.log" "$@" "$BIN" "$TMP/c.yaml" "${set[@]}" --set "run.dir=$TMP/$label-a"
-  run "$TMP/$label-b1.log" "$@" "$BIN" "$TMP/c.yaml" "${set[@]}" --set "run.dir=$TMP/$label-b" --stop-at 10
-  run "$TMP/$label-b2.log" "$@" "$BIN" "$TMP/c.yaml" "${set[@]}" --set "run.dir=$TMP/$label-b" --resume auto
-  grep -q "resumed from .*step_00000010.h5 at step 10" "$TMP/$label-b2.log" && ok || bad "$label: did not resume from step 10"
-  if [ -n "$(steps "$TMP/$label-a" 11 20)" ] && [ "$(steps "$TMP/$label-a" 11 20)" = "$(steps "$TMP/$label-b" 11 20)" ]; then ok
-  else bad "$label: steps 11..20 differ"; diff <(steps "$TMP/$label-a" 11 20) <(steps "$TMP/$label-b" 11 20) | head -4; fi
-  params_equal "$TMP/$label-a/checkpoints/step_00000020.h5" "$TMP/$label-b/checkpoints/step_00000020.h5" && ok \
-    || bad "$label: final parameters/moments are not bit-identical"
-  grep -qE "^  router: $router( |$)" "$TMP/$label-a/config.yaml" && ok || bad "$label: config.yaml lacks moe.router: $router"
-}
-for router in topp expert_choice; do
-  exact_resume "$router-r1" "$router"
-  exact_resume "$router-r4" "$router" timeout 300 "$MPIRUN" -n 4
+for router in topp expert_choice; do   # 20-step config: stop and resume at step 10
+  SETS=(--set "moe.router=$router")
+  RESUME_AT=10 exact_resume "$router-r1"
+  RESUME_AT=10 exact_resume "$router-r4" timeout 300 "$MPIRUN" -n 4
+  for label in "$router-r1" "$router-r4"; do
+    grep -qE "^  router: $router( |$)" "$TMP/$label-a/config.yaml" && ok \
+      || bad "$label: config.yaml lacks moe.router: $router"
+  done
 done
+SETS=()
 
 # ckpt info names the router.
 "$BIN" ckpt info "$TMP/topp-r1-a/checkpoints/step_00000020.h5" > "$TMP/out" 2>&1 \
