@@ -37,7 +37,7 @@
  * by (1 + X n), n ~ N(0, 1) drawn from the counter-based RNG keyed by (seed, layer, tensor,
  * global expert, element), so the values do not depend on the rank layout (like Drop-
  * Upcycling's partial re-init, Nakamura et al. 2025, it is a perturbation of the copies;
- * partial re-initialisation itself is not implemented).
+ * moetrain's only one).
  *
  * Shared experts (DeepSeekMoE, Dai et al. 2024, arXiv:2401.06066: fine-grained experts plus
  * shared-expert isolation): the MoE's shared experts, total width Fs = n_shared *
