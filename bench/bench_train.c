@@ -5,13 +5,22 @@
  *                             [--compare k=v]
  *
  * 1. sgemm GFLOP/s on the model's own training-shaped products (train/mfu.h: every GEMM of
- *    one training step at this rank's batch, timed back to back with the same thread count),
- *    summed over ranks = the machine's rate for this layout.
- * 2. Training tokens/s (global): warm-up steps, then timed steps of forward + backward +
- *    gradient all-reduce + AdamW on random tokens (the data path is not part of the step).
- * 3. MFU = model FLOPs per token x tokens/s / sgemm rate (model_flops_per_token), the time
- *    split, allocations during the timed steps, peak allocated bytes.
- * 4. The memory split of rank 0: its peak resident set (getrusage ru_maxrss) as the sum of
+ *    one training step at this rank's batch, with the same thread count), summed over ranks
+ *    = the machine's rate for this layout: one pass at start (which also measures the
+ *    OpenBLAS buffers), then one pass after each timed training step.
+ * 2. Warm-up steps, then timed rounds of: a training step of forward + backward + gradient
+ *    all-reduce + AdamW on random tokens (the data path is not part of the step), a pass
+ *    over the sgemm set, and a forward-only evaluation of the same batch (as the trainer
+ *    evaluates: no recording, no router noise). Interleaving them makes MFU and the
+ *    evaluation/training ratio ratios of rates measured in the same seconds: on a shared
+ *    machine whose speed drifts by tens of percent over a minute, rates timed minutes apart
+ *    are not comparable.
+ * 3. MFU = model FLOPs per token x tokens/s / sgemm rate (model_flops_per_token), against
+ *    the mean rate of the interleaved passes and against the best single pass (a lower
+ *    bound); the time split of training (forward + backward per region) and of evaluation;
+ *    allocations during the timed rounds, peak allocated bytes.
+ * 4. The memory split of rank 0: its peak resident set (getrusage ru_maxrss, read after the
+ *    warm-up steps and one evaluation, before the sgemm set's operands exist) as the sum of
  *    named parts: the program with its shared libraries and MPI (resident at start), the
  *    OpenBLAS buffers (resident growth over the sgemm-rate run, whose matrices are freed),
  *    the parameter block (parameters, gradients, two AdamW moments), the tape arenas and the
@@ -24,7 +33,7 @@
  *    frozen, randomly initialised base (no init_from is read), to compare with the full
  *    fine-tuning step of the same config (lora_rank 0, every weight trained). CPU seconds
  *    per step are printed next to wall time: on a shared machine they measure the work.
- * 6. With R > 1: bytes per step each rank sent through all-to-alls (to other ranks) and
+ * 7. With R > 1: bytes per step each rank sent through all-to-alls (to other ranks) and
  *    handed to all-reduces, against what the routing predicts: a rank sends C floats for
  *    each slot it routed to an expert on another rank (forward there, backward gradient
  *    back) and for each slot other ranks routed to its experts (forward result back,
@@ -135,6 +144,28 @@ static void bench_step(const Bench *bn, Tape *t, const StepCtx *proto, int st, S
     }
 }
 
+/* One forward-only evaluation of the batch on tape t (no recording, no router noise), as
+ * the trainer evaluates; returns its wall seconds and adds its forward region times to split
+ * (when not NULL), leaving t's training split as it was. */
+static double bench_eval(const Bench *bn, Tape *t, const StepCtx *proto, double *split) {
+    double keep[TAPE_MAX_REGIONS];
+    memcpy(keep, t->fwd_time, sizeof keep);
+    comm_barrier(bn->comm);
+    const double t0 = moe_now();
+    tape_reset(t, false);
+    t->region_t0 = t0;
+    t->region = REGION_OTHER;
+    ModelOut out;
+    model_forward(bn->m, t, bn->in, bn->tgt, bn->Bl, bn->T, proto, &out);
+    tape_region(t, REGION_OTHER);   /* closes the last region */
+    const double dt = moe_now() - t0;
+    for (int r = 0; r < REGION_COUNT; r++) {
+        if (split) split[r] += t->fwd_time[r] - keep[r];
+        t->fwd_time[r] = keep[r];
+    }
+    return dt;
+}
+
 static const char *setting_name(const StepCtx *c, char *buf, size_t cap) {
     snprintf(buf, cap, "train.recompute=%s train.loss_chunk=%d", c->recompute ? "true" : "false",
              c->loss_chunk);
@@ -207,7 +238,9 @@ int main(int argc, char **argv) {
     double gflops = mfu_sgemm_rate(&s, N, 3);
     const double rss_blas = rss_now() - rss_start;
     comm_sum_world_d(&comm, &gflops, 1);
-    if (root) printf("sgemm on the model's training-shaped products: %.1f GFLOP/s\n", gflops);
+    if (root)
+        printf("sgemm on the model's training-shaped products, first pass: %.1f GFLOP/s\n",
+               gflops);
 
     /* ---- 2. training steps ---- */
     Model m;
@@ -238,42 +271,59 @@ int main(int argc, char **argv) {
                            .loss_scale = 1.0f, .recompute = c.train.recompute,
                            .loss_chunk = c.train.loss_chunk};
     StepTimes acc = {0, 0, 0, 0, 0, 0};
-    double a2a0 = 0, ar0 = 0, slots0 = 0, slin0 = 0, ta2a0 = 0, tar0 = 0;
-    size_t calls0 = 0;
-    for (int st = 0; st < warmup + steps; st++) {
-        if (st == warmup) {
-            memset(t.fwd_time, 0, sizeof t.fwd_time);
-            memset(t.bwd_time, 0, sizeof t.bwd_time);
-            calls0 = moe_alloc_calls();
-            a2a0 = comm_bytes_alltoall;
-            ar0 = comm_bytes_allreduce;
-            slots0 = comm_slots_offrank;
-            slin0 = comm_slots_fromrank;
-            ta2a0 = comm_time_alltoall;
-            tar0 = comm_time_allreduce;
-        }
-        bench_step(&bn, &t, &proto, st, st >= warmup ? &acc : NULL);
+    const StepCtx eproto = {.train = false, .seed = 1, .token_base = (long)comm.rank * N,
+                            .loss_scale = 1.0f, .recompute = c.train.recompute,
+                            .loss_chunk = c.train.loss_chunk};
+    /* warm-up steps and one evaluation; the peak resident set is read after them, before
+     * the sgemm set's operand buffers exist */
+    for (int st = 0; st < warmup; st++) bench_step(&bn, &t, &proto, st, NULL);
+    double eval_fwd[REGION_COUNT] = {0}, te = 0;
+    bench_eval(&bn, &t, &eproto, NULL);
+    const double peak = rss_peak(), peak_alloc = (double)moe_peak_bytes();
+    /* timed rounds: a training step, one pass over the sgemm set, a forward-only evaluation,
+     * in turn, so the three rates come from the same minutes of a shared machine */
+    MfuSet ms;
+    mfu_set_init(&ms, &s, N);
+    mfu_set_pass(&ms);   /* faults the operand pages in */
+    double tg = 0, best_pass = 0;
+    memset(t.fwd_time, 0, sizeof t.fwd_time);
+    memset(t.bwd_time, 0, sizeof t.bwd_time);
+    const size_t calls0 = moe_alloc_calls();
+    const double a2a0 = comm_bytes_alltoall, ar0 = comm_bytes_allreduce;
+    const double slots0 = comm_slots_offrank, slin0 = comm_slots_fromrank;
+    const double ta2a0 = comm_time_alltoall, tar0 = comm_time_allreduce;
+    double a2a_eval = 0, ar_eval = 0, ta2a_eval = 0, slots_eval = 0, slin_eval = 0;
+    for (int st = warmup; st < warmup + steps; st++) {
+        bench_step(&bn, &t, &proto, st, &acc);
+        comm_barrier(&comm);   /* the ranks time their passes together, as they train */
+        const double tp = mfu_set_pass(&ms);
+        tg += tp;
+        if (ms.flops / tp / 1e9 > best_pass) best_pass = ms.flops / tp / 1e9;
+        /* the evaluation's exchange is not part of the training step's traffic */
+        const double x0 = comm_bytes_alltoall, x1 = comm_bytes_allreduce;
+        const double x2 = comm_time_alltoall, x3 = comm_slots_offrank, x4 = comm_slots_fromrank;
+        te += bench_eval(&bn, &t, &eproto, eval_fwd);
+        a2a_eval += comm_bytes_alltoall - x0;
+        ar_eval += comm_bytes_allreduce - x1;
+        ta2a_eval += comm_time_alltoall - x2;
+        slots_eval += comm_slots_offrank - x3;
+        slin_eval += comm_slots_fromrank - x4;
     }
+    mfu_set_free(&ms);
+    double gflops_mean = ms.flops * steps / tg / 1e9, gflops_best = best_pass;
+    comm_sum_world_d(&comm, &gflops_mean, 1);
+    comm_sum_world_d(&comm, &gflops_best, 1);
     const double tf = acc.f, tb = acc.b, tr = acc.r, to = acc.o, tall = acc.all;
     double tok_s = (double)B * T * steps / tall;
     double fpt = lora_flops_per_token(&s, &lo, T);   /* = model_flops_per_token without LoRA */
-    double a2a = (comm_bytes_alltoall - a2a0) / steps, ar = (comm_bytes_allreduce - ar0) / steps;
-    double slots = (comm_slots_offrank - slots0) / steps;
-    double slin = (comm_slots_fromrank - slin0) / steps;
-    double ta2a = (comm_time_alltoall - ta2a0) / steps, tar = (comm_time_allreduce - tar0) / steps;
+    double a2a = (comm_bytes_alltoall - a2a0 - a2a_eval) / steps;
+    double ar = (comm_bytes_allreduce - ar0 - ar_eval) / steps;
+    double slots = (comm_slots_offrank - slots0 - slots_eval) / steps;
+    double slin = (comm_slots_fromrank - slin0 - slin_eval) / steps;
+    double ta2a = (comm_time_alltoall - ta2a0 - ta2a_eval) / steps;
+    double tar = (comm_time_allreduce - tar0) / steps;
     size_t allocs = moe_alloc_calls() - calls0;
-    /* forward-only evaluation: same batch, no tape recording, no router noise */
-    t.profile = false;   /* the time split above is of training steps only */
-    double te0 = moe_now();
-    for (int st = 0; st < steps; st++) {
-        tape_reset(&t, false);
-        StepCtx ectx = {.train = false, .seed = 1, .token_base = (long)comm.rank * N,
-                        .loss_scale = 1.0f, .recompute = c.train.recompute,
-                        .loss_chunk = c.train.loss_chunk};
-        ModelOut eout;
-        model_forward(&m, &t, in, tgt, Bl, T, &ectx, &eout);
-    }
-    double eval_tok_s = (double)B * T * steps / (moe_now() - te0);
+    double eval_tok_s = (double)B * T * steps / te;
     if (root) {
         printf("training: %.0f tokens/s over %d steps (%.3f s/step: forward %.3f, backward "
                "%.3f, gradient all-reduce + norm %.3f, optimizer %.3f)\n", tok_s, steps,
@@ -288,14 +338,19 @@ int main(int argc, char **argv) {
         printf("  %-38s %.3f s\n", "optimizer (AdamW)", to / steps);
         printf("  %-38s %.3f s (all-to-all %.3f inside router + dispatch, gradient "
                "all-reduce %.3f)\n", "communication", ta2a + tar, ta2a, tar);
-        printf("forward-only evaluation: %.0f tokens/s = %.2fx training tokens/s\n",
+        printf("forward-only evaluation: %.0f tokens/s = %.2fx training tokens/s; per step:\n",
                eval_tok_s, eval_tok_s / tok_s);
-        printf("model FLOPs/token %.3g -> %.1f GFLOP/s achieved; MFU = %.3f\n", fpt,
-               fpt * tok_s / 1e9, fpt * tok_s / 1e9 / gflops);
+        for (int r = 0; r < REGION_COUNT; r++)
+            printf("  %-38s %.3f s (training forward %.3f s)\n", model_region_names[r],
+                   eval_fwd[r] / steps, t.fwd_time[r] / steps);
+        printf("sgemm on the training-shaped products, one pass after each timed step: "
+               "%.1f GFLOP/s (best pass %.1f)\n", gflops_mean, gflops_best);
+        printf("model FLOPs/token %.3g -> %.1f GFLOP/s achieved; MFU = %.3f (%.3f against "
+               "the best pass)\n", fpt, fpt * tok_s / 1e9, fpt * tok_s / 1e9 / gflops_mean,
+               fpt * tok_s / 1e9 / gflops_best);
         char name[96];
         printf("allocations during timed steps (rank 0): %zu; peak allocated (moe_malloc) "
-               "%.1f MiB\n", allocs, mib((double)moe_peak_bytes()));
-        const double peak = rss_peak();
+               "%.1f MiB\n", allocs, mib(peak_alloc));
         const double parts[6] = {
             rss_start, rss_blas, 4.0 * (double)(m.ps.blocks[0].n + m.ps.blocks[1].n) +
                 12.0 * (double)(m.ps.blocks[0].gn + m.ps.blocks[1].gn),

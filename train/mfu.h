@@ -11,6 +11,21 @@
 
 #include "layers/model.h"
 
+/* The products of one training step for N tokens and their operand buffers (owned). */
+typedef struct MfuGemm { int m, n, k; bool ta, tb; int reps; } MfuGemm;
+typedef struct MfuSet {
+    MfuGemm g[32];
+    int ng;
+    float *a, *b, *c;   /* owned: big enough for the largest operand */
+    double flops;       /* of one pass */
+} MfuSet;
+
+/* Lists the products and allocates their buffers (call outside the step). */
+void mfu_set_init(MfuSet *m, const ModelShape *s, int N);
+void mfu_set_free(MfuSet *m);
+/* One timed pass over every product, seconds. */
+double mfu_set_pass(MfuSet *m);
+
 /* GFLOP/s of cblas_sgemm over the training-shaped products for N tokens, best of reps
  * timed passes after one warm-up pass. Allocates its own buffers (call outside the step). */
 double mfu_sgemm_rate(const ModelShape *s, int N, int reps);
