@@ -10,6 +10,7 @@ typedef struct AdamTask {
     ParamSet *ps;
     const AdamWConfig *cfg;
     float lr, c1, c2;
+    float gscale;   /* gradients are read as g * gscale (1: as they are) */
     int workers;
 } AdamTask;
 
@@ -19,7 +20,7 @@ static void adamw_task(void *ctx, int task, int worker) {
     (void)worker;
     const AdamTask *a = ctx;
     const float b1 = a->cfg->beta1, b2 = a->cfg->beta2, eps = a->cfg->eps;
-    const float lr = a->lr, c1 = a->c1, c2 = a->c2;
+    const float lr = a->lr, c1 = a->c1, c2 = a->c2, gs = a->gscale;
     for (int i = 0; i < a->ps->count; i++) {
         const Param *p = &a->ps->p[i];
         if (!p->trainable) continue;
@@ -33,7 +34,7 @@ static void adamw_task(void *ctx, int task, int worker) {
         float *restrict v = bl->v + p->goff;
         const float wd = p->decay ? a->cfg->weight_decay : 0.0f;
         for (size_t j = j0; j < j1; j++) {
-            float gj = g[j];
+            const float gj = g[j] * gs;   /* exact when gs = 1 */
             float mj = b1 * m[j] + (1.0f - b1) * gj;
             float vj = b2 * v[j] + (1.0f - b2) * gj * gj;
             m[j] = mj;
@@ -43,13 +44,18 @@ static void adamw_task(void *ctx, int task, int worker) {
     }
 }
 
-void adamw_step(ParamSet *ps, const AdamWConfig *cfg, float lr, long t) {
+void adamw_step_scaled(ParamSet *ps, const AdamWConfig *cfg, float lr, long t, float gscale) {
     ASSERT(t >= 1, "adamw step t=%ld (1-based)", t);
     /* Bias corrections in double: b^t underflows gracefully and stays accurate. */
     AdamTask a = {ps, cfg, lr, (float)(1.0 / (1.0 - pow((double)cfg->beta1, (double)t))),
-                  (float)(1.0 / (1.0 - pow((double)cfg->beta2, (double)t))), blas_workers()};
+                  (float)(1.0 / (1.0 - pow((double)cfg->beta2, (double)t))), gscale,
+                  blas_workers()};
     /* One flat, memory-bound loop: split it over the cores (no BLAS inside). */
     blas_parallel_for(a.workers, adamw_task, &a);
+}
+
+void adamw_step(ParamSet *ps, const AdamWConfig *cfg, float lr, long t) {
+    adamw_step_scaled(ps, cfg, lr, t, 1.0f);
 }
 
 /* The trainable gradients of a block are one contiguous buffer (grad, gn floats: tensors at

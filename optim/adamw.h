@@ -19,6 +19,10 @@ typedef struct AdamWConfig {
 
 /* One update with learning rate lr at optimizer step t (1-based, for bias correction). */
 void adamw_step(ParamSet *ps, const AdamWConfig *cfg, float lr, long t);
+/* The same update with every gradient read as g * gscale (the clip factor): bit-identical
+ * to grad_scale(ps, gscale) followed by adamw_step, without the pass that rewrites the
+ * gradients (which are left unscaled). */
+void adamw_step_scaled(ParamSet *ps, const AdamWConfig *cfg, float lr, long t, float gscale);
 
 /* Sum of squared gradients of the trainable parameters in one block, in double. */
 double grad_sumsq_block(const ParamSet *ps, int block);

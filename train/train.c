@@ -451,9 +451,9 @@ static void train_step(Trainer *tr, StepLog *sl) {
         tr->gnorm_count++;
     }
     if (!skipped) {
+        /* clipping is folded into the update: one pass over the gradients, not two */
         float clip = grad_clip_factor(gnorm, (float)c->optim.grad_clip);
-        if (clip < 1.0f) grad_scale(&m->ps, clip);
-        adamw_step(&m->ps, &tr->ac, lr, step + 1);
+        adamw_step_scaled(&m->ps, &tr->ac, lr, step + 1, clip);
         /* aux-loss-free balancing: this step's loads (all micro-batches; counts are global
          * over the ranks, so every rank computes the same bias) move the selection bias */
         if (c->moe.bias_update_rate > 0 && m->s.E > 0)

@@ -3,6 +3,7 @@
 #include <check.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "optim/adamw.h"
 #include "testutil.h"
@@ -120,6 +121,47 @@ START_TEST(test_grad_norm_large_split) {
 }
 END_TEST
 
+/* The clip factor folded into the update: adamw_step_scaled(g) must equal grad_scale then
+ * adamw_step bit for bit (the same float product g * s feeds the same arithmetic), on two
+ * large tensors split over the cores, over three steps so the moments carry the scaled
+ * gradients forward; the gradients themselves stay unscaled. */
+START_TEST(test_adamw_scaled_equals_scale_then_step) {
+    ParamSet ps[2];
+    int s1[1] = {50003}, s2[2] = {97, 301};
+    for (int k = 0; k < 2; k++) {
+        params_init(&ps[k]);
+        params_add(&ps[k], "a", PBLOCK_DENSE, 1, s1, false, INIT_ONES, 0, 0);
+        params_add(&ps[k], "b", PBLOCK_EXPERT, 2, s2, true, INIT_ONES, 0, 0);
+        params_finalise(&ps[k]);
+        params_init_values(&ps[k], 3, 0);
+    }
+    AdamWConfig c = {0.9f, 0.95f, 1e-8f, 0.1f};
+    MoeRng r;
+    rng_seed(&r, 17);
+    for (int st = 1; st <= 3; st++) {
+        const float clip = 0.37f / (float)st;
+        for (int i = 0; i < 2; i++)
+            for (size_t j = 0; j < ps[0].p[i].t.n; j++)
+                ps[0].p[i].t.grad[j] = ps[1].p[i].t.grad[j] =
+                    (float)(4.0 * rng_uniform(&r) - 2.0);
+        const float g0 = ps[1].p[1].t.grad[5];
+        grad_scale(&ps[0], clip);
+        adamw_step(&ps[0], &c, 1e-2f, st);
+        adamw_step_scaled(&ps[1], &c, 1e-2f, st, clip);
+        ck_assert(ps[1].p[1].t.grad[5] == g0);   /* left unscaled */
+        for (int i = 0; i < 2; i++) {
+            const Param *p0 = &ps[0].p[i], *p1 = &ps[1].p[i];
+            const ParamBlock *b0 = &ps[0].blocks[p0->block], *b1 = &ps[1].blocks[p1->block];
+            ck_assert(!memcmp(p0->t.data, p1->t.data, p0->t.n * sizeof(float)));
+            ck_assert(!memcmp(b0->m + p0->goff, b1->m + p1->goff, p0->t.n * sizeof(float)));
+            ck_assert(!memcmp(b0->v + p0->goff, b1->v + p1->goff, p0->t.n * sizeof(float)));
+        }
+    }
+    params_free(&ps[0]);
+    params_free(&ps[1]);
+}
+END_TEST
+
 START_TEST(test_schedule_by_hand) {
     LrSchedule s = {1.0f, 0.1f, 10, 111};
     /* warmup: (step+1)/10 */
@@ -148,6 +190,7 @@ int main(void) {
     tc = tcase_create("clip");
     tcase_add_test(tc, test_grad_norm_and_clip);
     tcase_add_test(tc, test_grad_norm_large_split);
+    tcase_add_test(tc, test_adamw_scaled_equals_scale_then_step);
     suite_add_tcase(s, tc);
     tc = tcase_create("schedule");
     tcase_add_test(tc, test_schedule_by_hand);
