@@ -110,6 +110,8 @@ typedef struct Tape {
     struct Tape *sub;          /* owned, NULL until the first tape_checkpoint: the tape that
                                   runs checkpointed segments (one at a time); see below */
     bool is_sub;               /* this tape is another's sub: segments do not nest */
+    float *scratch;            /* (scratch_cap) owned, NULL until the first tape_scratch */
+    size_t scratch_cap;        /* floats */
 } Tape;
 
 void tape_init(Tape *t, size_t chunk_size);
@@ -159,6 +161,19 @@ void tape_backward(Tape *t, Tensor *out, const float *seed);
 void tape_backward_multi(Tape *t, int n_out, Tensor *const *outs, const float *const *seeds);
 /* Bytes of the activation-grad buffer the current plan uses (0 before any planned backward). */
 size_t tape_grad_plan_bytes(const Tape *t);
+
+/* Scratch of n floats (uninitialised, 64-byte aligned) for an intermediate that lives only
+ * inside one op's forward call or one op's backward call and is not kept between them (the
+ * SwiGLU activation of op_swiglu_linear / op_swiglu_expert_linear, recomputed in their
+ * backward). Valid until the next tape_scratch call on t: ops run one at a time, forward
+ * and backward, so one buffer serves every op of the tape. Owned by t (a checkpointed
+ * segment's ops use t->sub's). Allocates only when n exceeds every earlier request (the
+ * first one exactly, a later larger one with 1/8 headroom, as the grad plan), so after the
+ * first step nothing is allocated unless a step needs more (top-p routing). Not part of the
+ * arena: it is not kept, so it must not raise the kept-activation high water. */
+float *tape_scratch(Tape *t, size_t n);
+/* Bytes of t's scratch plus its sub tape's, for memory reports. */
+size_t tape_scratch_bytes(const Tape *t);
 
 /* ---- Activation recomputation (gradient checkpointing) ----
  * Chen et al. 2016, "Training Deep Nets with Sublinear Memory Cost" (arXiv:1604.06174), and

@@ -161,14 +161,15 @@ Tensor *moe_forward(Tape *t, Tensor *x, Tensor *router, Tensor *noise, Tensor *w
         tape_region(t, REGION_EXPERTS);
         Tensor *h1 = op_expert_linear(t, xr, w1, plan->offs_local, plan->El);
         Tensor *h3 = op_expert_linear(t, xr, w3, plan->offs_local, plan->El);
-        Tensor *yl = op_expert_linear(t, op_swiglu(t, h1, h3), w2, plan->offs_local, plan->El);
+        Tensor *yl = op_swiglu_expert_linear(t, h1, h3, w2, plan->offs_local, plan->El);
         tape_region(t, REGION_ROUTER);
         ye = op_exchange_from_experts(t, yl, plan);                 /* (M, C) */
     } else {
         tape_region(t, REGION_EXPERTS);
         Tensor *h1 = op_expert_linear(t, xg, w1, offs, E);          /* (M, F) */
         Tensor *h3 = op_expert_linear(t, xg, w3, offs, E);          /* (M, F) */
-        ye = op_expert_linear(t, op_swiglu(t, h1, h3), w2, offs, E); /* (M, C) */
+        /* the SwiGLU activation is not kept: recomputed in backward from h1, h3 */
+        ye = op_swiglu_expert_linear(t, h1, h3, w2, offs, E);       /* (M, C) */
         tape_region(t, REGION_ROUTER);
     }
     Tensor *y = op_combine(t, ye, gates, slot, W);                  /* (N, C) */
