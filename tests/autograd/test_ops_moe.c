@@ -1,5 +1,6 @@
-/* test_ops_moe.c: the MoE ops (top-k gate, gather, combine, grouped expert GEMM, load
- * balancing and z-loss) against naive double-precision references or hand-computed values,
+/* test_ops_moe.c: the MoE ops (top-k gate, gather, combine, grouped expert GEMM alone and
+ * with the fused SwiGLU (also bit for bit against its composition), load balancing and
+ * z-loss) against naive double-precision references or hand-computed values,
  * central finite differences for every PARAM input, a composed MoE layer (route, gather,
  * expert GEMM, combine) and the no-allocation-after-the-first-step property. */
 #include "testutil.h"
@@ -398,6 +399,191 @@ START_TEST(test_expert_linear_frozen) {
 }
 END_TEST
 
+/* ---------------- grouped expert GEMM with a fused SwiGLU ---------------- */
+
+/* y[rows of e] = (silu(a) b)[rows] W[e]^T, the activation in double (never rounded). */
+static void swiglu_expert_ref(const float *a, const float *b, const float *w,
+                              const int32_t *offs, int E, int F, int C, float *y) {
+    for (int e = 0; e < E; e++)
+        for (int m = offs[e]; m < offs[e + 1]; m++)
+            for (int o = 0; o < C; o++) {
+                double acc = 0.0;
+                for (int f = 0; f < F; f++) {
+                    const double x = (double)a[(size_t)m * F + f];
+                    acc += x / (1.0 + exp(-x)) * (double)b[(size_t)m * F + f] *
+                           (double)w[((size_t)e * C + o) * F + f];
+                }
+                y[(size_t)m * C + o] = (float)acc;
+            }
+}
+
+static Tensor *build_swiglu_expert(Tape *t, Tensor **in, void *ctx) {
+    const ExpCase *c = ctx;
+    return op_swiglu_expert_linear(t, in[0], in[1], in[2], c->offs, c->E);
+}
+
+/* a, b (M, din) PARAM and W (E, dout, din) of the given kind for a case. */
+static void swiglu_expert_inputs(const ExpCase *c, TensorKind wkind, uint64_t seed,
+                                 Tensor **in) {
+    const int M = c->offs[c->E];
+    const int wshape[3] = {c->E, c->dout, c->din};
+    in[0] = tt_tensor2(M, c->din, TENSOR_PARAM, "a");
+    in[1] = tt_tensor2(M, c->din, TENSOR_PARAM, "b");
+    in[2] = tt_tensor(3, wshape, wkind, "W");
+    tt_fill_normal(in[0], seed, 1.0f);
+    tt_fill_normal(in[1], seed + 1, 1.0f);
+    tt_fill_normal(in[2], seed + 2, 0.5f);
+}
+
+START_TEST(test_swiglu_expert_forward) {
+    const ExpCase *c = &k_exp_cases[_i];
+    const int M = c->offs[c->E];
+    Tensor *in[3];
+    swiglu_expert_inputs(c, TENSOR_CONST, 60 + 3 * (uint64_t)_i, in);
+    float *ref = malloc(sizeof(float) * (size_t)M * c->dout);
+    swiglu_expert_ref(in[0]->data, in[1]->data, in[2]->data, c->offs, c->E, c->din, c->dout,
+                      ref);
+    Tape tape;
+    tape_init(&tape, 1 << 16);
+    tape_reset(&tape, false);
+    Tensor *y = op_swiglu_expert_linear(&tape, in[0], in[1], in[2], c->offs, c->E);
+    ck_assert_int_eq((int)tensor_rows(y), M);
+    ck_assert_int_eq(tensor_cols(y), c->dout);
+    /* sums of <= 4 terms whose factors carry one more rounding and one exp (<= 2 ulp) than
+     * the plain expert GEMM's: still far inside FWD_* */
+    ck_assert_msg(tt_max_err(y->data, ref, y->n, FWD_ATOL, FWD_RTOL) <= 1.0, "case %d fwd", _i);
+    tape_free(&tape);
+    free(ref);
+    for (int k = 0; k < 3; k++) tt_free(in[k]);
+}
+END_TEST
+
+/* Finite differences for da, db and dW on every case (all have empty experts but the
+ * second), then with W FROZEN (no grad buffer: the op must form no dW) for da and db. */
+START_TEST(test_swiglu_expert_grad) {
+    const ExpCase *c = &k_exp_cases[_i];
+    for (int frozen = 0; frozen < 2; frozen++) {
+        Tensor *in[3];
+        swiglu_expert_inputs(c, frozen ? TENSOR_FROZEN : TENSOR_PARAM, 70 + 3 * (uint64_t)_i,
+                             in);
+        /* smooth in a (silu), bilinear in (b, W): FD error ~ eps_f32 |f| / h plus
+         * h^2 |f'''| / 6, i.e. ~1e-5 + 2e-5 |f'''|; 1e-3 absolute + 1e-2 relative is 10x
+         * above it and 100x below a wrong factor 2 or sign on these O(0.1..1) gradients */
+        int bad = tt_check_grad(build_swiglu_expert, (void *)c, in, 3, 1e-2f, 1e-3, 1e-2,
+                                frozen ? "swiglu_expert frozen W" : "swiglu_expert");
+        ck_assert_msg(bad == 0, "case %d frozen %d: %d mismatches", _i, frozen, bad);
+        if (frozen) ck_assert_ptr_null(in[2]->grad);
+        /* empty experts (m = 0 rows): their weight gradient stays exactly 0 */
+        for (int e = 0; e < c->E && !frozen; e++)
+            if (c->offs[e] == c->offs[e + 1])
+                for (int j = 0; j < c->dout * c->din; j++)
+                    ck_assert_msg(in[2]->grad[(size_t)e * c->dout * c->din + j] == 0.0f,
+                                  "empty expert %d has a gradient", e);
+        for (int k = 0; k < 3; k++) tt_free(in[k]);
+    }
+}
+END_TEST
+
+/* One recorded forward + backward (seeded with dy) of the fused op or of its composition
+ * op_expert_linear(op_swiglu(a, b), W): output and grads copied out (NULL where not
+ * required), arena use and grad-plan bytes. Between the op's forward and its backward a
+ * second fused op on constant inputs overwrites the tape's scratch (as the next layer does
+ * in a model), so a backward that did not recompute its activation would be wrong. The
+ * second of two steps on one tape: it must allocate nothing. */
+typedef struct SwiExpRun {
+    float *y, *g[3];
+    size_t arena, plan, allocs;
+} SwiExpRun;
+
+static void swiglu_expert_run(bool fused, const ExpCase *c, Tensor **in, Tensor **clobber,
+                              const float *dy, SwiExpRun *r) {
+    Tape t;
+    tape_init(&t, 1 << 16);
+    for (int step = 0; step < 2; step++) {
+        for (int k = 0; k < 3; k++)
+            if (in[k]->grad) memset(in[k]->grad, 0, sizeof(float) * in[k]->n);
+        const size_t c0 = moe_alloc_calls();
+        tape_reset(&t, true);
+        Tensor *y = fused
+            ? op_swiglu_expert_linear(&t, in[0], in[1], in[2], c->offs, c->E)
+            : op_expert_linear(&t, op_swiglu(&t, in[0], in[1]), in[2], c->offs, c->E);
+        r->arena = arena_used(&t.arena);
+        (void)op_swiglu_expert_linear(&t, clobber[0], clobber[1], clobber[2], c->offs, c->E);
+        tape_backward(&t, y, dy);
+        r->allocs = moe_alloc_calls() - c0;
+        if (step == 1) {
+            r->y = malloc(sizeof(float) * y->n);
+            memcpy(r->y, y->data, sizeof(float) * y->n);
+        }
+    }
+    r->plan = tape_grad_plan_bytes(&t);
+    for (int k = 0; k < 3; k++) {
+        r->g[k] = NULL;
+        if (!in[k]->requires_grad) continue;
+        r->g[k] = malloc(sizeof(float) * in[k]->n);
+        memcpy(r->g[k], in[k]->grad, sizeof(float) * in[k]->n);
+    }
+    tape_free(&t);
+}
+
+/* The fused op against its composition, bit for bit (no tolerance): per expert it runs
+ * op_swiglu's kernel on the expert's rows and op_expert_linear's sgemm calls with the same
+ * arguments (dact with beta 1 into zeros, as into the composition's zeroed activation
+ * grad). A small case with an empty expert and a large one (M F > 2^16: the composition's
+ * SwiGLU is split over the threads, the suite also runs with 2; expert 1 empty); every
+ * input trainable, W FROZEN (carrying a grad buffer, which must stay zero), and a CONST
+ * (only db and dW). The fused tape keeps M*F floats less activation and plans M*F floats
+ * less gradient. */
+START_TEST(test_swiglu_expert_matches_composition) {
+    const ExpCase big = {4, 64, 40, {0, 520, 520, 900, 1100}};
+    const ExpCase *cases[2] = {&k_exp_cases[0], &big};
+    for (int s = 0; s < 2; s++)
+        for (int v = 0; v < 3; v++) {
+            const ExpCase *c = cases[s];
+            const int M = c->offs[c->E];
+            Tensor *in[3], *clobber[3];
+            swiglu_expert_inputs(c, v == 1 ? TENSOR_FROZEN : TENSOR_PARAM, 90 + (uint64_t)s,
+                                 in);
+            if (v == 1) in[2]->grad = moe_calloc(sizeof(float) * in[2]->n);
+            if (v == 2) in[0]->requires_grad = false;   /* a constant: no da */
+            swiglu_expert_inputs(c, TENSOR_CONST, 95 + (uint64_t)s, clobber);
+            for (int k = 0; k < 2; k++) clobber[k]->requires_grad = false;
+            Tensor *dy = tt_tensor2(M, c->dout, TENSOR_CONST, "dy");
+            tt_fill_normal(dy, 99, 1.0f);
+            SwiExpRun f, u;
+            swiglu_expert_run(true, c, in, clobber, dy->data, &f);
+            if (v == 1)
+                for (size_t j = 0; j < in[2]->n; j++)
+                    ck_assert_msg(in[2]->grad[j] == 0.0f, "frozen W got a gradient");
+            swiglu_expert_run(false, c, in, clobber, dy->data, &u);
+            ck_assert_msg(memcmp(f.y, u.y, sizeof(float) * (size_t)M * c->dout) == 0,
+                          "case %d variant %d: forward differs", s, v);
+            for (int k = 0; k < 3; k++) {
+                ck_assert_msg((f.g[k] == NULL) == !in[k]->requires_grad, "grad %d", k);
+                if (f.g[k])
+                    ck_assert_msg(memcmp(f.g[k], u.g[k], sizeof(float) * in[k]->n) == 0,
+                                  "case %d variant %d: grad of %s differs", s, v,
+                                  in[k]->name);
+            }
+            const size_t act = sizeof(float) * (size_t)M * c->din;
+            ck_assert_msg(f.arena + act <= u.arena, "arena fused %zu, composition %zu",
+                          f.arena, u.arena);
+            ck_assert_msg(f.plan + act <= u.plan, "plan fused %zu, composition %zu", f.plan,
+                          u.plan);
+            ck_assert_uint_eq(f.allocs, 0);
+            free(f.y);
+            free(u.y);
+            for (int k = 0; k < 3; k++) {
+                free(f.g[k]);
+                free(u.g[k]);
+                tt_free(in[k]);
+                tt_free(clobber[k]);
+            }
+            tt_free(dy);
+        }
+}
+END_TEST
+
 /* ---------------- load balance ---------------- */
 
 START_TEST(test_load_balance_values) {
@@ -653,6 +839,13 @@ static Suite *ops_moe_suite(void) {
     tcase_add_loop_test(tc, test_expert_linear, 0,
                         (int)(sizeof k_exp_cases / sizeof k_exp_cases[0]));
     tcase_add_test(tc, test_expert_linear_frozen);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("swiglu_expert_linear");
+    tcase_add_loop_test(tc, test_swiglu_expert_forward, 0,
+                        (int)(sizeof k_exp_cases / sizeof k_exp_cases[0]));
+    tcase_add_loop_test(tc, test_swiglu_expert_grad, 0,
+                        (int)(sizeof k_exp_cases / sizeof k_exp_cases[0]));
+    tcase_add_test(tc, test_swiglu_expert_matches_composition);
     suite_add_tcase(s, tc);
     tc = tcase_create("load_balance");
     tcase_add_test(tc, test_load_balance_values);
