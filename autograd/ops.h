@@ -151,6 +151,19 @@ Tensor *op_expert_linear(Tape *t, Tensor *x, Tensor *w, const int32_t *offs, int
 Tensor *op_swiglu_expert_linear(Tape *t, Tensor *a, Tensor *b, Tensor *w, const int32_t *offs,
                                 int E);
 
+/* The gather and the experts' two up projections without keeping the gathered rows:
+ * xg (M, C) = x[rows] with x (N, C), rows (M) in [0, N) grouped by expert as offs says
+ * (op_gather_rows), h1 (M, F) = xg[rows of e] @ W1[e]^T (returned) and *h3 (M, F) the same
+ * with W3; W1, W3 (E, F, C). xg lives in the tape's scratch during the call only. backward
+ * re-gathers it, adds dW3 += dh3^T xg, dW1 += dh1^T xg (each skipped when frozen), forms
+ * dxg = dh3 W3 + dh1 W1 in the scratch and scatter-adds it into dx. Values and gradients
+ * equal op_gather_rows then op_expert_linear with W1, then with W3, bit for bit; the tape
+ * keeps h1 and h3 only (saves M*C floats and the (M, C) grad). h1 and h3 require grad iff
+ * any of x, W1, W3 does. *h3 is carried by a no-backward op recorded just before this one
+ * (see tape_backward's contract). rows (M) and offs (E+1) borrowed until backward. */
+Tensor *op_gather_expert_up(Tape *t, Tensor *x, const int32_t *rows, Tensor *w1, Tensor *w3,
+                            const int32_t *offs, int E, Tensor **h3);
+
 /* Load-balancing loss contribution (Switch Transformer, Fedus et al. 2022, eq. 4):
  * out (1) = scale * sum_i f[i] * sum_n softmax(logits[n])_i, logits (N, E), f (E) constant
  * (the fraction of routed slots per expert). With scale = coef * E / N this is

@@ -399,6 +399,151 @@ Tensor *op_swiglu_expert_linear(Tape *t, Tensor *a, Tensor *b, Tensor *w, const 
     return out;
 }
 
+/* ---------------- gather fused into the experts' two up projections ---------------- */
+
+/* What the backward needs besides the tensors (carved from the tape's arena). */
+typedef struct ExpertUp {
+    Tape *t;                       /* the tape whose scratch the backward borrows */
+    Tensor *h3;                    /* the second output: its grad is read in backward */
+    const int32_t *rows, *offs, *order;
+    int E;
+} ExpertUp;
+
+/* One expert's slots offs[e] .. offs[e+1]-1 are a task: their rows of the scratch, of h1,
+ * h3 and of their grads and W1[e], W3[e] are its own (blas_parallel_for). */
+typedef struct ExpertUpTask {
+    const float *x, *w1, *w3;      /* x (N, C); W1, W3 (E, F, C) */
+    const float *dh1, *dh3;        /* (M, F) (backward) */
+    float *xg;                     /* (M, C) scratch: the gathered rows, then their grad */
+    float *h1, *h3;                /* (M, F) forward outputs */
+    float *dw1, *dw3;              /* grads (backward; NULL = not required) */
+    bool dx;                       /* backward: form the gathered rows' grad */
+    const int32_t *rows, *offs, *order;
+    int C, F;
+} ExpertUpTask;
+
+/* xg rows r0 .. r0+m-1 = x[rows[r]] (op_gather_rows' copy). */
+static void expert_up_gather(const ExpertUpTask *k, size_t r0, int m) {
+    const size_t C = (size_t)k->C;
+    for (int r = 0; r < m; r++)
+        memcpy(k->xg + (r0 + (size_t)r) * C, k->x + (size_t)k->rows[r0 + (size_t)r] * C,
+               sizeof(float) * C);
+}
+
+static void expert_up_forward_task(void *ctx, int task, int worker) {
+    (void)worker;
+    const ExpertUpTask *k = ctx;
+    const int e = k->order[task];
+    const int m = k->offs[e + 1] - k->offs[e];
+    if (m == 0) return;
+    const size_t r0 = (size_t)k->offs[e], C = (size_t)k->C, F = (size_t)k->F;
+    expert_up_gather(k, r0, m);
+    const float *xg = k->xg + r0 * C;
+    /* op_expert_linear's forward sgemm, for W1 then W3 */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, k->F, k->C, 1.0f, xg, k->C,
+                k->w1 + (size_t)e * F * C, k->C, 0.0f, k->h1 + r0 * F, k->F);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, k->F, k->C, 1.0f, xg, k->C,
+                k->w3 + (size_t)e * F * C, k->C, 0.0f, k->h3 + r0 * F, k->F);
+}
+
+/* Inverts h1_e = xg_e W1_e^T, h3_e = xg_e W3_e^T, xg = x[rows], with the float operations
+ * of the composition's backward (op_expert_linear for h3, then for h1, then
+ * op_gather_rows): xg_e re-gathered; dW3_e += dh3_e^T xg_e, dW1_e += dh1_e^T xg_e;
+ * dxg_e = dh3_e W3_e + dh1_e W1_e over xg_e (zeroed, then two sgemms with beta 1 in that
+ * order, as into the composition's zeroed grad of xg). The scatter into dx follows the
+ * tasks (expert_up_backward): rows repeat across experts. */
+static void expert_up_backward_task(void *ctx, int task, int worker) {
+    (void)worker;
+    const ExpertUpTask *k = ctx;
+    const int e = k->order[task];
+    const int m = k->offs[e + 1] - k->offs[e];
+    if (m == 0) return;
+    const size_t r0 = (size_t)k->offs[e], C = (size_t)k->C, F = (size_t)k->F;
+    float *xg = k->xg + r0 * C;
+    const float *dh1 = k->dh1 + r0 * F, *dh3 = k->dh3 + r0 * F;
+    const float *w1 = k->w1 + (size_t)e * F * C, *w3 = k->w3 + (size_t)e * F * C;
+    if (k->dw1 || k->dw3) {
+        expert_up_gather(k, r0, m);
+        if (k->dw3)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k->F, k->C, m, 1.0f, dh3, k->F,
+                        xg, k->C, 1.0f, k->dw3 + (size_t)e * F * C, k->C);
+        if (k->dw1)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k->F, k->C, m, 1.0f, dh1, k->F,
+                        xg, k->C, 1.0f, k->dw1 + (size_t)e * F * C, k->C);
+    }
+    if (k->dx) {
+        memset(xg, 0, sizeof(float) * (size_t)m * C);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, k->C, k->F, 1.0f, dh3, k->F,
+                    w3, k->C, 1.0f, xg, k->C);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, k->C, k->F, 1.0f, dh1, k->F,
+                    w1, k->C, 1.0f, xg, k->C);
+    }
+}
+
+static void expert_up_backward(TapeOp *op) {
+    Tensor *x = op->in[0], *w1 = op->in[1], *w3 = op->in[2];
+    const ExpertUp *s = op->aux[0];
+    const int M = s->offs[s->E], C = tensor_cols(x);
+    ExpertUpTask k = {
+        .x = x->data, .w1 = w1->data, .w3 = w3->data,
+        .dh1 = op->out->grad, .dh3 = s->h3->grad,
+        .xg = tape_scratch(s->t, (size_t)M * C),
+        .dw1 = w1->requires_grad ? w1->grad : NULL,
+        .dw3 = w3->requires_grad ? w3->grad : NULL,
+        .dx = x->requires_grad,
+        .rows = s->rows, .offs = s->offs, .order = s->order, .C = C, .F = w1->shape[1],
+    };
+    if (!k.dw1 && !k.dw3 && !k.dx) return;
+    blas_parallel_for(s->E, expert_up_backward_task, &k);
+    /* op_gather_rows' backward: dx[rows[m]] += dxg[m] in slot order (rows may repeat) */
+    if (k.dx)
+        for (int m = 0; m < M; m++) {
+            float *dx = x->grad + (size_t)s->rows[m] * C;
+            const float *dxg = k.xg + (size_t)m * C;
+            for (int c = 0; c < C; c++) dx[c] += dxg[c];
+        }
+}
+
+Tensor *op_gather_expert_up(Tape *t, Tensor *x, const int32_t *rows, Tensor *w1, Tensor *w3,
+                            const int32_t *offs, int E, Tensor **h3) {
+    const size_t N = tensor_rows(x);
+    const int C = tensor_cols(x);
+    ASSERT(w1->ndim == 3 && w1->shape[0] == E && w1->shape[2] == C && w3->ndim == 3 &&
+           w3->shape[0] == E && w3->shape[1] == w1->shape[1] && w3->shape[2] == C,
+           "W1 (%d, %d, %d), W3 (%d, %d, %d) do not match E %d, in %d", w1->shape[0],
+           w1->shape[1], w1->shape[2], w3->shape[0], w3->shape[1], w3->shape[2], E, C);
+    ASSERT(offs[0] == 0 && offs[E] >= 0, "offs[0] = %d, offs[E] = %d", offs[0], offs[E]);
+    const int M = offs[E], F = w1->shape[1];
+    expert_offs_check(offs, E, (size_t)M);
+    for (int m = 0; m < M; m++)
+        ASSERT(rows[m] >= 0 && (size_t)rows[m] < N, "rows[%d] = %d not in [0, %zu)", m,
+               rows[m], N);
+    const bool need = tape_needs_grad(t, x, w1, w3);
+    Tensor *h1 = tape_tensor2(t, M, F, need);                       /* (M, F) */
+    *h3 = tape_tensor2(t, M, F, need);                              /* (M, F) */
+    int32_t *order = expert_order(t, offs, E);
+    ExpertUpTask k = {
+        .x = x->data, .w1 = w1->data, .w3 = w3->data,
+        .xg = tape_scratch(t, (size_t)M * C),                       /* (M, C), not kept */
+        .h1 = h1->data, .h3 = (*h3)->data,
+        .rows = rows, .offs = offs, .order = order, .C = C, .F = F,
+    };
+    blas_parallel_for(E, expert_up_forward_task, &k);
+    if (need) {
+        ExpertUp *s = arena_alloc(&t->arena, sizeof *s);
+        *s = (ExpertUp){t, *h3, rows, offs, order, E};
+        /* h3 is this op's second output: a no-backward op carries it, recorded just before,
+         * so its grad's interval covers this op's backward (tape_backward's contract) */
+        tape_push(t, "expert_up_h3", NULL, *h3);
+        TapeOp *op = tape_push(t, "gather_expert_up", expert_up_backward, h1);
+        op->in[0] = x;
+        op->in[1] = w1;
+        op->in[2] = w3;
+        op->aux[0] = s;
+    }
+    return h1;
+}
+
 /* ---------------- router losses ---------------- */
 
 /* Stable softmax of one row (ops_internal.h): p (E) = softmax(x); returns logsumexp(x). */

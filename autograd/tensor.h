@@ -149,9 +149,10 @@ TapeOp *tape_push(Tape *t, const char *name, BackwardFn bw, Tensor *out);
  *   same op sequence (names, output sizes, consumers); a different tape re-plans, and the
  *   buffer grows (allocates) only when a plan needs more than any before.
  *   Contract this relies on: a backward reads only op->out->grad and writes only the grads
- *   of op->in[] (a checkpoint op also reads the grads of the segment_output ops recorded
- *   just before it, whose intervals cover it). After tape_backward the activation grads are NOT valid (regions are
- *   reused); parameter grads are.
+ *   of op->in[] (an op with more outputs, a checkpoint or op_gather_expert_up, also reads
+ *   the grads of the no-backward ops recorded just before it that carry its other outputs,
+ *   "segment_output" / "expert_up_h3", whose intervals cover it). After tape_backward the
+ *   activation grads are NOT valid (regions are reused); parameter grads are.
  * - otherwise every activation grad is carved zeroed from grad_arena before the walk and
  *   stays valid until the next tape_reset. */
 void tape_backward(Tape *t, Tensor *out, const float *seed);
