@@ -158,7 +158,8 @@ Tensor *op_swiglu_expert_linear(Tape *t, Tensor *a, Tensor *b, Tensor *w, const 
  * re-gathers it, adds dW3 += dh3^T xg, dW1 += dh1^T xg (each skipped when frozen), forms
  * dxg = dh3 W3 + dh1 W1 in the scratch and scatter-adds it into dx. Values and gradients
  * equal op_gather_rows then op_expert_linear with W1, then with W3, bit for bit; the tape
- * keeps h1 and h3 only (saves M*C floats and the (M, C) grad). h1 and h3 require grad iff
+ * keeps h1 and h3 only (saves M*C floats; the (M, C) grad of xg is scratch too, which
+ * helps only if it was live at the grad plan's peak). h1 and h3 require grad iff
  * any of x, W1, W3 does. *h3 is carried by a no-backward op recorded just before this one
  * (see tape_backward's contract). rows (M) and offs (E+1) borrowed until backward. */
 Tensor *op_gather_expert_up(Tape *t, Tensor *x, const int32_t *rows, Tensor *w1, Tensor *w3,
