@@ -10,9 +10,9 @@
  *
  * Files: ops.c (dense elementwise, norm, rope, embedding, softmax, losses, linear, SwiGLU +
  *        linear), attention.c (fused GQA causal attention, optional sliding window),
- *        ops_moe.c (routing, gather/combine, grouped expert GEMM with and without a fused
- *        SwiGLU, auxiliary losses), ops_route.c
- *        (top-p and expert-choice gates, router entropy).
+ *        ops_moe.c (routing, gather/combine, grouped expert GEMM alone or fused with the
+ *        SwiGLU or the gather, auxiliary losses), ops_route.c (top-p and expert-choice
+ *        gates, router entropy).
  *
  * Shapes use the letters of common.h. "(N, C)" means a tensor whose rows() == N and
  * cols() == C; the ops check shapes with ASSERT (programmer errors).

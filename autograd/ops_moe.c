@@ -1,7 +1,7 @@
 /* ops_moe.c: the Mixture-of-Experts ops (see ops.h): top-k gating, row gather, weighted
- * combine, the grouped expert GEMM (alone, and fused with the experts' SwiGLU so that the
- * activation is recomputed in backward instead of kept) and the two router auxiliary
- * losses.
+ * combine, the grouped expert GEMM (alone; fused with the experts' SwiGLU, or with the
+ * gather before the two up projections, so that the SwiGLU activation and the gathered rows
+ * are recomputed in backward instead of kept) and the two router auxiliary losses.
  *
  * References: Shazeer et al. 2017 (top-k gating), Fedus et al. 2022 eq. 4 (load-balancing
  * loss), Zoph et al. 2022 eq. 5 (router z-loss); the selection-only bias of
@@ -512,9 +512,8 @@ Tensor *op_gather_expert_up(Tape *t, Tensor *x, const int32_t *rows, Tensor *w1,
            w3->shape[0] == E && w3->shape[1] == w1->shape[1] && w3->shape[2] == C,
            "W1 (%d, %d, %d), W3 (%d, %d, %d) do not match E %d, in %d", w1->shape[0],
            w1->shape[1], w1->shape[2], w3->shape[0], w3->shape[1], w3->shape[2], E, C);
-    ASSERT(offs[0] == 0 && offs[E] >= 0, "offs[0] = %d, offs[E] = %d", offs[0], offs[E]);
     const int M = offs[E], F = w1->shape[1];
-    expert_offs_check(offs, E, (size_t)M);
+    expert_offs_check(offs, E, (size_t)M);   /* offs[0] = 0 and monotone: M >= 0 */
     for (int m = 0; m < M; m++)
         ASSERT(rows[m] >= 0 && (size_t)rows[m] < N, "rows[%d] = %d not in [0, %zu)", m,
                rows[m], N);

@@ -1,8 +1,9 @@
 /* test_ops_moe.c: the MoE ops (top-k gate, gather, combine, grouped expert GEMM alone and
  * fused with the SwiGLU or with the gather (both also bit for bit against their
- * compositions), load balancing and z-loss) against naive double-precision references or hand-computed values,
- * central finite differences for every PARAM input, a composed MoE layer (route, gather,
- * expert GEMM, combine) and the no-allocation-after-the-first-step property. */
+ * compositions), load balancing and z-loss) against naive double-precision references or
+ * hand-computed values, central finite differences for every PARAM input, a composed MoE
+ * layer (route, gather, expert GEMM, combine) and the no-allocation-after-the-first-step
+ * property. */
 #include "testutil.h"
 
 #include <check.h>
