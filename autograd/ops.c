@@ -8,7 +8,9 @@
  *
  * Threading: one layer only. Matrix products go through cblas_sgemm (OpenBLAS threads
  * inside); every loop here is single-threaded, contiguous and vectorisable.
- * Non-goals: broadcasting, strided views, fused kernels beyond SwiGLU and softmax+CE.
+ * Fused: SwiGLU + the down projection (op_swiglu_linear: the activation is recomputed in
+ * backward instead of kept) and softmax + cross-entropy (with the LM head).
+ * Non-goals: broadcasting, strided views, other fusions.
  * References: Zhang & Sennrich 2019 (RMSNorm); Su et al. 2021 (RoFormer, rotate-half
  * layout as in Hugging Face Llama); Shazeer 2020 (SwiGLU).
  * Naive references for every kernel live in tests/autograd/test_ops.c.
@@ -16,6 +18,7 @@
 #include "autograd/ops.h"
 
 #include "autograd/blas.h"
+#include "autograd/ops_internal.h"
 #include "autograd/vmath.h"
 
 #include <cblas.h>
@@ -204,13 +207,14 @@ Tensor *op_silu(Tape *t, Tensor *x) {
     return y;
 }
 
-static void swiglu_forward(float *y, const float *a, const float *b, size_t n) {
+/* Shared with op_swiglu_linear and op_swiglu_expert_linear (ops_internal.h). */
+void swiglu_forward(float *y, const float *a, const float *b, size_t n) {
     for (size_t j = 0; j < n; j++) y[j] = a[j] * sigmoidf(a[j]) * b[j];
 }
 
 /* Inverts y = silu(a) b: da += dy b silu'(a), db += dy silu(a). */
-static void swiglu_backward(float *da, float *db, const float *dy, const float *a,
-                            const float *b, size_t n) {
+void swiglu_backward(float *da, float *db, const float *dy, const float *a, const float *b,
+                     size_t n) {
     for (size_t j = 0; j < n; j++) {
         float s = sigmoidf(a[j]);
         if (da) da[j] += dy[j] * b[j] * (s + a[j] * s * (1.0f - s));
@@ -240,8 +244,8 @@ static void swiglu_task(void *ctx, int task, int worker) {
     }
 }
 
-static void swiglu_run(float *y, float *da, float *db, const float *dy, const float *a,
-                       const float *b, size_t n) {
+void swiglu_run(float *y, float *da, float *db, const float *dy, const float *a,
+                const float *b, size_t n) {
     SwigluTask k = {y, da, db, dy, a, b, n, blas_workers()};
     if (n < BLAS_SPLIT_MIN) k.workers = 1;   /* small: not worth a thread */
     if (k.workers == 1) swiglu_task(&k, 0, 0);
@@ -262,6 +266,66 @@ Tensor *op_swiglu(Tape *t, Tensor *a, Tensor *b) {
         TapeOp *op = tape_push(t, "swiglu", op_swiglu_bw, y);
         op->in[0] = a;
         op->in[1] = b;
+    }
+    return y;
+}
+
+/* ======================================================================== fused swiglu + linear */
+
+/* Inverts y = act W^T with act = silu(a) b, act not kept (op_swiglu then op_linear, their
+ * float operations in their order):
+ *   act  = silu(a) b                 recomputed into the scratch (swiglu_run, as forward)
+ *   dW  += dy^T act                  (op_linear's weight gradient; skipped when frozen)
+ *   dact = dy W                      over act in the scratch: zeroed, then the sgemm with
+ *                                    beta 1, as op_linear accumulates into a zeroed grad
+ *   da  += dact b silu'(a), db += dact silu(a)   (op_swiglu's backward) */
+static void op_swiglu_linear_bw(TapeOp *op) {
+    Tensor *a = op->in[0], *b = op->in[1], *w = op->in[2];
+    const int N = op->i[0], F = op->i[1], out = op->i[2];
+    const size_t n = (size_t)N * F;
+    float *da = grad_of(a), *db = grad_of(b), *dw = grad_of(w);
+    float *act = tape_scratch(op->aux[0], n);   /* (N, F): act, then dact */
+    if (dw) {
+        swiglu_run(act, NULL, NULL, NULL, a->data, b->data, n);
+        linear_backward(NULL, dw, op->out->grad, act, w->data, N, F, out);
+    }
+    if (da || db) {
+        memset(act, 0, sizeof(float) * n);
+        linear_backward(act, NULL, op->out->grad, NULL, w->data, N, F, out);
+        swiglu_run(NULL, da, db, act, a->data, b->data, n);
+    }
+}
+
+Tensor *op_swiglu_linear(Tape *t, Tensor *a, Tensor *b, Tensor *w) {
+    ASSERT(a->ndim == b->ndim && a->n == b->n && tensor_cols(a) == tensor_cols(b),
+           "swiglu_linear: a (%zu, %d) and b (%zu, %d) differ", tensor_rows(a),
+           tensor_cols(a), tensor_rows(b), tensor_cols(b));
+    ASSERT(w->ndim == 2, "swiglu_linear: weight must be 2-D, got %d dims", w->ndim);
+    const int F = tensor_cols(a), out = w->shape[0];
+    ASSERT(w->shape[1] == F, "swiglu_linear: a cols %d != W in %d (W is [out, in])", F,
+           w->shape[1]);
+    ASSERT(F > 0 && out > 0, "swiglu_linear: empty dims in %d out %d", F, out);
+    const size_t rows = tensor_rows(a);
+    ASSERT(rows <= (size_t)INT32_MAX, "swiglu_linear: %zu rows", rows);
+    const int N = (int)rows;
+    const bool needs = tape_needs_grad(t, a, b, w);
+    int shape[TENSOR_MAX_DIMS];
+    memcpy(shape, a->shape, sizeof shape);
+    shape[a->ndim - 1] = out;
+    Tensor *y = tape_tensor(t, a->ndim, shape, needs);              /* (N, out) */
+    if (N == 0) return y;
+    float *act = tape_scratch(t, a->n);                             /* (N, F), not kept */
+    swiglu_run(act, NULL, NULL, NULL, a->data, b->data, a->n);
+    linear_forward(y->data, act, w->data, N, F, out);
+    if (needs) {
+        TapeOp *op = tape_push(t, "swiglu_linear", op_swiglu_linear_bw, y);
+        op->in[0] = a;
+        op->in[1] = b;
+        op->in[2] = w;
+        op->i[0] = N;
+        op->i[1] = F;
+        op->i[2] = out;
+        op->aux[0] = t;   /* the tape whose scratch the backward borrows */
     }
     return y;
 }

@@ -8,10 +8,11 @@
  * checks the backward against finite differences. Every matrix product goes through
  * cblas_sgemm.
  *
- * Files: ops.c (dense elementwise, norm, rope, embedding, softmax, losses, linear),
- *        attention.c (fused GQA causal attention, optional sliding window), ops_moe.c
- *        (routing, gather/combine, grouped expert GEMM, auxiliary losses), ops_route.c
- *        (top-p and expert-choice gates, router entropy).
+ * Files: ops.c (dense elementwise, norm, rope, embedding, softmax, losses, linear, SwiGLU +
+ *        linear), attention.c (fused GQA causal attention, optional sliding window),
+ *        ops_moe.c (routing, gather/combine, grouped expert GEMM alone or fused with the
+ *        SwiGLU or the gather, auxiliary losses), ops_route.c (top-p and expert-choice
+ *        gates, router entropy).
  *
  * Shapes use the letters of common.h. "(N, C)" means a tensor whose rows() == N and
  * cols() == C; the ops check shapes with ASSERT (programmer errors).
@@ -37,6 +38,15 @@ Tensor *op_scale(Tape *t, Tensor *x, float s);
 Tensor *op_silu(Tape *t, Tensor *x);
 /* y = silu(a) * b, fused SwiGLU gate; a, b same shape (M, F). */
 Tensor *op_swiglu(Tape *t, Tensor *a, Tensor *b);
+/* SwiGLU then the down projection, without keeping the activation:
+ * y (N, out) = act @ W^T, act (N, F) = silu(a) * b, a, b (N, F), W (out, F).
+ * act lives in the tape's scratch (tape_scratch) during the forward call only; backward
+ * recomputes it from a and b (the op_swiglu kernel, so bit-identical), adds dW += dy^T act
+ * (skipped when W does not require grad; then act is not recomputed), forms
+ * dact = dy @ W in the scratch and adds op_swiglu's backward into da, db. Values and
+ * gradients equal op_linear(op_swiglu(a, b), W) bit for bit; the tape keeps a, b and y
+ * only (saves N*F floats of kept activation and the (N, F) activation grad). */
+Tensor *op_swiglu_linear(Tape *t, Tensor *a, Tensor *b, Tensor *w);
 /* y = softplus(x) = log(1 + exp(x)), computed without overflow. */
 Tensor *op_softplus(Tape *t, Tensor *x);
 
@@ -128,6 +138,32 @@ Tensor *op_combine(Tape *t, Tensor *ys, Tensor *gates, const int32_t *slot, int 
  * y[rows] = x[rows] @ W[e]^T with W (E, out, in). One sgemm per non-empty expert.
  * offs (E+1) borrowed until backward; offs[0] = 0, offs[E] = M. */
 Tensor *op_expert_linear(Tape *t, Tensor *x, Tensor *w, const int32_t *offs, int E);
+
+/* The experts' SwiGLU and down projection without keeping the activation (op_swiglu_linear
+ * per expert): a, b (M, F) the gate and up projections (rows grouped by offs as above),
+ * W (E, C, F); y[rows of e] (M, C) = act[rows] @ W[e]^T with act = silu(a) * b in the
+ * tape's scratch during the call only. One task per non-empty expert (busiest first, as
+ * op_expert_linear), each doing its rows' SwiGLU and its sgemm. backward, per expert:
+ * act recomputed (op_swiglu's kernel), dW[e] += dy^T act (skipped when W does not require
+ * grad), dact = dy W[e] over act, then op_swiglu's backward into da, db. Values and
+ * gradients equal op_expert_linear(op_swiglu(a, b), W, offs, E) bit for bit; the tape keeps
+ * a, b and y only. offs (E+1) borrowed until backward. */
+Tensor *op_swiglu_expert_linear(Tape *t, Tensor *a, Tensor *b, Tensor *w, const int32_t *offs,
+                                int E);
+
+/* The gather and the experts' two up projections without keeping the gathered rows:
+ * xg (M, C) = x[rows] with x (N, C), rows (M) in [0, N) grouped by expert as offs says
+ * (op_gather_rows), h1 (M, F) = xg[rows of e] @ W1[e]^T (returned) and *h3 (M, F) the same
+ * with W3; W1, W3 (E, F, C). xg lives in the tape's scratch during the call only. backward
+ * re-gathers it, adds dW3 += dh3^T xg, dW1 += dh1^T xg (each skipped when frozen), forms
+ * dxg = dh3 W3 + dh1 W1 in the scratch and scatter-adds it into dx. Values and gradients
+ * equal op_gather_rows then op_expert_linear with W1, then with W3, bit for bit; the tape
+ * keeps h1 and h3 only (saves M*C floats; the (M, C) grad of xg is scratch too, which
+ * helps only if it was live at the grad plan's peak). h1 and h3 require grad iff
+ * any of x, W1, W3 does. *h3 is carried by a no-backward op recorded just before this one
+ * (see tape_backward's contract). rows (M) and offs (E+1) borrowed until backward. */
+Tensor *op_gather_expert_up(Tape *t, Tensor *x, const int32_t *rows, Tensor *w1, Tensor *w3,
+                            const int32_t *offs, int E, Tensor **h3);
 
 /* Load-balancing loss contribution (Switch Transformer, Fedus et al. 2022, eq. 4):
  * out (1) = scale * sum_i f[i] * sum_n softmax(logits[n])_i, logits (N, E), f (E) constant

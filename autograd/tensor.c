@@ -120,6 +120,7 @@ void tape_free(Tape *t) {
         moe_free(t->sub);
     }
     grad_plan_free(t->plan);
+    moe_free(t->scratch);
     moe_free(t->ops);
     arena_free(&t->arena);
     arena_free(&t->grad_arena);
@@ -386,6 +387,21 @@ static GradPlan *grad_plan_apply(Tape *t, int n_out, Tensor *const *outs) {
         t->ops[i].out->grad = p->buf + p->off[i];
     }
     return p;
+}
+
+float *tape_scratch(Tape *t, size_t n) {
+    if (n < 16) n = 16;   /* never NULL, even for an empty op */
+    if (n > t->scratch_cap) {
+        const size_t cap = t->scratch_cap ? n + n / 8 : n;
+        moe_free(t->scratch);
+        t->scratch = moe_malloc(sizeof(float) * cap);
+        t->scratch_cap = cap;
+    }
+    return t->scratch;
+}
+
+size_t tape_scratch_bytes(const Tape *t) {
+    return t->scratch_cap * sizeof(float) + (t->sub ? tape_scratch_bytes(t->sub) : 0);
 }
 
 size_t tape_grad_plan_bytes(const Tape *t) {

@@ -110,6 +110,8 @@ typedef struct Tape {
     struct Tape *sub;          /* owned, NULL until the first tape_checkpoint: the tape that
                                   runs checkpointed segments (one at a time); see below */
     bool is_sub;               /* this tape is another's sub: segments do not nest */
+    float *scratch;            /* (scratch_cap) owned, NULL until the first tape_scratch */
+    size_t scratch_cap;        /* floats */
 } Tape;
 
 void tape_init(Tape *t, size_t chunk_size);
@@ -147,9 +149,10 @@ TapeOp *tape_push(Tape *t, const char *name, BackwardFn bw, Tensor *out);
  *   same op sequence (names, output sizes, consumers); a different tape re-plans, and the
  *   buffer grows (allocates) only when a plan needs more than any before.
  *   Contract this relies on: a backward reads only op->out->grad and writes only the grads
- *   of op->in[] (a checkpoint op also reads the grads of the segment_output ops recorded
- *   just before it, whose intervals cover it). After tape_backward the activation grads are NOT valid (regions are
- *   reused); parameter grads are.
+ *   of op->in[] (an op with more outputs, a checkpoint or op_gather_expert_up, also reads
+ *   the grads of the no-backward ops recorded just before it that carry its other outputs,
+ *   "segment_output" / "expert_up_h3", whose intervals cover it). After tape_backward the
+ *   activation grads are NOT valid (regions are reused); parameter grads are.
  * - otherwise every activation grad is carved zeroed from grad_arena before the walk and
  *   stays valid until the next tape_reset. */
 void tape_backward(Tape *t, Tensor *out, const float *seed);
@@ -159,6 +162,20 @@ void tape_backward(Tape *t, Tensor *out, const float *seed);
 void tape_backward_multi(Tape *t, int n_out, Tensor *const *outs, const float *const *seeds);
 /* Bytes of the activation-grad buffer the current plan uses (0 before any planned backward). */
 size_t tape_grad_plan_bytes(const Tape *t);
+
+/* Scratch of n floats (uninitialised, 64-byte aligned) for an intermediate that lives only
+ * inside one op's forward call or one op's backward call and is not kept between them (the
+ * SwiGLU activation of op_swiglu_linear / op_swiglu_expert_linear and the gathered rows of
+ * op_gather_expert_up, recomputed in their backward). Valid until the next tape_scratch
+ * call on t: ops run one at a time, forward and backward, so one buffer serves every op of
+ * the tape. Owned by t (a checkpointed segment's ops use t->sub's). Allocates only when n
+ * exceeds every earlier request (the first one exactly, a later larger one with 1/8
+ * headroom, as the grad plan), so after the first step nothing is allocated unless a step
+ * needs more (top-p routing). Not part of the arena: it is not kept, so it must not raise
+ * the kept-activation high water. */
+float *tape_scratch(Tape *t, size_t n);
+/* Bytes of t's scratch plus its sub tape's, for memory reports. */
+size_t tape_scratch_bytes(const Tape *t);
 
 /* ---- Activation recomputation (gradient checkpointing) ----
  * Chen et al. 2016, "Training Deep Nets with Sublinear Memory Cost" (arXiv:1604.06174), and

@@ -172,14 +172,14 @@ Tensor *model_ffn(Model *m, Tape *t, int l, Tensor *hn, const MoeLayerArgs *a, T
         tape_region(t, REGION_EXPERTS);
         Tensor *s1 = op_linear(t, hn, P(m, lp->sw1));                /* (N, Fs) */
         Tensor *s3 = op_linear(t, hn, P(m, lp->sw3));                /* (N, Fs) */
-        Tensor *ys = op_linear(t, op_swiglu(t, s1, s3), P(m, lp->sw2)); /* (N, C) */
+        Tensor *ys = op_swiglu_linear(t, s1, s3, P(m, lp->sw2));   /* (N, C) */
         tape_region(t, REGION_OTHER);
         return op_add(t, y, ys);
     }
     tape_region(t, REGION_EXPERTS);
     Tensor *h1 = op_linear(t, hn, P(m, lp->w1));
     Tensor *h3 = op_linear(t, hn, P(m, lp->w3));
-    return op_linear(t, op_swiglu(t, h1, h3), P(m, lp->w2));
+    return op_swiglu_linear(t, h1, h3, P(m, lp->w2));   /* activation recomputed in backward */
 }
 
 /* One block's arguments; with recomputation they are read again in backward, so they are

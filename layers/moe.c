@@ -152,23 +152,25 @@ Tensor *moe_forward(Tape *t, Tensor *x, Tensor *router, Tensor *noise, Tensor *w
         }
 
     const int C = tensor_cols(x);
-    Tensor *xg = op_gather_rows(t, x, rows, M);                     /* (M, C) */
     Tensor *ye;
     if (ex) {
         /* Expert parallel: slots travel to the ranks holding their experts and back. */
+        Tensor *xg = op_gather_rows(t, x, rows, M);                 /* (M, C) */
         ExchangePlan *plan = exchange_plan(t, ex, offs, E, C);
         Tensor *xr = op_exchange_to_experts(t, xg, plan);          /* (M_recv, C) */
         tape_region(t, REGION_EXPERTS);
         Tensor *h1 = op_expert_linear(t, xr, w1, plan->offs_local, plan->El);
         Tensor *h3 = op_expert_linear(t, xr, w3, plan->offs_local, plan->El);
-        Tensor *yl = op_expert_linear(t, op_swiglu(t, h1, h3), w2, plan->offs_local, plan->El);
+        Tensor *yl = op_swiglu_expert_linear(t, h1, h3, w2, plan->offs_local, plan->El);
         tape_region(t, REGION_ROUTER);
         ye = op_exchange_from_experts(t, yl, plan);                 /* (M, C) */
     } else {
         tape_region(t, REGION_EXPERTS);
-        Tensor *h1 = op_expert_linear(t, xg, w1, offs, E);          /* (M, F) */
-        Tensor *h3 = op_expert_linear(t, xg, w3, offs, E);          /* (M, F) */
-        ye = op_expert_linear(t, op_swiglu(t, h1, h3), w2, offs, E); /* (M, C) */
+        /* neither the gathered rows (M, C) nor the SwiGLU activation (M, F) is kept: both
+         * are recomputed in backward (from x and rows; from h1 and h3) */
+        Tensor *h3;
+        Tensor *h1 = op_gather_expert_up(t, x, rows, w1, w3, offs, E, &h3); /* (M, F) x2 */
+        ye = op_swiglu_expert_linear(t, h1, h3, w2, offs, E);       /* (M, C) */
         tape_region(t, REGION_ROUTER);
     }
     Tensor *y = op_combine(t, ye, gates, slot, W);                  /* (N, C) */

@@ -11,7 +11,9 @@
  *   dispatch: tokens grouped per expert by a prefix sum over counts (stable, token order);
  *     with capacity_factor > 0 each expert keeps at most ceil(N K / E * factor) slots and
  *     the overflow is dropped (the residual still carries the token)
- *   experts: y_e = w2( silu(w1 x) * (w3 x) ), one GEMM per expert over its gathered rows
+ *   experts: y_e = w2( silu(w1 x) * (w3 x) ), one GEMM per expert over its gathered rows;
+ *     the SwiGLU activation is not kept (op_swiglu_expert_linear recomputes it in backward),
+ *     nor, without expert parallelism, the gathered rows (op_gather_expert_up re-gathers)
  *   combine: out[n] = sum_k gates[n,k] * y[slot[n,k]]
  *   aux   = coef * E * sum_i f_i P_i   (f_i share of the N K routed slots to expert i,
  *           P_i mean router probability softmax(clean)_i; Fedus et al. 2022 eq. 4)

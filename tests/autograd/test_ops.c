@@ -399,6 +399,171 @@ START_TEST(swiglu_large_split) {
 }
 END_TEST
 
+/* ======================================================================== swiglu + linear */
+
+static Tensor *b_swiglu_linear(Tape *t, Tensor **in, void *ctx) {
+    (void)ctx;
+    return op_swiglu_linear(t, in[0], in[1], in[2]);
+}
+
+/* y (N, out) = (silu(a) b) W^T with the activation in double (never rounded to float). */
+static void ref_swiglu_linear(float *y, const float *a, const float *b, const float *w, int N,
+                              int F, int out) {
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < out; o++) {
+            double s = 0;
+            for (int f = 0; f < F; f++) {
+                const double x = (double)a[n * F + f];
+                s += x * ref_sigmoid(x) * (double)b[n * F + f] * (double)w[o * F + f];
+            }
+            y[n * out + o] = (float)s;
+        }
+}
+
+START_TEST(swiglu_linear_forward_ref) {
+    const int shapes[][3] = {{3, 5, 4}, {1, 1, 1}, {7, 17, 3}, {4, 8, 16}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int N = shapes[s][0], F = shapes[s][1], out = shapes[s][2];
+        Tensor *a = rnd2(N, F, TENSOR_CONST, "a", 200 + s, -2, 2);
+        Tensor *b = rnd2(N, F, TENSOR_CONST, "b", 210 + s, -1, 1);
+        Tensor *w = rnd2(out, F, TENSOR_CONST, "w", 220 + s, -1, 1);
+        Tape t;
+        new_tape(&t, false);
+        Tensor *y = op_swiglu_linear(&t, a, b, w);
+        ck_assert_int_eq(y->shape[0], N);
+        ck_assert_int_eq(y->shape[1], out);
+        float *ref = malloc(sizeof(float) * (size_t)N * out);
+        ref_swiglu_linear(ref, a->data, b->data, w->data, N, F, out);
+        /* a reduction of <= 17 terms of size <= 1.8 (|silu(a) b| with |a| < 2, |b| < 1)
+         * whose factors carry one more float rounding and one exp (<= 2 ulp) each than
+         * linear's: the RED bound (see the file comment) still holds with 10x margin */
+        expect_close(y->data, ref, (size_t)N * out, RED_ATOL, RED_RTOL, "swiglu_linear forward");
+        free(ref);
+        tape_free(&t);
+        tt_free(a);
+        tt_free(b);
+        tt_free(w);
+    }
+}
+END_TEST
+
+/* Finite differences for da, db and dW, then with W FROZEN (no grad buffer: the op must not
+ * form dW, writing it would crash) for da and db. */
+START_TEST(swiglu_linear_backward_fd) {
+    for (int frozen = 0; frozen < 2; frozen++) {
+        Tensor *a = rnd2(3, 5, TENSOR_PARAM, "a", 230, -3, 3);
+        Tensor *b = rnd2(3, 5, TENSOR_PARAM, "b", 231, -2, 2);
+        Tensor *w = rnd2(4, 5, frozen ? TENSOR_FROZEN : TENSOR_PARAM, "w", 232, -1, 1);
+        Tensor *in[3] = {a, b, w};
+        /* smooth in a (silu), bilinear in (b, W): the FD error bound of the file comment */
+        ck_assert_int_eq(tt_check_grad(b_swiglu_linear, NULL, in, 3, FD_H, FD_ATOL, FD_RTOL,
+                                       frozen ? "swiglu_linear frozen W" : "swiglu_linear"), 0);
+        if (frozen) ck_assert_ptr_null(w->grad);
+        tt_free(a);
+        tt_free(b);
+        tt_free(w);
+    }
+}
+END_TEST
+
+/* One recorded forward + backward (seeded with dy) of the fused op or of its composition
+ * op_linear(op_swiglu(a, b), W): output and grads copied out (NULL where not required),
+ * the tape's arena use and grad-plan bytes. Between the op's forward and its backward a
+ * second fused op on other (constant) inputs overwrites the tape's scratch, as the next
+ * layer does in a model: a backward that trusted the scratch to still hold its activation
+ * would be wrong. The second of two steps on one tape, so the first one's allocations
+ * (arena chunks, plan, scratch) are done: the second must allocate nothing. */
+typedef struct SwiRun {
+    float *y, *g[3];
+    size_t arena, plan, allocs;
+} SwiRun;
+
+static void swi_run(bool fused, Tensor **in, Tensor **clobber, const float *dy, SwiRun *r) {
+    Tape t;
+    new_tape(&t, true);
+    for (int step = 0; step < 2; step++) {
+        for (int k = 0; k < 3; k++)
+            if (in[k]->grad) memset(in[k]->grad, 0, sizeof(float) * in[k]->n);
+        const size_t c0 = moe_alloc_calls();
+        tape_reset(&t, true);
+        Tensor *y = fused ? op_swiglu_linear(&t, in[0], in[1], in[2])
+                          : op_linear(&t, op_swiglu(&t, in[0], in[1]), in[2]);
+        r->arena = arena_used(&t.arena);
+        (void)op_swiglu_linear(&t, clobber[0], clobber[1], clobber[2]);
+        tape_backward(&t, y, dy);
+        r->allocs = moe_alloc_calls() - c0;
+        if (step == 1) {
+            r->y = malloc(sizeof(float) * y->n);
+            memcpy(r->y, y->data, sizeof(float) * y->n);
+        }
+    }
+    r->plan = tape_grad_plan_bytes(&t);
+    for (int k = 0; k < 3; k++) {
+        r->g[k] = NULL;
+        if (!in[k]->requires_grad) continue;
+        r->g[k] = malloc(sizeof(float) * in[k]->n);
+        memcpy(r->g[k], in[k]->grad, sizeof(float) * in[k]->n);
+    }
+    tape_free(&t);
+}
+
+static void swi_run_free(SwiRun *r) {
+    free(r->y);
+    for (int k = 0; k < 3; k++) free(r->g[k]);
+}
+
+/* The fused op against its composition, bit for bit: the fused op runs the same float
+ * operations (the same SwiGLU kernel, the same sgemm calls with the same arguments, dact
+ * accumulated with beta 1 into zeros as op_linear's dx), so no tolerance. Small and large
+ * (> 2^16 elements: the SwiGLU is split over the threads; the suite also runs with 2),
+ * with every input trainable, with W FROZEN (carrying a grad buffer, which must stay zero)
+ * and with a CONST (only db and dW). The fused tape keeps N*F floats less activation and
+ * plans N*F floats less gradient. */
+START_TEST(swiglu_linear_matches_composition) {
+    const int shapes[][3] = {{3, 5, 4}, {300, 256, 40}};
+    for (int s = 0; s < 2; s++)
+        for (int v = 0; v < 3; v++) {
+            const int N = shapes[s][0], F = shapes[s][1], out = shapes[s][2];
+            Tensor *in[3] = {
+                rnd2(N, F, v == 2 ? TENSOR_CONST : TENSOR_PARAM, "a", 240 + s, -4, 4),
+                rnd2(N, F, TENSOR_PARAM, "b", 250 + s, -2, 2),
+                rnd2(out, F, v == 1 ? TENSOR_FROZEN : TENSOR_PARAM, "w", 260 + s, -0.5f, 0.5f)};
+            if (v == 1) in[2]->grad = moe_calloc(sizeof(float) * in[2]->n);
+            Tensor *clobber[3] = {rnd2(N, F, TENSOR_CONST, "a2", 280 + s, -4, 4),
+                                  rnd2(N, F, TENSOR_CONST, "b2", 290 + s, -2, 2),
+                                  rnd2(out, F, TENSOR_CONST, "w2", 300 + s, -1, 1)};
+            Tensor *dyt = rnd2(N, out, TENSOR_CONST, "dy", 270 + s, -1, 1);
+            SwiRun f, u;
+            swi_run(true, in, clobber, dyt->data, &f);
+            if (v == 1)
+                for (size_t j = 0; j < in[2]->n; j++) EXPECT_EQ(in[2]->grad[j], 0.0f);
+            swi_run(false, in, clobber, dyt->data, &u);
+            ck_assert_msg(memcmp(f.y, u.y, sizeof(float) * (size_t)N * out) == 0,
+                          "shape %d variant %d: forward differs", s, v);
+            for (int k = 0; k < 3; k++) {
+                ck_assert_msg((f.g[k] == NULL) == !in[k]->requires_grad, "grad %d", k);
+                if (f.g[k])
+                    ck_assert_msg(memcmp(f.g[k], u.g[k], sizeof(float) * in[k]->n) == 0,
+                                  "shape %d variant %d: grad of %s differs", s, v,
+                                  in[k]->name);
+            }
+            const size_t act = sizeof(float) * (size_t)N * F;
+            ck_assert_msg(f.arena + act <= u.arena, "arena fused %zu, composition %zu",
+                          f.arena, u.arena);
+            ck_assert_msg(f.plan + act <= u.plan, "plan fused %zu, composition %zu", f.plan,
+                          u.plan);
+            ck_assert_uint_eq(f.allocs, 0);
+            swi_run_free(&f);
+            swi_run_free(&u);
+            for (int k = 0; k < 3; k++) {
+                tt_free(in[k]);
+                tt_free(clobber[k]);
+            }
+            tt_free(dyt);
+        }
+}
+END_TEST
+
 START_TEST(softplus_forward_backward) {
     check_unary_forward(op_softplus, ref_softplus1, -25, 25, "softplus forward");
     Tensor *x = rnd2(3, 5, TENSOR_PARAM, "x", 16, -4, 4);
@@ -1274,6 +1439,8 @@ static Suite *ops_suite(void) {
         {"scale", {scale_forward_backward, NULL}},
         {"silu", {silu_forward_backward, NULL}},
         {"swiglu", {swiglu_forward_backward, swiglu_large_split, NULL}},
+        {"swiglu_linear", {swiglu_linear_forward_ref, swiglu_linear_backward_fd,
+                           swiglu_linear_matches_composition, NULL}},
         {"softplus", {softplus_forward_backward, softplus_extremes, NULL}},
         {"rmsnorm", {rmsnorm_forward_ref, rmsnorm_hand, rmsnorm_backward_fd, rmsnorm_large_split, NULL}},
         {"rope", {rope_forward_ref, rope_properties, rope_backward_fd, rope_inplace_matches,

@@ -1,6 +1,6 @@
 /* test_tensor.c: the tape machinery of autograd/tensor.c that is not an op: backward from
- * several outputs at once (tape_backward_multi) and checkpointed segments (tape_checkpoint,
- * activation recomputation).
+ * several outputs at once (tape_backward_multi), checkpointed segments (tape_checkpoint,
+ * activation recomputation) and the per-tape scratch (tape_scratch).
  *
  * A checkpointed segment must give the SAME gradients as its ops recorded inline, bit for
  * bit: the recomputation does the same float operations on the same inputs, and its
@@ -31,17 +31,21 @@ static Tensor *rnd2(int rows, int cols, TensorKind kind, const char *name, uint6
 typedef struct SegCtx {
     Tensor *g, *w1, *w3, *w2;   /* (C), (F, C), (F, C), (C, F) */
     int calls, recomputes;      /* fn calls seen, of which recomputations */
+    bool fused;                 /* the FFN as op_swiglu_linear (activation in the scratch) */
 } SegCtx;
 
 /* out[0] (N, C) = x + w2 swiglu(w1 n, w3 n), n = rmsnorm(x) g; out[1] (1) = mean softplus of
- * the gate pre-activation (a second output, like a layer's auxiliary loss); out[2] NULL. */
+ * the gate pre-activation (a second output, like a layer's auxiliary loss); out[2] NULL.
+ * With c->fused the last two ops are op_swiglu_linear (same values, bit for bit). */
 static void seg_fn(Tape *t, void *arg, bool recompute, Tensor *x, Tensor **out) {
     SegCtx *c = arg;
     c->calls++;
     c->recomputes += recompute;
     Tensor *n = op_rmsnorm(t, x, c->g, 1e-5f);
     Tensor *h1 = op_linear(t, n, c->w1);
-    Tensor *y = op_linear(t, op_swiglu(t, h1, op_linear(t, n, c->w3)), c->w2);
+    Tensor *h3 = op_linear(t, n, c->w3);
+    Tensor *y = c->fused ? op_swiglu_linear(t, h1, h3, c->w2)
+                         : op_linear(t, op_swiglu(t, h1, h3), c->w2);
     out[0] = op_add(t, x, y);
     out[1] = op_mean(t, op_softplus(t, h1));
     out[2] = NULL;
@@ -88,8 +92,10 @@ static const int32_t g_ids[N] = {1, 6, 1, 0, 3};
 
 /* Parameter grads and loss of the second of two steps on one tape (the second re-uses the
  * plans and the compacted arenas, as training does). */
-static float run_graph(Tensor **in, bool checkpoint, bool plan, float **grads, Tape *keep) {
+static float run_graph(Tensor **in, bool checkpoint, bool plan, bool fused, float **grads,
+                       Tape *keep) {
     GraphCtx gc = {.checkpoint = checkpoint, .ids = g_ids};
+    gc.seg.fused = fused;
     Tape t;
     tape_init(&t, 1024);
     t.plan_grads = plan;
@@ -118,8 +124,8 @@ START_TEST(checkpoint_matches_inline) {
     Tensor **in = graph_inputs();
     for (int plan = 0; plan < 2; plan++) {
         float *ref[5], *got[5];
-        float l0 = run_graph(in, false, plan, ref, NULL);
-        float l1 = run_graph(in, true, plan, got, NULL);
+        float l0 = run_graph(in, false, plan, false, ref, NULL);
+        float l1 = run_graph(in, true, plan, false, got, NULL);
         ck_assert_msg(l0 == l1, "loss %.9g inline, %.9g checkpointed", (double)l0, (double)l1);
         for (int i = 0; i < 5; i++) {
             ck_assert_msg(memcmp(ref[i], got[i], in[i]->n * sizeof(float)) == 0,
@@ -141,9 +147,9 @@ START_TEST(checkpoint_bounds_memory) {
     Tensor **in = graph_inputs();
     float *g[5];
     Tape a, b;
-    run_graph(in, false, true, g, &a);
+    run_graph(in, false, true, false, g, &a);
     for (int i = 0; i < 5; i++) free(g[i]);
-    run_graph(in, true, true, g, &b);
+    run_graph(in, true, true, false, g, &b);
     for (int i = 0; i < 5; i++) free(g[i]);
     ck_assert_ptr_null(a.sub);
     ck_assert_ptr_nonnull(b.sub);
@@ -169,7 +175,7 @@ START_TEST(checkpoint_const_input_and_forward_only) {
     Tensor *x = rnd2(N, C, TENSOR_CONST, "x", 21, -1, 1);
     float *ref[4], *got[4];
     for (int ck = 0; ck < 2; ck++) {
-        SegCtx sc = {in[1], in[2], in[3], in[4], 0, 0};
+        SegCtx sc = {in[1], in[2], in[3], in[4], 0, 0, false};
         for (int i = 1; i < 5; i++) memset(in[i]->grad, 0, in[i]->n * sizeof(float));
         Tape t;
         tape_init(&t, 1024);
@@ -258,7 +264,7 @@ static void seg_regions(Tape *t, void *arg, bool recompute, Tensor *x, Tensor **
 START_TEST(checkpoint_profile_regions) {
     Tensor **in = graph_inputs();
     Tensor *x = rnd2(N, C, TENSOR_PARAM, "x", 41, -1, 1);
-    SegCtx sc = {in[1], in[2], in[3], in[4], 0, 0};
+    SegCtx sc = {in[1], in[2], in[3], in[4], 0, 0, false};
     Tape t;
     tape_init(&t, 1024);
     t.profile = true;
@@ -278,6 +284,67 @@ START_TEST(checkpoint_profile_regions) {
 }
 END_TEST
 
+
+/* The fused SwiGLU + down projection inside checkpointed segments: its forward, the
+ * recomputation and its backward all borrow the SUB tape's scratch (the outer tape never
+ * runs it, so it allocates none); losses and gradients equal the unfused inline graph bit
+ * for bit, with and without the grad plan, inline and checkpointed. */
+START_TEST(scratch_fused_op_in_checkpoint) {
+    Tensor **in = graph_inputs();
+    for (int plan = 0; plan < 2; plan++) {
+        float *ref[5], *got[5];
+        const float l0 = run_graph(in, false, plan, false, ref, NULL);
+        for (int ck = 0; ck < 2; ck++) {
+            Tape t;
+            const float l1 = run_graph(in, ck, plan, true, got, &t);
+            ck_assert_msg(l0 == l1, "loss %.9g unfused, %.9g fused (checkpoint %d)", (double)l0,
+                          (double)l1, ck);
+            for (int i = 0; i < 5; i++) {
+                ck_assert_msg(memcmp(ref[i], got[i], in[i]->n * sizeof(float)) == 0,
+                              "plan %d checkpoint %d: grad of %s differs", plan, ck,
+                              in[i]->name);
+                free(got[i]);
+            }
+            /* the scratch holds one (N, F) activation, on the tape that ran the op */
+            const Tape *owner = ck ? t.sub : &t;
+            ck_assert_uint_eq(owner->scratch_cap, N * F < 16 ? 16 : N * F);
+            if (ck) ck_assert_ptr_null(t.scratch);
+            ck_assert_uint_eq(tape_scratch_bytes(&t), sizeof(float) * owner->scratch_cap);
+            tape_free(&t);
+        }
+        for (int i = 0; i < 5; i++) free(ref[i]);
+    }
+    for (int i = 0; i < 5; i++) tt_free(in[i]);
+}
+END_TEST
+
+/* tape_scratch: allocated on the first request (exactly), the same buffer for any request
+ * up to its size (no allocation), a larger request grows it with 1/8 headroom, and a
+ * request of 0 still gets a valid pointer. */
+START_TEST(scratch_growth) {
+    Tape t;
+    tape_init(&t, 1024);
+    ck_assert_uint_eq(tape_scratch_bytes(&t), 0);
+    size_t c0 = moe_alloc_calls();
+    float *p = tape_scratch(&t, 100);
+    ck_assert_uint_eq(moe_alloc_calls() - c0, 1);
+    ck_assert_uint_eq(t.scratch_cap, 100);
+    ck_assert_uint_eq((uintptr_t)p % MOE_ALIGN, 0);
+    p[99] = 1.0f;   /* all of it is usable (ASan would see an overrun) */
+    c0 = moe_alloc_calls();
+    ck_assert_ptr_eq(tape_scratch(&t, 100), p);
+    ck_assert_ptr_eq(tape_scratch(&t, 3), p);
+    ck_assert_ptr_nonnull(tape_scratch(&t, 0));
+    ck_assert_uint_eq(moe_alloc_calls() - c0, 0);
+    float *q = tape_scratch(&t, 160);
+    ck_assert_uint_eq(moe_alloc_calls() - c0, 1);
+    ck_assert_uint_eq(t.scratch_cap, 160 + 160 / 8);
+    q[159] = 2.0f;
+    ck_assert_uint_eq(tape_scratch_bytes(&t), sizeof(float) * (160 + 160 / 8));
+    tape_free(&t);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("tensor");
     TCase *tc = tcase_create("backward_multi");
@@ -288,6 +355,10 @@ int main(void) {
     tcase_add_test(tc, checkpoint_bounds_memory);
     tcase_add_test(tc, checkpoint_const_input_and_forward_only);
     tcase_add_test(tc, checkpoint_profile_regions);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("scratch");
+    tcase_add_test(tc, scratch_fused_op_in_checkpoint);
+    tcase_add_test(tc, scratch_growth);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
