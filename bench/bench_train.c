@@ -351,21 +351,24 @@ int main(int argc, char **argv) {
         char name[96];
         printf("allocations during timed steps (rank 0): %zu; peak allocated (moe_malloc) "
                "%.1f MiB\n", allocs, mib(peak_alloc));
-        const double parts[6] = {
+        const double scratch = (double)tape_scratch_bytes(&t) +
+                               (t.sub ? (double)tape_scratch_bytes(t.sub) : 0.0);
+        const double parts[7] = {
             rss_start, rss_blas, 4.0 * (double)(m.ps.blocks[0].n + m.ps.blocks[1].n) +
                 12.0 * (double)(m.ps.blocks[0].gn + m.ps.blocks[1].gn),
-            tape_arena_bytes(&t), sub_arena_bytes(&t), plan_bytes(&t)};
-        const char *const part_names[6] = {
+            tape_arena_bytes(&t), sub_arena_bytes(&t), plan_bytes(&t), scratch};
+        const char *const part_names[7] = {
             "program, shared libraries, MPI (resident at start)",
             "OpenBLAS buffers (growth over the sgemm-rate run)",
             "parameters + gradients + AdamW moments (trainable)",
             "tape arena (kept activations, high water)",
             "recomputation arena (one layer, high water)",
-            "activation-gradient plans"};
+            "activation-gradient plans",
+            "tape scratch (SwiGLU and gathered rows, recomputed)"};
         double sum = 0;
         printf("memory (rank 0, %s): peak resident %.1f MiB =\n",
                setting_name(&proto, name, sizeof name), mib(peak));
-        for (int i = 0; i < 6; i++) {
+        for (int i = 0; i < 7; i++) {
             printf("  %-52s %7.1f MiB\n", part_names[i], mib(parts[i]));
             sum += parts[i];
         }
