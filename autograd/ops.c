@@ -330,6 +330,51 @@ Tensor *op_swiglu_linear(Tape *t, Tensor *a, Tensor *b, Tensor *w) {
     return y;
 }
 
+/* ======================================================================== linear + residual */
+
+/* Inverts y = r + x W^T (op_linear then op_add(r, .), in their order): dr += dy (the add's
+ * backward), then op_linear's backward with the product's gradient, which is dy itself
+ * (the add copies dy into its zeroed grad). The product x W^T is never read in backward, so
+ * it lives in the scratch instead of the arena. */
+static void op_linear_residual_bw(TapeOp *op) {
+    Tensor *r = op->in[0], *x = op->in[1], *w = op->in[2];
+    const float *dy = op->out->grad;
+    float *dr = grad_of(r);
+    if (dr) add_backward(dr, NULL, dy, op->out->n);
+    linear_backward(grad_of(x), grad_of(w), dy, x->data, w->data, op->i[0], op->i[1],
+                    op->i[2]);
+}
+
+Tensor *op_linear_residual(Tape *t, Tensor *r, Tensor *x, Tensor *w) {
+    ASSERT(w->ndim == 2, "linear_residual: weight must be 2-D, got %d dims", w->ndim);
+    const int in = tensor_cols(x), out = w->shape[0];
+    ASSERT(w->shape[1] == in, "linear_residual: x cols %d != W in %d (W is [out, in])", in,
+           w->shape[1]);
+    ASSERT(in > 0 && out > 0, "linear_residual: empty dims in %d out %d", in, out);
+    const size_t rows = tensor_rows(x);
+    ASSERT(rows <= (size_t)INT32_MAX, "linear_residual: %zu rows", rows);
+    ASSERT(tensor_rows(r) == rows && tensor_cols(r) == out,
+           "linear_residual: r (%zu, %d) != (%zu, %d)", tensor_rows(r), tensor_cols(r), rows,
+           out);
+    const int N = (int)rows;
+    const bool needs = tape_needs_grad(t, r, x, w);
+    Tensor *y = tape_like(t, r, needs);                             /* (N, out) */
+    if (N == 0) return y;
+    float *p = tape_scratch(t, (size_t)N * out);                    /* x W^T, not kept */
+    linear_forward(p, x->data, w->data, N, in, out);
+    add_forward(y->data, r->data, p, y->n);
+    if (needs) {
+        TapeOp *op = tape_push(t, "linear_residual", op_linear_residual_bw, y);
+        op->in[0] = r;
+        op->in[1] = x;
+        op->in[2] = w;
+        op->i[0] = N;
+        op->i[1] = in;
+        op->i[2] = out;
+    }
+    return y;
+}
+
 /* softplus(x) = max(x, 0) + log1p(exp(-|x|)): exp never overflows, and log1p keeps the
  * tail accurate for large negative x (where the result is ~exp(x), not 0). */
 static void softplus_forward(float *y, const float *x, size_t n) {

@@ -28,6 +28,11 @@
  * backward: dx += dy @ W; dW += dy^T @ x (skipped when W does not require grad). */
 Tensor *op_linear(Tape *t, Tensor *x, Tensor *w);
 
+/* y (N, out) = r + x @ W^T (a projection added to the residual stream r): op_add(r,
+ * op_linear(x, W)) bit for bit, without keeping the product (backward never reads it).
+ * backward: dr += dy; dx += dy @ W; dW += dy^T @ x (skipped when W does not require grad). */
+Tensor *op_linear_residual(Tape *t, Tensor *r, Tensor *x, Tensor *w);
+
 /* y = a + b, same shape (residual connections, loss sums of scalars). */
 Tensor *op_add(Tape *t, Tensor *a, Tensor *b);
 /* y = a * b elementwise, same shape. */

@@ -213,9 +213,14 @@ static void model_layer(Tape *t, void *arg, bool recompute, Tensor *x, Tensor **
     q = op_rope_inplace(t, q, B, T, s->H, s->D, s->rope_theta, ctx->pos0);
     k = op_rope_inplace(t, k, B, T, s->Hkv, s->D, s->rope_theta, ctx->pos0);
     Tensor *o = op_attention(t, q, k, v, B, T, s->H, s->Hkv, s->D, s->W); /* (N, H*D) */
-    Tensor *ao = model_proj(m, t, l, LORA_O, o, ctx);
-    tape_region(t, REGION_OTHER);
-    x = op_add(t, x, ao);
+    if (lp->lora_a[LORA_O] < 0) {   /* x + o Wo^T; the product is not kept */
+        x = op_linear_residual(t, x, o, P(m, lp->wo));
+        tape_region(t, REGION_OTHER);
+    } else {
+        Tensor *ao = model_proj(m, t, l, LORA_O, o, ctx);
+        tape_region(t, REGION_OTHER);
+        x = op_add(t, x, ao);
+    }
     /* feed-forward sub-block */
     Tensor *hn = op_rmsnorm(t, x, P(m, lp->ffn_norm), s->norm_eps);
     MoeLayerArgs a = {

@@ -564,6 +564,115 @@ START_TEST(swiglu_linear_matches_composition) {
 }
 END_TEST
 
+/* ======================================================================== linear + residual */
+
+static Tensor *b_linear_residual(Tape *t, Tensor **in, void *ctx) {
+    (void)ctx;
+    return op_linear_residual(t, in[0], in[1], in[2]);
+}
+
+/* Forward against r + a double reference product, then finite differences for dr, dx, dW
+ * and with W FROZEN (no grad buffer: forming dW would crash) for dr and dx. */
+START_TEST(linear_residual_forward_fd) {
+    const int N = 7, in = 9, out = 5;
+    Tensor *r = rnd2(N, out, TENSOR_CONST, "r", 500, -3, 3);
+    Tensor *x = rnd2(N, in, TENSOR_CONST, "x", 501, -1, 1);
+    Tensor *w = rnd2(out, in, TENSOR_CONST, "w", 502, -1, 1);
+    Tape t;
+    new_tape(&t, false);
+    Tensor *y = op_linear_residual(&t, r, x, w);
+    float ref[7 * 5];
+    ref_linear(ref, x->data, w->data, N, in, out);
+    for (int j = 0; j < N * out; j++) ref[j] += r->data[j];
+    /* a sum of 9 products of size <= 1 plus |r| <= 3: the RED bound (file comment) */
+    expect_close(y->data, ref, (size_t)N * out, RED_ATOL, RED_RTOL, "linear_residual forward");
+    tape_free(&t);
+    tt_free(r);
+    tt_free(x);
+    tt_free(w);
+    for (int frozen = 0; frozen < 2; frozen++) {
+        Tensor *in3[3] = {rnd2(3, 4, TENSOR_PARAM, "r", 503, -2, 2),
+                          rnd2(3, 6, TENSOR_PARAM, "x", 504, -1, 1),
+                          rnd2(4, 6, frozen ? TENSOR_FROZEN : TENSOR_PARAM, "w", 505, -1, 1)};
+        /* linear in each input: FD is exact up to float rounding (file comment) */
+        ck_assert_int_eq(tt_check_grad(b_linear_residual, NULL, in3, 3, FD_H, FD_ATOL, FD_RTOL,
+                                       frozen ? "linear_residual frozen W" : "linear_residual"),
+                         0);
+        if (frozen) ck_assert_ptr_null(in3[2]->grad);
+        for (int k = 0; k < 3; k++) tt_free(in3[k]);
+    }
+}
+END_TEST
+
+/* Against its composition op_add(r, op_linear(x, W)) bit for bit (the same sgemm calls, the
+ * same float additions in the same order): output and the grads of r, x and W, all
+ * trainable and with W FROZEN carrying a zeroed grad buffer that must stay zero; the fused
+ * tape keeps N*out floats less (the product lives in the scratch, which a second op
+ * overwrites before the backward) and the second step allocates nothing. */
+START_TEST(linear_residual_matches_composition) {
+    const int shapes[][3] = {{3, 5, 4}, {300, 256, 96}};
+    for (int s = 0; s < 2; s++)
+        for (int v = 0; v < 2; v++) {
+            const int N = shapes[s][0], in = shapes[s][1], out = shapes[s][2];
+            float *res[2][4];
+            size_t arena[2], allocs[2];
+            for (int fused = 0; fused < 2; fused++) {
+                Tensor *ins[3] = {rnd2(N, out, TENSOR_PARAM, "r", 510 + s, -2, 2),
+                                  rnd2(N, in, TENSOR_PARAM, "x", 520 + s, -1, 1),
+                                  rnd2(out, in, v ? TENSOR_FROZEN : TENSOR_PARAM, "w", 530 + s,
+                                       -0.5f, 0.5f)};
+                if (v) ins[2]->grad = moe_calloc(sizeof(float) * ins[2]->n);
+                Tensor *cl[3] = {rnd2(N, out, TENSOR_CONST, "r2", 540 + s, -2, 2),
+                                 rnd2(N, in, TENSOR_CONST, "x2", 550 + s, -1, 1),
+                                 rnd2(out, in, TENSOR_CONST, "w2", 560 + s, -1, 1)};
+                Tensor *dy = rnd2(N, out, TENSOR_CONST, "dy", 570 + s, -1, 1);
+                Tape t;
+                new_tape(&t, true);
+                for (int step = 0; step < 2; step++) {
+                    for (int k = 0; k < 3; k++)
+                        if (ins[k]->grad) memset(ins[k]->grad, 0, sizeof(float) * ins[k]->n);
+                    const size_t c0 = moe_alloc_calls();
+                    tape_reset(&t, true);
+                    Tensor *y = fused ? op_linear_residual(&t, ins[0], ins[1], ins[2])
+                                      : op_add(&t, ins[0], op_linear(&t, ins[1], ins[2]));
+                    arena[fused] = arena_used(&t.arena);
+                    (void)op_linear_residual(&t, cl[0], cl[1], cl[2]);   /* clobbers scratch */
+                    tape_backward(&t, y, dy->data);
+                    allocs[fused] = moe_alloc_calls() - c0;
+                    if (step == 1) {
+                        res[fused][3] = malloc(sizeof(float) * y->n);
+                        memcpy(res[fused][3], y->data, sizeof(float) * y->n);
+                    }
+                }
+                for (int k = 0; k < 3; k++) {
+                    res[fused][k] = malloc(sizeof(float) * ins[k]->n);
+                    memcpy(res[fused][k], ins[k]->grad, sizeof(float) * ins[k]->n);
+                }
+                if (v)
+                    for (size_t j = 0; j < ins[2]->n; j++) EXPECT_EQ(ins[2]->grad[j], 0.0f);
+                tape_free(&t);
+                for (int k = 0; k < 3; k++) {
+                    tt_free(ins[k]);
+                    tt_free(cl[k]);
+                }
+                tt_free(dy);
+            }
+            const size_t sz[4] = {(size_t)N * out, (size_t)N * in, (size_t)out * in,
+                                  (size_t)N * out};
+            for (int k = 0; k < 4; k++) {
+                ck_assert_msg(memcmp(res[0][k], res[1][k], sizeof(float) * sz[k]) == 0,
+                              "shape %d variant %d: %s differs", s, v,
+                              k == 3 ? "output" : k == 0 ? "dr" : k == 1 ? "dx" : "dW");
+                free(res[0][k]);
+                free(res[1][k]);
+            }
+            ck_assert_msg(arena[1] + sizeof(float) * (size_t)N * out <= arena[0],
+                          "arena fused %zu, composition %zu", arena[1], arena[0]);
+            ck_assert_uint_eq(allocs[1], 0);
+        }
+}
+END_TEST
+
 START_TEST(softplus_forward_backward) {
     check_unary_forward(op_softplus, ref_softplus1, -25, 25, "softplus forward");
     Tensor *x = rnd2(3, 5, TENSOR_PARAM, "x", 16, -4, 4);
@@ -1441,6 +1550,8 @@ static Suite *ops_suite(void) {
         {"swiglu", {swiglu_forward_backward, swiglu_large_split, NULL}},
         {"swiglu_linear", {swiglu_linear_forward_ref, swiglu_linear_backward_fd,
                            swiglu_linear_matches_composition, NULL}},
+        {"linear_residual", {linear_residual_forward_fd, linear_residual_matches_composition,
+                             NULL}},
         {"softplus", {softplus_forward_backward, softplus_extremes, NULL}},
         {"rmsnorm", {rmsnorm_forward_ref, rmsnorm_hand, rmsnorm_backward_fd, rmsnorm_large_split, NULL}},
         {"rope", {rope_forward_ref, rope_properties, rope_backward_fd, rope_inplace_matches,
