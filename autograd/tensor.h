@@ -166,7 +166,8 @@ size_t tape_grad_plan_bytes(const Tape *t);
 /* Scratch of n floats (uninitialised, 64-byte aligned) for an intermediate that lives only
  * inside one op's forward call or one op's backward call and is not kept between them (the
  * SwiGLU activation of op_swiglu_linear / op_swiglu_expert_linear and the gathered rows of
- * op_gather_expert_up, recomputed in their backward). Valid until the next tape_scratch
+ * op_gather_expert_up, recomputed in their backward; op_linear_residual's product, which
+ * its backward never reads). Valid until the next tape_scratch
  * call on t: ops run one at a time, forward and backward, so one buffer serves every op of
  * the tape. Owned by t (a checkpointed segment's ops use t->sub's). Allocates only when n
  * exceeds every earlier request (the first one exactly, a later larger one with 1/8
