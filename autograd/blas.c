@@ -97,3 +97,28 @@ void blas_parallel_for(int n_tasks, void (*fn)(void *ctx, int task, int worker),
     }
     if (workers > 1) openblas_set_num_threads(nt);
 }
+
+typedef struct RangeJob {
+    BlasRangeFn fn;
+    void *ctx;
+    size_t n;
+    int parts;
+} RangeJob;
+
+static void range_task(void *ctx, int task, int worker) {
+    (void)worker;
+    const RangeJob *r = ctx;
+    size_t lo, hi;
+    blas_range(r->n, task, r->parts, &lo, &hi);
+    if (lo < hi) r->fn(r->ctx, lo, hi);
+}
+
+void blas_parallel_range(size_t n, size_t cost, BlasRangeFn fn, void *ctx) {
+    const int workers = blas_workers();
+    if (workers == 1 || n < 2 || cost < BLAS_SPLIT_MIN) {
+        fn(ctx, 0, n);   /* also n = 0: fn sees an empty range */
+        return;
+    }
+    RangeJob r = {fn, ctx, n, (size_t)workers < n ? workers : (int)n};
+    blas_parallel_for(r.parts, range_task, &r);
+}

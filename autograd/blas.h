@@ -42,6 +42,18 @@ static inline void blas_range(size_t n, int task, int parts, size_t *lo, size_t 
     *lo = n * (size_t)task / (size_t)parts;
     *hi = n * (size_t)(task + 1) / (size_t)parts;
 }
+/* Flat loops whose iterations write disjoint outputs (rows, elements) and read no output of
+ * another iteration: fn(ctx, lo, hi) runs [lo, hi) of [0, n). blas_parallel_range cuts
+ * [0, n) into blas_workers() ranges (blas_range), one task each, when the loop's cost is at
+ * least BLAS_SPLIT_MIN and n >= 2, else runs fn(ctx, 0, n) on the caller. cost estimates the
+ * loop's work in streamed float elements; an element that calls a libm function (expf,
+ * log1pf, log, cos) counts BLAS_COST_LIBM (measured: ~20-40 ns each against ~1 ns for an
+ * element of a streamed add). Each iteration does the same float operations wherever the
+ * cuts fall, so results do not depend on the thread count; a reduction over iterations
+ * stores per-iteration partials and sums them afterwards in index order. */
+typedef void (*BlasRangeFn)(void *ctx, size_t lo, size_t hi);
+#define BLAS_COST_LIBM ((size_t)16)
+void blas_parallel_range(size_t n, size_t cost, BlasRangeFn fn, void *ctx);
 /* Set OpenBLAS's thread count; returns the previous one. */
 int blas_set_threads(int n);
 /* Workers blas_parallel_for uses (>= 1): per-worker scratch is sized by it. */
