@@ -71,7 +71,7 @@ START_TEST(test_router_entropy_split) {
     const int keep = blas_threads();
     for (int th = 1; th <= 2; th++) {
         blas_set_threads(th);
-        for (int n = 0; n < RN; n++) rows[n] = NAN;   /* a row left unwritten shows */
+        for (int n = 0; n < RN; n++) rows[n] = (double)NAN;   /* a row left unwritten shows */
         const double got = moe_router_entropy(lg->data, RN, RE, rows);
         ck_assert_msg(memcmp(&got, &ref, sizeof got) == 0,
                       "entropy sum %.17g, serial loop %.17g (%d threads)", got, ref, th);
