@@ -25,11 +25,15 @@ const char *blas_core_name(void);
 int blas_threads(void);
 
 /* Run fn(ctx, task, worker) for task = 0 .. n_tasks-1 on blas_threads() workers (the
- * caller is worker 0, the others are threads started for this call and joined before it
- * returns: no thread is left spinning afterwards). Workers claim tasks in index order
- * from a shared counter, so tasks of unequal cost balance themselves: list the costly ones
- * first (longest-processing-time order). Which worker runs a task varies from run to run:
- * a task must write only its own outputs (worker indexes per-worker scratch only).
+ * caller is worker 0, the others are threads started for this call). Workers claim tasks
+ * in index order from a shared counter, so tasks of unequal cost balance themselves: list
+ * the costly ones first (longest-processing-time order). The call returns when every task
+ * has run and every helper that took a part has left; a helper the system schedules only
+ * after that (its core busy with another process) finds the region closed and exits
+ * without touching it, so a busy core costs the caller nothing but doing the tasks itself
+ * (no thread is left spinning either). Which worker runs a task varies from run to run:
+ * a task must write only its own outputs (worker indexes per-worker scratch only). One
+ * region at a time: call it from one thread, never from inside a task.
  * While it runs OpenBLAS is set to one thread, so each task's sgemm calls are
  * single-threaded: one threading layer per region (many small products split over the
  * cores beat each small product split over the cores). */

@@ -312,15 +312,15 @@ static void softplus_backward(float *dx, const float *dy, const float *x, size_t
     for (size_t j = 0; j < n; j++) dx[j] += dy[j] * sigmoidf(x[j]);
 }
 
+/* The router noise scale (N, E) of every MoE layer: small, but log1pf and expf per element
+ * (BLAS_COST_LIBM each) make the forward worth the cores; the backward's sigmoid is
+ * vectorised (vmath.h) and cheap. */
 static void softplus_range(void *ctx, size_t lo, size_t hi) {
     const EwArgs k = ew_at(ctx, lo);
     if (k.y) softplus_forward(k.y, k.a, hi - lo);
     else softplus_backward(k.da, k.dy, k.a, hi - lo);
 }
 
-/* The router noise scale (N, E) of every MoE layer: small, but log1pf and expf per element
- * (BLAS_COST_LIBM each) make the forward worth the cores; the backward's sigmoid is
- * vectorised (vmath.h) and cheap. */
 static void op_softplus_bw(TapeOp *op) {
     EwArgs k = {NULL, grad_of(op->in[0]), NULL, op->in[0]->data, NULL, op->out->grad};
     if (k.da) blas_parallel_range(op->out->n, op->out->n, softplus_range, &k);
