@@ -144,6 +144,8 @@ void blas_parallel_for(int n_tasks, void (*fn)(void *ctx, int task, int worker),
     if (workers > 1) openblas_set_num_threads(nt);
 }
 
+#define BLAS_RANGES_PER_WORKER 4
+
 typedef struct RangeJob {
     BlasRangeFn fn;
     void *ctx;
@@ -165,6 +167,9 @@ void blas_parallel_range(size_t n, size_t cost, BlasRangeFn fn, void *ctx) {
         fn(ctx, 0, n);   /* also n = 0: fn sees an empty range */
         return;
     }
-    RangeJob r = {fn, ctx, n, (size_t)workers < n ? workers : (int)n};
+    /* a few ranges per worker: when a helper starts late (its core busy), the caller has
+     * only done its share of the ranges by then, not half of the loop */
+    const size_t parts = (size_t)workers * BLAS_RANGES_PER_WORKER;
+    RangeJob r = {fn, ctx, n, parts < n ? (int)parts : (int)n};
     blas_parallel_for(r.parts, range_task, &r);
 }

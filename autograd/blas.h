@@ -48,7 +48,7 @@ static inline void blas_range(size_t n, int task, int parts, size_t *lo, size_t 
 }
 /* Flat loops whose iterations write disjoint outputs (rows, elements) and read no output of
  * another iteration: fn(ctx, lo, hi) runs [lo, hi) of [0, n). blas_parallel_range cuts
- * [0, n) into blas_workers() ranges (blas_range), one task each, when the loop's cost is at
+ * [0, n) into 4 ranges per worker (blas_range), one task each, when the loop's cost is at
  * least BLAS_SPLIT_MIN and n >= 2, else runs fn(ctx, 0, n) on the caller. cost estimates the
  * loop's work in streamed float elements; an element that calls a libm function (expf,
  * log1pf, log, cos) counts BLAS_COST_LIBM (measured: ~20-40 ns each against ~1 ns for an

@@ -161,7 +161,7 @@ Tensor *op_gather_rows(Tape *t, Tensor *x, const int32_t *rows, int M) {
 /* The gate gradients are dot products of C terms in double, each a serial chain (kept: the
  * order of a sum decides its rounding). Chains of up to COMBINE_LANES slots run interleaved,
  * so they overlap in the pipeline instead of waiting on each other's adds. */
-#define COMBINE_LANES 8
+#define COMBINE_LANES 4
 
 /* dst[j] += (float) sum_c (double)a[j][c] * (double)b[j][c], c ascending, for j < m. */
 static void dots_f64(const float *const *a, const float *const *b, float *const *dst, int m,
