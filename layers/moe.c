@@ -128,17 +128,27 @@ static void noise_rows(void *ctx, size_t lo, size_t hi) {
                 (uint64_t)(a->token_base + (long)n) * (uint64_t)E + (uint64_t)e);
 }
 
+/* exp of a row kept for its second use when E is at most this (exp is a pure function:
+ * the kept value is what calling it again returns) */
+#define MOE_ENT_KEEP 64
+
 static void entropy_rows(void *ctx, size_t lo, size_t hi) {
     const MoeRows *r = ctx;
     const int E = r->E;
+    const bool keep = E <= MOE_ENT_KEEP;
+    double ex[MOE_ENT_KEEP];
     for (size_t n = lo; n < hi; n++) {
         const float *l = r->clean + n * E;
         float mx = l[0];
         for (int e = 1; e < E; e++) mx = l[e] > mx ? l[e] : mx;
         double s = 0, se = 0;
-        for (int e = 0; e < E; e++) s += exp((double)(l[e] - mx));
         for (int e = 0; e < E; e++) {
-            double p = exp((double)(l[e] - mx)) / s;
+            const double v = exp((double)(l[e] - mx));
+            if (keep) ex[e] = v;
+            s += v;
+        }
+        for (int e = 0; e < E; e++) {
+            double p = (keep ? ex[e] : exp((double)(l[e] - mx))) / s;
             if (p > 0) se -= p * log(p);
         }
         r->ent[n] = se;
