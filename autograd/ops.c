@@ -108,13 +108,12 @@ static void add_backward(float *da, float *db, const float *dy, size_t n) {
  * twice in the same order, within one range. */
 typedef struct EwArgs {
     float *y, *da, *db;       /* forward: y; backward: da, db (either NULL) */
-    const float *a, *b, *dy;  /* b unused by unary ops; dy NULL in forward */
+    const float *a, *b, *dy;  /* dy NULL in forward */
 } EwArgs;
 
 static EwArgs ew_at(const EwArgs *k, size_t lo) {
     return (EwArgs){k->y ? k->y + lo : NULL, k->da ? k->da + lo : NULL,
-                    k->db ? k->db + lo : NULL, k->a + lo, k->b ? k->b + lo : NULL,
-                    k->dy ? k->dy + lo : NULL};
+                    k->db ? k->db + lo : NULL, k->a + lo, k->b + lo, k->dy ? k->dy + lo : NULL};
 }
 
 static void add_range(void *ctx, size_t lo, size_t hi) {
@@ -312,25 +311,15 @@ static void softplus_backward(float *dx, const float *dy, const float *x, size_t
     for (size_t j = 0; j < n; j++) dx[j] += dy[j] * sigmoidf(x[j]);
 }
 
-/* The router noise scale (N, E) of every MoE layer: small, but log1pf and expf per element
- * (BLAS_COST_LIBM each) make the forward worth the cores; the backward's sigmoid is
- * vectorised (vmath.h) and cheap. */
-static void softplus_range(void *ctx, size_t lo, size_t hi) {
-    const EwArgs k = ew_at(ctx, lo);
-    if (k.y) softplus_forward(k.y, k.a, hi - lo);
-    else softplus_backward(k.da, k.dy, k.a, hi - lo);
-}
-
 static void op_softplus_bw(TapeOp *op) {
-    EwArgs k = {NULL, grad_of(op->in[0]), NULL, op->in[0]->data, NULL, op->out->grad};
-    if (k.da) blas_parallel_range(op->out->n, op->out->n, softplus_range, &k);
+    float *dx = grad_of(op->in[0]);
+    if (dx) softplus_backward(dx, op->out->grad, op->in[0]->data, op->out->n);
 }
 
 Tensor *op_softplus(Tape *t, Tensor *x) {
     bool needs = tape_needs_grad(t, x, NULL, NULL);
     Tensor *y = tape_like(t, x, needs);
-    EwArgs k = {y->data, NULL, NULL, x->data, NULL, NULL};
-    blas_parallel_range(x->n, x->n * 2 * BLAS_COST_LIBM, softplus_range, &k);
+    softplus_forward(y->data, x->data, x->n);
     if (needs) {
         TapeOp *op = tape_push(t, "softplus", op_softplus_bw, y);
         op->in[0] = x;

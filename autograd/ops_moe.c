@@ -8,11 +8,11 @@
  * Non-goals: capacity planning and the routing itself (counts, offsets, slots: layers/moe),
  * expert parallelism (parallel/), noisy gating.
  * Threading: the expert GEMMs run one expert per core (blas_parallel_for, single-threaded
- * sgemm inside); the row loops (gate, gather, combine, router losses) are split into row
- * ranges over the cores (blas_parallel_range), each row doing the serial loop's float
- * operations in its order, so every result is bit-identical at any thread count: scatter-adds
- * are split by destination row (RowRuns), reductions over rows keep per-row partials summed
- * in row order afterwards.
+ * sgemm inside); gather and combine are split into row ranges over the cores
+ * (blas_parallel_range), each row doing the serial loop's float operations in its order,
+ * so every result is bit-identical at any thread count (scatter-adds are split by
+ * destination row: RowRuns). The gate and the router losses (O(N E), ~0.1 ms a call at
+ * mixtral_tiny's size) stay on one thread: split, a helper's start ate the gain.
  */
 #include "autograd/ops.h"
 
@@ -51,21 +51,15 @@ Tensor *op_topk_gate(Tape *t, Tensor *h, int K, int32_t *idx) {
     return op_topk_gate_bias(t, h, NULL, K, idx);
 }
 
-typedef struct TopkRows {
-    const float *h, *bias;   /* h (N, E); bias (E) or NULL */
-    int32_t *idx;            /* (N, K) */
-    float *g;                /* (N, K) */
-    int K, E;
-} TopkRows;
-
-/* Rows [lo, hi) of the gate: each row reads its own scores and writes its own idx, g. */
-static void topk_rows(void *ctx, size_t lo, size_t hi) {
-    const TopkRows *a = ctx;
-    const float *bias = a->bias;
-    const int K = a->K, E = a->E;
-    for (size_t n = lo; n < hi; n++) {
-        const float *s = a->h + n * (size_t)E;
-        int32_t *ix = a->idx + n * K;
+Tensor *op_topk_gate_bias(Tape *t, Tensor *h, const float *bias, int K, int32_t *idx) {
+    const size_t N = tensor_rows(h);
+    const int E = tensor_cols(h);
+    ASSERT(K >= 1 && K <= E, "K %d not in [1, E = %d]", K, E);
+    const bool need = tape_needs_grad(t, h, NULL, NULL);
+    Tensor *out = tape_tensor2(t, (int)N, K, need);
+    for (size_t n = 0; n < N; n++) {
+        const float *s = h->data + n * (size_t)E;
+        int32_t *ix = idx + n * K;
         /* k-th pick = largest selection score strictly after the previous pick in the order
          * (score descending, index ascending): O(K E), no marker array, ties -> lower index.
          * A NaN score ranks as -inf, so a diverged router still yields K distinct experts;
@@ -92,7 +86,7 @@ static void topk_rows(void *ctx, size_t lo, size_t hi) {
         }
         /* Softmax over the K chosen (unbiased) scores, shifted by their max for stability:
          * without a bias the first pick is that max; with one it need not be. */
-        float *g = a->g + n * K;
+        float *g = out->data + n * K;
         float m = s[ix[0]];
         if (bias)
             for (int k = 1; k < K; k++) m = s[ix[k]] > m ? s[ix[k]] : m;
@@ -104,17 +98,6 @@ static void topk_rows(void *ctx, size_t lo, size_t hi) {
         const float inv = (float)(1.0 / sum);
         for (int k = 0; k < K; k++) g[k] *= inv;
     }
-}
-
-Tensor *op_topk_gate_bias(Tape *t, Tensor *h, const float *bias, int K, int32_t *idx) {
-    const size_t N = tensor_rows(h);
-    const int E = tensor_cols(h);
-    ASSERT(K >= 1 && K <= E, "K %d not in [1, E = %d]", K, E);
-    const bool need = tape_needs_grad(t, h, NULL, NULL);
-    Tensor *out = tape_tensor2(t, (int)N, K, need);
-    TopkRows a = {h->data, bias, idx, out->data, K, E};
-    /* K passes over E scores per row, plus K expf: about 2 K E streamed elements' work */
-    blas_parallel_range(N, N * (size_t)E * K * 2 + N * K * BLAS_COST_LIBM, topk_rows, &a);
     if (need) {
         TapeOp *op = tape_push(t, "topk_gate", topk_gate_backward, out);
         op->in[0] = h;
@@ -382,45 +365,28 @@ double softmax_row(const float *x, int E, float *p) {
     return (double)m + log(sum);
 }
 
-/* Both router losses: per-row work over the cores (softmax, logsumexp: libm exp per
- * element), the sum over rows afterwards in row order. */
-typedef struct RouterRows {
-    const float *x;   /* logits (N, E) */
-    float *dx;        /* backward: logits grad (N, E) */
-    float *p;         /* load balance: softmax rows (N, E), kept for backward */
-    const float *f;   /* load balance: (E) */
-    double *l;        /* z-loss forward: logsumexp per row (N) */
-    const float *lse; /* z-loss backward: (N) */
-    float c;          /* backward: upstream grad * scale */
-    int E;
-} RouterRows;
-
-static void softmax_rows(void *ctx, size_t lo, size_t hi) {
-    const RouterRows *a = ctx;
-    for (size_t n = lo; n < hi; n++) softmax_row(a->x + n * a->E, a->E, a->p + n * a->E);
-}
-
-/* out = scale sum_i f_i p_ni, p = softmax  =>  dx_nj = scale p_nj (f_j - <f, p_n>); p is
- * the forward's (the same softmax_row of the same logits the serial backward recomputed). */
-static void load_balance_backward_rows(void *ctx, size_t lo, size_t hi) {
-    const RouterRows *a = ctx;
-    const int E = a->E;
-    for (size_t n = lo; n < hi; n++) {
-        const float *p = a->p + n * E;
-        double fp = 0.0;
-        for (int i = 0; i < E; i++) fp += (double)a->f[i] * (double)p[i];
-        float *dx = a->dx + n * E;
-        for (int j = 0; j < E; j++) dx[j] += a->c * p[j] * (a->f[j] - (float)fp);
-    }
-}
-
+/* The load-balancing gradient reuses the forward's softmax rows (kept in the arena, N E
+ * floats) instead of recomputing them: the same softmax_row of the same logits, so the
+ * same bits, without the backward's expf. The row loops of both router losses stay on one
+ * thread: at N E = 16K (mixtral_tiny) a call takes ~0.1 ms, and split over two cores the
+ * helper thread's start ate the gain (measured in the model: no faster, the z-loss
+ * backward slower). */
 static void load_balance_backward(TapeOp *op) {
     Tensor *logits = op->in[0];
     if (!logits->requires_grad) return;
+    const float *f = op->aux[0];   /* (E) */
+    const float *p = op->aux[1];   /* (N, E) softmax rows of the forward */
     const size_t N = tensor_rows(logits);
-    RouterRows a = {.dx = logits->grad, .p = op->aux[1], .f = op->aux[0],
-                    .c = op->out->grad[0] * (float)op->f[0], .E = tensor_cols(logits)};
-    blas_parallel_range(N, N * (size_t)a.E * 2, load_balance_backward_rows, &a);
+    const int E = tensor_cols(logits);
+    const float c = op->out->grad[0] * (float)op->f[0];
+    for (size_t n = 0; n < N; n++) {
+        const float *pn = p + n * E;
+        /* out = scale sum_i f_i p_ni, p = softmax  =>  dx_nj = scale p_nj (f_j - <f, p_n>). */
+        double fp = 0.0;
+        for (int i = 0; i < E; i++) fp += (double)f[i] * (double)pn[i];
+        float *dx = logits->grad + n * E;
+        for (int j = 0; j < E; j++) dx[j] += c * pn[j] * (f[j] - (float)fp);
+    }
 }
 
 Tensor *op_load_balance(Tape *t, Tensor *logits, const float *f, float scale) {
@@ -431,11 +397,12 @@ Tensor *op_load_balance(Tape *t, Tensor *logits, const float *f, float scale) {
     float *fc = arena_floats(&t->arena, (size_t)E);   /* (E) copy: caller's f may change */
     memcpy(fc, f, sizeof(float) * E);
     float *p = arena_floats(&t->arena, N * E + 1);    /* (N, E) softmax rows */
-    RouterRows a = {.x = logits->data, .p = p, .E = E};
-    blas_parallel_range(N, N * (size_t)E * BLAS_COST_LIBM, softmax_rows, &a);
     double total = 0.0;
-    for (size_t n = 0; n < N; n++)
-        for (int i = 0; i < E; i++) total += (double)fc[i] * (double)p[n * E + i];
+    for (size_t n = 0; n < N; n++) {
+        float *pn = p + n * E;
+        softmax_row(logits->data + n * E, E, pn);
+        for (int i = 0; i < E; i++) total += (double)fc[i] * (double)pn[i];
+    }
     out->data[0] = (float)((double)scale * total);
     if (need) {
         TapeOp *op = tape_push(t, "load_balance", load_balance_backward, out);
@@ -447,30 +414,20 @@ Tensor *op_load_balance(Tape *t, Tensor *logits, const float *f, float scale) {
     return out;
 }
 
-/* out = scale sum_n lse_n^2, d lse_n / dx_nj = p_nj  =>  dx_nj = 2 scale lse_n p_nj. */
-static void zloss_backward_rows(void *ctx, size_t lo, size_t hi) {
-    const RouterRows *r = ctx;
-    const int E = r->E;
-    for (size_t n = lo; n < hi; n++) {
-        const float *x = r->x + n * E;
-        float *dx = r->dx + n * E;
-        const float a = 2.0f * r->c * r->lse[n];
-        for (int j = 0; j < E; j++) dx[j] += a * expf(x[j] - r->lse[n]);
-    }
-}
-
 static void zloss_backward(TapeOp *op) {
     Tensor *logits = op->in[0];
     if (!logits->requires_grad) return;
+    const float *lse = op->aux[0];   /* (N) */
     const size_t N = tensor_rows(logits);
-    RouterRows a = {.x = logits->data, .dx = logits->grad, .lse = op->aux[0],
-                    .c = op->out->grad[0] * (float)op->f[0], .E = tensor_cols(logits)};
-    blas_parallel_range(N, N * (size_t)a.E * BLAS_COST_LIBM, zloss_backward_rows, &a);
-}
-
-static void logsumexp_rows(void *ctx, size_t lo, size_t hi) {
-    const RouterRows *a = ctx;
-    for (size_t n = lo; n < hi; n++) a->l[n] = logsumexp_row(a->x + n * a->E, a->E);
+    const int E = tensor_cols(logits);
+    const float c = op->out->grad[0] * (float)op->f[0];
+    for (size_t n = 0; n < N; n++) {
+        /* out = scale sum_n lse_n^2, d lse_n / dx_nj = p_nj  =>  dx_nj = 2 scale lse_n p_nj. */
+        const float *x = logits->data + n * E;
+        float *dx = logits->grad + n * E;
+        const float a = 2.0f * c * lse[n];
+        for (int j = 0; j < E; j++) dx[j] += a * expf(x[j] - lse[n]);
+    }
 }
 
 Tensor *op_zloss(Tape *t, Tensor *logits, float scale) {
@@ -479,13 +436,12 @@ Tensor *op_zloss(Tape *t, Tensor *logits, float scale) {
     const bool need = tape_needs_grad(t, logits, NULL, NULL);
     Tensor *out = tape_tensor2(t, 1, 1, need);
     float *lse = need ? arena_floats(&t->arena, N ? N : 1) : NULL;   /* (N) */
-    double *l = arena_alloc(&t->arena, sizeof(double) * (N ? N : 1)); /* (N) scratch */
-    RouterRows a = {.x = logits->data, .l = l, .E = E};
-    blas_parallel_range(N, N * (size_t)E * BLAS_COST_LIBM, logsumexp_rows, &a);
     double total = 0.0;
     for (size_t n = 0; n < N; n++) {
-        total += l[n] * l[n];
-        if (lse) lse[n] = (float)l[n];
+        const float *x = logits->data + n * E;
+        const double l = logsumexp_row(x, E);
+        total += l * l;
+        if (lse) lse[n] = (float)l;
     }
     out->data[0] = (float)((double)scale * total);
     if (need) {

@@ -2,8 +2,9 @@
  * balancing and z-loss) against naive double-precision references or hand-computed values,
  * central finite differences for every PARAM input, a composed MoE layer (route, gather,
  * expert GEMM, combine) and the no-allocation-after-the-first-step property; and the row
- * loops split over the cores, at 1 and 2 threads, bit for bit against the serial loops
- * written out (repeated rows, dropped slots, empty inputs). */
+ * loops split over the cores (gather, combine) and the reworked router losses, at 1 and 2
+ * threads, bit for bit against the serial loops written out (repeated rows, dropped slots,
+ * empty inputs). */
 #include "testutil.h"
 
 #include "autograd/blas.h"
@@ -636,9 +637,9 @@ START_TEST(test_no_growth_second_step) {
 END_TEST
 
 /* ---------------- row loops over the cores: bit-identical to the serial loops ----------------
- * The kernels split their rows over the cores (blas_parallel_range) once a loop's work
- * reaches BLAS_SPLIT_MIN (2^16 streamed elements; a libm call counts BLAS_COST_LIBM): each
- * shape below passes it (noted per test). Every test runs at 1 and 2 threads
+ * Gather and combine split their rows over the cores (blas_parallel_range) once a loop's
+ * work reaches BLAS_SPLIT_MIN (2^16 streamed elements): each shape below passes it (noted
+ * per test). Every test runs at 1 and 2 threads
  * (blas_set_threads), whatever the suite's thread count. The references are the serial
  * loops written out with the same float operations in the same order, so the comparisons
  * are exact (memcmp). Gradients start from random values, not 0: float addition is not
@@ -813,59 +814,13 @@ START_TEST(test_combine_split) {
 }
 END_TEST
 
-/* N = 3000 rows of E = 8, K = 2 (work 2 N E K + N K BLAS_COST_LIBM = 288,000): the picks of
- * the naive repeated selection (topk_ref, topk_bias_ref: no bias, then a bias that moves
- * picks), and gates exp(s - max of the chosen) / sum in double, as floats. */
-START_TEST(test_topk_split) {
-    const int N = 3000, E = 8, K = 2;
-    Tensor *h = tt_tensor2(N, E, TENSOR_CONST, "h");
-    tt_fill_normal(h, 97, 1.0f);
-    const float bias[8] = {0.5f, -0.25f, 0.0f, 1.0f, -1.0f, 0.25f, 0.0f, -0.5f};
-    int32_t *idx = malloc(sizeof(int32_t) * N * K), *iref = malloc(sizeof(int32_t) * N * K);
-    float *gref = malloc(sizeof(float) * N * K), *dummy = malloc(sizeof(float) * N * K);
-    const int keep = blas_threads();
-    for (int b = 0; b < 2; b++) {
-        const float *bs = b ? bias : NULL;
-        if (bs) topk_bias_ref(h->data, bs, N, E, K, iref, dummy);
-        else topk_ref(h->data, N, E, K, iref, dummy);
-        for (int n = 0; n < N; n++) {
-            const float *s = h->data + (size_t)n * E;
-            float mx = s[iref[n * K]];
-            for (int k = 1; k < K; k++) mx = s[iref[n * K + k]] > mx ? s[iref[n * K + k]] : mx;
-            double sum = 0.0;
-            for (int k = 0; k < K; k++) {
-                gref[n * K + k] = expf(s[iref[n * K + k]] - mx);
-                sum += (double)gref[n * K + k];
-            }
-            for (int k = 0; k < K; k++) gref[n * K + k] *= (float)(1.0 / sum);
-        }
-        for (int th = 1; th <= 2; th++) {
-            blas_set_threads(th);
-            Tape tape;
-            tape_init(&tape, 1 << 16);
-            tt_poison_arena(&tape, (size_t)N * K + 4096, false);
-            memset(idx, 0xff, sizeof(int32_t) * N * K);   /* -1: no pick left from before */
-            Tensor *gt = op_topk_gate_bias(&tape, h, bs, K, idx);
-            ck_assert_msg(memcmp(idx, iref, sizeof(int32_t) * N * K) == 0,
-                          "top-k picks differ (bias %d, %d threads)", b, th);
-            EXPECT_SAME(gt->data, gref, N * K, "top-k gates");
-            tape_free(&tape);
-        }
-    }
-    blas_set_threads(keep);
-    tt_free(h);
-    free(idx);
-    free(iref);
-    free(gref);
-    free(dummy);
-}
-END_TEST
-
-/* The router losses over N = 3000 rows of E = 8 (N E BLAS_COST_LIBM = 384,000): per row the
- * stable softmax (max subtracted, expf, sum in double, times the float inverse) or
- * logsumexp (exp in double); the sum over rows in row order. Backward: the load-balancing
- * gradient from the forward's softmax, the z-loss gradient 2 c lse p with p = expf(x - lse). */
-START_TEST(test_router_losses_split) {
+/* The router losses over N = 3000 rows of E = 8 (not split: see ops_moe.c; the
+ * load-balancing backward now reads the forward's softmax rows instead of recomputing
+ * them), bit for bit against the serial loops: per row the stable softmax (max subtracted,
+ * expf, sum in double, times the float inverse) or logsumexp (exp in double), summed over
+ * rows in order. Backward: the load-balancing gradient scale p (f - <f, p>), the z-loss
+ * gradient 2 c lse p with p = expf(x - lse). */
+START_TEST(test_router_losses_rows) {
     const int N = 3000, E = 8;
     Tensor *lg = tt_tensor2(N, E, TENSOR_PARAM, "logits");
     tt_fill_normal(lg, 98, 2.0f);
@@ -991,8 +946,7 @@ static Suite *ops_moe_suite(void) {
     tc = tcase_create("split_bit_identical");
     tcase_add_test(tc, test_gather_split);
     tcase_add_loop_test(tc, test_combine_split, 0, 2);
-    tcase_add_test(tc, test_topk_split);
-    tcase_add_test(tc, test_router_losses_split);
+    tcase_add_test(tc, test_router_losses_rows);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -603,10 +603,10 @@ static void check_recompute_identical(int E, float capacity) {
     model_free(&m);
 }
 
-/* The row loops split over the cores (embedding, residual adds, router noise, softplus,
- * top-k, gather, combine, router losses and entropy: blas_parallel_range) give the same
- * bits at 1 and 2 threads: a model whose N = 1024 tokens of C = 128 over E = 8 experts make
- * every one of those loops pass the split threshold (BLAS_SPLIT_MIN), router noise on;
+/* The row loops split over the cores (embedding, residual adds, router noise, gather,
+ * combine, router entropy: blas_parallel_range) give the same bits at 1 and 2 threads: a
+ * model whose N = 1024 tokens of C = 128 over E = 8 experts make every one of those loops
+ * pass the split threshold (BLAS_SPLIT_MIN), router noise on;
  * dropless, then with capacity 0.5 (a quarter of the slots dropped). Losses, every
  * gradient and the routing statistics are compared bit for bit. */
 START_TEST(test_threads_bit_identical) {
