@@ -747,7 +747,8 @@ END_TEST
 START_TEST(elementwise_split) {
     const int R = 300, Cc = 300;
     const size_t n = (size_t)R * Cc;
-    Tensor *a = rnd2(R, Cc, TENSOR_PARAM, "a", 53, -3, 3), *b = rnd2(R, Cc, TENSOR_PARAM, "b", 54, -3, 3);
+    Tensor *a = rnd2(R, Cc, TENSOR_PARAM, "a", 53, -3, 3);
+    Tensor *b = rnd2(R, Cc, TENSOR_PARAM, "b", 54, -3, 3);
     float *dy = malloc(sizeof(float) * n), *ga = malloc(sizeof(float) * n);
     float *gb = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n);
     float *ra = malloc(sizeof(float) * n), *rb = malloc(sizeof(float) * n);
@@ -785,8 +786,8 @@ START_TEST(elementwise_split) {
             memcpy(b->grad, gb, sizeof(float) * n);
             tt_poison_arena(&t, n + 4096, true);
             Tensor *out = op <= 1 ? op_add(&t, a, bb) : op_mul(&t, a, bb);
-            ck_assert_msg(memcmp(out->data, y, sizeof(float) * n) == 0, "op %d forward (%d threads)",
-                          op, th);
+            ck_assert_msg(memcmp(out->data, y, sizeof(float) * n) == 0,
+                          "op %d forward (%d threads)", op, th);
             tape_backward(&t, out, dy);
             ck_assert_msg(memcmp(a->grad, ra, sizeof(float) * n) == 0, "op %d da (%d threads)",
                           op, th);

@@ -791,7 +791,8 @@ START_TEST(test_combine_split) {
     }
     blas_set_threads(keep);
     /* empty: no tokens, no rows */
-    Tensor *ys_e = tt_tensor2(0, C, TENSOR_PARAM, "ys0"), *g_e = tt_tensor2(0, K, TENSOR_PARAM, "g0");
+    Tensor *ys_e = tt_tensor2(0, C, TENSOR_PARAM, "ys0");
+    Tensor *g_e = tt_tensor2(0, K, TENSOR_PARAM, "g0");
     Tape tape;
     tape_init(&tape, 1 << 16);
     tape_reset(&tape, true);
