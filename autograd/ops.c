@@ -105,15 +105,37 @@ static void add_backward(float *da, float *db, const float *dy, size_t n) {
     if (db) for (size_t j = 0; j < n; j++) db[j] += dy[j];
 }
 
+/* The elementwise ops over the cores (blas_parallel_range): each element's arithmetic is
+ * the serial loop's, and a backward with da == db (y = a + a) still adds to each element
+ * twice in the same order, within one range. */
+typedef struct EwArgs {
+    float *y, *da, *db;       /* forward: y; backward: da, db (either NULL) */
+    const float *a, *b, *dy;  /* dy NULL in forward */
+} EwArgs;
+
+static EwArgs ew_at(const EwArgs *k, size_t lo) {
+    return (EwArgs){k->y ? k->y + lo : NULL, k->da ? k->da + lo : NULL,
+                    k->db ? k->db + lo : NULL, k->a + lo, k->b + lo, k->dy ? k->dy + lo : NULL};
+}
+
+static void add_range(void *ctx, size_t lo, size_t hi) {
+    const EwArgs k = ew_at(ctx, lo);
+    if (k.y) add_forward(k.y, k.a, k.b, hi - lo);
+    else add_backward(k.da, k.db, k.dy, hi - lo);
+}
+
 static void op_add_bw(TapeOp *op) {
-    add_backward(grad_of(op->in[0]), grad_of(op->in[1]), op->out->grad, op->out->n);
+    EwArgs k = {NULL, grad_of(op->in[0]), grad_of(op->in[1]), op->in[0]->data,
+                op->in[1]->data, op->out->grad};
+    if (k.da || k.db) blas_parallel_range(op->out->n, op->out->n, add_range, &k);
 }
 
 Tensor *op_add(Tape *t, Tensor *a, Tensor *b) {
     ASSERT(a->n == b->n, "add: sizes %zu != %zu", a->n, b->n);
     bool needs = tape_needs_grad(t, a, b, NULL);
     Tensor *y = tape_like(t, a, needs);
-    add_forward(y->data, a->data, b->data, a->n);
+    EwArgs k = {y->data, NULL, NULL, a->data, b->data, NULL};
+    blas_parallel_range(a->n, a->n, add_range, &k);
     if (needs) {
         TapeOp *op = tape_push(t, "add", op_add_bw, y);
         op->in[0] = a;
@@ -133,16 +155,24 @@ static void mul_backward(float *da, float *db, const float *dy, const float *a,
     if (db) for (size_t j = 0; j < n; j++) db[j] += dy[j] * a[j];
 }
 
+static void mul_range(void *ctx, size_t lo, size_t hi) {
+    const EwArgs k = ew_at(ctx, lo);
+    if (k.y) mul_forward(k.y, k.a, k.b, hi - lo);
+    else mul_backward(k.da, k.db, k.dy, k.a, k.b, hi - lo);
+}
+
 static void op_mul_bw(TapeOp *op) {
     Tensor *a = op->in[0], *b = op->in[1];
-    mul_backward(grad_of(a), grad_of(b), op->out->grad, a->data, b->data, op->out->n);
+    EwArgs k = {NULL, grad_of(a), grad_of(b), a->data, b->data, op->out->grad};
+    if (k.da || k.db) blas_parallel_range(op->out->n, op->out->n, mul_range, &k);
 }
 
 Tensor *op_mul(Tape *t, Tensor *a, Tensor *b) {
     ASSERT(a->n == b->n, "mul: sizes %zu != %zu", a->n, b->n);
     bool needs = tape_needs_grad(t, a, b, NULL);
     Tensor *y = tape_like(t, a, needs);
-    mul_forward(y->data, a->data, b->data, a->n);
+    EwArgs k = {y->data, NULL, NULL, a->data, b->data, NULL};
+    blas_parallel_range(a->n, a->n, mul_range, &k);
     if (needs) {
         TapeOp *op = tape_push(t, "mul", op_mul_bw, y);
         op->in[0] = a;
@@ -634,25 +664,96 @@ Tensor *op_rope_inplace(Tape *t, Tensor *x, int B, int T, int nh, int D, float b
 
 /* ======================================================================== embedding */
 
-/* y (N, C) = w[ids[n]], w (V, C). */
-static void embedding_forward(float *y, const float *w, const int32_t *ids, int N, int C) {
-    for (int n = 0; n < N; n++)
-        memcpy(y + (size_t)n * C, w + (size_t)ids[n] * C, (size_t)C * sizeof(float));
+/* ---- row gather and its scatter-add (ops_internal.h), shared with op_gather_rows ---- */
+
+typedef struct RowCopy {
+    float *y;
+    const float *x;
+    const int32_t *src;
+    int C;
+} RowCopy;
+
+static void row_copy_range(void *ctx, size_t lo, size_t hi) {
+    const RowCopy *k = ctx;
+    for (size_t m = lo; m < hi; m++)
+        memcpy(k->y + m * k->C, k->x + (size_t)k->src[m] * k->C, sizeof(float) * k->C);
 }
 
-/* Inverts the row gather: dw[ids[n]] += dy[n] (scatter-add; repeated ids accumulate). */
-static void embedding_backward(float *dw, const float *dy, const int32_t *ids, int N, int C) {
-    for (int n = 0; n < N; n++) {
-        float *d = dw + (size_t)ids[n] * C;
-        const float *s = dy + (size_t)n * C;
-        for (int c = 0; c < C; c++) d[c] += s[c];
+void rows_gather(float *y, const float *x, const int32_t *src, int M, int C) {
+    RowCopy k = {y, x, src, C};
+    blas_parallel_range((size_t)M, (size_t)M * C, row_copy_range, &k);
+}
+
+RowRuns row_runs_build(Arena *a, const int32_t *dst, int M, int n_dst) {
+    RowRuns r = {arena_ints(a, (size_t)M + 1), arena_ints(a, (size_t)M + 1), 0};
+    /* counting sort by destination, stable: sources keep increasing m inside a run */
+    int32_t *next = arena_ints(a, (size_t)n_dst + 1);   /* scratch: write cursor per dst */
+    memset(next, 0, sizeof(int32_t) * ((size_t)n_dst + 1));
+    for (int m = 0; m < M; m++)
+        if (dst[m] >= 0) next[dst[m] + 1]++;
+    for (int d = 0; d < n_dst; d++) next[d + 1] += next[d];
+    const int P = next[n_dst];   /* sources with a destination */
+    for (int m = 0; m < M; m++)
+        if (dst[m] >= 0) r.order[next[dst[m]]++] = m;
+    r.run[0] = 0;
+    for (int j = 1; j < P; j++)
+        if (dst[r.order[j]] != dst[r.order[j - 1]]) r.run[++r.n_runs] = j;
+    if (P > 0) r.run[++r.n_runs] = P;
+    return r;
+}
+
+typedef struct RowScatter {
+    const RowRuns *r;
+    const int32_t *dst;
+    float *dx;
+    const float *dy, *w;
+    int per_row, C;
+} RowScatter;
+
+/* Runs [lo, hi): each destination row is one run, so ranges of runs write disjoint rows. */
+static void row_scatter_range(void *ctx, size_t lo, size_t hi) {
+    const RowScatter *k = ctx;
+    const int C = k->C;
+    for (size_t u = lo; u < hi; u++) {
+        const int32_t j0 = k->r->run[u], j1 = k->r->run[u + 1];
+        float *d = k->dx + (size_t)k->dst[k->r->order[j0]] * C;
+        for (int32_t j = j0; j < j1; j++) {
+            const int32_t m = k->r->order[j];
+            const float *s = k->dy + (size_t)(m / k->per_row) * C;
+            if (k->w) {
+                const float g = k->w[m];
+                for (int c = 0; c < C; c++) d[c] += g * s[c];
+            } else {
+                for (int c = 0; c < C; c++) d[c] += s[c];
+            }
+        }
     }
+}
+
+void row_runs_scatter_add(const RowRuns *r, const int32_t *dst, float *dx, const float *dy,
+                          const float *w, int per_row, int C) {
+    RowScatter k = {r, dst, dx, dy, w, per_row, C};
+    const size_t P = r->n_runs > 0 ? (size_t)r->run[r->n_runs] : 0;
+    blas_parallel_range((size_t)r->n_runs, P * C, row_scatter_range, &k);
+}
+
+/* y (N, C) = w[ids[n]], w (V, C): rows copied over the cores. */
+static void embedding_forward(float *y, const float *w, const int32_t *ids, int N, int C) {
+    rows_gather(y, w, ids, N, C);
+}
+
+/* Inverts the row gather: dw[ids[n]] += dy[n] (scatter-add; repeated ids accumulate in
+ * increasing n, the serial loop's order: the runs of the forward's RowRuns, over the cores). */
+static void embedding_backward(float *dw, const float *dy, const int32_t *ids,
+                               const RowRuns *runs, int C) {
+    row_runs_scatter_add(runs, ids, dw, dy, NULL, 1, C);
 }
 
 static void op_embedding_bw(TapeOp *op) {
     float *dw = grad_of(op->in[0]);
     if (dw)
-        embedding_backward(dw, op->out->grad, (const int32_t *)op->aux[0], op->i[0], op->i[1]);
+        embedding_backward(dw, op->out->grad, (const int32_t *)op->aux[0],
+                           (const RowRuns *)op->aux[1], op->i[1]);
 }
 
 Tensor *op_embedding(Tape *t, Tensor *w, const int32_t *ids, int N) {
@@ -671,6 +772,10 @@ Tensor *op_embedding(Tape *t, Tensor *w, const int32_t *ids, int N) {
         op->i[0] = N;
         op->i[1] = C;
         op->aux[0] = (void *)ids; /* borrowed: valid until backward (ops.h contract) */
+        /* positions grouped by id for the split scatter-add (arena) */
+        RowRuns *runs = arena_alloc(&t->arena, sizeof *runs);
+        *runs = row_runs_build(&t->arena, ids, N, V);
+        op->aux[1] = runs;
     }
     return y;
 }

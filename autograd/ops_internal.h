@@ -15,6 +15,8 @@
 
 #include <stddef.h>
 
+#include "autograd/tensor.h"
+
 double softmax_row(const float *x, int E, float *p);
 double logsumexp_row(const float *x, int E);
 
@@ -29,5 +31,29 @@ void swiglu_backward(float *da, float *db, const float *dy, const float *a, cons
  * outside blas_parallel_for. */
 void swiglu_run(float *y, float *da, float *db, const float *dy, const float *a,
                 const float *b, size_t n);
+
+/* Row gather and its scatter-add over the cores (defined in ops.c; op_embedding,
+ * op_gather_rows, op_combine).
+ * rows_gather: y (M, C) = x[src[m]] for m < M, rows of x (., C); src in range (the caller
+ * checks). Copies split over the cores (blas_parallel_range).
+ * RowRuns: the M sources of a scatter-add into rows dst[m] grouped by destination, built
+ * once in the forward (arena): order (P) = the P sources with dst[m] >= 0 sorted by
+ * (dst[m], m) (dst[m] < 0: no destination, left out), run (n_runs + 1) = where each
+ * destination's sources start in order (distinct destinations ascending).
+ * row_runs_scatter_add: dx[dst[m]] += w[m] * dy[m / per_row] (rows of C; w NULL: no factor,
+ * dx[dst[m]] += dy[m / per_row]) split over the runs: each destination row gets its
+ * additions in increasing m, the order of the serial loop over m, from one thread, so the
+ * result is bit-identical to that loop at any thread count. */
+typedef struct RowRuns {
+    int32_t *order;   /* (M) */
+    int32_t *run;     /* (n_runs + 1) */
+    int n_runs;
+} RowRuns;
+
+void rows_gather(float *y, const float *x, const int32_t *src, int M, int C);
+/* dst (M) in [0, n_dst) or < 0. Carves order, run and an (n_dst + 1) scratch from a. */
+RowRuns row_runs_build(Arena *a, const int32_t *dst, int M, int n_dst);
+void row_runs_scatter_add(const RowRuns *r, const int32_t *dst, float *dx, const float *dy,
+                          const float *w, int per_row, int C);
 
 #endif

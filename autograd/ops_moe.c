@@ -8,9 +8,13 @@
  * op_topk_gate_bias: Wang et al. 2024 (arXiv:2408.15664, "Loss-Free Balancing") and
  * DeepSeek-V3 (arXiv:2412.19437, sec. 2.1.2): the bias decides which experts, never how much.
  * Non-goals: capacity planning and the routing itself (counts, offsets, slots: layers/moe),
- * expert parallelism (parallel/), noisy gating. Threading: the grouped GEMMs run one task
- * per expert over the cores (blas_parallel_for, a single-threaded sgemm in each); the
- * O(N*E) loops are too small to matter.
+ * expert parallelism (parallel/), noisy gating.
+ * Threading: the expert GEMMs run one expert per core (blas_parallel_for, single-threaded
+ * sgemm inside); gather and combine are split into row ranges over the cores
+ * (blas_parallel_range), each row doing the serial loop's float operations in its order,
+ * so every result is bit-identical at any thread count (scatter-adds are split by
+ * destination row: RowRuns). The gate and the router losses (O(N E), ~0.1 ms a call at
+ * mixtral_tiny's size) stay on one thread: split, a helper's start ate the gain.
  */
 #include "autograd/ops.h"
 
@@ -110,14 +114,9 @@ Tensor *op_topk_gate_bias(Tape *t, Tensor *h, const float *bias, int K, int32_t 
 static void gather_rows_backward(TapeOp *op) {
     Tensor *x = op->in[0], *out = op->out;
     if (!x->requires_grad) return;
-    const int32_t *rows = op->aux[0];
-    const int M = op->i[0], C = tensor_cols(x);
-    /* y[m] = x[rows[m]]  =>  dx[rows[m]] += dy[m] (rows may repeat: accumulate). */
-    for (int m = 0; m < M; m++) {
-        float *dx = x->grad + (size_t)rows[m] * C;
-        const float *dy = out->grad + (size_t)m * C;
-        for (int c = 0; c < C; c++) dx[c] += dy[c];
-    }
+    /* y[m] = x[rows[m]]  =>  dx[rows[m]] += dy[m]. Rows repeat (a token sits in up to K
+     * slots): split by destination row, each row's additions in increasing m (RowRuns). */
+    row_runs_scatter_add(op->aux[1], op->aux[0], x->grad, out->grad, NULL, 1, tensor_cols(x));
 }
 
 Tensor *op_gather_rows(Tape *t, Tensor *x, const int32_t *rows, int M) {
@@ -126,72 +125,130 @@ Tensor *op_gather_rows(Tape *t, Tensor *x, const int32_t *rows, int M) {
     ASSERT(M >= 0, "M %d", M);
     const bool need = tape_needs_grad(t, x, NULL, NULL);
     Tensor *out = tape_tensor2(t, M, C, need);
-    for (int m = 0; m < M; m++) {
+    for (int m = 0; m < M; m++)
         ASSERT(rows[m] >= 0 && (size_t)rows[m] < N, "rows[%d] = %d not in [0, %zu)", m,
                rows[m], N);
-        memcpy(out->data + (size_t)m * C, x->data + (size_t)rows[m] * C, sizeof(float) * C);
-    }
+    rows_gather(out->data, x->data, rows, M, C);
     if (need) {
         TapeOp *op = tape_push(t, "gather_rows", gather_rows_backward, out);
         op->in[0] = x;
         op->i[0] = M;
         op->aux[0] = (void *)rows;   /* borrowed, read-only */
+        RowRuns *runs = arena_alloc(&t->arena, sizeof *runs);   /* slots grouped by token */
+        *runs = row_runs_build(&t->arena, rows, M, (int)N);
+        op->aux[1] = runs;
     }
     return out;
 }
 
 /* ---------------- combine ---------------- */
 
-static void combine_backward(TapeOp *op) {
-    Tensor *ys = op->in[0], *gates = op->in[1], *out = op->out;
-    const int32_t *slot = op->aux[0];
-    const int K = op->i[0], C = tensor_cols(ys);
-    const size_t N = tensor_rows(gates);
-    for (size_t n = 0; n < N; n++) {
-        const float *dy = out->grad + n * C;
+/* The gate gradients are dot products of C terms in double, each a serial chain (kept: the
+ * order of a sum decides its rounding). Chains of up to COMBINE_LANES slots run interleaved,
+ * so they overlap in the pipeline instead of waiting on each other's adds. */
+#define COMBINE_LANES 4
+
+/* dst[j] += (float) sum_c (double)a[j][c] * (double)b[j][c], c ascending, for j < m. */
+static void dots_f64(const float *const *a, const float *const *b, float *const *dst, int m,
+                     int C) {
+    const float *pa[COMBINE_LANES], *pb[COMBINE_LANES];
+    for (int j = 0; j < COMBINE_LANES; j++) {   /* idle lanes repeat lane 0, unused */
+        pa[j] = a[j < m ? j : 0];
+        pb[j] = b[j < m ? j : 0];
+    }
+    double acc[COMBINE_LANES] = {0.0};
+    for (int c = 0; c < C; c++)
+        for (int j = 0; j < COMBINE_LANES; j++) acc[j] += (double)pa[j][c] * (double)pb[j][c];
+    for (int j = 0; j < m; j++) *dst[j] += (float)acc[j];
+}
+
+typedef struct CombineRows {
+    const TapeOp *op;   /* backward; NULL in forward */
+    float *y;           /* forward: out (N, C) */
+    const float *ys, *gates;
+    const int32_t *slot;
+    int K, C;
+} CombineRows;
+
+/* Tokens [lo, hi): y[n] = sum_k g_nk ys[slot[n,k]] in k order, from a zeroed row. */
+static void combine_rows(void *ctx, size_t lo, size_t hi) {
+    const CombineRows *a = ctx;
+    const int K = a->K, C = a->C;
+    for (size_t n = lo; n < hi; n++) {
+        float *y = a->y + n * C;
+        memset(y, 0, sizeof(float) * C);
         for (int k = 0; k < K; k++) {
-            const int32_t s = slot[n * K + k];
-            if (s < 0) continue;   /* dropped slot: contributed 0, gets 0 */
-            /* y[n] = sum_k g_nk ys[s]  =>  dys[s] += g_nk dy[n]; dg_nk += <dy[n], ys[s]>. */
-            if (ys->requires_grad) {
-                const float g = gates->data[n * K + k];
-                float *dys = ys->grad + (size_t)s * C;
-                for (int c = 0; c < C; c++) dys[c] += g * dy[c];
-            }
-            if (gates->requires_grad) {
-                const float *y = ys->data + (size_t)s * C;
-                double dot = 0.0;
-                for (int c = 0; c < C; c++) dot += (double)dy[c] * (double)y[c];
-                gates->grad[n * K + k] += (float)dot;
-            }
+            const int32_t s = a->slot[n * K + k];
+            if (s < 0) continue;
+            const float g = a->gates[n * K + k];
+            const float *x = a->ys + (size_t)s * C;
+            for (int c = 0; c < C; c++) y[c] += g * x[c];
         }
     }
+}
+
+/* The gate gradients of tokens [lo, hi): dg_nk += <dy[n], ys[slot[n,k]]>, one entry each. */
+static void combine_dgates_rows(void *ctx, size_t lo, size_t hi) {
+    const CombineRows *a = ctx;
+    const Tensor *ys = a->op->in[0], *out = a->op->out;
+    float *dg = a->op->in[1]->grad;
+    const int K = a->K, C = a->C;
+    const float *pa[COMBINE_LANES], *pb[COMBINE_LANES];
+    float *dst[COMBINE_LANES];
+    int m = 0;
+    for (size_t n = lo; n < hi; n++)
+        for (int k = 0; k < K; k++) {
+            const int32_t s = a->slot[n * K + k];
+            if (s < 0) continue;
+            pa[m] = out->grad + n * C;
+            pb[m] = ys->data + (size_t)s * C;
+            dst[m] = dg + n * K + k;
+            if (++m == COMBINE_LANES) {
+                dots_f64(pa, pb, dst, m, C);
+                m = 0;
+            }
+        }
+    if (m > 0) dots_f64(pa, pb, dst, m, C);
+}
+
+/* y[n] = sum_k g_nk ys[s]  =>  dys[s] += g_nk dy[n]; dg_nk += <dy[n], ys[s]>; dropped
+ * slots (s < 0) contributed 0 and get 0. A ys row may serve several slots (top-p and
+ * expert-choice gates pass slot = expert): dys is a scatter-add by ys row (RowRuns, built
+ * in forward), each row's terms in (n, k) order as the serial loop adds them; the gate
+ * entries are split by token. */
+static void combine_backward(TapeOp *op) {
+    Tensor *ys = op->in[0], *gates = op->in[1];
+    CombineRows a = {op, NULL, NULL, NULL, op->aux[0], op->i[0], tensor_cols(ys)};
+    const size_t N = tensor_rows(gates);
+    if (ys->requires_grad)
+        row_runs_scatter_add(op->aux[1], a.slot, ys->grad, op->out->grad, gates->data, a.K,
+                             a.C);
+    if (gates->requires_grad)
+        blas_parallel_range(N, N * (size_t)a.K * a.C, combine_dgates_rows, &a);
 }
 
 Tensor *op_combine(Tape *t, Tensor *ys, Tensor *gates, const int32_t *slot, int K) {
     const size_t M = tensor_rows(ys), N = tensor_rows(gates);
     const int C = tensor_cols(ys);
     ASSERT(tensor_cols(gates) == K, "gates has %d cols, K = %d", tensor_cols(gates), K);
+    for (size_t j = 0; j < N * K; j++)
+        ASSERT(slot[j] < 0 || (size_t)slot[j] < M, "slot[%zu, %zu] = %d not in [0, %zu)",
+               j / K, j % K, slot[j], M);
     const bool need = tape_needs_grad(t, ys, gates, NULL);
     Tensor *out = tape_tensor2(t, (int)N, C, need);
-    memset(out->data, 0, sizeof(float) * out->n);
-    for (size_t n = 0; n < N; n++) {
-        float *y = out->data + n * C;
-        for (int k = 0; k < K; k++) {
-            const int32_t s = slot[n * K + k];
-            if (s < 0) continue;
-            ASSERT((size_t)s < M, "slot[%zu, %d] = %d not in [0, %zu)", n, k, s, M);
-            const float g = gates->data[n * K + k];
-            const float *x = ys->data + (size_t)s * C;
-            for (int c = 0; c < C; c++) y[c] += g * x[c];
-        }
-    }
+    CombineRows a = {NULL, out->data, ys->data, gates->data, slot, K, C};
+    blas_parallel_range(N, N * (size_t)K * C, combine_rows, &a);
     if (need) {
         TapeOp *op = tape_push(t, "combine", combine_backward, out);
         op->in[0] = ys;
         op->in[1] = gates;
         op->i[0] = K;
         op->aux[0] = (void *)slot;   /* borrowed, read-only */
+        if (ys->requires_grad) {     /* slots grouped by ys row, for the dys scatter-add */
+            RowRuns *runs = arena_alloc(&t->arena, sizeof *runs);
+            *runs = row_runs_build(&t->arena, slot, (int)(N * K), (int)M);
+            op->aux[1] = runs;
+        }
     }
     return out;
 }
@@ -567,21 +624,27 @@ double softmax_row(const float *x, int E, float *p) {
     return (double)m + log(sum);
 }
 
+/* The load-balancing gradient reuses the forward's softmax rows (kept in the arena, N E
+ * floats) instead of recomputing them: the same softmax_row of the same logits, so the
+ * same bits, without the backward's expf. The row loops of both router losses stay on one
+ * thread: at N E = 16K (mixtral_tiny) a call takes ~0.1 ms, and split over two cores the
+ * helper thread's start ate the gain (measured in the model: no faster, the z-loss
+ * backward slower). */
 static void load_balance_backward(TapeOp *op) {
     Tensor *logits = op->in[0];
     if (!logits->requires_grad) return;
     const float *f = op->aux[0];   /* (E) */
-    float *p = op->aux[1];         /* (E) scratch */
+    const float *p = op->aux[1];   /* (N, E) softmax rows of the forward */
     const size_t N = tensor_rows(logits);
     const int E = tensor_cols(logits);
     const float c = op->out->grad[0] * (float)op->f[0];
     for (size_t n = 0; n < N; n++) {
-        softmax_row(logits->data + n * E, E, p);
+        const float *pn = p + n * E;
         /* out = scale sum_i f_i p_ni, p = softmax  =>  dx_nj = scale p_nj (f_j - <f, p_n>). */
         double fp = 0.0;
-        for (int i = 0; i < E; i++) fp += (double)f[i] * (double)p[i];
+        for (int i = 0; i < E; i++) fp += (double)f[i] * (double)pn[i];
         float *dx = logits->grad + n * E;
-        for (int j = 0; j < E; j++) dx[j] += c * p[j] * (f[j] - (float)fp);
+        for (int j = 0; j < E; j++) dx[j] += c * pn[j] * (f[j] - (float)fp);
     }
 }
 
@@ -592,11 +655,12 @@ Tensor *op_load_balance(Tape *t, Tensor *logits, const float *f, float scale) {
     Tensor *out = tape_tensor2(t, 1, 1, need);
     float *fc = arena_floats(&t->arena, (size_t)E);   /* (E) copy: caller's f may change */
     memcpy(fc, f, sizeof(float) * E);
-    float *p = arena_floats(&t->arena, (size_t)E);    /* (E) row scratch */
+    float *p = arena_floats(&t->arena, N * E + 1);    /* (N, E) softmax rows */
     double total = 0.0;
     for (size_t n = 0; n < N; n++) {
-        softmax_row(logits->data + n * E, E, p);
-        for (int i = 0; i < E; i++) total += (double)fc[i] * (double)p[i];
+        float *pn = p + n * E;
+        softmax_row(logits->data + n * E, E, pn);
+        for (int i = 0; i < E; i++) total += (double)fc[i] * (double)pn[i];
     }
     out->data[0] = (float)((double)scale * total);
     if (need) {

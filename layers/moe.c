@@ -1,6 +1,7 @@
 /* moe.c: the sparse MoE block. See moe.h for the formulas and references. */
 #include "layers/moe.h"
 
+#include "autograd/blas.h"
 #include "layers/model.h"
 #include "parallel/exchange.h"
 
@@ -105,6 +106,68 @@ static Tensor *route_gates(Tape *t, Tensor *h, const MoeLayerArgs *a, int32_t *i
     return op_topk_gate_bias(t, h, a->bias, a->K, idx);   /* bias NULL: plain top-k */
 }
 
+/* Router noise and the statistics' router entropy (moe.h), row ranges over the cores
+ * (blas_parallel_range): every element is a pure function of its row, the entropy sum is
+ * taken afterwards in row order, so both are bit-identical at any thread count. */
+typedef struct MoeRows {
+    const MoeLayerArgs *a;
+    float *eps;          /* noise: (N, E) */
+    const float *clean;  /* entropy: logits (N, E) */
+    double *ent;         /* entropy: (N) per row */
+    int E;
+} MoeRows;
+
+static void noise_rows(void *ctx, size_t lo, size_t hi) {
+    const MoeRows *r = ctx;
+    const MoeLayerArgs *a = r->a;
+    const int E = r->E;
+    for (size_t n = lo; n < hi; n++)
+        for (int e = 0; e < E; e++)
+            r->eps[n * E + e] = moe_randn_key(
+                a->seed, (uint64_t)a->step, (uint64_t)a->layer,
+                (uint64_t)(a->token_base + (long)n) * (uint64_t)E + (uint64_t)e);
+}
+
+/* exp of a row kept for its second use when E is at most this (exp is a pure function:
+ * the kept value is what calling it again returns) */
+#define MOE_ENT_KEEP 64
+
+static void entropy_rows(void *ctx, size_t lo, size_t hi) {
+    const MoeRows *r = ctx;
+    const int E = r->E;
+    const bool keep = E <= MOE_ENT_KEEP;
+    double ex[MOE_ENT_KEEP];
+    for (size_t n = lo; n < hi; n++) {
+        const float *l = r->clean + n * E;
+        float mx = l[0];
+        for (int e = 1; e < E; e++) mx = l[e] > mx ? l[e] : mx;
+        double s = 0, se = 0;
+        for (int e = 0; e < E; e++) {
+            const double v = exp((double)(l[e] - mx));
+            if (keep) ex[e] = v;
+            s += v;
+        }
+        for (int e = 0; e < E; e++) {
+            double p = (keep ? ex[e] : exp((double)(l[e] - mx))) / s;
+            if (p > 0) se -= p * log(p);
+        }
+        r->ent[n] = se;
+    }
+}
+
+void moe_router_noise(float *eps, int N, int E, const MoeLayerArgs *a) {
+    MoeRows r = {.a = a, .eps = eps, .E = E};   /* log, cos per element */
+    blas_parallel_range((size_t)N, (size_t)N * E * 2 * BLAS_COST_LIBM, noise_rows, &r);
+}
+
+double moe_router_entropy(const float *clean, int N, int E, double *ent) {
+    MoeRows r = {.clean = clean, .ent = ent, .E = E};   /* 2 exp + log per element */
+    blas_parallel_range((size_t)N, (size_t)N * E * 3 * BLAS_COST_LIBM, entropy_rows, &r);
+    double sum = 0;
+    for (int n = 0; n < N; n++) sum += ent[n];
+    return sum;
+}
+
 Tensor *moe_forward(Tape *t, Tensor *x, Tensor *router, Tensor *noise, Tensor *w1, Tensor *w3,
                     Tensor *w2, const MoeLayerArgs *a, MoeExchange *ex, MoeStats *st,
                     Tensor **aux, Tensor **z) {
@@ -119,11 +182,7 @@ Tensor *moe_forward(Tape *t, Tensor *x, Tensor *router, Tensor *noise, Tensor *w
         Tensor *std = op_softplus(t, op_linear(t, x, noise));       /* (N, E) */
         int shape[2] = {N, E};
         Tensor *eps = tape_const(t, 2, shape);
-        for (int n = 0; n < N; n++)
-            for (int e = 0; e < E; e++)
-                eps->data[(size_t)n * E + e] = moe_randn_key(
-                    a->seed, (uint64_t)a->step, (uint64_t)a->layer,
-                    (uint64_t)(a->token_base + n) * (uint64_t)E + (uint64_t)e);
+        moe_router_noise(eps->data, N, E, a);
         h = op_add(t, clean, op_mul(t, eps, std));
     }
 
@@ -205,19 +264,8 @@ Tensor *moe_forward(Tape *t, Tensor *x, Tensor *router, Tensor *noise, Tensor *w
 
     /* Statistics (outside the kernels): counts, drops, router entropy of softmax(clean). */
     if (st) {
-        double ent = 0;
-        for (int n = 0; n < N; n++) {
-            const float *l = clean->data + (size_t)n * E;
-            float mx = l[0];
-            for (int e = 1; e < E; e++) mx = l[e] > mx ? l[e] : mx;
-            double s = 0, se = 0;
-            for (int e = 0; e < E; e++) s += exp((double)(l[e] - mx));
-            for (int e = 0; e < E; e++) {
-                double p = exp((double)(l[e] - mx)) / s;
-                if (p > 0) se -= p * log(p);
-            }
-            ent += se;
-        }
+        double *ent_row = arena_alloc(&t->arena, sizeof(double) * (N > 0 ? N : 1));   /* (N) */
+        const double ent = moe_router_entropy(clean->data, N, E, ent_row);
         /* counts are global here when expert parallel (summed above) */
         for (int e = 0; e < E; e++) st->count[(size_t)a->layer * E + e] += counts[e];
         st->dropped[a->layer] += (double)dropped;

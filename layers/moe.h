@@ -80,6 +80,15 @@ typedef struct MoeLayerArgs {
     float entropy_scale;        /* topp: entropy coef * loss_scale / L */
 } MoeLayerArgs;
 
+/* The router noise of moe_forward: eps (N, E), eps[n, e] = moe_randn_key(a->seed, a->step,
+ * a->layer, (a->token_base + n) E + e), rows over the cores (each element is a function of
+ * its key alone: the same at any thread count). */
+void moe_router_noise(float *eps, int N, int E, const MoeLayerArgs *a);
+/* Sum over the N rows of clean (N, E) of the entropy (nats) of softmax(clean[n]) (the
+ * routing statistics): the rows' entropies go to ent (N), the caller's scratch, computed
+ * over the cores, then are summed in row order (the same at any thread count). */
+double moe_router_entropy(const float *clean, int N, int E, double *ent);
+
 /* x (N, C) normalised input; router, noise (E, C); w1, w3 (E_local, F, C); w2 (E_local, C, F).
  * Returns y (N, C); adds the layer's aux and z losses to *aux / *z (tensors (1), created
  * when NULL) and accumulates routing statistics into st. */

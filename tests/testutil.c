@@ -110,3 +110,10 @@ const char *tt_source_path(const char *rel) {
     snprintf(buf, sizeof buf, "%s/%s", root, rel);
     return buf;
 }
+
+void tt_poison_arena(Tape *t, size_t n, bool record) {
+    tape_reset(t, record);
+    float *p = arena_floats(&t->arena, n);
+    for (size_t j = 0; j < n; j++) p[j] = NAN;
+    tape_reset(t, record);
+}

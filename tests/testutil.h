@@ -30,6 +30,11 @@ typedef Tensor *(*TTBuild)(Tape *t, Tensor **inputs, void *ctx);
 int tt_check_grad(TTBuild build, void *ctx, Tensor **inputs, int n_inputs, float h,
                   double atol, double rtol, const char *label);
 
+/* Reset t (recording or not) with the first n floats its arena hands out filled with NaN:
+ * the next op's outputs land there (the arena carves in the same places after a reset), so
+ * an element a kernel forgets to write shows as NaN, not as a value left by an earlier run. */
+void tt_poison_arena(Tape *t, size_t n, bool record);
+
 /* Max |a-b| / (atol + rtol*|b|) over n elements; <= 1 means within tolerance. */
 double tt_max_err(const float *a, const float *b, size_t n, double atol, double rtol);
 

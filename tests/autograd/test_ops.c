@@ -21,6 +21,8 @@
  */
 #include "testutil.h"
 
+#include "autograd/blas.h"
+
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -959,6 +961,127 @@ START_TEST(embedding_forward_backward) {
 }
 END_TEST
 
+/* Split over the cores (the copy and the scatter-add, blas_parallel_range; N C = 96,000 >
+ * BLAS_SPLIT_MIN): N = 1000 positions of C = 96 over V = 50 ids, so ids repeat ~20 times,
+ * id 7 at the 300 positions 100..399 (one long run), id 13 never (its gradient row must
+ * stay as it was); N = 0 empty. At 1 and 2 threads, bit for bit against the serial loop
+ * dw[ids[n]] += dy[n], n ascending, from a random starting gradient: float addition is not
+ * associative, so adding a row's terms in another order would change some roundings. */
+START_TEST(embedding_split) {
+    const int V = 50, N = 1000, C = 96;
+    int32_t *ids = malloc(sizeof(int32_t) * N);
+    MoeRng r;
+    rng_seed(&r, 51);
+    for (int n = 0; n < N; n++) {
+        ids[n] = n >= 100 && n < 400 ? 7 : (int32_t)(rng_next(&r) % (uint64_t)V);
+        if (ids[n] == 13) ids[n] = 12;
+    }
+    Tensor *w = rnd2(V, C, TENSOR_PARAM, "w", 52, -1, 1);
+    float *g0 = malloc(sizeof(float) * w->n), *ref = malloc(sizeof(float) * w->n);
+    float *dy = malloc(sizeof(float) * (size_t)N * C);
+    for (size_t j = 0; j < w->n; j++) g0[j] = (float)(2.0 * rng_uniform(&r) - 1.0);
+    for (size_t j = 0; j < (size_t)N * C; j++) dy[j] = (float)(2.0 * rng_uniform(&r) - 1.0);
+    memcpy(ref, g0, sizeof(float) * w->n);
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++) ref[(size_t)ids[n] * C + c] += dy[(size_t)n * C + c];
+    const int keep = blas_threads();
+    for (int th = 1; th <= 2; th++) {
+        blas_set_threads(th);
+        Tape t;
+        tape_init(&t, 1 << 16);
+        memcpy(w->grad, g0, sizeof(float) * w->n);
+        tt_poison_arena(&t, (size_t)N * C + 4096, true);
+        Tensor *y = op_embedding(&t, w, ids, N);
+        for (int n = 0; n < N; n++)
+            ck_assert_msg(memcmp(y->data + (size_t)n * C, w->data + (size_t)ids[n] * C,
+                                 sizeof(float) * C) == 0, "row %d (%d threads)", n, th);
+        tape_backward(&t, y, dy);
+        ck_assert_msg(memcmp(w->grad, ref, sizeof(float) * w->n) == 0,
+                      "embedding dW differs from the serial loop (%d threads)", th);
+        tape_reset(&t, true);
+        Tensor *e = op_embedding(&t, w, ids, 0);
+        ck_assert_int_eq((int)tensor_rows(e), 0);
+        tape_backward(&t, e, NULL);
+        ck_assert_msg(memcmp(w->grad, ref, sizeof(float) * w->n) == 0, "empty lookup wrote");
+        tape_free(&t);
+    }
+    blas_set_threads(keep);
+    tt_free(w);
+    free(ids);
+    free(g0);
+    free(ref);
+    free(dy);
+}
+END_TEST
+
+/* add and mul over n = 90,000 elements (> BLAS_SPLIT_MIN: split over the cores), at 1 and 2
+ * threads, bit for bit against their serial loops (the same float expression per element),
+ * backward from random starting gradients; a + a and a * a, whose backward adds twice into
+ * one gradient (first the a-side term, then the b-side one, as the serial loops do). */
+START_TEST(elementwise_split) {
+    const int R = 300, Cc = 300;
+    const size_t n = (size_t)R * Cc;
+    Tensor *a = rnd2(R, Cc, TENSOR_PARAM, "a", 53, -3, 3);
+    Tensor *b = rnd2(R, Cc, TENSOR_PARAM, "b", 54, -3, 3);
+    float *dy = malloc(sizeof(float) * n), *ga = malloc(sizeof(float) * n);
+    float *gb = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n);
+    float *ra = malloc(sizeof(float) * n), *rb = malloc(sizeof(float) * n);
+    MoeRng r;
+    rng_seed(&r, 55);
+    for (size_t j = 0; j < n; j++) {
+        dy[j] = (float)(2.0 * rng_uniform(&r) - 1.0);
+        ga[j] = (float)(2.0 * rng_uniform(&r) - 1.0);
+        gb[j] = (float)(2.0 * rng_uniform(&r) - 1.0);
+    }
+    const int keep = blas_threads();
+    for (int op = 0; op < 4; op++) {   /* a+b, a+a, a*b, a*a */
+        const bool same = op == 1 || op == 3;
+        Tensor *bb = same ? a : b;
+        for (size_t j = 0; j < n; j++) {
+            const float x = a->data[j], z = bb->data[j];
+            ra[j] = ga[j];
+            rb[j] = gb[j];
+            float *db = same ? ra : rb;
+            if (op <= 1) {
+                y[j] = x + z;
+                ra[j] += dy[j];
+                db[j] += dy[j];
+            } else {
+                y[j] = x * z;
+                ra[j] += dy[j] * z;
+                db[j] += dy[j] * x;
+            }
+        }
+        for (int th = 1; th <= 2; th++) {
+            blas_set_threads(th);
+            Tape t;
+            tape_init(&t, 1 << 16);
+            memcpy(a->grad, ga, sizeof(float) * n);
+            memcpy(b->grad, gb, sizeof(float) * n);
+            tt_poison_arena(&t, n + 4096, true);
+            Tensor *out = op <= 1 ? op_add(&t, a, bb) : op_mul(&t, a, bb);
+            ck_assert_msg(memcmp(out->data, y, sizeof(float) * n) == 0,
+                          "op %d forward (%d threads)", op, th);
+            tape_backward(&t, out, dy);
+            ck_assert_msg(memcmp(a->grad, ra, sizeof(float) * n) == 0, "op %d da (%d threads)",
+                          op, th);
+            ck_assert_msg(memcmp(b->grad, same ? gb : rb, sizeof(float) * n) == 0,
+                          "op %d db (%d threads)", op, th);
+            tape_free(&t);
+        }
+    }
+    blas_set_threads(keep);
+    tt_free(a);
+    tt_free(b);
+    free(dy);
+    free(ga);
+    free(gb);
+    free(y);
+    free(ra);
+    free(rb);
+}
+END_TEST
+
 /* ======================================================================== softmax */
 
 START_TEST(softmax_forward_ref) {
@@ -1543,7 +1666,7 @@ static Suite *ops_suite(void) {
     Suite *s = suite_create("ops");
     struct { const char *name; const TTest *tests[5]; } cases[] = {
         {"linear", {linear_forward_ref, linear_backward_fd, linear_frozen_weight, NULL}},
-        {"add", {add_forward_backward, NULL}},
+        {"add", {add_forward_backward, elementwise_split, NULL}},
         {"mul", {mul_forward_backward, NULL}},
         {"scale", {scale_forward_backward, NULL}},
         {"silu", {silu_forward_backward, NULL}},
@@ -1556,7 +1679,7 @@ static Suite *ops_suite(void) {
         {"rmsnorm", {rmsnorm_forward_ref, rmsnorm_hand, rmsnorm_backward_fd, rmsnorm_large_split, NULL}},
         {"rope", {rope_forward_ref, rope_properties, rope_backward_fd, rope_inplace_matches,
                   NULL}},
-        {"embedding", {embedding_forward_backward, NULL}},
+        {"embedding", {embedding_forward_backward, embedding_split, NULL}},
         {"softmax", {softmax_forward_ref, softmax_backward_fd, NULL}},
         {"cross_entropy", {cross_entropy_forward_ref, cross_entropy_hand,
                            cross_entropy_backward_fd, NULL}},

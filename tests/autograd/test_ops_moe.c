@@ -3,8 +3,12 @@
  * compositions), load balancing and z-loss) against naive double-precision references or
  * hand-computed values, central finite differences for every PARAM input, a composed MoE
  * layer (route, gather, expert GEMM, combine) and the no-allocation-after-the-first-step
- * property. */
+ * property; and the row loops split over the cores (gather, combine) and the reworked
+ * router losses, at 1 and 2 threads, bit for bit against the serial loops written out
+ * (repeated rows, dropped slots, empty inputs). */
 #include "testutil.h"
+
+#include "autograd/blas.h"
 
 #include <check.h>
 #include <math.h>
@@ -1037,6 +1041,276 @@ START_TEST(test_no_growth_second_step) {
 }
 END_TEST
 
+/* ---------------- row loops over the cores: bit-identical to the serial loops ----------------
+ * Gather and combine split their rows over the cores (blas_parallel_range) once a loop's
+ * work reaches BLAS_SPLIT_MIN (2^16 streamed elements): each shape below passes it (noted
+ * per test). Every test runs at 1 and 2 threads
+ * (blas_set_threads), whatever the suite's thread count. The references are the serial
+ * loops written out with the same float operations in the same order, so the comparisons
+ * are exact (memcmp). Gradients start from random values, not 0: float addition is not
+ * associative, so adding a row's terms in another order than the serial loop's changes
+ * some roundings and shows here. */
+
+static void fill_grad(Tensor *x, uint64_t seed) {
+    MoeRng r;
+    rng_seed(&r, seed);
+    for (size_t j = 0; j < x->n; j++) x->grad[j] = (float)(2.0 * rng_uniform(&r) - 1.0);
+}
+
+static float *random_floats(size_t n, uint64_t seed) {
+    float *v = malloc(sizeof(float) * (n ? n : 1));
+    MoeRng r;
+    rng_seed(&r, seed);
+    for (size_t j = 0; j < n; j++) v[j] = (float)(2.0 * rng_uniform(&r) - 1.0);
+    return v;
+}
+
+#define EXPECT_SAME(a, b, n, what) \
+    ck_assert_msg(memcmp((a), (b), sizeof(float) * (size_t)(n)) == 0, "%s differs (%d threads)", \
+                  what, th)
+
+/* N = 700 token rows of C = 64; M = 1500 gathered rows (M C = 96,000): 1400 random rows
+ * (tokens repeat), then token 5 forty times more (a long run) and token N-1 sixty times;
+ * token 3 is never gathered (its gradient must stay as it was). M = 0: empty. */
+START_TEST(test_gather_split) {
+    const int N = 700, C = 64, M = 1500;
+    int32_t *rows = malloc(sizeof(int32_t) * M);
+    MoeRng r;
+    rng_seed(&r, 81);
+    for (int m = 0; m < M; m++) {
+        rows[m] = m < 1400 ? (int32_t)(rng_next(&r) % (uint64_t)N) : m < 1440 ? 5 : N - 1;
+        if (rows[m] == 3) rows[m] = 4;
+    }
+    Tensor *x = tt_tensor2(N, C, TENSOR_PARAM, "x");
+    tt_fill_normal(x, 82, 1.0f);
+    fill_grad(x, 83);
+    float *g0 = malloc(sizeof(float) * x->n), *ref = malloc(sizeof(float) * x->n);
+    memcpy(g0, x->grad, sizeof(float) * x->n);
+    float *dy = random_floats((size_t)M * C, 84);
+    /* serial reference: dx[rows[m]] += dy[m], m ascending */
+    memcpy(ref, g0, sizeof(float) * x->n);
+    for (int m = 0; m < M; m++)
+        for (int c = 0; c < C; c++) ref[(size_t)rows[m] * C + c] += dy[(size_t)m * C + c];
+    const int keep = blas_threads();
+    for (int th = 1; th <= 2; th++) {
+        blas_set_threads(th);
+        Tape tape;
+        tape_init(&tape, 1 << 16);
+        memcpy(x->grad, g0, sizeof(float) * x->n);
+        tt_poison_arena(&tape, (size_t)M * C + 4096, true);
+        Tensor *y = op_gather_rows(&tape, x, rows, M);
+        for (int m = 0; m < M; m++)
+            EXPECT_SAME(y->data + (size_t)m * C, x->data + (size_t)rows[m] * C, C, "gathered row");
+        tape_backward(&tape, y, dy);
+        EXPECT_SAME(x->grad, ref, x->n, "gather dx");
+        EXPECT_SAME(x->grad + 3 * C, g0 + 3 * C, C, "dx of the row never gathered");
+        /* empty */
+        memcpy(x->grad, g0, sizeof(float) * x->n);
+        tape_reset(&tape, true);
+        Tensor *e = op_gather_rows(&tape, x, rows, 0);
+        ck_assert_int_eq((int)tensor_rows(e), 0);
+        tape_backward(&tape, e, NULL);
+        EXPECT_SAME(x->grad, g0, x->n, "dx after an empty gather");
+        tape_free(&tape);
+    }
+    blas_set_threads(keep);
+    tt_free(x);
+    free(rows);
+    free(g0);
+    free(ref);
+    free(dy);
+}
+END_TEST
+
+/* N = 600 tokens, K = 3 slots, C = 64 (N K C = 115,200): about 20% of the slots dropped
+ * (-1), token 7 lost all three. Case 0 (the MoE dispatch): the kept slots are a random
+ * permutation of the M rows of ys. Case 1 (top-p / expert-choice gates pass slot = expert):
+ * the kept slots pick from 40 ys rows, each serving ~36 slots, row 39 none. Forward: each
+ * row from 0 adds g ys[slot] in k order. Backward: dys[slot] += g dy[n] in (n, k) order and
+ * dg += (float) of the double dot, c ascending. N = 0: empty. */
+START_TEST(test_combine_split) {
+    const int N = 600, K = 3, C = 64;
+    int32_t *slot = malloc(sizeof(int32_t) * N * K);
+    MoeRng r;
+    rng_seed(&r, 91 + (uint64_t)_i);
+    int M = 0;
+    for (int j = 0; j < N * K; j++)
+        slot[j] = (rng_next(&r) % 5 == 0 || j / K == 7) ? -1 : M++;
+    int32_t *perm = malloc(sizeof(int32_t) * M);
+    for (int m = 0; m < M; m++) perm[m] = m;
+    for (int m = M - 1; m > 0; m--) {
+        const int i = (int)(rng_next(&r) % (uint64_t)(m + 1));
+        const int32_t tmp = perm[m];
+        perm[m] = perm[i];
+        perm[i] = tmp;
+    }
+    for (int j = 0; j < N * K; j++)
+        if (slot[j] >= 0) slot[j] = _i == 0 ? perm[slot[j]] : perm[slot[j]] % 39;
+    if (_i == 1) M = 40;
+    Tensor *ys = tt_tensor2(M, C, TENSOR_PARAM, "ys"), *g = tt_tensor2(N, K, TENSOR_PARAM, "g");
+    tt_fill_normal(ys, 92, 1.0f);
+    tt_fill_uniform(g, 93, 0.0f, 1.0f);
+    fill_grad(ys, 94);
+    fill_grad(g, 95);
+    float *ys0 = malloc(sizeof(float) * ys->n), *g0 = malloc(sizeof(float) * g->n);
+    memcpy(ys0, ys->grad, sizeof(float) * ys->n);
+    memcpy(g0, g->grad, sizeof(float) * g->n);
+    float *dy = random_floats((size_t)N * C, 96);
+    float *yref = malloc(sizeof(float) * (size_t)N * C);
+    float *dysref = malloc(sizeof(float) * ys->n), *dgref = malloc(sizeof(float) * g->n);
+    memcpy(dysref, ys0, sizeof(float) * ys->n);
+    memcpy(dgref, g0, sizeof(float) * g->n);
+    for (int n = 0; n < N; n++) {
+        float *y = yref + (size_t)n * C;
+        for (int c = 0; c < C; c++) y[c] = 0.0f;
+        for (int k = 0; k < K; k++) {
+            const int32_t s = slot[n * K + k];
+            if (s < 0) continue;
+            const float gk = g->data[n * K + k];
+            const float *x = ys->data + (size_t)s * C, *d = dy + (size_t)n * C;
+            double dot = 0.0;
+            for (int c = 0; c < C; c++) {
+                y[c] += gk * x[c];
+                dysref[(size_t)s * C + c] += gk * d[c];
+                dot += (double)d[c] * (double)x[c];
+            }
+            dgref[n * K + k] += (float)dot;
+        }
+    }
+    const int keep = blas_threads();
+    for (int th = 1; th <= 2; th++) {
+        blas_set_threads(th);
+        Tape tape;
+        tape_init(&tape, 1 << 16);
+        memcpy(ys->grad, ys0, sizeof(float) * ys->n);
+        memcpy(g->grad, g0, sizeof(float) * g->n);
+        tt_poison_arena(&tape, (size_t)N * C + 4096, true);
+        Tensor *y = op_combine(&tape, ys, g, slot, K);
+        EXPECT_SAME(y->data, yref, (size_t)N * C, "combine forward");
+        tape_backward(&tape, y, dy);
+        EXPECT_SAME(ys->grad, dysref, ys->n, "combine dys");
+        EXPECT_SAME(g->grad, dgref, g->n, "combine dgates");
+        for (int k = 0; k < K; k++)   /* token 7: all slots dropped, gates untouched */
+            ck_assert_msg(g->grad[7 * K + k] == g0[7 * K + k], "dropped gate changed");
+        tape_free(&tape);
+    }
+    blas_set_threads(keep);
+    /* empty: no tokens, no rows */
+    Tensor *ys_e = tt_tensor2(0, C, TENSOR_PARAM, "ys0");
+    Tensor *g_e = tt_tensor2(0, K, TENSOR_PARAM, "g0");
+    Tape tape;
+    tape_init(&tape, 1 << 16);
+    tape_reset(&tape, true);
+    Tensor *e = op_combine(&tape, ys_e, g_e, slot, K);
+    ck_assert_int_eq((int)tensor_rows(e), 0);
+    tape_backward(&tape, e, NULL);
+    tape_free(&tape);
+    tt_free(ys_e);
+    tt_free(g_e);
+    tt_free(ys);
+    tt_free(g);
+    free(slot);
+    free(perm);
+    free(ys0);
+    free(g0);
+    free(dy);
+    free(yref);
+    free(dysref);
+    free(dgref);
+}
+END_TEST
+
+/* The router losses over N = 3000 rows of E = 8 (not split: see ops_moe.c; the
+ * load-balancing backward now reads the forward's softmax rows instead of recomputing
+ * them), bit for bit against the serial loops: per row the stable softmax (max subtracted,
+ * expf, sum in double, times the float inverse) or logsumexp (exp in double), summed over
+ * rows in order. Backward: the load-balancing gradient scale p (f - <f, p>), the z-loss
+ * gradient 2 c lse p with p = expf(x - lse). */
+START_TEST(test_router_losses_rows) {
+    const int N = 3000, E = 8;
+    Tensor *lg = tt_tensor2(N, E, TENSOR_PARAM, "logits");
+    tt_fill_normal(lg, 98, 2.0f);
+    fill_grad(lg, 99);
+    float *gr0 = malloc(sizeof(float) * lg->n), *dlb = malloc(sizeof(float) * lg->n);
+    float *dz = malloc(sizeof(float) * lg->n), *p = malloc(sizeof(float) * lg->n);
+    float *lse = malloc(sizeof(float) * N);
+    memcpy(gr0, lg->grad, sizeof(float) * lg->n);
+    const float f[8] = {0.2f, 0.1f, 0.05f, 0.15f, 0.1f, 0.1f, 0.2f, 0.1f};
+    const float lb_scale = 0.37f, z_scale = 0.013f, seed_lb = 1.5f, seed_z = -0.75f;
+    /* load balance */
+    double total = 0.0;
+    for (int n = 0; n < N; n++) {
+        const float *x = lg->data + (size_t)n * E;
+        float *pr = p + (size_t)n * E;
+        float mx = x[0];
+        for (int j = 1; j < E; j++) mx = x[j] > mx ? x[j] : mx;
+        double sum = 0.0;
+        for (int j = 0; j < E; j++) {
+            pr[j] = expf(x[j] - mx);
+            sum += (double)pr[j];
+        }
+        const float inv = (float)(1.0 / sum);
+        for (int j = 0; j < E; j++) pr[j] *= inv;
+        for (int j = 0; j < E; j++) total += (double)f[j] * (double)pr[j];
+    }
+    const float lb_ref = (float)((double)lb_scale * total);
+    memcpy(dlb, gr0, sizeof(float) * lg->n);
+    const float clb = seed_lb * lb_scale;
+    for (int n = 0; n < N; n++) {
+        const float *pr = p + (size_t)n * E;
+        double fp = 0.0;
+        for (int j = 0; j < E; j++) fp += (double)f[j] * (double)pr[j];
+        for (int j = 0; j < E; j++) dlb[(size_t)n * E + j] += clb * pr[j] * (f[j] - (float)fp);
+    }
+    /* z-loss */
+    total = 0.0;
+    for (int n = 0; n < N; n++) {
+        const float *x = lg->data + (size_t)n * E;
+        float mx = x[0];
+        for (int j = 1; j < E; j++) mx = x[j] > mx ? x[j] : mx;
+        double sum = 0.0;
+        for (int j = 0; j < E; j++) sum += exp((double)(x[j] - mx));
+        const double l = (double)mx + log(sum);
+        total += l * l;
+        lse[n] = (float)l;
+    }
+    const float z_ref = (float)((double)z_scale * total);
+    memcpy(dz, gr0, sizeof(float) * lg->n);
+    const float cz = seed_z * z_scale;
+    for (int n = 0; n < N; n++) {
+        const float a = 2.0f * cz * lse[n];
+        for (int j = 0; j < E; j++)
+            dz[(size_t)n * E + j] += a * expf(lg->data[(size_t)n * E + j] - lse[n]);
+    }
+    const int keep = blas_threads();
+    for (int th = 1; th <= 2; th++) {
+        blas_set_threads(th);
+        Tape tape;
+        tape_init(&tape, 1 << 16);
+        memcpy(lg->grad, gr0, sizeof(float) * lg->n);
+        tt_poison_arena(&tape, (size_t)N * E + 4096, true);
+        Tensor *out = op_load_balance(&tape, lg, f, lb_scale);
+        EXPECT_SAME(out->data, &lb_ref, 1, "load-balancing loss");
+        tape_backward(&tape, out, &seed_lb);
+        EXPECT_SAME(lg->grad, dlb, lg->n, "load-balancing gradient");
+        memcpy(lg->grad, gr0, sizeof(float) * lg->n);
+        tt_poison_arena(&tape, (size_t)N * E + 4096, true);
+        out = op_zloss(&tape, lg, z_scale);
+        EXPECT_SAME(out->data, &z_ref, 1, "z-loss");
+        tape_backward(&tape, out, &seed_z);
+        EXPECT_SAME(lg->grad, dz, lg->n, "z-loss gradient");
+        tape_free(&tape);
+    }
+    blas_set_threads(keep);
+    tt_free(lg);
+    free(gr0);
+    free(dlb);
+    free(dz);
+    free(p);
+    free(lse);
+}
+END_TEST
+
 static Suite *ops_moe_suite(void) {
     Suite *s = suite_create("ops_moe");
     TCase *tc = tcase_create("topk_forward");
@@ -1088,6 +1362,11 @@ static Suite *ops_moe_suite(void) {
     suite_add_tcase(s, tc);
     tc = tcase_create("no_alloc_and_accumulate");
     tcase_add_test(tc, test_no_growth_second_step);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("split_bit_identical");
+    tcase_add_test(tc, test_gather_split);
+    tcase_add_loop_test(tc, test_combine_split, 0, 2);
+    tcase_add_test(tc, test_router_losses_rows);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -16,7 +16,7 @@
  *   statistics (experts per token, expert-choice capacity) and loss terms by hand.
  * - recomputation (StepCtx.recompute) gives bit-identical losses, gradients and routing
  *   statistics, and a smaller arena; the chunked head + loss (StepCtx.loss_chunk) matches
- *   the unchunked one.
+ *   the unchunked one; so do 1 and 2 threads (the row loops split over the cores).
  */
 #include <check.h>
 #include <math.h>
@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/blas.h"
 #include "layers/model.h"
 #include "optim/adamw.h"
 #include "testutil.h"
@@ -602,6 +603,58 @@ static void check_recompute_identical(int E, float capacity) {
     model_free(&m);
 }
 
+/* The row loops split over the cores (embedding, residual adds, router noise, gather,
+ * combine, router entropy: blas_parallel_range) give the same bits at 1 and 2 threads: a
+ * model whose N = 1024 tokens of C = 128 over E = 8 experts make every one of those loops
+ * pass the split threshold (BLAS_SPLIT_MIN), router noise on;
+ * dropless, then with capacity 0.5 (a quarter of the slots dropped). Losses, every
+ * gradient and the routing statistics are compared bit for bit. */
+START_TEST(test_threads_bit_identical) {
+    ModelShape s = {.V = 64, .C = 128, .L = 2, .H = 4, .Hkv = 2, .D = 32, .F = 32, .E = 8,
+                    .K = 2, .norm_eps = 1e-5f, .rope_theta = 10000.0f, .init_std = 0.3f,
+                    .router_noise = true, .aux_coef = 0.01f, .z_coef = 0.001f};
+    const int B = 8, T = 128, N = B * T;
+    int32_t *in = malloc(sizeof(int32_t) * N), *tg = malloc(sizeof(int32_t) * N);
+    MoeRng r;
+    rng_seed(&r, 17);
+    for (int i = 0; i < N; i++) {
+        in[i] = (int32_t)(rng_next(&r) % (uint64_t)s.V);
+        tg[i] = (int32_t)(rng_next(&r) % (uint64_t)s.V);
+    }
+    const int keep = blas_threads();
+    for (int cap = 0; cap < 2; cap++) {
+        s.capacity_factor = cap ? 0.5f : 0.0f;
+        Model m;
+        model_init(&m, &s, 0, s.E, 808);
+        RunResult a, b;
+        blas_set_threads(1);
+        run_steps(&m, in, tg, B, T, false, &a);
+        blas_set_threads(2);
+        run_steps(&m, in, tg, B, T, false, &b);
+        ck_assert_msg(a.loss == b.loss && a.lm == b.lm && a.aux == b.aux && a.z == b.z,
+                      "capacity %d: losses differ: %.9g/%.9g %.9g/%.9g %.9g/%.9g %.9g/%.9g", cap,
+                      a.loss, b.loss, a.lm, b.lm, a.aux, b.aux, a.z, b.z);
+        for (int i = 0; i < m.ps.count; i++) {
+            const Param *p = &m.ps.p[i];
+            ck_assert_msg(memcmp(a.grad[p->block] + p->off, b.grad[p->block] + p->off,
+                                 p->t.n * sizeof(float)) == 0,
+                          "capacity %d: gradient of %s differs between 1 and 2 threads", cap,
+                          p->name);
+        }
+        ck_assert(memcmp(a.st.count, b.st.count, sizeof(double) * (size_t)s.L * s.E) == 0);
+        ck_assert(memcmp(a.st.dropped, b.st.dropped, sizeof(double) * (size_t)s.L) == 0);
+        ck_assert(memcmp(a.st.entropy, b.st.entropy, sizeof(double) * (size_t)s.L) == 0);
+        if (cap) ck_assert_double_gt(a.st.dropped[0] + a.st.dropped[1], 0);
+        run_free(&a);
+        run_free(&b);
+        model_free(&m);
+    }
+    blas_set_threads(keep);
+    free(in);
+    free(tg);
+}
+END_TEST
+
 START_TEST(test_recompute_identical_moe) { check_recompute_identical(4, 0.0f); }
 END_TEST
 
@@ -736,6 +789,7 @@ int main(void) {
     tc = tcase_create("recompute");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_recompute_identical_moe);
+    tcase_add_test(tc, test_threads_bit_identical);
     tcase_add_test(tc, test_recompute_identical_dense);
     tcase_add_test(tc, test_recompute_identical_capacity);
     tcase_add_test(tc, test_recompute_saves_memory);
