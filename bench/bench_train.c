@@ -351,8 +351,7 @@ int main(int argc, char **argv) {
         char name[96];
         printf("allocations during timed steps (rank 0): %zu; peak allocated (moe_malloc) "
                "%.1f MiB\n", allocs, mib(peak_alloc));
-        const double scratch = (double)tape_scratch_bytes(&t) +
-                               (t.sub ? (double)tape_scratch_bytes(t.sub) : 0.0);
+        const double scratch = (double)tape_scratch_bytes(&t);   /* with its sub tape's */
         const double parts[7] = {
             rss_start, rss_blas, 4.0 * (double)(m.ps.blocks[0].n + m.ps.blocks[1].n) +
                 12.0 * (double)(m.ps.blocks[0].gn + m.ps.blocks[1].gn),
