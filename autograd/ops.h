@@ -138,6 +138,11 @@ Tensor *op_gather_rows(Tape *t, Tensor *x, const int32_t *rows, int M);
  * ys (M, C), gates (N, K), slot (N, K) borrowed until backward.
  * backward: dys[slot] += gate * dy[n]; dgates[n,k] += <dy[n], ys[slot]>. */
 Tensor *op_combine(Tape *t, Tensor *ys, Tensor *gates, const int32_t *slot, int K);
+/* y (N, C) = r + combine(ys, gates, slot): the combine added to the residual stream r
+ * (N, C), op_add(r, op_combine(...)) bit for bit without keeping the combine's output
+ * (the add never needed it). r NULL is op_combine. backward: dr += dy, then op_combine's. */
+Tensor *op_combine_residual(Tape *t, Tensor *r, Tensor *ys, Tensor *gates,
+                            const int32_t *slot, int K);
 
 /* Grouped expert GEMM: rows offs[e] .. offs[e+1]-1 of x (M, in) belong to expert e, and
  * y[rows] = x[rows] @ W[e]^T with W (E, out, in). One sgemm per non-empty expert.

@@ -164,13 +164,15 @@ static void dots_f64(const float *const *a, const float *const *b, float *const 
 
 typedef struct CombineRows {
     const TapeOp *op;   /* backward; NULL in forward */
-    float *y;           /* forward: out (N, C) */
+    float *y;           /* forward: out (N, C); backward: dr (N, C) */
     const float *ys, *gates;
+    const float *r;     /* forward: the residual (N, C) or NULL; backward: dy (N, C) */
     const int32_t *slot;
     int K, C;
 } CombineRows;
 
-/* Tokens [lo, hi): y[n] = sum_k g_nk ys[slot[n,k]] in k order, from a zeroed row. */
+/* Tokens [lo, hi): y[n] = sum_k g_nk ys[slot[n,k]] in k order, from a zeroed row; with a
+ * residual then y[n] = r[n] + y[n] (op_add's float operation on the finished sum). */
 static void combine_rows(void *ctx, size_t lo, size_t hi) {
     const CombineRows *a = ctx;
     const int K = a->K, C = a->C;
@@ -184,7 +186,19 @@ static void combine_rows(void *ctx, size_t lo, size_t hi) {
             const float *x = a->ys + (size_t)s * C;
             for (int c = 0; c < C; c++) y[c] += g * x[c];
         }
+        if (a->r) {
+            const float *r = a->r + n * C;
+            for (int c = 0; c < C; c++) y[c] = r[c] + y[c];
+        }
     }
+}
+
+/* Tokens [lo, hi) of the residual's gradient: dr[n] += dy[n]. */
+static void combine_dr_rows(void *ctx, size_t lo, size_t hi) {
+    const CombineRows *a = ctx;
+    const size_t C = (size_t)a->C;
+    float *dr = a->y;
+    for (size_t j = lo * C; j < hi * C; j++) dr[j] += a->r[j];
 }
 
 /* The gate gradients of tokens [lo, hi): dg_nk += <dy[n], ys[slot[n,k]]>, one entry each. */
@@ -217,9 +231,13 @@ static void combine_dgates_rows(void *ctx, size_t lo, size_t hi) {
  * in forward), each row's terms in (n, k) order as the serial loop adds them; the gate
  * entries are split by token. */
 static void combine_backward(TapeOp *op) {
-    Tensor *ys = op->in[0], *gates = op->in[1];
-    CombineRows a = {op, NULL, NULL, NULL, op->aux[0], op->i[0], tensor_cols(ys)};
+    Tensor *ys = op->in[0], *gates = op->in[1], *r = op->in[2];
+    CombineRows a = {op, NULL, NULL, NULL, NULL, op->aux[0], op->i[0], tensor_cols(ys)};
     const size_t N = tensor_rows(gates);
+    if (r && r->requires_grad) {   /* y = r + combine  =>  dr += dy (op_add's backward) */
+        CombineRows d = {op, r->grad, NULL, NULL, op->out->grad, NULL, a.K, a.C};
+        blas_parallel_range(N, N * (size_t)a.C, combine_dr_rows, &d);
+    }
     if (ys->requires_grad)
         row_runs_scatter_add(op->aux[1], a.slot, ys->grad, op->out->grad, gates->data, a.K,
                              a.C);
@@ -227,21 +245,26 @@ static void combine_backward(TapeOp *op) {
         blas_parallel_range(N, N * (size_t)a.K * a.C, combine_dgates_rows, &a);
 }
 
-Tensor *op_combine(Tape *t, Tensor *ys, Tensor *gates, const int32_t *slot, int K) {
+Tensor *op_combine_residual(Tape *t, Tensor *r, Tensor *ys, Tensor *gates,
+                            const int32_t *slot, int K) {
     const size_t M = tensor_rows(ys), N = tensor_rows(gates);
     const int C = tensor_cols(ys);
     ASSERT(tensor_cols(gates) == K, "gates has %d cols, K = %d", tensor_cols(gates), K);
+    ASSERT(!r || (tensor_rows(r) == N && tensor_cols(r) == C),
+           "combine: residual (%zu, %d) != (%zu, %d)", r ? tensor_rows(r) : 0,
+           r ? tensor_cols(r) : 0, N, C);
     for (size_t j = 0; j < N * K; j++)
         ASSERT(slot[j] < 0 || (size_t)slot[j] < M, "slot[%zu, %zu] = %d not in [0, %zu)",
                j / K, j % K, slot[j], M);
-    const bool need = tape_needs_grad(t, ys, gates, NULL);
+    const bool need = tape_needs_grad(t, ys, gates, r);
     Tensor *out = tape_tensor2(t, (int)N, C, need);
-    CombineRows a = {NULL, out->data, ys->data, gates->data, slot, K, C};
+    CombineRows a = {NULL, out->data, ys->data, gates->data, r ? r->data : NULL, slot, K, C};
     blas_parallel_range(N, N * (size_t)K * C, combine_rows, &a);
     if (need) {
-        TapeOp *op = tape_push(t, "combine", combine_backward, out);
+        TapeOp *op = tape_push(t, r ? "combine_residual" : "combine", combine_backward, out);
         op->in[0] = ys;
         op->in[1] = gates;
+        op->in[2] = r;
         op->i[0] = K;
         op->aux[0] = (void *)slot;   /* borrowed, read-only */
         if (ys->requires_grad) {     /* slots grouped by ys row, for the dys scatter-add */
@@ -251,6 +274,10 @@ Tensor *op_combine(Tape *t, Tensor *ys, Tensor *gates, const int32_t *slot, int 
         }
     }
     return out;
+}
+
+Tensor *op_combine(Tape *t, Tensor *ys, Tensor *gates, const int32_t *slot, int K) {
+    return op_combine_residual(t, NULL, ys, gates, slot, K);
 }
 
 /* ---------------- grouped expert GEMM ---------------- */

@@ -161,12 +161,14 @@ Tensor *model_proj(Model *m, Tape *t, int l, int target, Tensor *x, const StepCt
 Tensor *model_ffn(Model *m, Tape *t, int l, Tensor *hn, const MoeLayerArgs *a, Tensor **aux,
                   Tensor **z) {
     const LayerParams *lp = &m->layer[l];
+    Tensor *res = a->residual;
     if (m->s.E > 0) {
         MoeLayerArgs ab = *a;   /* training, evaluation and KV-cache decoding all pass here */
         ab.bias = m->use_router_bias ? m->router_bias + (size_t)l * m->s.E : NULL;
+        if (m->s.Fs > 0) ab.residual = NULL;   /* added after the shared experts' output */
         Tensor *y = moe_forward(t, hn, P(m, lp->router), P(m, lp->noise), P(m, lp->w1),
                                 P(m, lp->w3), P(m, lp->w2), &ab, m->exchange, &m->stats, aux, z);
-        if (m->s.Fs == 0) return y;
+        if (m->s.Fs == 0) return y;   /* the combine added the residual */
         /* Shared experts: every token, no gate (DeepSeekMoE sec. 3.2); replicated weights, so
          * no exchange and their gradients are all-reduced with the dense block. */
         tape_region(t, REGION_EXPERTS);
@@ -174,12 +176,15 @@ Tensor *model_ffn(Model *m, Tape *t, int l, Tensor *hn, const MoeLayerArgs *a, T
         Tensor *s3 = op_linear(t, hn, P(m, lp->sw3));                /* (N, Fs) */
         Tensor *ys = op_swiglu_linear(t, s1, s3, P(m, lp->sw2));   /* (N, C) */
         tape_region(t, REGION_OTHER);
-        return op_add(t, y, ys);
+        y = op_add(t, y, ys);
+        return res ? op_add(t, res, y) : y;
     }
     tape_region(t, REGION_EXPERTS);
     Tensor *h1 = op_linear(t, hn, P(m, lp->w1));
     Tensor *h3 = op_linear(t, hn, P(m, lp->w3));
-    return op_swiglu_linear(t, h1, h3, P(m, lp->w2));   /* activation recomputed in backward */
+    Tensor *y = op_swiglu_linear(t, h1, h3, P(m, lp->w2));   /* act recomputed in backward */
+    tape_region(t, REGION_OTHER);
+    return res ? op_add(t, res, y) : y;
 }
 
 /* One block's arguments; with recomputation they are read again in backward, so they are
@@ -233,6 +238,7 @@ static void model_layer(Tape *t, void *arg, bool recompute, Tensor *x, Tensor **
         .z_scale = lc->loss ? s->z_coef * ls / (float)s->L : 0.0f,
         .router = (MoeRouter)s->router, .top_p = s->top_p, .max_experts = s->max_experts,
         .entropy_scale = lc->loss ? s->entropy_coef * ls / (float)s->L : 0.0f,
+        .residual = x,   /* the block's output x + ffn(hn) is formed inside model_ffn */
     };
     Tensor *aux = NULL, *z = NULL;
     MoeStats keep = m->stats;
@@ -243,7 +249,7 @@ static void model_layer(Tape *t, void *arg, bool recompute, Tensor *x, Tensor **
         m->stats = keep;
     }
     tape_region(t, REGION_OTHER);
-    out[0] = op_add(t, x, y);
+    out[0] = y;
     out[1] = aux;
     out[2] = z;
 }

@@ -120,7 +120,9 @@ void model_forward(Model *m, Tape *t, const int32_t *inputs, const int32_t *targ
 
 /* The feed-forward sub-block of layer l on its normalised input hn (N, C) -> (N, C): the
  * MoE block (routing per a, which names the layer) plus the shared experts' SwiGLU when
- * Fs > 0, or the dense SwiGLU FFN. Shared by model_forward and KV-cache inference. */
+ * Fs > 0, or the dense SwiGLU FFN; plus a->residual when not NULL (added by the MoE
+ * combine when there are no shared experts, so that the sum alone is kept). Shared by
+ * model_forward and KV-cache inference. */
 Tensor *model_ffn(Model *m, Tape *t, int l, Tensor *hn, const MoeLayerArgs *a, Tensor **aux,
                   Tensor **z);
 

@@ -232,7 +232,7 @@ Tensor *moe_forward(Tape *t, Tensor *x, Tensor *router, Tensor *noise, Tensor *w
         ye = op_swiglu_expert_linear(t, h1, h3, w2, offs, E);       /* (M, C) */
         tape_region(t, REGION_ROUTER);
     }
-    Tensor *y = op_combine(t, ye, gates, slot, W);                  /* (N, C) */
+    Tensor *y = op_combine_residual(t, a->residual, ye, gates, slot, W);   /* (N, C) */
 
     /* f_i: share of ALL ranks' routed slots chosen for expert i (before capacity), so
      * the loss is the same number whatever the rank count (N*R*K slots for topk; a varying

@@ -78,6 +78,8 @@ typedef struct MoeLayerArgs {
     float top_p;                /* topp: probability mass each token's experts reach */
     int max_experts;            /* topp: experts per token at most; 0 = E */
     float entropy_scale;        /* topp: entropy coef * loss_scale / L */
+    Tensor *residual;           /* (N, C) added to the output by the combine (the residual
+                                   stream: its sum is not kept separately); NULL = none */
 } MoeLayerArgs;
 
 /* The router noise of moe_forward: eps (N, E), eps[n, e] = moe_randn_key(a->seed, a->step,
@@ -90,7 +92,7 @@ void moe_router_noise(float *eps, int N, int E, const MoeLayerArgs *a);
 double moe_router_entropy(const float *clean, int N, int E, double *ent);
 
 /* x (N, C) normalised input; router, noise (E, C); w1, w3 (E_local, F, C); w2 (E_local, C, F).
- * Returns y (N, C); adds the layer's aux and z losses to *aux / *z (tensors (1), created
+ * Returns y (N, C) (plus a->residual when given); adds the layer's aux and z losses to *aux / *z (tensors (1), created
  * when NULL) and accumulates routing statistics into st. */
 Tensor *moe_forward(Tape *t, Tensor *x, Tensor *router, Tensor *noise, Tensor *w1, Tensor *w3,
                     Tensor *w2, const MoeLayerArgs *a, MoeExchange *ex, MoeStats *st,

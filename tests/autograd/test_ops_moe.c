@@ -1128,6 +1128,69 @@ END_TEST
  * the kept slots pick from 40 ys rows, each serving ~36 slots, row 39 none. Forward: each
  * row from 0 adds g ys[slot] in k order. Backward: dys[slot] += g dy[n] in (n, k) order and
  * dg += (float) of the double dot, c ascending. N = 0: empty. */
+/* op_combine_residual against op_add(r, op_combine(...)) bit for bit, at 1 and 2 threads:
+ * output and the grads of r, ys and gates (all starting from random values, so a missing
+ * or doubled dr shows), with dropped slots and a ys row shared by several slots; the fused
+ * tape keeps N*C floats less (the combine's output is never kept). The fused op's forward
+ * adds r to the finished slot sum and its backward adds dy into dr, op_add's operations. */
+START_TEST(test_combine_residual_matches) {
+    const int N = 500, K = 2, C = 48, M = 300;
+    int32_t *slot = malloc(sizeof(int32_t) * N * K);
+    MoeRng rng;
+    rng_seed(&rng, 401);
+    for (int j = 0; j < N * K; j++)
+        slot[j] = rng_next(&rng) % 6 == 0 ? -1 : (int32_t)(rng_next(&rng) % (uint64_t)M);
+    float *dy = random_floats((size_t)N * C, 402);
+    float *res[2][4];
+    size_t arena[2];
+    const int keep = blas_threads();
+    for (int th = 1; th <= 2; th++) {
+        blas_set_threads(th);
+        for (int fused = 0; fused < 2; fused++) {
+            Tensor *r = tt_tensor2(N, C, TENSOR_PARAM, "r");
+            Tensor *ys = tt_tensor2(M, C, TENSOR_PARAM, "ys");
+            Tensor *g = tt_tensor2(N, K, TENSOR_PARAM, "g");
+            tt_fill_normal(r, 403, 2.0f);
+            tt_fill_normal(ys, 404, 1.0f);
+            tt_fill_uniform(g, 405, 0.0f, 1.0f);
+            fill_grad(r, 406);
+            fill_grad(ys, 407);
+            fill_grad(g, 408);
+            Tape t;
+            tape_init(&t, 1 << 16);
+            tape_reset(&t, true);
+            Tensor *y = fused ? op_combine_residual(&t, r, ys, g, slot, K)
+                              : op_add(&t, r, op_combine(&t, ys, g, slot, K));
+            arena[fused] = arena_used(&t.arena);
+            tape_backward(&t, y, dy);
+            Tensor *outs[4] = {y, r, ys, g};
+            for (int k = 0; k < 4; k++) {
+                const float *src = k == 0 ? y->data : outs[k]->grad;
+                res[fused][k] = malloc(sizeof(float) * outs[k]->n);
+                memcpy(res[fused][k], src, sizeof(float) * outs[k]->n);
+            }
+            const size_t sz[4] = {y->n, r->n, ys->n, g->n};
+            tape_free(&t);
+            tt_free(r);
+            tt_free(ys);
+            tt_free(g);
+            if (!fused) continue;
+            const char *what[4] = {"output", "dr", "dys", "dgates"};
+            for (int k = 0; k < 4; k++) {
+                EXPECT_SAME(res[1][k], res[0][k], sz[k], what[k]);
+                free(res[0][k]);
+                free(res[1][k]);
+            }
+        }
+        ck_assert_msg(arena[1] + sizeof(float) * (size_t)N * C <= arena[0],
+                      "arena fused %zu, composition %zu", arena[1], arena[0]);
+    }
+    blas_set_threads(keep);
+    free(slot);
+    free(dy);
+}
+END_TEST
+
 START_TEST(test_combine_split) {
     const int N = 600, K = 3, C = 64;
     int32_t *slot = malloc(sizeof(int32_t) * N * K);
@@ -1328,6 +1391,7 @@ static Suite *ops_moe_suite(void) {
     suite_add_tcase(s, tc);
     tc = tcase_create("combine");
     tcase_add_test(tc, test_combine);
+    tcase_add_test(tc, test_combine_residual_matches);
     suite_add_tcase(s, tc);
     tc = tcase_create("expert_linear");
     tcase_add_loop_test(tc, test_expert_linear, 0,
