@@ -124,18 +124,26 @@ static void add_range(void *ctx, size_t lo, size_t hi) {
     else add_backward(k.da, k.db, k.dy, hi - lo);
 }
 
+void add_run(float *y, const float *a, const float *b, size_t n) {
+    EwArgs k = {y, NULL, NULL, a, b, NULL};
+    blas_parallel_range(n, n, add_range, &k);
+}
+
+void add_grad_run(float *da, float *db, const float *dy, size_t n) {
+    if (!da && !db) return;
+    EwArgs k = {NULL, da, db, dy, dy, dy};   /* a and b are not read in backward */
+    blas_parallel_range(n, n, add_range, &k);
+}
+
 static void op_add_bw(TapeOp *op) {
-    EwArgs k = {NULL, grad_of(op->in[0]), grad_of(op->in[1]), op->in[0]->data,
-                op->in[1]->data, op->out->grad};
-    if (k.da || k.db) blas_parallel_range(op->out->n, op->out->n, add_range, &k);
+    add_grad_run(grad_of(op->in[0]), grad_of(op->in[1]), op->out->grad, op->out->n);
 }
 
 Tensor *op_add(Tape *t, Tensor *a, Tensor *b) {
     ASSERT(a->n == b->n, "add: sizes %zu != %zu", a->n, b->n);
     bool needs = tape_needs_grad(t, a, b, NULL);
     Tensor *y = tape_like(t, a, needs);
-    EwArgs k = {y->data, NULL, NULL, a->data, b->data, NULL};
-    blas_parallel_range(a->n, a->n, add_range, &k);
+    add_run(y->data, a->data, b->data, a->n);
     if (needs) {
         TapeOp *op = tape_push(t, "add", op_add_bw, y);
         op->in[0] = a;
@@ -369,8 +377,7 @@ Tensor *op_swiglu_linear(Tape *t, Tensor *a, Tensor *b, Tensor *w) {
 static void op_linear_residual_bw(TapeOp *op) {
     Tensor *r = op->in[0], *x = op->in[1], *w = op->in[2];
     const float *dy = op->out->grad;
-    float *dr = grad_of(r);
-    if (dr) add_backward(dr, NULL, dy, op->out->n);
+    add_grad_run(grad_of(r), NULL, dy, op->out->n);
     linear_backward(grad_of(x), grad_of(w), dy, x->data, w->data, op->i[0], op->i[1],
                     op->i[2]);
 }
@@ -392,7 +399,7 @@ Tensor *op_linear_residual(Tape *t, Tensor *r, Tensor *x, Tensor *w) {
     if (N == 0) return y;
     float *p = tape_scratch(t, (size_t)N * out);                    /* x W^T, not kept */
     linear_forward(p, x->data, w->data, N, in, out);
-    add_forward(y->data, r->data, p, y->n);
+    add_run(y->data, r->data, p, y->n);
     if (needs) {
         TapeOp *op = tape_push(t, "linear_residual", op_linear_residual_bw, y);
         op->in[0] = r;

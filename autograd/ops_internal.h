@@ -20,6 +20,13 @@
 double softmax_row(const float *x, int E, float *p);
 double logsumexp_row(const float *x, int E);
 
+/* op_add's elementwise kernels over the cores (defined in ops.c; shared with the ops that
+ * add into the residual stream, op_linear_residual and op_combine_residual, so their sums
+ * and gradients are op_add's bit for bit). add_run: y (n) = a + b. add_grad_run: da += dy,
+ * db += dy (either NULL; da == db adds twice). Call them outside blas_parallel_for. */
+void add_run(float *y, const float *a, const float *b, size_t n);
+void add_grad_run(float *da, float *db, const float *dy, size_t n);
+
 /* y (n) = silu(a) * b, a and b (n). Single-threaded. */
 void swiglu_forward(float *y, const float *a, const float *b, size_t n);
 /* Inverts y = silu(a) b: da (n) += dy b silu'(a), db (n) += dy silu(a); either may be NULL.

@@ -164,9 +164,9 @@ static void dots_f64(const float *const *a, const float *const *b, float *const 
 
 typedef struct CombineRows {
     const TapeOp *op;   /* backward; NULL in forward */
-    float *y;           /* forward: out (N, C); backward: dr (N, C) */
+    float *y;           /* forward: out (N, C) */
     const float *ys, *gates;
-    const float *r;     /* forward: the residual (N, C) or NULL; backward: dy (N, C) */
+    const float *r;     /* forward: the residual (N, C) or NULL */
     const int32_t *slot;
     int K, C;
 } CombineRows;
@@ -191,14 +191,6 @@ static void combine_rows(void *ctx, size_t lo, size_t hi) {
             for (int c = 0; c < C; c++) y[c] = r[c] + y[c];
         }
     }
-}
-
-/* Tokens [lo, hi) of the residual's gradient: dr[n] += dy[n]. */
-static void combine_dr_rows(void *ctx, size_t lo, size_t hi) {
-    const CombineRows *a = ctx;
-    const size_t C = (size_t)a->C;
-    float *dr = a->y;
-    for (size_t j = lo * C; j < hi * C; j++) dr[j] += a->r[j];
 }
 
 /* The gate gradients of tokens [lo, hi): dg_nk += <dy[n], ys[slot[n,k]]>, one entry each. */
@@ -234,10 +226,8 @@ static void combine_backward(TapeOp *op) {
     Tensor *ys = op->in[0], *gates = op->in[1], *r = op->in[2];
     CombineRows a = {op, NULL, NULL, NULL, NULL, op->aux[0], op->i[0], tensor_cols(ys)};
     const size_t N = tensor_rows(gates);
-    if (r && r->requires_grad) {   /* y = r + combine  =>  dr += dy (op_add's backward) */
-        CombineRows d = {op, r->grad, NULL, NULL, op->out->grad, NULL, a.K, a.C};
-        blas_parallel_range(N, N * (size_t)a.C, combine_dr_rows, &d);
-    }
+    if (r && r->requires_grad)   /* y = r + combine  =>  dr += dy (op_add's backward) */
+        add_grad_run(r->grad, NULL, op->out->grad, op->out->n);
     if (ys->requires_grad)
         row_runs_scatter_add(op->aux[1], a.slot, ys->grad, op->out->grad, gates->data, a.K,
                              a.C);
