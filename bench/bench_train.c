@@ -19,7 +19,8 @@
  *    the mean rate of the interleaved passes and against the best single pass (a lower
  *    bound); also the least disturbed figures: the fastest step against the fastest pass,
  *    the fastest evaluation against the fastest step (a shared machine's load comes in
- *    bursts: the minimum of each is the least disturbed, as timeit advises); the time split of training (forward + backward per region) and of evaluation;
+ *    bursts: the minimum of each is the least disturbed, as timeit advises); the time
+ *    split of training (forward + backward per region) and of evaluation;
  *    allocations during the timed rounds, peak allocated bytes.
  * 4. The memory split of rank 0: its peak resident set (getrusage ru_maxrss, read after the
  *    warm-up steps and one evaluation, before the sgemm set's operands exist) as the sum of
@@ -106,12 +107,27 @@ static double cpu_seconds(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-typedef struct StepTimes { double f, b, r, o, all, cpu; } StepTimes;
+/* A step's times (seconds) and, under mpirun, its traffic (rank 0's counters, parallel/). */
+typedef struct StepTimes {
+    double f, b, r, o, all, cpu;
+    double a2a, ar, slots, slin, ta2a, tar;   /* bytes, routed slots out/in, seconds */
+} StepTimes;
+
+static void comm_counters(double c[6]) {
+    c[0] = comm_bytes_alltoall;
+    c[1] = comm_bytes_allreduce;
+    c[2] = comm_slots_offrank;
+    c[3] = comm_slots_fromrank;
+    c[4] = comm_time_alltoall;
+    c[5] = comm_time_allreduce;
+}
 
 /* One training step (forward, backward, gradient all-reduce + norm, AdamW) on tape t;
  * adds its times to acc when acc is not NULL. Step 0 of a tape compacts its arena after. */
 static void bench_step(const Bench *bn, Tape *t, const StepCtx *proto, int st, StepTimes *acc) {
     comm_barrier(bn->comm);
+    double x0[6];
+    comm_counters(x0);
     double t0 = moe_now(), c0 = cpu_seconds();
     params_zero_grad(&bn->m->ps);
     tape_reset(t, true);
@@ -143,6 +159,14 @@ static void bench_step(const Bench *bn, Tape *t, const StepCtx *proto, int st, S
         acc->o += t4 - t3;
         acc->all += t4 - t0;
         acc->cpu += cpu_seconds() - c0;
+        double x1[6];
+        comm_counters(x1);
+        acc->a2a += x1[0] - x0[0];
+        acc->ar += x1[1] - x0[1];
+        acc->slots += x1[2] - x0[2];
+        acc->slin += x1[3] - x0[3];
+        acc->ta2a += x1[4] - x0[4];
+        acc->tar += x1[5] - x0[5];
     }
 }
 
@@ -237,12 +261,12 @@ int main(int argc, char **argv) {
                blas_core_name(), blas_threads());
 
     /* ---- 1. sgemm rate on the training-shaped products ---- */
-    double gflops = mfu_sgemm_rate(&s, N, 3);
+    double gflops = mfu_sgemm_rate(&s, N, 1);
     const double rss_blas = rss_now() - rss_start;
     comm_sum_world_d(&comm, &gflops, 1);
     if (root)
-        printf("sgemm on the model's training-shaped products, first pass: %.1f GFLOP/s\n",
-               gflops);
+        printf("sgemm on the model's training-shaped products, one pass at start: %.1f "
+               "GFLOP/s\n", gflops);
 
     /* ---- 2. training steps ---- */
     Model m;
@@ -272,7 +296,7 @@ int main(int argc, char **argv) {
     const StepCtx proto = {.train = true, .seed = 1, .token_base = (long)comm.rank * N,
                            .loss_scale = 1.0f, .recompute = c.train.recompute,
                            .loss_chunk = c.train.loss_chunk};
-    StepTimes acc = {0, 0, 0, 0, 0, 0};
+    StepTimes acc = {0};
     const StepCtx eproto = {.train = false, .seed = 1, .token_base = (long)comm.rank * N,
                             .loss_scale = 1.0f, .recompute = c.train.recompute,
                             .loss_chunk = c.train.loss_chunk};
@@ -291,10 +315,6 @@ int main(int argc, char **argv) {
     memset(t.fwd_time, 0, sizeof t.fwd_time);
     memset(t.bwd_time, 0, sizeof t.bwd_time);
     const size_t calls0 = moe_alloc_calls();
-    const double a2a0 = comm_bytes_alltoall, ar0 = comm_bytes_allreduce;
-    const double slots0 = comm_slots_offrank, slin0 = comm_slots_fromrank;
-    const double ta2a0 = comm_time_alltoall, tar0 = comm_time_allreduce;
-    double a2a_eval = 0, ar_eval = 0, ta2a_eval = 0, slots_eval = 0, slin_eval = 0;
     double min_step = 1e30, min_eval = 1e30;   /* the least disturbed round of each */
     for (int st = warmup; st < warmup + steps; st++) {
         const double all0 = acc.all;
@@ -304,17 +324,9 @@ int main(int argc, char **argv) {
         const double tp = mfu_set_pass(&ms);
         tg += tp;
         if (ms.flops / tp / 1e9 > best_pass) best_pass = ms.flops / tp / 1e9;
-        /* the evaluation's exchange is not part of the training step's traffic */
-        const double x0 = comm_bytes_alltoall, x1 = comm_bytes_allreduce;
-        const double x2 = comm_time_alltoall, x3 = comm_slots_offrank, x4 = comm_slots_fromrank;
         const double de = bench_eval(&bn, &t, &eproto, eval_fwd);
         te += de;
         if (de < min_eval) min_eval = de;
-        a2a_eval += comm_bytes_alltoall - x0;
-        ar_eval += comm_bytes_allreduce - x1;
-        ta2a_eval += comm_time_alltoall - x2;
-        slots_eval += comm_slots_offrank - x3;
-        slin_eval += comm_slots_fromrank - x4;
     }
     mfu_set_free(&ms);
     double gflops_mean = ms.flops * steps / tg / 1e9, gflops_best = best_pass;
@@ -323,12 +335,9 @@ int main(int argc, char **argv) {
     const double tf = acc.f, tb = acc.b, tr = acc.r, to = acc.o, tall = acc.all;
     double tok_s = (double)B * T * steps / tall;
     double fpt = lora_flops_per_token(&s, &lo, T);   /* = model_flops_per_token without LoRA */
-    double a2a = (comm_bytes_alltoall - a2a0 - a2a_eval) / steps;
-    double ar = (comm_bytes_allreduce - ar0 - ar_eval) / steps;
-    double slots = (comm_slots_offrank - slots0 - slots_eval) / steps;
-    double slin = (comm_slots_fromrank - slin0 - slin_eval) / steps;
-    double ta2a = (comm_time_alltoall - ta2a0 - ta2a_eval) / steps;
-    double tar = (comm_time_allreduce - tar0) / steps;
+    /* the training steps' traffic only (the evaluations exchange too) */
+    double a2a = acc.a2a / steps, ar = acc.ar / steps, slots = acc.slots / steps;
+    double slin = acc.slin / steps, ta2a = acc.ta2a / steps, tar = acc.tar / steps;
     size_t allocs = moe_alloc_calls() - calls0;
     double eval_tok_s = (double)B * T * steps / te;
     /* rank 0's fastest step and evaluation (steps end on a barrier, so all ranks agree) */
@@ -416,7 +425,7 @@ int main(int argc, char **argv) {
         tape_init(&t2, 0);
         t.profile = false;
         for (int st = 0; st < warmup; st++) bench_step(&bn, &t2, &proto2, st, NULL);
-        StepTimes a1 = {0, 0, 0, 0, 0, 0}, a2 = {0, 0, 0, 0, 0, 0};
+        StepTimes a1 = {0}, a2 = {0};
         for (int st = warmup; st < warmup + steps; st++) {
             bench_step(&bn, &t, &proto, st, &a1);
             bench_step(&bn, &t2, &proto2, st, &a2);
