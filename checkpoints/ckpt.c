@@ -108,6 +108,14 @@ static int write_state(Writer *w, const Config *c, const Model *m, const CkptMet
         h5io_attr_put_i64(f, p, "has_optimizer", w->optim ? 1 : 0, err) ||
         h5io_attr_put_str(f, p, "config_name", c->name ? c->name : "default", err))
         return -1;
+    uint64_t ema_bits;
+    memcpy(&ema_bits, &meta->gnorm_ema, sizeof ema_bits);
+    if (h5io_attr_put_i64(f, p, "lineage_gen", meta->lineage_gen, err) ||
+        h5io_attr_put_i64(f, p, "parent_gen", meta->parent_gen, err) ||
+        h5io_attr_put_i64(f, p, "parent_step", meta->parent_step, err) ||
+        h5io_attr_put_u64(f, p, "gnorm_ema_bits", ema_bits, err) ||
+        h5io_attr_put_i64(f, p, "gnorm_count", meta->gnorm_count, err))
+        return -1;
     if (meta->adapter && (h5io_attr_put_str(f, p, "base_path", meta->base_path, err) ||
                           h5io_attr_put_u64(f, p, "base_checksum", meta->base_checksum, err)))
         return -1;
@@ -270,6 +278,16 @@ static int read_meta(int64_t f, const char *path, CkptMeta *meta, MoeErr *err) {
     if (h5io_attr_get_i64(f, path, "has_optimizer", &has_opt, err)) return -1;
     t.has_optimizer = has_opt != 0;
     t.has_router_bias = h5io_exists(f, CKPT_ROUTER_BIAS) == 1;
+    if (h5io_attr_exists(f, "lineage_gen")) {   /* absent in files of older versions */
+        uint64_t ema_bits = 0;
+        if (h5io_attr_get_i64(f, path, "lineage_gen", &t.lineage_gen, err) ||
+            h5io_attr_get_i64(f, path, "parent_gen", &t.parent_gen, err) ||
+            h5io_attr_get_i64(f, path, "parent_step", &t.parent_step, err) ||
+            h5io_attr_get_u64(f, path, "gnorm_ema_bits", &ema_bits, err) ||
+            h5io_attr_get_i64(f, path, "gnorm_count", &t.gnorm_count, err))
+            return -1;
+        memcpy(&t.gnorm_ema, &ema_bits, sizeof t.gnorm_ema);
+    }
     if (h5io_attr_exists(f, "base_checksum")) {   /* an adapter checkpoint */
         t.adapter = true;
         if (h5io_attr_get_u64(f, path, "base_checksum", &t.base_checksum, err) ||
@@ -286,6 +304,10 @@ int ckpt_read_meta(const char *path, CkptMeta *meta, MoeErr *err) {
     int rc = read_meta(f, path, meta, err);
     h5io_close(f, path, NULL);
     return rc;
+}
+
+int ckpt_verify(const char *path, CkptMeta *meta, MoeErr *err) {
+    return ckpt_read_meta(path, meta, err);
 }
 
 /* A whole 1-D byte dataset into a new NUL-terminated buffer. */

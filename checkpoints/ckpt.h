@@ -72,6 +72,19 @@ typedef struct CkptMeta {
     bool adapter;
     uint64_t base_checksum;
     char base_path[1024];
+    /* Lineage inside a run directory: every process that trains in a run.dir gets a
+     * generation number (>= 1) above every generation already there; a checkpoint records
+     * its own generation and the (generation, step) of the checkpoint its process resumed
+     * from (parent_gen 0: no parent, a fresh start). Files written before these attributes
+     * existed, or by other commands (upcycle), read as generation 0 with no parent. */
+    int64_t lineage_gen;
+    int64_t parent_gen;
+    int64_t parent_step;
+    /* Gradient-spike detector state (train.spike_factor): the running mean of finite
+     * gradient norms and how many norms it has seen, so a resumed run flags the same
+     * steps. Stored as the double's bits; absent in older files (0, 0). */
+    double gnorm_ema;
+    int64_t gnorm_count;
 } CkptMeta;
 
 /* What `moetrain ckpt info` shows; filled by ckpt_inspect. */
@@ -108,6 +121,11 @@ int ckpt_save(const char *path, const Config *c, const Model *m, const CkptMeta 
  * Reads no tensor data. Fails (-1, err) on a missing, truncated or foreign file or an
  * unsupported version. */
 int ckpt_read_meta(const char *path, CkptMeta *meta, MoeErr *err);
+
+/* Whole-file verification without loading the model: the file is what was written (every
+ * byte as recorded at write time) and its metadata reads; *meta as ckpt_read_meta (may be
+ * NULL). Fails (-1, err naming the file and what did not match). */
+int ckpt_verify(const char *path, CkptMeta *meta, MoeErr *err);
 
 /* The config stored in the file, parsed by config_load_text (errors located as
  * "PATH:LINE:COL"); c->name is the original config name, c->path is PATH. *c must be zeroed
