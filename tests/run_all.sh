@@ -4,9 +4,14 @@
 #   2. the same tests built with AddressSanitizer + UndefinedBehaviorSanitizer (any report
 #      is fatal; tests/lsan.supp lists Open MPI's own allocations), except the *_2threads
 #      repeats of tests that already ran with one thread;
-#   3. every libFuzzer target for FUZZ_SECONDS (default 25) on its committed seed corpus
+#   3. stage 1's tests again with each other OpenBLAS kernel set this CPU runs (Haswell:
+#      AVX2, SkylakeX: AVX-512; and the library's own choice when the host sets
+#      OPENBLAS_CORETYPE): results through a BLAS differ in rounding between kernels and
+#      thread counts, and the suite must pass with any of them. The variable is set only
+#      for these test processes, never for a user's run;
+#   4. every libFuzzer target for FUZZ_SECONDS (default 25) on its committed seed corpus
 #      (tests/fuzz/run_fuzz.sh; clang).
-# Prints "run_all: N passed, N failed" over the three stages and exits non-zero on failure.
+# Prints "run_all: N passed, N failed" over the stages and exits non-zero on failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 pass=0; failed=0
@@ -26,6 +31,23 @@ stage "tests" build_and_test build ""
 # Under the sanitizers the *_2threads repeats are left out: they run the same code as their
 # one-thread runs (which ASan+UBSan do check); stage 1 runs them for the thread split.
 stage "tests under ASan+UBSan" build_and_test build-asan "_2threads$" -DMOE_SANITIZE=ON -DMOE_NATIVE=OFF
+# Kernel sets for stage 3: those the CPU can run, other than the one stage 1 was given.
+cpu_flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)
+kernels=()
+[ -n "${OPENBLAS_CORETYPE:-}" ] && kernels+=(default)
+for k in Haswell:avx2 SkylakeX:avx512f; do
+  name=${k%%:*}; flag=${k##*:}
+  if [[ " $cpu_flags " == *" $flag "* ]] && [ "${OPENBLAS_CORETYPE:-}" != "$name" ]; then
+    kernels+=("$name")
+  fi
+done
+for k in "${kernels[@]}"; do
+  if [ "$k" = default ]; then
+    stage "tests with OpenBLAS's own kernel choice" env -u OPENBLAS_CORETYPE ctest --test-dir build --output-on-failure
+  else
+    stage "tests with OPENBLAS_CORETYPE=$k" env OPENBLAS_CORETYPE="$k" ctest --test-dir build --output-on-failure
+  fi
+done
 stage "fuzzing (${FUZZ_SECONDS:-25} s per target)" tests/fuzz/run_fuzz.sh "${FUZZ_SECONDS:-25}"
 echo "run_all: $pass passed, $failed failed"
 [ "$failed" = 0 ]

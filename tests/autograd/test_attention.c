@@ -4,6 +4,7 @@
  * influence at all, forward or backward, and every key inside does), central finite
  * differences for dq, dk, dv (with and without a window), and the no-allocation-after-the-
  * first-step property. */
+#include "autograd/blas.h"
 #include "testutil.h"
 
 #include <check.h>
@@ -334,7 +335,9 @@ static Suite *attention_suite(void) {
     return s;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    (void)argc;
+    blas_init(argv);   /* start the BLAS as moetrain does: the kernels users run */
     SRunner *sr = srunner_create(attention_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

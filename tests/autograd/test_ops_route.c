@@ -9,6 +9,7 @@
  *   not change within the finite-difference step (checked, not assumed);
  * - no allocation after the first step, and grads accumulate.
  */
+#include "autograd/blas.h"
 #include "testutil.h"
 
 #include <check.h>
@@ -505,7 +506,9 @@ static Suite *ops_route_suite(void) {
     return s;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    (void)argc;
+    blas_init(argv);   /* start the BLAS as moetrain does: the kernels users run */
     SRunner *sr = srunner_create(ops_route_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

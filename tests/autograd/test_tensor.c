@@ -9,6 +9,7 @@
  * test_ops.c: h = 1e-2, atol 2e-3 for the rmsnorm inside, rtol 1e-2) to show the inline
  * graph itself is the right gradient.
  */
+#include "autograd/blas.h"
 #include "testutil.h"
 
 #include <check.h>
@@ -345,7 +346,9 @@ START_TEST(scratch_growth) {
 }
 END_TEST
 
-int main(void) {
+int main(int argc, char **argv) {
+    (void)argc;
+    blas_init(argv);   /* start the BLAS as moetrain does: the kernels users run */
     Suite *s = suite_create("tensor");
     TCase *tc = tcase_create("backward_multi");
     tcase_add_test(tc, backward_multi_equals_scalar_loss);

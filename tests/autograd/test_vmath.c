@@ -1,6 +1,7 @@
 /* test_vmath.c: the vectorisable exp and sigmoid of autograd/vmath.h against double-precision
  * exp, over a stride of the float bit patterns where exp is a normal float, plus the edge cases
  * the training loop relies on (underflow to 0, overflow to inf, NaN propagates). */
+#include "autograd/blas.h"
 #include "autograd/vmath.h"
 
 #include <check.h>
@@ -101,7 +102,9 @@ START_TEST(test_reductions) {
 }
 END_TEST
 
-int main(void) {
+int main(int argc, char **argv) {
+    (void)argc;
+    blas_init(argv);   /* start the BLAS as moetrain does: the kernels users run */
     Suite *s = suite_create("vmath");
     TCase *tc = tcase_create("vmath");
     tcase_set_timeout(tc, 60);

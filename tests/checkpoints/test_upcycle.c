@@ -25,6 +25,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "autograd/blas.h"
 #include "checkpoints/ckpt.h"
 #include "checkpoints/upcycle.h"
 #include "layers/model.h"
@@ -880,7 +881,9 @@ static Suite *upcycle_suite(void) {
     return s;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    (void)argc;
+    blas_init(argv);   /* start the BLAS as moetrain does: the kernels users run */
     SRunner *sr = srunner_create(upcycle_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/blas.h"
 #include "data/loader.h"
 
 enum { NTOK = 1000, T = 8 };
@@ -282,7 +283,9 @@ static Suite *loader_suite(void) {
     return s;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    (void)argc;
+    blas_init(argv);   /* start the BLAS as moetrain does: the kernels users run */
     SRunner *sr = srunner_create(loader_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

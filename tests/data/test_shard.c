@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "autograd/blas.h"
 #include "data/shard.h"
 
 static char g_dir[512];
@@ -263,7 +264,9 @@ static Suite *shard_suite(void) {
     return s;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    (void)argc;
+    blas_init(argv);   /* start the BLAS as moetrain does: the kernels users run */
     const char *base = getenv("MOE_BUILD_DIR");
     snprintf(g_dir, sizeof g_dir, "%s/test_shard_XXXXXX", base && *base ? base : "/tmp");
     if (!mkdtemp(g_dir)) {

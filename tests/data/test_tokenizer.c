@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "autograd/blas.h"
 #include "data/tokenizer.h"
 #include "testutil.h"
 
@@ -648,7 +649,9 @@ static Suite *tokenizer_suite(void) {
     return s;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    (void)argc;
+    blas_init(argv);   /* start the BLAS as moetrain does: the kernels users run */
     SRunner *sr = srunner_create(tokenizer_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

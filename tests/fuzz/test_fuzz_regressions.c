@@ -21,6 +21,7 @@
 
 #include <hdf5.h>
 
+#include "autograd/blas.h"
 #include "checkpoints/ckpt.h"
 #include "checkpoints/gguf.h"
 #include "data/tokenizer.h"
@@ -264,7 +265,9 @@ static Suite *suite(void) {
     return s;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    (void)argc;
+    blas_init(argv);   /* start the BLAS as moetrain does: the kernels users run */
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     SRunner *r = srunner_create(suite());
     srunner_run_all(r, CK_NORMAL);

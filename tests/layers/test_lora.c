@@ -21,6 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "autograd/blas.h"
 #include "checkpoints/ckpt.h"
 #include "checkpoints/finetune.h"
 #include "layers/lora.h"
@@ -590,7 +591,9 @@ START_TEST(test_adapter_checkpoint) {
 }
 END_TEST
 
-int main(void) {
+int main(int argc, char **argv) {
+    (void)argc;
+    blas_init(argv);   /* start the BLAS as moetrain does: the kernels users run */
     Suite *s = suite_create("lora");
     TCase *tc = tcase_create("op");
     tcase_add_test(tc, test_linear_forward);

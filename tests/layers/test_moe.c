@@ -89,7 +89,9 @@ START_TEST(test_router_entropy_split) {
 }
 END_TEST
 
-int main(void) {
+int main(int argc, char **argv) {
+    (void)argc;
+    blas_init(argv);   /* start the BLAS as moetrain does: the kernels users run */
     Suite *s = suite_create("moe");
     TCase *tc = tcase_create("split_rows");
     tcase_add_test(tc, test_router_noise_split);

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/blas.h"
 #include "layers/model.h"
 #include "layers/router_bias.h"
 #include "optim/adamw.h"
@@ -235,7 +236,9 @@ static Suite *router_bias_suite(void) {
     return s;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    (void)argc;
+    blas_init(argv);   /* start the BLAS as moetrain does: the kernels users run */
     SRunner *sr = srunner_create(router_bias_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/blas.h"
 #include "optim/adamw.h"
 #include "testutil.h"
 
@@ -181,7 +182,9 @@ START_TEST(test_schedule_by_hand) {
 }
 END_TEST
 
-int main(void) {
+int main(int argc, char **argv) {
+    (void)argc;
+    blas_init(argv);   /* start the BLAS as moetrain does: the kernels users run */
     Suite *s = suite_create("optim");
     TCase *tc = tcase_create("adamw");
     tcase_add_test(tc, test_adamw_first_step_by_hand);

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/blas.h"
 #include "layers/model.h"
 #include "layers/router_bias.h"
 #include "parallel/dp.h"
@@ -258,6 +259,7 @@ START_TEST(test_recompute_matches_plain) {
 END_TEST
 
 int main(int argc, char **argv) {
+    blas_init(argv);   /* start the BLAS as moetrain does: the kernels users run */
     comm_init(&g_comm, &argc, &argv);
     if (argc > 1) g_ep = atoi(argv[1]);
     if (argc > 2) g_router = !strcmp(argv[2], "topp")            ? MOE_ROUTER_TOPP

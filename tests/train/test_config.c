@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "autograd/blas.h"
 #include "train/config.h"
 
 static char g_dir[256];
@@ -632,7 +633,9 @@ static Suite *config_suite(void) {
     return s;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    (void)argc;
+    blas_init(argv);   /* start the BLAS as moetrain does: the kernels users run */
     snprintf(g_dir, sizeof g_dir, "/tmp/moe_test_config_XXXXXX");
     if (!mkdtemp(g_dir)) {
         perror("mkdtemp");

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "autograd/blas.h"
 #include "testutil.h"
 #include "train/json.h"
 #include "train/report.h"
@@ -786,7 +787,9 @@ static Suite *report_suite(void) {
     return s;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    (void)argc;
+    blas_init(argv);   /* start the BLAS as moetrain does: the kernels users run */
     SRunner *sr = srunner_create(report_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
