@@ -243,6 +243,7 @@ static int write_holder(int fd, const char *lock, MoeErr *err) {
     struct tm tm;
     if (gmtime_r(&now, &tm)) strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
     int n = snprintf(text, sizeof text, "%ld %s %s\n", (long)getpid(), host, when);
+    if (n < 0 || (size_t)n >= sizeof text) n = (int)strlen(text);
     if (ftruncate(fd, 0) != 0 || pwrite(fd, text, (size_t)n, 0) != (ssize_t)n) {
         moe_errorf(err, "%s: cannot write: %s", lock, strerror(errno));
         return moe_hintf(err, "check free disk space and the permissions of run.dir");
