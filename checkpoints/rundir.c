@@ -203,7 +203,7 @@ int rundir_check_fresh(const char *run_dir, MoeErr *err) {
     int k = snprintf(what, sizeof what, "%s%s%s", metrics ? "metrics.jsonl" : "",
                      metrics && evals ? ", " : "", evals ? "eval.jsonl" : "");
     if (n_ckpt)
-        snprintf(what + k, sizeof what - (size_t)k, "%s%zu checkpoint file(s) (last %s)",
+        snprintf(what + k, sizeof what - (size_t)k, "%s%zu checkpoint file(s), the last %s",
                  k ? " and " : "", n_ckpt, newest);
     moe_errorf(err, "run.dir %s already holds a run (%s): a fresh start there would mix its "
                "files with that run's; nothing was changed", run_dir, what);
