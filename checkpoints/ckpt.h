@@ -171,26 +171,4 @@ int ckpt_file_checksum(const char *path, uint64_t *sum, MoeErr *err);
 int ckpt_inspect(const char *path, CkptInfo *info, MoeErr *err);
 void ckpt_info_free(CkptInfo *info);
 
-/* ---- run-directory helpers: checkpoints live in RUN/checkpoints/step_<8 digits>.h5 ---- */
-
-/* "RUN/checkpoints" into out. Returns 0, or -1 when it does not fit in cap. */
-int ckpt_dir_of(const char *run_dir, char *out, size_t cap);
-/* "RUN/checkpoints/step_00000040.h5" into out. Returns 0, or -1 when it does not fit. */
-int ckpt_path_for_step(const char *run_dir, int64_t step, char *out, size_t cap);
-/* mkdir -p RUN/checkpoints. Fails (-1, err naming the directory and the OS reason). */
-int ckpt_prepare_dir(const char *run_dir, MoeErr *err);
-
-/* The newest COMPLETE checkpoint of the run (for `--resume auto`): among
- * RUN/checkpoints/step_<digits>.h5 (temporaries "*.tmp" never match), by step, the first
- * that passes ckpt_read_meta (a truncated or foreign file is skipped). Writes its path to
- * out and returns 0; returns -1 with out = "" when there is none (or no such directory,
- * or the path does not fit in cap). */
-int ckpt_find_latest(const char *run_dir, char *out, size_t cap);
-
-/* Keep the `keep` (>= 1) newest checkpoints of the run by step, delete the older
- * step_*.h5 files and any left-over step_*.h5.tmp (from a killed writer: call this only
- * from the one process that writes checkpoints, after its save returned). A missing
- * directory is fine. Fails (-1, err) when a file cannot be removed or the directory read. */
-int ckpt_rotate(const char *run_dir, int keep, MoeErr *err);
-
 #endif

@@ -6,7 +6,8 @@
  *   moetrain --help | SUBCOMMAND --help
  *
  * User errors print "moetrain: error: ..." and "hint: ..." and exit 1; --help exits 0;
- * a bad command line exits 2.
+ * a bad command line, and a training refused before it changed anything (TRAIN_REFUSED: a
+ * run.dir that belongs to another run), exit 2.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -46,9 +47,11 @@ static const char *MAIN_HELP =
     "options:\n"
     "  --set section.key=value  override one config key (repeatable), validated like the\n"
     "                           file; lists as --set data.text=[a.txt,b.txt]\n"
-    "  --resume PATH|auto       continue from a checkpoint (auto: the newest complete one\n"
-    "                           in run.dir/checkpoints, or a fresh start if there is none);\n"
-    "                           a config that changes the model shape is refused\n"
+    "  --resume PATH|auto       continue from a checkpoint (auto: the newest checkpoint of\n"
+    "                           the latest run in run.dir/checkpoints, or a fresh start if\n"
+    "                           there is none); a config that changes the model shape is\n"
+    "                           refused. Without it, a run.dir holding another run's\n"
+    "                           checkpoints or metrics is refused (exit 2)\n"
     "  --stop-at STEP           save a checkpoint and exit 0 after STEP (the schedule still\n"
     "                           spans train.steps; continue later with --resume auto)\n"
     "  -h, --help               this help; `moetrain SUBCOMMAND --help` for subcommands\n"
@@ -229,6 +232,10 @@ static int cmd_train(int argc, char **argv) {
     }
     int rc = train_run(&c, &g_comm, &opt, &err);
     config_free(&c);
+    if (rc == TRAIN_REFUSED) {
+        fail(&err);
+        return 2;
+    }
     return rc ? fail(&err) : 0;
 }
 

@@ -22,6 +22,7 @@
 #include "data/tokenizer.h"
 #include "checkpoints/ckpt.h"
 #include "checkpoints/finetune.h"
+#include "checkpoints/rundir.h"
 #include "checkpoints/upcycle.h"
 #include "layers/router_bias.h"
 #include "optim/adamw.h"
@@ -189,9 +190,20 @@ static int dataset_open(const Config *c, DataSet *d, MoeErr *err) {
 typedef struct Logger {
     FILE *metrics;      /* run.dir/metrics.jsonl */
     FILE *evals;        /* run.dir/eval.jsonl */
+    char metrics_path[4200], evals_path[4200];
     bool tty;
     double t_start;
 } Logger;
+
+/* A log write is checked once, after its flush: every fprintf that failed set the stream's
+ * error flag, and the flush reports (errno) what the OS said. A full disk then stops the run
+ * at that line, not at the next checkpoint. */
+static int log_flush(FILE *f, const char *path, MoeErr *err) {
+    if (fflush(f) == 0 && !ferror(f)) return 0;
+    moe_errorf(err, "%s: write failed: %s", path, strerror(errno));
+    return moe_hintf(err, "free space on its disk (or raise the file-size limit), then "
+                     "continue with --resume auto from the last checkpoint");
+}
 
 static void fmt_eta(double s, char *out, size_t cap) {
     if (!(s >= 0) || s > 1e7) { snprintf(out, cap, "?"); return; }
@@ -221,7 +233,9 @@ static void layer_load(const MoeStats *st, int l, double *share, double *max_ove
     *max_over_mean = mx * st->E;
 }
 
-static void log_step(Logger *lg, const StepLog *s, const Model *m, bool print) {
+/* One step: a line of metrics.jsonl (checked: -1 with err when the write fails) and the
+ * terminal output. */
+static int log_step(Logger *lg, const StepLog *s, const Model *m, bool print, MoeErr *err) {
     const MoeStats *st = &m->stats;
     double share[1024];
     /* metrics.jsonl: one object per step */
@@ -271,7 +285,7 @@ static void log_step(Logger *lg, const StepLog *s, const Model *m, bool print) {
         }
     }
     fprintf(f, "}\n");
-    fflush(f);
+    if (log_flush(f, lg->metrics_path, err)) return -1;
 
     char eta[32];
     double elapsed = moe_now() - lg->t_start;
@@ -285,7 +299,7 @@ static void log_step(Logger *lg, const StepLog *s, const Model *m, bool print) {
                s->steps, s->loss, s->tok_s, eta);
         fflush(stdout);
     }
-    if (!print) return;
+    if (!print) return 0;
     if (lg->tty) printf("\r\033[K");
     printf("step %5ld/%ld | loss %.4f (lm %.4f aux %.4f z %.4f) | lr %.2e | gnorm %.3f | "
            "%.0f tok/s | MFU %.2f | eta %s%s\n", s->step, s->steps, s->loss, s->lm, s->aux, s->z,
@@ -315,6 +329,7 @@ static void log_step(Logger *lg, const StepLog *s, const Model *m, bool print) {
         }
     }
     fflush(stdout);
+    return 0;
 }
 
 /* ---- the trainer ---- */
@@ -339,6 +354,7 @@ typedef struct Trainer {
     long gnorm_count;
     Model full;            /* rank 0 with expert parallelism: every expert, for saving */
     float *xfer;           /* (3, expert block) receive buffer for the expert gather */
+    RunDir rd;             /* rank 0: the locked run directory, this process's generation */
     bool lora;             /* finetune.lora_rank > 0: adapter checkpoints on a frozen base */
     char base_path[1024];  /* LoRA: the base checkpoint and the checksum of its bytes */
     uint64_t base_sum;
@@ -478,6 +494,7 @@ static void train_step(Trainer *tr, StepLog *sl) {
 }
 
 static void trainer_free(Trainer *tr) {
+    rundir_close(&tr->rd);   /* last: the lock is held while anything is written */
     if (tr->full.layer) model_free(&tr->full);
     moe_free(tr->xfer);
     moe_free(tr->in);
@@ -528,6 +545,7 @@ static int trainer_base(Trainer *tr, const char *path, const CkptMeta *meta, Moe
 static int trainer_resume(Trainer *tr, const char *path, MoeErr *err) {
     CkptMeta meta;
     if (ckpt_read_meta(path, &meta, err)) return -1;
+    if (tr->comm->rank == 0) rundir_set_parent(&tr->rd, path, &meta);
     if (meta.adapter && trainer_base(tr, path, &meta, err)) return -1;
     /* A weights-only file (e.g. `moetrain upcycle` output) starts fresh moments. */
     if (ckpt_load(path, &tr->model, &meta, meta.has_optimizer, err)) return -1;
@@ -560,6 +578,9 @@ static int trainer_resume(Trainer *tr, const char *path, MoeErr *err) {
     if (loader_set_state(&tr->data.loader, ls, err)) return -1;
     tr->step = (long)meta.step;
     tr->tokens_seen = (long)meta.tokens_seen;
+    /* the spike detector continues where it was (older files: 0, 0, it starts over) */
+    tr->gnorm_ema = meta.gnorm_ema;
+    tr->gnorm_count = (long)meta.gnorm_count;
     tr->resumed = true;
     return 0;
 }
@@ -627,8 +648,29 @@ static int trainer_start(Trainer *tr, const Config *c, const Comm *comm, MoeErr 
     return trainer_upcycle(tr, c, comm, err) || trainer_finetune(tr, c, comm, err) ? -1 : 0;
 }
 
-static int trainer_init(Trainer *tr, const Config *c, const Comm *comm, const char *resume,
+/* Rank 0 takes the run directory before anything is written in it (rundir_open: the lock,
+ * and for a fresh start the check that no other run's files are there), then names the
+ * checkpoint to resume into from ("" = start from scratch). Returns 0, or the exit status of
+ * the failure: 2 for a refusal (RUNDIR_REFUSED), 1 for other errors. */
+static int take_run_dir(Trainer *tr, const char *resume, char *from, size_t cap, MoeErr *err) {
+    const char *dir = tr->c->run.dir;
+    from[0] = 0;
+    int rc = rundir_open(&tr->rd, dir, resume == NULL, err);
+    if (!rc && resume && strcmp(resume, "auto") != 0) snprintf(from, cap, "%s", resume);
+    if (!rc && resume && !strcmp(resume, "auto")) {
+        rc = rundir_find_resume(dir, from, cap, stdout, err);
+        if (rc == 1) {
+            printf("--resume auto: no checkpoint in %s/checkpoints yet, starting from scratch\n",
+                   dir);
+            rc = 0;
+        }
+    }
+    return rc == RUNDIR_REFUSED ? 2 : rc ? 1 : 0;
+}
+
+static int trainer_init(Trainer *tr, const Config *c, const Comm *comm, const TrainOptions *opt,
                         MoeErr *err) {
+    const char *resume = opt->resume;
     memset(tr, 0, sizeof *tr);
     tr->c = c;
     tr->comm = comm;
@@ -648,7 +690,15 @@ static int trainer_init(Trainer *tr, const Config *c, const Comm *comm, const ch
         }
         if (bad) return -1;   /* every rank reaches the same verdict */
     }
-    if (comm->rank == 0) bad = moe_mkdirs(c->run.dir, err) || dataset_open(c, &tr->data, err);
+    char from[4096];   /* the checkpoint to resume from, chosen by rank 0 ("": none) */
+    bad = comm->rank == 0 ? take_run_dir(tr, resume, from, sizeof from, err) : 0;
+    if ((bad = comm_max_world_i(comm, bad))) {
+        if (comm->rank != 0) moe_errorf(err, "rank 0 could not take the run directory %s",
+                                        c->run.dir);
+        return bad == 2 ? TRAIN_REFUSED : -1;
+    }
+    if (comm->mpi) MPI_Bcast(from, (int)sizeof from, MPI_CHAR, 0, comm->world);
+    if (comm->rank == 0) bad = dataset_open(c, &tr->data, err);
     if (comm_max_world_i(comm, bad)) {
         if (comm->rank != 0) moe_errorf(err, "rank 0 failed to prepare the data");
         return -1;
@@ -689,29 +739,27 @@ static int trainer_init(Trainer *tr, const Config *c, const Comm *comm, const ch
         model_init_lora(&tr->full, &shape, &lora, 0, shape.E, (uint64_t)c->train.seed);
         tr->xfer = moe_malloc(3 * sizeof(float) * tr->model.ps.blocks[PBLOCK_EXPERT].n);
     }
-    if (resume) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s", resume);
-        if (!strcmp(resume, "auto") && ckpt_find_latest(c->run.dir, path, sizeof path)) {
-            if (comm->rank == 0)
-                printf("--resume auto: no checkpoint in %s/checkpoints yet, starting from "
-                       "scratch\n", c->run.dir);
-            return trainer_start(tr, c, comm, err);
-        }
-        bad = check_resume_config(c, path, comm->rank == 0, err) || trainer_resume(tr, path, err);
-        if (comm_max_world_i(comm, bad)) {
-            if (!bad) moe_errorf(err, "another rank failed to resume from %s", path);
-            return -1;
-        }
-        if (comm->rank == 0) printf("resumed from %s at step %ld\n", path, tr->step);
-        return 0;
+    if (!from[0]) return trainer_start(tr, c, comm, err);
+    bad = check_resume_config(c, from, comm->rank == 0, err) || trainer_resume(tr, from, err);
+    if (comm_max_world_i(comm, bad)) {
+        if (!bad) moe_errorf(err, "another rank failed to resume from %s", from);
+        return -1;
     }
-    return trainer_start(tr, c, comm, err);
+    if (comm->rank == 0) printf("resumed from %s at step %ld\n", from, tr->step);
+    if (opt->stop_at > 0 && opt->stop_at <= tr->step) {   /* the same verdict on every rank */
+        moe_errorf(err, "--stop-at %ld is not after step %ld, where %s resumes", opt->stop_at,
+                   tr->step, from);
+        moe_hintf(err, "give a --stop-at above %ld (or leave it out to train to train.steps = "
+                  "%ld)", tr->step, (long)c->train.steps);
+        return TRAIN_REFUSED;
+    }
+    return 0;
 }
 
 /* Write RUN/checkpoints/step_N.h5 (rank 0; with expert parallelism the other ranks of EP
- * group 0 send their experts, values and moments, to rank 0 first), then keep the newest
- * checkpoint.keep. All ranks call this together. */
+ * group 0 send their experts, values and moments, to rank 0 first) with this process's
+ * lineage and spike-detector state, then keep the newest checkpoint.keep of its lineage
+ * (rundir_rotate). All ranks call this together. */
 static int save_checkpoint(Trainer *tr, MoeErr *err) {
     const Config *c = tr->c;
     const Comm *comm = tr->comm;
@@ -777,12 +825,15 @@ static int save_checkpoint(Trainer *tr, MoeErr *err) {
                          .loader_cursor = ls.cursor,
                          .loader_windows = loader_train_windows(&tr->data.loader),
                          .tok_hash = tok_hash(&tr->data.tok), .adapter = tr->lora,
-                         .base_checksum = tr->base_sum};
+                         .base_checksum = tr->base_sum, .lineage_gen = tr->rd.gen,
+                         .parent_gen = tr->rd.parent_gen, .parent_step = tr->rd.parent_step,
+                         .gnorm_ema = tr->gnorm_ema, .gnorm_count = tr->gnorm_count};
         snprintf(meta.base_path, sizeof meta.base_path, "%s", tr->base_path);
-        ckpt_path_for_step(c->run.dir, tr->step, path, sizeof path);
-        bad = ckpt_prepare_dir(c->run.dir, err) ||
+        rundir_ckpt_path(c->run.dir, tr->step, path, sizeof path);
+        bad = rundir_prepare(c->run.dir, err) ||
+              rundir_set_aside(&tr->rd, tr->step, stdout, err) ||
               ckpt_save(path, c, src, &meta, c->data.tokenizer, true, err) ||
-              ckpt_rotate(c->run.dir, c->checkpoint.keep, err);
+              rundir_rotate(&tr->rd, tr->step, c->checkpoint.keep, stdout, err);
         if (!bad) {
             printf("saved checkpoint %s\n", path);
             fflush(stdout);
@@ -798,49 +849,64 @@ static int save_checkpoint(Trainer *tr, MoeErr *err) {
 static volatile sig_atomic_t g_signal = 0;
 static void on_signal(int sig) { g_signal = sig; }
 
-/* A resumed run appends to its logs; a new one starts them. */
-static int open_logs(const Config *c, Logger *lg, bool mpi, bool append, MoeErr *err) {
-    char path[4200];
-    const char *mode = append ? "a" : "w";
-    snprintf(path, sizeof path, "%s/metrics.jsonl", c->run.dir);
-    lg->metrics = fopen(path, mode);
+/* The logs are always appended to: a fresh start only gets here when the run directory held
+ * no metrics (rundir_open), and a resumed run continues them. config.yaml is replaced
+ * atomically. Every write is checked. */
+static int open_logs(const Config *c, Logger *lg, bool mpi, MoeErr *err) {
+    snprintf(lg->metrics_path, sizeof lg->metrics_path, "%s/metrics.jsonl", c->run.dir);
+    snprintf(lg->evals_path, sizeof lg->evals_path, "%s/eval.jsonl", c->run.dir);
+    const char *path = lg->metrics_path;
+    lg->metrics = fopen(path, "a");
     if (lg->metrics) {
-        snprintf(path, sizeof path, "%s/eval.jsonl", c->run.dir);
-        lg->evals = fopen(path, mode);
+        path = lg->evals_path;
+        lg->evals = fopen(path, "a");
     }
     if (!lg->metrics || !lg->evals) {
         moe_errorf(err, "%s: cannot write metrics: %s", path, strerror(errno));
         return moe_hintf(err, "check that run.dir (%s) is writable", c->run.dir);
     }
-    snprintf(path, sizeof path, "%s/config.yaml", c->run.dir);
+    char cfg[4200];
+    snprintf(cfg, sizeof cfg, "%s/config.yaml", c->run.dir);
     char *yaml = config_to_yaml(c);
-    FILE *f = fopen(path, "w");
-    if (f) {
-        fputs(yaml, f);
-        fclose(f);
+    DataAtomicFile af;
+    int rc = data_atomic_open(&af, cfg, err);
+    if (!rc) {
+        fputs(yaml, af.fp);   /* a failure sets the error flag, which the commit checks */
+        rc = data_atomic_commit(&af, err);
     }
     moe_free(yaml);
+    if (rc) return -1;
     /* under mpirun stdout is a pseudo-terminal of the launcher: plain lines there */
     lg->tty = !mpi && isatty(fileno(stdout));
     return 0;
 }
 
-/* Validation loss at the current step: printed and logged to eval.jsonl and metrics.jsonl
- * (rank 0). All ranks call this together. */
-static void eval_and_log(Trainer *tr, Logger *lg, bool root) {
-    double t1 = moe_now();
-    double vl = evaluate(tr);
-    if (!root) return;
+/* Rank 0's part of eval_and_log: the line on the terminal and in both logs (checked). */
+static int log_eval(const Trainer *tr, Logger *lg, double vl, double t1, MoeErr *err) {
     if (lg->tty) printf("\r\033[K");
     printf("step %5ld/%ld | val_loss %.4f (ppl %.1f) | %.1f s\n", tr->step,
            (long)tr->c->train.steps, vl, exp(vl), moe_now() - t1);
     fflush(stdout);
     fprintf(lg->evals, "{\"step\":%ld,\"tokens\":%ld,\"val_loss\":%.6g}\n", tr->step,
             tr->tokens_seen, vl);
-    fflush(lg->evals);
+    if (log_flush(lg->evals, lg->evals_path, err)) return -1;
     fprintf(lg->metrics, "{\"step\":%ld,\"tokens\":%ld,\"val_loss\":%.6g}\n", tr->step,
             tr->tokens_seen, vl);
-    fflush(lg->metrics);
+    return log_flush(lg->metrics, lg->metrics_path, err);
+}
+
+/* Validation loss at the current step: printed and logged to eval.jsonl and metrics.jsonl
+ * (rank 0). All ranks call this together and agree on rank 0's write verdict (-1 with err
+ * on every rank when a write failed). */
+static int eval_and_log(Trainer *tr, Logger *lg, bool root, MoeErr *err) {
+    double t1 = moe_now();
+    double vl = evaluate(tr);
+    int bad = root ? log_eval(tr, lg, vl, t1, err) : 0;
+    if (comm_max_world_i(tr->comm, bad)) {
+        if (!root) moe_errorf(err, "rank 0 could not write the logs");
+        return -1;
+    }
+    return 0;
 }
 
 int train_run(const Config *c, const Comm *comm, const TrainOptions *opt, MoeErr *err) {
@@ -851,8 +917,9 @@ int train_run(const Config *c, const Comm *comm, const TrainOptions *opt, MoeErr
     bool signals = false;
     memset(&lg, 0, sizeof lg);
     const bool root = comm->rank == 0;
-    if (trainer_init(&tr, c, comm, opt->resume, err)) goto fail;
-    int bad = root ? open_logs(c, &lg, comm->mpi, tr.resumed, err) : 0;
+    if ((rc = trainer_init(&tr, c, comm, opt, err)) != 0) goto fail;
+    rc = -1;
+    int bad = root ? open_logs(c, &lg, comm->mpi, err) : 0;
     if (comm_max_world_i(comm, bad)) {
         if (!root) moe_errorf(err, "rank 0 could not open the run directory");
         goto fail;
@@ -905,7 +972,7 @@ int train_run(const Config *c, const Comm *comm, const TrainOptions *opt, MoeErr
     signals = true;
     long first_step = tr.step;
     /* a new fine-tuning run first measures the base model on the new corpus */
-    if (c->finetune.init_from && !tr.resumed) eval_and_log(&tr, &lg, root);
+    if (c->finetune.init_from && !tr.resumed && eval_and_log(&tr, &lg, root, err)) goto fail;
     while (tr.step < c->train.steps) {
         double t0 = moe_now();
         StepLog sl;
@@ -916,9 +983,14 @@ int train_run(const Config *c, const Comm *comm, const TrainOptions *opt, MoeErr
         sl.mfu = flops_tok * sl.tok_s / 1e9 / sgemm_gflops;
         bool last = tr.step == c->train.steps;
         bool print = tr.step % c->train.log_every == 0 || tr.step == 1 || last || sl.skipped;
-        if (root) log_step(&lg, &sl, &tr.model, print);
-        if ((c->train.eval_every > 0 && tr.step % c->train.eval_every == 0) || last)
-            eval_and_log(&tr, &lg, root);
+        bad = root ? log_step(&lg, &sl, &tr.model, print, err) : 0;
+        if (comm_max_world_i(comm, bad)) {
+            if (!root) moe_errorf(err, "rank 0 could not write the logs");
+            goto fail;
+        }
+        if (((c->train.eval_every > 0 && tr.step % c->train.eval_every == 0) || last) &&
+            eval_and_log(&tr, &lg, root, err))
+            goto fail;
         int stop = comm_max_world_i(comm, (int)g_signal);
         bool periodic = c->checkpoint.every > 0 && tr.step % c->checkpoint.every == 0;
         bool stop_at = opt->stop_at > 0 && tr.step == opt->stop_at;
@@ -955,8 +1027,15 @@ fail:
         sigaction(SIGTERM, &old_term, NULL);
         sigaction(SIGUSR1, &old_usr1, NULL);
     }
-    if (lg.metrics) fclose(lg.metrics);
-    if (lg.evals) fclose(lg.evals);
+    /* everything was flushed and checked line by line; a failing close still fails the run */
+    const char *unclosed = NULL;
+    if (lg.metrics && fclose(lg.metrics) != 0) unclosed = lg.metrics_path;
+    if (lg.evals && fclose(lg.evals) != 0) unclosed = lg.evals_path;
+    if (unclosed && rc == 0) {
+        moe_errorf(err, "%s: close failed: %s", unclosed, strerror(errno));
+        moe_hintf(err, "check free disk space; the checkpoints are complete");
+        rc = -1;
+    }
     trainer_free(&tr);
     return rc;
 }

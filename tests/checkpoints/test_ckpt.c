@@ -4,7 +4,6 @@
  *   config round-trip; a rank holding experts [2, 4) loads exactly those global experts;
  * - missing dataset and shape mismatch are named; truncated and bit-flipped files fail
  *   cleanly, the flip with a checksum error naming the dataset;
- * - find_latest skips temporaries and damaged files; rotate keeps exactly `keep`;
  * - nothing is left behind by a save, failed saves leave nothing and an older file intact;
  * - `moetrain ckpt info` exits 0 on a good file and 1 on a corrupt one;
  * - the aux-loss-free balancing bias (/state/router_bias): saved only when the model routes
@@ -362,72 +361,6 @@ START_TEST(test_bitflip) {
 }
 END_TEST
 
-/* ---- run directory ---- */
-
-START_TEST(test_find_latest) {
-    Model m;
-    Config c;
-    save_ref(&m, &c);
-    char run[300], p[400], got[400];
-    snprintf(run, sizeof run, "%s/run", g_dir);
-    ck_assert_int_eq(ckpt_find_latest(run, got, sizeof got), -1);   /* no directory yet */
-    ck_assert_str_eq(got, "");
-    MoeErr err;
-    ck_assert_int_eq(ckpt_prepare_dir(run, &err), 0);
-    ck_assert_int_eq(ckpt_find_latest(run, got, sizeof got), -1);   /* empty */
-    ckpt_path_for_step(run, 10, p, sizeof p);
-    copy_file(g_path, p, -1);
-    ckpt_path_for_step(run, 20, p, sizeof p);
-    char want[400];
-    snprintf(want, sizeof want, "%s/checkpoints/step_00000020.h5", run);
-    ck_assert_str_eq(p, want);
-    copy_file(g_path, p, -1);
-    ckpt_path_for_step(run, 30, p, sizeof p);              /* newer but truncated */
-    copy_file(g_path, p, file_size(g_path) - 100);
-    snprintf(p, sizeof p, "%s/checkpoints/step_00000040.h5.tmp", run);   /* killed writer */
-    copy_file(g_path, p, -1);
-    snprintf(p, sizeof p, "%s/checkpoints/step_00000050.h5", run);       /* not HDF5 */
-    FILE *junk = fopen(p, "w");
-    fputs("junk", junk);
-    fclose(junk);
-    ck_assert_int_eq(ckpt_find_latest(run, got, sizeof got), 0);
-    ck_assert_str_eq(got, want);
-    config_free(&c);
-    model_free(&m);
-}
-END_TEST
-
-START_TEST(test_rotate) {
-    char run[300], p[600], dir[400];
-    snprintf(run, sizeof run, "%s/run", g_dir);
-    MoeErr err;
-    ck_assert_int_eq(ckpt_rotate(run, 2, &err), 0);   /* no directory: nothing to do */
-    ck_assert_int_eq(ckpt_prepare_dir(run, &err), 0);
-    ckpt_dir_of(run, dir, sizeof dir);
-    for (int s = 1; s <= 5; s++) {   /* rotation is by name: content does not matter */
-        ckpt_path_for_step(run, s * 100, p, sizeof p);
-        FILE *f = fopen(p, "w");
-        fclose(f);
-    }
-    snprintf(p, sizeof p, "%s/step_00000600.h5.tmp", dir);
-    fclose(fopen(p, "w"));
-    snprintf(p, sizeof p, "%s/notes.txt", dir);   /* not ours: never touched */
-    fclose(fopen(p, "w"));
-    ck_assert_int_eq(ckpt_rotate(run, 2, &err), 0);
-    ck_assert_int_eq(count_entries(dir), 3);
-    ckpt_path_for_step(run, 500, p, sizeof p);
-    ck_assert_int_eq(access(p, F_OK), 0);
-    ckpt_path_for_step(run, 400, p, sizeof p);
-    ck_assert_int_eq(access(p, F_OK), 0);
-    ckpt_path_for_step(run, 300, p, sizeof p);
-    ck_assert_int_eq(access(p, F_OK), -1);
-    ck_assert_int_eq(ckpt_rotate(run, 1, &err), 0);
-    ck_assert_int_eq(count_entries(dir), 2);
-    ckpt_path_for_step(run, 500, p, sizeof p);
-    ck_assert_int_eq(access(p, F_OK), 0);
-}
-END_TEST
-
 /* ---- failed saves ---- */
 
 START_TEST(test_save_fails_cleanly) {
@@ -579,7 +512,6 @@ static Suite *ckpt_suite(void) {
         {"roundtrip", test_roundtrip},       {"expert_slice", test_expert_slice},
         {"missing_dataset", test_missing_dataset}, {"shape_mismatch", test_shape_mismatch},
         {"truncated", test_truncated},       {"bitflip", test_bitflip},
-        {"find_latest", test_find_latest},   {"rotate", test_rotate},
         {"save_fails", test_save_fails_cleanly}, {"cmd_info", test_cmd_info},
         {"router_bias", test_router_bias},
     };
