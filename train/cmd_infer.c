@@ -83,7 +83,8 @@ static const char *EVAL_HELP =
     "  --text FILE           text to evaluate\n"
     "  --ctx N               window length (default: the model's training seq_len)\n"
     "  --stride S            window step, 1 <= S <= N (default N)\n"
-    "  --score-second-half   llama-perplexity's protocol (see above)\n";
+    "  --score-second-half   llama-perplexity's protocol (see above); needs N >= 3, so\n"
+    "                        that each chunk scores at least one token\n";
 
 static const char *LOGITS_HELP =
     "usage: moetrain logits MODEL --ids 1,2,3 [--out FILE [--force]]\n"
@@ -459,6 +460,16 @@ int cmd_eval(int argc, char **argv) {
                    NULL, EVAL_HELP);
         goto done;
     }
+    if (half && ctx - 1 - ctx / 2 < 1) {   /* targets N/2+1 .. N-1 of a chunk of N */
+        char msg[200];
+        snprintf(msg, sizeof msg, "--score-second-half with --ctx %ld scores no token (each "
+                 "chunk of N tokens scores the predictions of tokens N/2+1 .. N-1): use --ctx "
+                 "3 or more, got", ctx);
+        char v[32];
+        snprintf(v, sizeof v, "%ld", ctx);
+        rc = usage(msg, v, EVAL_HELP);
+        goto done;
+    }
     if (n < 2 || (half && n < (size_t)ctx)) {
         moe_errorf(&err, "%s: %zu tokens are too few to evaluate%s", text, n,
                    half ? " (one whole --ctx chunk is needed)" : "");
@@ -501,6 +512,10 @@ int cmd_eval(int argc, char **argv) {
         }
     }
     tape_free(&t);
+    /* the checks above leave every protocol at least one target: n >= 2 tokens in a
+     * sliding window, or a whole chunk of ctx >= 3 */
+    ASSERT(scored > 0, "eval scored no token (n %zu, ctx %ld, stride %ld, half %d)", n, ctx,
+           stride, (int)half);
     double mean = nll / (double)scored;
     printf("eval %s: %zu tokens, ctx %ld, stride %ld, protocol %s\n", text, n, ctx, stride,
            half ? "llama-perplexity (non-overlapping chunks, second half of each scored)"
