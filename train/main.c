@@ -24,6 +24,7 @@
 #include "train/cmd_infer.h"
 #include "train/cmd_upcycle.h"
 #include "train/config.h"
+#include "train/memplan.h"
 #include "train/outguard.h"
 #include "train/report.h"
 #include "train/train.h"
@@ -257,6 +258,12 @@ static int cmd_train(int argc, char **argv) {
                    &err)) {
         config_free(&c);
         return fail(&err);
+    }
+    /* the planned memory, printed; a run that cannot fit is refused before allocating */
+    if (memplan_check(&c, &g_comm, &err)) {
+        config_free(&c);
+        fail(&err);
+        return 2;
     }
     int rc = train_run(&c, &g_comm, &opt, &err);
     config_free(&c);
