@@ -97,7 +97,8 @@ ls -a "$TMP" | grep -q "tmp" && bad "temporaries left: $(ls -a "$TMP" | grep tmp
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 ck_sum=$(sha "$CK")
 mkdir -p "$TMP/around"; ln -f "$CK" "$TMP/around/ck.h5"
-expect_fail "gguf OUT = CKPT" 2 "is also an input" -- "$BIN" export "$CK" "$CK" --format gguf --force
+expect_fail "gguf OUT = CKPT" 2 "is also an input" -- "$BIN" export "$CK" "$CK" --format gguf
+expect_fail "gguf OUT = CKPT, --force" 2 "is also an input" -- "$BIN" export "$CK" "$CK" --format gguf --force
 expect_fail "gguf OUT = CKPT (./, link)" 2 "is also an input" -- \
   "$BIN" export "$TMP/around/ck.h5" "$TMP/run/checkpoints/./step_00000020.h5" --format gguf --force
 expect_fail "hf OUT holds CKPT" 2 "ck.h5 lies inside this directory" -- \

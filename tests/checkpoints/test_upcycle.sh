@@ -65,8 +65,10 @@ expect_exit 0 "$TMP/up.log" "$BIN" upcycle "$DENSE" "$TMP/up.h5" --experts 4 --t
 d_sum=$(sha256sum "$DENSE" | cut -d' ' -f1); u_sum=$(sha256sum "$TMP/up.h5" | cut -d' ' -f1)
 ln -f "$DENSE" "$TMP/dense_link.h5"
 for out in "$DENSE" "$TMP/dense/checkpoints/./step_00000030.h5" "$TMP/dense_link.h5"; do
-  expect_exit 2 "$TMP/e7.log" "$BIN" upcycle "$DENSE" "$out" --experts 4 --top-k 2 --force
-  grep -q "is also an input" "$TMP/e7.log" && ok || { bad "OUT_CKPT = DENSE_CKPT ($out) not named"; cat "$TMP/e7.log"; }
+  for force in "" --force; do
+    expect_exit 2 "$TMP/e7.log" "$BIN" upcycle "$DENSE" "$out" --experts 4 --top-k 2 $force
+    grep -q "is also an input" "$TMP/e7.log" && ok || { bad "OUT_CKPT = DENSE_CKPT ($out $force) not named"; cat "$TMP/e7.log"; }
+  done
 done
 expect_exit 2 "$TMP/e8.log" "$BIN" upcycle "$DENSE" "$TMP/up.h5" --experts 4 --top-k 2 --granularity 2 --seed 9
 grep -q "up.h5: already exists" "$TMP/e8.log" && grep -q "hint: pass --force" "$TMP/e8.log" && ok \

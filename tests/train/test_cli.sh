@@ -98,8 +98,10 @@ else bad "validation loss $last_val did not fall below first loss $first - 0.5";
 # output needs --force; both exit 2 and leave every file as it was.
 cp "$TMP/corpus.txt" "$TMP/keep.txt"; ln -f "$TMP/corpus.txt" "$TMP/hardlink.txt"
 for out in "$TMP/corpus.txt" "$TMP/./corpus.txt" "$TMP/hardlink.txt"; do
-  expect_fail "tokenizer --out = input ($out)" 2 "is also an input.*corpus.txt" -- \
-    "$BIN" tokenizer train --vocab 300 --force --out "$out" "$TMP/corpus.txt"
+  for force in "" --force; do
+    expect_fail "tokenizer --out = input ($out $force)" 2 "is also an input.*corpus.txt" -- \
+      "$BIN" tokenizer train --vocab 300 $force --out "$out" "$TMP/corpus.txt"
+  done
 done
 cmp -s "$TMP/corpus.txt" "$TMP/keep.txt" && ok || bad "tokenizer train overwrote its input"
 grep -q "hint: choose another --out" "$TMP/err" && ok || bad "no hint for an input as --out"
@@ -115,7 +117,9 @@ cp "$TMP/tok_keep.bpe" "$TMP/tok.bpe"
 expect_fail "encode --out = tokenizer" 2 "is also an input.*tok.bpe" -- \
   "$BIN" data encode --tokenizer "$TMP/tok.bpe" --out "$TMP/./tok.bpe" --force "$TMP/corpus.txt"
 expect_fail "encode --out = text" 2 "is also an input.*corpus.txt" -- \
-  "$BIN" data encode --tokenizer "$TMP/tok.bpe" --out "$TMP/hardlink.txt" --force "$TMP/corpus.txt"
+  "$BIN" data encode --tokenizer "$TMP/tok.bpe" --out "$TMP/hardlink.txt" "$TMP/corpus.txt"
+expect_fail "encode --out = text, --force" 2 "is also an input.*corpus.txt" -- \
+  "$BIN" data encode --tokenizer "$TMP/tok.bpe" --out "$TMP/corpus.txt" --force "$TMP/corpus.txt"
 cmp -s "$TMP/corpus.txt" "$TMP/keep.txt" && cmp -s "$TMP/tok.bpe" "$TMP/tok_keep.bpe" && ok \
   || bad "data encode overwrote an input"
 "$BIN" data encode --tokenizer "$TMP/tok.bpe" --out "$TMP/s.tok" "$TMP/corpus.txt" > "$TMP/out" 2>&1 && ok \
