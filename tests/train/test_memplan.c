@@ -25,11 +25,13 @@
  *
  * Whole process: `moetrain` itself (MOE_BUILD_DIR/moetrain, run as a child: wait4 gives its
  * peak resident set) trains mixtral_tiny for 3 steps with an evaluation and a checkpoint,
- * with and without recomputation; the plan's total must be within 10 % of the peak. The
- * plan's fixed part (program, libraries, OpenBLAS and HDF5 buffers) was measured on this
- * kind of run: 1-2 % apart on the machine it was measured on, with 1 or 2 OpenBLAS threads;
- * 10 % leaves room for other machines' libraries (OpenBLAS picks its kernels and buffers by
- * CPU) while still catching a missing gradient or moment block (12 % and 24 % of it).
+ * with and without recomputation; the plan's total must be within 7 % of the peak. The
+ * plan's program-and-libraries part (program, libraries, OpenBLAS and HDF5 buffers) was
+ * measured on this kind of run: 0.1-1.8 % apart on the machine it was measured on, with 1
+ * or 2 OpenBLAS threads (ctest runs 1). 7 % (about 30 MiB here) leaves room for other
+ * machines' libraries (OpenBLAS picks its kernels and buffer sizes by CPU) and is still
+ * below what that part weighs (42 MiB, 9 %): a plan that forgot it fails, as does one that
+ * forgot the gradients (12 %) or the moments (24 %).
  *
  * Also: the cgroup limit parser, the verdict and its message, the per-rank split under
  * expert parallelism, and an absurd config's plan (finite, enormous, computed at once).
@@ -333,7 +335,7 @@ START_TEST(test_whole_process) {
         printf("whole process, recompute %d: planned %.1f MiB, peak resident %.1f MiB "
                "(%+.1f %%)\n", rc, p.total / 1048576.0, peak / 1048576.0,
                100.0 * (p.total / peak - 1.0));
-        ck_assert_msg(fabs(p.total / peak - 1.0) <= 0.10,
+        ck_assert_msg(fabs(p.total / peak - 1.0) <= 0.07,
                       "recompute %d: planned %.1f MiB, the process peaked at %.1f MiB", rc,
                       p.total / 1048576.0, peak / 1048576.0);
         config_free(&c);
