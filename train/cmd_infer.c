@@ -185,9 +185,12 @@ int cmd_export(int argc, char **argv) {
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (is_help(a)) { fputs(EXPORT_HELP, stdout); return 0; }
-        if (!strcmp(a, "--adapters-only") || !strcmp(a, "--force")) {
-            if (a[2] == 'a') adapters_only = true;
-            else force = true;
+        if (!strcmp(a, "--adapters-only")) {
+            adapters_only = true;
+            continue;
+        }
+        if (!strcmp(a, "--force")) {
+            force = true;
             continue;
         }
         if (!strcmp(a, "--format") || !strcmp(a, "--dtype") || !strcmp(a, "--max-shard-size")) {
