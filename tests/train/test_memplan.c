@@ -252,8 +252,10 @@ START_TEST(test_verdict) {
     ck_assert_msg(config_validate(&c, &err) == 0, "%s", err.msg);
     MemPlan p;
     const double t0 = moe_now();
+    const size_t calls = moe_alloc_calls();
     memplan_estimate(&c, 1, 1, 0, &p);
     ck_assert_msg(moe_now() - t0 < 0.1, "the estimate took %.3f s", moe_now() - t0);
+    ck_assert_msg(moe_alloc_calls() == calls, "the estimate allocated");
     /* V C = 1e12 parameters at 16 bytes each: finite, no overflow */
     ck_assert_msg(isfinite(p.total) && p.total > 1e13, "total %g", p.total);
     ck_assert_int_eq(memplan_fits(&c, &p, 1, p.total, p.total, "test", &err), 0);
