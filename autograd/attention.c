@@ -185,6 +185,11 @@ static void attention_forward_task(void *ctx, int task, int worker) {
     }
 }
 
+size_t op_attention_score_floats(int T) {
+    const int blk = T < ATT_BLK ? T : ATT_BLK;
+    return (size_t)blas_workers() * (size_t)blk * (size_t)T;
+}
+
 Tensor *op_attention(Tape *t, Tensor *q, Tensor *k, Tensor *v, int B, int T, int H, int Hkv,
                      int D, int W) {
     ASSERT(B > 0 && T > 0 && H > 0 && Hkv > 0 && D > 0 && W >= 0,
@@ -203,9 +208,8 @@ Tensor *op_attention(Tape *t, Tensor *q, Tensor *k, Tensor *v, int B, int T, int
     Tensor *out = tape_tensor2(t, (int)N, ldq, need);
     const float scale = 1.0f / sqrtf((float)D);
     float *lse = arena_floats(&t->arena, N * (size_t)H);    /* (B, H, T) */
-    const int blk = T < ATT_BLK ? T : ATT_BLK;
-    const size_t workers = (size_t)blas_workers();
-    float *p = arena_floats(&t->arena, workers * blk * T);  /* per worker (ATT_BLK, T) */
+    const size_t score = op_attention_score_floats(T);
+    float *p = arena_floats(&t->arena, score);              /* per worker (ATT_BLK, T) */
 
     AttFwd a = {q, k, v, out, lse, p, B, T, H, Hkv, D, W, scale};
     blas_parallel_for(B * Hkv, attention_forward_task, &a);
@@ -225,7 +229,7 @@ Tensor *op_attention(Tape *t, Tensor *q, Tensor *k, Tensor *v, int B, int T, int
         op->aux[ATT_LSE] = lse;
         op->aux[ATT_P] = p;
         /* Carved now, not in backward, so the backward pass allocates nothing. */
-        op->aux[ATT_DP] = arena_floats(&t->arena, workers * blk * T);
+        op->aux[ATT_DP] = arena_floats(&t->arena, score);
     }
     return out;
 }

@@ -289,19 +289,76 @@ static void parent_of(const char *p, char *out, size_t cap) {
 /* ------------------------------------------------------------------ HF export */
 
 
+/* Names an export writes: *.json and *.safetensors (export.h lists them). */
+static bool export_file_name(const char *name) {
+    size_t l = strlen(name);
+    return (l > 5 && !strcmp(name + l - 5, ".json")) ||
+           (l > 12 && !strcmp(name + l - 12, ".safetensors"));
+}
+
+int export_dir_replaceable(const char *outdir, MoeErr *err) {
+    struct stat st;
+    if (lstat(outdir, &st) != 0) return 0;   /* nothing to replace */
+    if (!S_ISDIR(st.st_mode)) {
+        moe_errorf(err, "%s: exists and is not a directory", outdir);
+        return moe_hintf(err, "choose a new directory name for the export");
+    }
+    DIR *d = opendir(outdir);
+    if (!d) {
+        moe_errorf(err, "%s: cannot list the directory: %s", outdir, strerror(errno));
+        return moe_hintf(err, "check its permissions, or choose another output directory");
+    }
+    struct dirent *de;
+    char p[4200];
+    int rc = 0;
+    while (!rc && (de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+        snprintf(p, sizeof p, "%s/%s", outdir, de->d_name);
+        if (lstat(p, &st) != 0 || !S_ISREG(st.st_mode) || !export_file_name(de->d_name)) {
+            moe_errorf(err, "%s: holds %s, which an export does not write; --force replaces "
+                       "only a directory of .json and .safetensors files", outdir, p);
+            rc = moe_hintf(err, "choose another output directory, or empty %s yourself",
+                           outdir);
+        }
+    }
+    closedir(d);
+    return rc;
+}
+
 /* Move a finished temporary export directory into place: give it the permissions mkdir
  * would have (mkdtemp makes it 0700), fsync it, rename it to outdir, fsync the parent.
+ * With replace and an existing outdir (checked by export_dir_replaceable), the old
+ * directory is first renamed aside to OUTDIR.old-XXXXXX, removed only once the new one is
+ * in place, and renamed back if that fails: a failed export leaves the old one as it was.
  * On success tmpdir[0] is cleared (nothing left to remove); on failure err is set. */
-static int publish_dir(char *tmpdir, const char *outdir, MoeErr *err) {
+static int publish_dir(char *tmpdir, const char *outdir, bool replace, MoeErr *err) {
     mode_t um = umask(0);
     umask(um);
     chmod(tmpdir, 0777 & ~um);
     fsync_path(tmpdir);
+    char old[4200] = "";
+    struct stat st;
+    if (replace && lstat(outdir, &st) == 0) {
+        if (export_dir_replaceable(outdir, err)) return -1;
+        /* mkdtemp makes an empty directory with a fresh name; rename replaces an empty
+         * directory atomically */
+        snprintf(old, sizeof old, "%s.old-XXXXXX", outdir);
+        const bool made = mkdtemp(old) != NULL;
+        if (!made || rename(outdir, old) != 0) {
+            moe_errorf(err, "%s: cannot move the old export aside: %s", outdir,
+                       strerror(errno));
+            if (made) rmdir(old);
+            return moe_hintf(err, "check that the parent directory is writable");
+        }
+    }
     if (rename(tmpdir, outdir) != 0) {
         moe_errorf(err, "%s: cannot rename %s into place: %s", outdir, tmpdir, strerror(errno));
+        if (old[0] && rename(old, outdir) != 0)
+            return moe_hintf(err, "the previous export is in %s", old);
         return moe_hintf(err, "remove %s if it was created meanwhile and export again", outdir);
     }
     tmpdir[0] = 0;
+    if (old[0]) remove_tree_flat(old);
     char parent[4096];
     parent_of(outdir, parent, sizeof parent);
     fsync_path(parent);
@@ -461,12 +518,12 @@ int export_hf(const char *ckpt_path, const char *outdir, const ExportHfOptions *
     char (*names)[160] = NULL;
     int rc = -1;
     struct stat st;
-    if (stat(outdir, &st) == 0) {
+    if (lstat(outdir, &st) == 0 && !opt->overwrite) {
         moe_errorf(err, "%s: already exists", outdir);
-        moe_hintf(err, "remove it or choose another output directory (an export never "
-                       "overwrites)");
+        moe_hintf(err, "pass --force to replace it, or choose another output directory");
         goto done;
     }
+    if (opt->overwrite && export_dir_replaceable(outdir, err)) goto done;
     if (load_ckpt(ckpt_path, &c, &m, &tok, true, err) || check_expressible(ckpt_path, &c, false, err))
         goto done;
     if (refuse_router_bias(ckpt_path, &c, &m, "Hugging Face Mixtral", err)) goto done;
@@ -534,7 +591,7 @@ int export_hf(const char *ckpt_path, const char *outdir, const ExportHfOptions *
         write_small_json(tmpdir, "tokenizer_config.json", tcfg, err) ||
         write_small_json(tmpdir, "special_tokens_map.json", smap, err))
         goto done;
-    if (publish_dir(tmpdir, outdir, err)) goto done;
+    if (publish_dir(tmpdir, outdir, opt->overwrite, err)) goto done;
     rc = 0;
 done:
     if (rc && tmpdir[0]) remove_tree_flat(tmpdir);
@@ -548,7 +605,8 @@ done:
 
 /* ------------------------------------------------------------------ PEFT adapters */
 
-int export_peft(const char *ckpt_path, const char *outdir, StDtype dtype, MoeErr *err) {
+int export_peft(const char *ckpt_path, const char *outdir, StDtype dtype, bool overwrite,
+                MoeErr *err) {
     Config c;
     Model m;
     memset(&c, 0, sizeof c);
@@ -559,12 +617,12 @@ int export_peft(const char *ckpt_path, const char *outdir, StDtype dtype, MoeErr
     int rc = -1;
     struct stat st;
     CkptMeta meta;
-    if (stat(outdir, &st) == 0) {
+    if (lstat(outdir, &st) == 0 && !overwrite) {
         moe_errorf(err, "%s: already exists", outdir);
-        moe_hintf(err, "remove it or choose another output directory (an export never "
-                       "overwrites)");
+        moe_hintf(err, "pass --force to replace it, or choose another output directory");
         goto done;
     }
+    if (overwrite && export_dir_replaceable(outdir, err)) goto done;
     if (ckpt_read_meta(ckpt_path, &meta, err) || ckpt_read_config(ckpt_path, &c, err)) goto done;
     if (!meta.adapter) {
         moe_errorf(err, "%s: --adapters-only needs a LoRA adapter checkpoint; this is a full "
@@ -627,7 +685,7 @@ int export_peft(const char *ckpt_path, const char *outdir, StDtype dtype, MoeErr
                    "  \"modules_to_save\": null,\n  \"layers_to_transform\": null,\n"
                    "  \"revision\": null\n}\n");
     if (data_atomic_commit(&af, err)) goto done;
-    if (publish_dir(tmpdir, outdir, err)) goto done;
+    if (publish_dir(tmpdir, outdir, overwrite, err)) goto done;
     rc = 0;
 done:
     if (rc && tmpdir[0]) remove_tree_flat(tmpdir);

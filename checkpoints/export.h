@@ -12,7 +12,10 @@
  *       <|endoftext|> as a special added token), tokenizer_config.json,
  *       special_tokens_map.json
  * The directory is built as OUTDIR.tmp-XXXXXX next to OUTDIR, every file fsynced, then
- * renamed to OUTDIR: a failed export leaves nothing under OUTDIR. OUTDIR must not exist.
+ * renamed to OUTDIR: a failed export leaves nothing under OUTDIR. OUTDIR must not exist,
+ * unless the caller asks to overwrite: then an existing OUTDIR that holds only regular
+ * .json and .safetensors files (an earlier export) is replaced, the new directory in place
+ * before the old one is removed (a failure leaves the old one).
  *
  * GGUF (export_gguf): one llama.cpp file, architecture "llama" (with llama.expert_count /
  * expert_used_count for MoE), tensors named like llama.cpp's (token_embd, blk.N.attn_q, ...,
@@ -47,12 +50,13 @@
 typedef struct ExportHfOptions {
     StDtype dtype;             /* ST_F32 (default), ST_BF16, ST_F16 */
     size_t max_shard_bytes;    /* 0 = one model.safetensors */
+    bool overwrite;            /* replace an existing outdir (export_dir_replaceable) */
 } ExportHfOptions;
 
 /* Export checkpoint ckpt_path to the new directory outdir. Fails (-1, err with hint) on an
  * unreadable/corrupt checkpoint, a model whose moe.router is not topk, an existing outdir
- * or an unwritable parent; then nothing exists under outdir and the temporary directory
- * has been removed. */
+ * (without opt->overwrite; with it, one export_dir_replaceable refuses) or an unwritable
+ * parent; then outdir is as it was and the temporary directory has been removed. */
 int export_hf(const char *ckpt_path, const char *outdir, const ExportHfOptions *opt,
               MoeErr *err);
 
@@ -68,9 +72,17 @@ int export_gguf(const char *ckpt_path, const char *out_path, GgmlType type, MoeE
  * "...lora_B.weight" (d_out, r) in dtype, and adapter_config.json (peft_type LORA,
  * task_type CAUSAL_LM, r, lora_alpha, lora_dropout, target_modules, bias "none",
  * fan_in_fan_out false, base_model_name_or_path = the base checkpoint's path). The base is
- * not read. Fails (-1, err) on a full checkpoint, on a run that also trained base tensors
- * (PEFT adapters cannot hold them: export merged instead), and like export_hf. */
-int export_peft(const char *ckpt_path, const char *outdir, StDtype dtype, MoeErr *err);
+ * not read. overwrite as ExportHfOptions.overwrite. Fails (-1, err) on a full checkpoint,
+ * on a run that also trained base tensors (PEFT adapters cannot hold them: export merged
+ * instead), and like export_hf. */
+int export_peft(const char *ckpt_path, const char *outdir, StDtype dtype, bool overwrite,
+                MoeErr *err);
+
+/* May an export with overwrite replace outdir? 0 when outdir does not exist or is a
+ * directory (not a symlink) holding only regular files named *.json or *.safetensors
+ * (what export_hf and export_peft write); else -1 with err naming the first other entry
+ * (so --force never deletes a directory of the user's own files). */
+int export_dir_replaceable(const char *outdir, MoeErr *err);
 
 /* ---- loading a model from a checkpoint, an HF export directory or a GGUF file ---- */
 

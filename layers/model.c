@@ -1,9 +1,19 @@
 /* model.c: parameters and forward pass of the Mixtral-style model. See model.h. */
 #include "layers/model.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+
+/* a x b for a shape: tensor dimensions are ints. train/config.c's config_validate refuses
+ * configs whose products do not fit, so reaching the assert is a programmer error (a shape
+ * built elsewhere); the product itself is taken in 64 bits, never overflowing. */
+static int shape_mul(int a, int b, const char *what) {
+    const int64_t p = (int64_t)a * b;
+    ASSERT(p <= INT_MAX, "%s = %d x %d = %lld does not fit an int", what, a, b, (long long)p);
+    return (int)p;
+}
 
 static int add2(ParamSet *ps, const char *name, int block, int a, int b, bool decay,
                 ParamInit init, float std, int layer) {
@@ -21,7 +31,8 @@ static void add_lora(Model *m, const LoraSpec *lo) {
     ParamSet *ps = &m->ps;
     const ModelShape *s = &m->s;
     const int n_base = ps->count;
-    const int HD = s->H * s->D, KD = s->Hkv * s->D;
+    const int HD = shape_mul(s->H, s->D, "n_heads x head_dim");
+    const int KD = shape_mul(s->Hkv, s->D, "n_kv_heads x head_dim");
     const int din[LORA_N_TARGETS] = {s->C, s->C, s->C, HD};
     const int dout[LORA_N_TARGETS] = {HD, KD, KD, s->C};
     char name[128];
@@ -55,7 +66,9 @@ void model_init_lora(Model *m, const ModelShape *s, const LoraSpec *lora, int e_
            "window %d", s->Fs, s->E, s->W);
     params_init(&m->ps);
     ParamSet *ps = &m->ps;
-    const int C = s->C, HD = s->H * s->D, KD = s->Hkv * s->D, F = s->F;
+    const int C = s->C, F = s->F;
+    const int HD = shape_mul(s->H, s->D, "n_heads x head_dim");
+    const int KD = shape_mul(s->Hkv, s->D, "n_kv_heads x head_dim");
     const float std = s->init_std;
     /* Projections that write into the residual stream are scaled by 1/sqrt(2L) so the
      * residual variance does not grow with depth (GPT-2, Radford et al. 2019, sec. 2.3). */
@@ -257,7 +270,7 @@ static void model_layer(Tape *t, void *arg, bool recompute, Tensor *x, Tensor **
 void model_forward(Model *m, Tape *t, const int32_t *inputs, const int32_t *targets, int B,
                    int T, const StepCtx *ctx, ModelOut *out) {
     const ModelShape *s = &m->s;
-    const int N = B * T;
+    const int N = shape_mul(B, T, "tokens B x T");
     memset(out, 0, sizeof *out);
 
     Tensor *x = op_embedding(t, P(m, m->embed), inputs, N);          /* (N, C) */

@@ -10,13 +10,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "checkpoints/ckpt.h"
 #include "checkpoints/export.h"
 #include "layers/infer.h"
+#include "train/outguard.h"
 
 static const char *EXPORT_HELP =
     "usage: moetrain export CKPT OUT --format hf|gguf [--dtype TYPE] [--max-shard-size BYTES]\n"
-    "       moetrain export CKPT OUT --adapters-only [--dtype TYPE]\n"
+    "                       [--force]\n"
+    "       moetrain export CKPT OUT --adapters-only [--dtype TYPE] [--force]\n"
     "\n"
     "Exports a checkpoint for other inference stacks. A LoRA adapter checkpoint (a run with\n"
     "finetune.lora_rank > 0) is exported merged: its base is read from the path it records\n"
@@ -37,7 +41,11 @@ static const char *EXPORT_HELP =
     "  --adapters-only        LoRA adapter checkpoint: OUT is a new PEFT adapter directory\n"
     "                         (adapter_model.safetensors, adapter_config.json); the base is\n"
     "                         not needed. --dtype f32 (default), bf16 or f16\n"
-    "The output appears under OUT only when complete; OUT must not exist.\n";
+    "  --force                replace an existing OUT: a GGUF file, or an export directory\n"
+    "                         that holds only .json and .safetensors files (the new\n"
+    "                         directory is complete before the old one is removed)\n"
+    "The output appears under OUT only when complete. Without --force OUT must not exist;\n"
+    "OUT is never CKPT, the LoRA base checkpoint it names, or a directory holding either.\n";
 
 static const char *SAMPLE_HELP =
     "usage: moetrain sample MODEL --prompt TEXT [--max-tokens N] [--temperature T]\n"
@@ -75,10 +83,11 @@ static const char *EVAL_HELP =
     "  --text FILE           text to evaluate\n"
     "  --ctx N               window length (default: the model's training seq_len)\n"
     "  --stride S            window step, 1 <= S <= N (default N)\n"
-    "  --score-second-half   llama-perplexity's protocol (see above)\n";
+    "  --score-second-half   llama-perplexity's protocol (see above); needs N >= 3, so\n"
+    "                        that each chunk scores at least one token\n";
 
 static const char *LOGITS_HELP =
-    "usage: moetrain logits MODEL --ids 1,2,3 [--out FILE]\n"
+    "usage: moetrain logits MODEL --ids 1,2,3 [--out FILE [--force]]\n"
     "\n"
     "Runs MODEL (a checkpoint, an HF export directory or a GGUF file) on the token ids and\n"
     "writes the float32 logits of every position: raw little-endian float32 (n_ids, V) to\n"
@@ -87,7 +96,9 @@ static const char *LOGITS_HELP =
     "\n"
     "options:\n"
     "  --ids LIST    comma-separated token ids, each in [0, V)\n"
-    "  --out FILE    write raw float32 instead of text\n";
+    "  --out FILE    write raw float32 instead of text (atomically); never MODEL or a\n"
+    "                file inside it\n"
+    "  --force       replace an existing FILE\n";
 
 static bool is_help(const char *a) { return !strcmp(a, "-h") || !strcmp(a, "--help"); }
 
@@ -95,6 +106,12 @@ static int fail(const MoeErr *err) {
     fprintf(stderr, "moetrain: error: %s\n", err->msg);
     if (err->hint[0]) fprintf(stderr, "hint: %s\n", err->hint);
     return 1;
+}
+
+/* A refused output (train/outguard.h): printed like fail, exit status 2. */
+static int fail2(const MoeErr *err) {
+    fail(err);
+    return 2;
 }
 
 static int usage(const char *msg, const char *arg, const char *help) {
@@ -141,18 +158,39 @@ static bool parse_size(const char *s, size_t *out) {
     return false;
 }
 
+/* What reading the model at path reads: path itself and, for a LoRA adapter checkpoint,
+ * the base checkpoint it names (copied into base, cap bytes). Returns the count (1 or 2)
+ * with in[0..count) set. A file that is no checkpoint (GGUF, HF directory, unreadable)
+ * has no base; loading it reports its own errors later. */
+static int model_inputs(const char *path, const char *in[2], char *base, size_t cap) {
+    in[0] = path;
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return 1;
+    CkptMeta meta;
+    MoeErr err = {{0}, {0}};
+    memset(&meta, 0, sizeof meta);
+    if (ckpt_read_meta(path, &meta, &err) || !meta.adapter || !meta.base_path[0]) return 1;
+    snprintf(base, cap, "%s", meta.base_path);
+    in[1] = base;
+    return 2;
+}
+
 /* ---------------------------------------------------------------- export */
 
 int cmd_export(int argc, char **argv) {
     const char *pos[2] = {NULL, NULL}, *format = NULL, *dtype = NULL;
     int np = 0;
     size_t shard = 0;
-    bool adapters_only = false;
+    bool adapters_only = false, force = false;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (is_help(a)) { fputs(EXPORT_HELP, stdout); return 0; }
         if (!strcmp(a, "--adapters-only")) {
             adapters_only = true;
+            continue;
+        }
+        if (!strcmp(a, "--force")) {
+            force = true;
             continue;
         }
         if (!strcmp(a, "--format") || !strcmp(a, "--dtype") || !strcmp(a, "--max-shard-size")) {
@@ -174,6 +212,9 @@ int cmd_export(int argc, char **argv) {
     if (np != 2) return usage("export needs CKPT and OUT", NULL, EXPORT_HELP);
     MoeErr err = {{0}, {0}};
     double t0 = moe_now();
+    const char *in[2];
+    char base[1024];
+    const int n_in = model_inputs(pos[0], in, base, sizeof base);
     if (adapters_only) {
         StDtype d = ST_F32;
         if (format || shard)
@@ -182,7 +223,10 @@ int cmd_export(int argc, char **argv) {
         if (dtype && st_dtype_parse(dtype, &d))
             return usage("--dtype for --adapters-only must be f32, bf16 or f16, got", dtype,
                          EXPORT_HELP);
-        if (export_peft(pos[0], pos[1], d, &err)) return fail(&err);
+        int guard = outguard_cli(pos[1], OUTGUARD_DIR, "OUT", in, n_in, force);
+        if (guard) return guard;
+        if (force && export_dir_replaceable(pos[1], &err)) return fail2(&err);
+        if (export_peft(pos[0], pos[1], d, force, &err)) return fail(&err);
         printf("exported the LoRA adapters of %s -> %s (PEFT, dtype %s) in %.1f s\n", pos[0],
                pos[1], st_dtype_name(d), moe_now() - t0);
         return 0;
@@ -192,9 +236,12 @@ int cmd_export(int argc, char **argv) {
         format = l > 5 && !strcmp(pos[1] + l - 5, ".gguf") ? "gguf" : "hf";
     }
     if (!strcmp(format, "hf")) {
-        ExportHfOptions o = {ST_F32, shard};
+        ExportHfOptions o = {ST_F32, shard, force};
         if (dtype && (st_dtype_parse(dtype, &o.dtype)))
             return usage("--dtype for hf must be f32, bf16 or f16, got", dtype, EXPORT_HELP);
+        int guard = outguard_cli(pos[1], OUTGUARD_DIR, "OUT", in, n_in, force);
+        if (guard) return guard;
+        if (force && export_dir_replaceable(pos[1], &err)) return fail2(&err);
         if (export_hf(pos[0], pos[1], &o, &err)) return fail(&err);
         printf("exported %s -> %s (Hugging Face %s, dtype %s) in %.1f s\n", pos[0], pos[1],
                "safetensors", st_dtype_name(o.dtype), moe_now() - t0);
@@ -207,6 +254,8 @@ int cmd_export(int argc, char **argv) {
             else if (!strcmp(dtype, "q8_0")) t = GGML_Q8_0;
             else return usage("--dtype for gguf must be f32, f16 or q8_0, got", dtype, EXPORT_HELP);
         }
+        int guard = outguard_cli(pos[1], OUTGUARD_FILE, "OUT", in, n_in, force);
+        if (guard) return guard;
         if (export_gguf(pos[0], pos[1], t, &err)) return fail(&err);
         printf("exported %s -> %s (GGUF v3, %s) in %.1f s\n", pos[0], pos[1],
                t == GGML_F32 ? "f32" : t == GGML_F16 ? "f16" : "q8_0", moe_now() - t0);
@@ -274,10 +323,13 @@ static double nll_row(const float *row, int V, int target) {
 
 int cmd_logits(int argc, char **argv) {
     const char *src_path = NULL, *ids_s = NULL, *out_path = NULL;
+    bool force = false;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (is_help(a)) { fputs(LOGITS_HELP, stdout); return 0; }
-        if (!strcmp(a, "--ids") || !strcmp(a, "--out")) {
+        if (!strcmp(a, "--force")) {
+            force = true;
+        } else if (!strcmp(a, "--ids") || !strcmp(a, "--out")) {
             if (i + 1 >= argc) return usage("missing value for", a, LOGITS_HELP);
             if (!strcmp(a, "--ids")) ids_s = argv[++i];
             else out_path = argv[++i];
@@ -290,6 +342,14 @@ int cmd_logits(int argc, char **argv) {
         }
     }
     if (!src_path || !ids_s) return usage("logits needs MODEL and --ids", NULL, LOGITS_HELP);
+    if (force && !out_path) return usage("--force applies to --out only", NULL, LOGITS_HELP);
+    if (out_path) {
+        const char *in[2];
+        char base[1024];
+        const int n_in = model_inputs(src_path, in, base, sizeof base);
+        int guard = outguard_cli(out_path, OUTGUARD_FILE, "--out", in, n_in, force);
+        if (guard) return guard;
+    }
     size_t cap = strlen(ids_s) / 2 + 2;
     int32_t *ids = moe_malloc(sizeof(int32_t) * cap);
     int n = 0;
@@ -403,6 +463,16 @@ int cmd_eval(int argc, char **argv) {
                    NULL, EVAL_HELP);
         goto done;
     }
+    if (half && ctx - 1 - ctx / 2 < 1) {   /* targets N/2+1 .. N-1 of a chunk of N */
+        char msg[200];
+        snprintf(msg, sizeof msg, "--score-second-half with --ctx %ld scores no token (each "
+                 "chunk of N tokens scores the predictions of tokens N/2+1 .. N-1): use --ctx "
+                 "3 or more, got", ctx);
+        char v[32];
+        snprintf(v, sizeof v, "%ld", ctx);
+        rc = usage(msg, v, EVAL_HELP);
+        goto done;
+    }
     if (n < 2 || (half && n < (size_t)ctx)) {
         moe_errorf(&err, "%s: %zu tokens are too few to evaluate%s", text, n,
                    half ? " (one whole --ctx chunk is needed)" : "");
@@ -445,6 +515,10 @@ int cmd_eval(int argc, char **argv) {
         }
     }
     tape_free(&t);
+    /* the checks above leave every protocol at least one target: n >= 2 tokens in a
+     * sliding window, or a whole chunk of ctx >= 3 */
+    ASSERT(scored > 0, "eval scored no token (n %zu, ctx %ld, stride %ld, half %d)", n, ctx,
+           stride, (int)half);
     double mean = nll / (double)scored;
     printf("eval %s: %zu tokens, ctx %ld, stride %ld, protocol %s\n", text, n, ctx, stride,
            half ? "llama-perplexity (non-overlapping chunks, second half of each scored)"

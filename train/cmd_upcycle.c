@@ -11,11 +11,12 @@
 
 #include "checkpoints/ckpt.h"
 #include "checkpoints/upcycle.h"
+#include "train/outguard.h"
 
 static const char *UPCYCLE_HELP =
     "usage: moetrain upcycle DENSE_CKPT OUT_CKPT --experts E --top-k K\n"
     "                [--router-init-std S] [--expert-noise X] [--granularity G] [--seed N]\n"
-    "                [--shared-experts NS] [--shared-hidden FS]\n"
+    "                [--shared-experts NS] [--shared-hidden FS] [--force]\n"
     "\n"
     "Sparse upcycling: writes an MoE checkpoint whose every expert starts as a copy of the\n"
     "dense checkpoint's SwiGLU FFN (attention, norms, embeddings and head copied; router\n"
@@ -39,6 +40,7 @@ static const char *UPCYCLE_HELP =
     "                        the dense FFN is cut into NS + G equal slices)\n"
     "  --seed N              seed of the router draw and the noise (default: train.seed of\n"
     "                        the dense run)\n"
+    "  --force               replace an existing OUT_CKPT (never DENSE_CKPT itself)\n"
     "  -h, --help            this help\n";
 
 static int is_help(const char *a) { return !strcmp(a, "-h") || !strcmp(a, "--help"); }
@@ -72,11 +74,16 @@ int cmd_upcycle(int argc, char **argv) {
     int npos = 0;
     long long E = 0, K = 0, G = 1, seed = -1, NS = 0, FS = 0;
     UpcycleOpts o = {.granularity = 1, .router_init_std = 0.02f, .expert_noise = 0.0f};
+    bool force = false;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (is_help(a)) {
             fputs(UPCYCLE_HELP, stdout);
             return 0;
+        }
+        if (!strcmp(a, "--force")) {
+            force = true;
+            continue;
         }
         if (a[0] == '-' && a[1]) {
             if (i + 1 >= argc) return usage("missing value after", a);
@@ -111,8 +118,10 @@ int cmd_upcycle(int argc, char **argv) {
     if (E == 0 || K == 0) return usage("--experts and --top-k are required", NULL);
     if (K > E) return usage("--top-k must not exceed --experts", NULL);
     if (E % G != 0) return usage("--experts must be a multiple of --granularity", NULL);
-    if (!strcmp(pos[0], pos[1])) return usage("OUT_CKPT must differ from DENSE_CKPT", NULL);
     if (FS > 0 && NS == 0) return usage("--shared-hidden needs --shared-experts", NULL);
+    /* the same file however spelled (./d.h5, a hard link): refused even with --force */
+    int guard = outguard_cli(pos[1], OUTGUARD_FILE, "OUT_CKPT", pos, 1, force);
+    if (guard) return guard;
     o.granularity = (int)G;
     o.n_shared = (int)NS;
     o.shared_hidden = (int)FS;

@@ -2,7 +2,7 @@
  *
  *   moetrain upcycle DENSE_CKPT OUT_CKPT --experts E --top-k K [--router-init-std S]
  *                    [--expert-noise X] [--granularity G] [--seed N]
- *                    [--shared-experts NS] [--shared-hidden FS]
+ *                    [--shared-experts NS] [--shared-hidden FS] [--force]
  *   moetrain upcycle --help
  */
 #ifndef MOE_CMD_UPCYCLE_H
@@ -12,7 +12,8 @@
  * 0) and prints a summary to stdout; errors go to stderr as "moetrain: error: ..." +
  * "hint: ...". Returns the exit status: 0 ok (or --help), 1 the dense checkpoint is
  * unreadable or does not fit (named), or the output cannot be written, 2 a bad command
- * line (unknown option, missing or malformed value, E/K/G that do not fit together). */
+ * line (unknown option, missing or malformed value, E/K/G that do not fit together) or a
+ * refused OUT_CKPT (train/outguard.h: it exists without --force, or is DENSE_CKPT). */
 int cmd_upcycle(int argc, char **argv);
 
 #endif

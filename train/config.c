@@ -941,6 +941,69 @@ int config_load(Config *c, const char *path, MoeErr *err) {
     return rc;
 }
 
+/* Byte offset of the character with index chars in the UTF-8 text s (libyaml's marks count
+ * characters), or strlen(s) when s is shorter. */
+static size_t byte_offset(const char *s, size_t chars) {
+    size_t i = 0;
+    for (size_t ch = 0; s[i] && ch < chars; ch++) {
+        i++;
+        while (((unsigned char)s[i] & 0xC0) == 0x80) i++;   /* continuation bytes */
+    }
+    return i;
+}
+
+static bool valid_utf8(const char *s) {
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        uint32_t cp;
+        int len = *p < 0x80 ? 1 : utf8_seq(p, &cp);
+        if (len == 0) return false;
+        p += len;
+    }
+    return true;
+}
+
+/* A string key set from the command line: the text after '=' is the value, whole (a path
+ * may hold " #", which YAML would read as a comment), unless the whole text is one YAML
+ * quoted scalar ("...", '...'), whose quotes and escapes are then read as YAML does. */
+static int set_string(Config *c, int ki, const char *assignment, const char *val,
+                      MoeErr *err) {
+    const KeySpec *k = &KEYS[ki];
+    char path[64], loc[1100];
+    snprintf(path, sizeof path, "%s.%s", SECTIONS[k->sec], k->name);
+    snprintf(loc, sizeof loc, "--set %s", assignment);
+    Value v = {0};
+    if (val[0] == '"' || val[0] == '\'') {
+        Src src = {.file = "--set", .set = assignment};
+        yaml_document_t doc;
+        MoeErr ignored;
+        if (!parse_yaml(val, strlen(val), &src, &doc, &ignored)) {
+            yaml_node_t *r = yaml_document_get_root_node(&doc);
+            if (r && r->type == YAML_SCALAR_NODE &&
+                r->data.scalar.style != YAML_PLAIN_SCALAR_STYLE &&
+                byte_offset(val, r->end_mark.index) == strlen(val)) {
+                int rc = set_key(c, ki, &doc, r, &src, err);
+                yaml_document_delete(&doc);
+                return rc;
+            }
+            yaml_document_delete(&doc);
+        }
+    }
+    if (!valid_utf8(val)) {
+        moe_errorf(err, "%s: %s: the value is not valid UTF-8", loc, path);
+        return moe_hintf(err, "the config is stored as YAML text, which must be UTF-8");
+    }
+    v.s = moe_strdup(val);
+    if (check_range(k, &v, loc, path, err)) {
+        value_free(&v);
+        return -1;
+    }
+    store(c, k, &v);
+    value_free(&v);
+    moe_free(c->key_loc[ki]);
+    c->key_loc[ki] = moe_strdup(loc);
+    return 0;
+}
+
 int config_set(Config *c, const char *assignment, MoeErr *err) {
     const char *eq = strchr(assignment, '=');
     const char *dot = eq ? memchr(assignment, '.', (size_t)(eq - assignment)) : NULL;
@@ -972,18 +1035,38 @@ int config_set(Config *c, const char *assignment, MoeErr *err) {
         hint_unknown_key(err, s, kname);
         return -1;
     }
+    const char *val = eq + 1;
+    if (KEYS[ki].type == T_STR) return set_string(c, ki, assignment, val, err);
+    /* Other keys: one YAML scalar or flow list ([a, b]), taken whole: text after it that
+     * YAML would drop as a comment (" #...") is refused rather than silently cut. */
+    const bool hash = strstr(val, " #") || strstr(val, "\t#") || val[0] == '#';
     Src src = {.file = "--set", .set = assignment};
     yaml_document_t doc;
-    if (parse_yaml(eq + 1, strlen(eq + 1), &src, &doc, err)) return -1;
+    if (parse_yaml(val, strlen(val), &src, &doc, err)) {
+        if (hash)
+            moe_hintf(err, "' #' starts a YAML comment: quote a list item that holds it, "
+                           "e.g. --set '%s=[\"runs/exp #1/a.txt\"]'", path);
+        return -1;
+    }
     yaml_node_t *root = yaml_document_get_root_node(&doc);
     int rc;
     if (!root) {
         char want[128];
         describe(&KEYS[ki], want, sizeof want);
         moe_errorf(err, "--set %s: %s: missing value", assignment, path);
-        rc = moe_hintf(err, "expected %s", want);
+        rc = moe_hintf(err, "expected %s%s", want, hash ? " (' #' starts a YAML comment)"
+                                                        : "");
     } else {
-        rc = set_key(c, ki, &doc, root, &src, err);
+        const char *rest = val + byte_offset(val, root->end_mark.index);
+        rest += strspn(rest, " \t\r\n");
+        if (*rest) {
+            moe_errorf(err, "--set %s: %s: the value would be cut before '%s' (YAML reads it "
+                       "as a comment)", assignment, path, rest);
+            rc = moe_hintf(err, "a --set value is taken whole: remove the trailing text, or "
+                                "quote a list item that holds ' #' (\"a #1.txt\")");
+        } else {
+            rc = set_key(c, ki, &doc, root, &src, err);
+        }
     }
     yaml_document_delete(&doc);
     return rc;
@@ -1043,6 +1126,52 @@ static int validate_finetune(const Config *c, MoeErr *err) {
     return 0;
 }
 
+/* Tensor dimensions and the counts kernels loop over are ints (autograd/tensor.h): the
+ * products they are made of are checked here in 64 bits, so that no int overflow is
+ * reachable from a config that validates (layers/model.c asserts the same). Each factor is
+ * already in [1, INT_MAX]. */
+static int validate_products(const Config *c, MoeErr *err) {
+    const ConfigModel *m = &c->model;
+    const ConfigMoe *e = &c->moe;
+    const int64_t B = c->train.micro_batch, T = c->train.seq_len;
+    int kh = key_index(S_MODEL, "n_heads"), kd = key_index(S_MODEL, "head_dim"),
+        kkv = key_index(S_MODEL, "n_kv_heads"), kb = key_index(S_TRAIN, "micro_batch"),
+        kt = key_index(S_TRAIN, "seq_len");
+    const int64_t hd = (int64_t)m->n_heads * m->head_dim;
+    if (hd > INT_MAX) {
+        moe_errorf(err, "%s: model.n_heads, model.head_dim: n_heads x head_dim = %d x %d = "
+                   "%lld exceeds %d (the width of the queries and of the attention output)",
+                   loc_of(c, kh, kd), m->n_heads, m->head_dim, (long long)hd, INT_MAX);
+        return moe_hintf(err, "lower model.n_heads or model.head_dim");
+    }
+    /* routed slots per token: top-k's K, top-p's cap, every expert under expert choice */
+    const int64_t w = e->n_experts == 0 ? 1
+                    : e->router == CONFIG_ROUTER_TOPK ? e->top_k
+                    : e->router == CONFIG_ROUTER_TOPP && e->max_experts > 0 ? e->max_experts
+                    : e->n_experts;
+    if (B * T > INT_MAX) {
+        moe_errorf(err, "%s: train.micro_batch, train.seq_len: %lld x %lld = %lld tokens per "
+                   "micro-batch exceed %d", loc_of(c, kb, kt), (long long)B, (long long)T,
+                   (long long)(B * T), INT_MAX);
+        return moe_hintf(err, "lower train.micro_batch or train.seq_len (train.grad_accum "
+                              "makes a larger batch out of several micro-batches)");
+    }
+    if (B * T * w > INT_MAX) {
+        moe_errorf(err, "%s: train.micro_batch, train.seq_len: %lld tokens per micro-batch x "
+                   "%lld routed slots per token (moe.top_k, moe.max_experts or moe.n_experts "
+                   "by moe.router) = %lld exceed %d", loc_of(c, kb, kt), (long long)(B * T),
+                   (long long)w, (long long)(B * T * w), INT_MAX);
+        return moe_hintf(err, "lower train.micro_batch or train.seq_len (train.grad_accum "
+                              "makes a larger batch out of several micro-batches)");
+    }
+    if (B * m->n_kv_heads > INT_MAX) {   /* attention's (sequence, kv head) tasks */
+        moe_errorf(err, "%s: train.micro_batch, model.n_kv_heads: %lld x %d exceeds %d",
+                   loc_of(c, kb, kkv), (long long)B, m->n_kv_heads, INT_MAX);
+        return moe_hintf(err, "lower train.micro_batch or model.n_kv_heads");
+    }
+    return 0;
+}
+
 int config_validate(const Config *c, MoeErr *err) {
     for (int i = 0; i < NKEYS; i++) {
         char path[64];
@@ -1077,6 +1206,7 @@ int config_validate(const Config *c, MoeErr *err) {
         return moe_hintf(err, "each kv head serves n_heads/n_kv_heads query heads; pick "
                               "n_kv_heads among the divisors of %d", c->model.n_heads);
     }
+    if (validate_products(c, err)) return -1;
     int ke = key_index(S_MOE, "n_experts"), kk = key_index(S_MOE, "top_k");
     if (c->moe.n_experts > 0 && c->moe.top_k > c->moe.n_experts) {
         moe_errorf(err, "%s: moe.top_k, moe.n_experts: top_k = %d exceeds n_experts = %d",

@@ -183,15 +183,20 @@ int config_load(Config *c, const char *path, MoeErr *err);
  * label stands for the file name in messages and gives the config name. */
 int config_load_text(Config *c, const char *text, size_t len, const char *label, MoeErr *err);
 
-/* One command-line override "section.key=value". The value is parsed as a YAML scalar, or
- * as a flow list "[a, b]" for list keys, and checked with the same per-key rules as the
- * file; errors are located as "--set section.key=value". On error *c is unchanged. */
+/* One command-line override "section.key=value", the value taken whole: for a string key
+ * it is the text after '=' as is (" #" included; a value that is entirely one YAML quoted
+ * scalar is unquoted), otherwise a YAML scalar, or a flow list "[a, b]" for list keys,
+ * and text after it that YAML would drop as a comment is an error, not a cut. Checked
+ * with the same per-key rules as the file; errors are located as "--set
+ * section.key=value". On error *c is unchanged. */
 int config_set(Config *c, const char *assignment, MoeErr *err);
 
 /* Required keys (data.tokenizer; data.text or data.shards non-empty), per-key ranges again
  * (catches direct edits of the struct) and the cross-field checks: model.n_kv_heads divides
  * model.n_heads, moe.top_k <= moe.n_experts when n_experts > 0, moe.n_shared_experts = 0
  * when n_experts = 0 (and their total width fits an int), optim.min_lr <= optim.lr,
+ * the shape products fit an int (n_heads x head_dim, micro_batch x seq_len times the
+ * routed slots per token, micro_batch x n_kv_heads: checked in 64 bits),
  * and with init.upcycle_from set: moe.n_experts > 0 and a multiple of init.granularity
  * (the checks against the dense checkpoint itself are upcycle_into's), and
  * moe.max_experts <= moe.n_experts when n_experts > 0, moe.bias_update_rate only with

@@ -6,8 +6,11 @@
  *   moetrain --help | SUBCOMMAND --help
  *
  * User errors print "moetrain: error: ..." and "hint: ..." and exit 1; --help exits 0;
- * a bad command line, and a training refused before it changed anything (TRAIN_REFUSED: a
- * run.dir that belongs to another run), exit 2.
+ * a bad command line exits 2, and so does a training refused before it changed anything
+ * (TRAIN_REFUSED: a run.dir that belongs to another run), a refused output
+ * (train/outguard.h: an output that exists without --force, or that is one of the
+ * command's inputs) and a config whose planned memory does not fit the machine
+ * (train/memplan.h): their fix is on the command line too.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -22,6 +25,8 @@
 #include "train/cmd_infer.h"
 #include "train/cmd_upcycle.h"
 #include "train/config.h"
+#include "train/memplan.h"
+#include "train/outguard.h"
 #include "train/report.h"
 #include "train/train.h"
 
@@ -29,16 +34,17 @@ static const char *MAIN_HELP =
     "usage: moetrain CONFIG.yaml [--set section.key=value ...] [--resume PATH|auto]\n"
     "                [--stop-at STEP]\n"
     "       moetrain ckpt info PATH\n"
-    "       moetrain report RUN_DIR... [--out FILE.html]\n"
+    "       moetrain report RUN_DIR... [--out FILE.html] [--force]\n"
     "       moetrain export CKPT OUT --format hf|gguf [--dtype T] [--max-shard-size BYTES]\n"
+    "                       [--force]\n"
     "       moetrain sample MODEL --prompt TEXT [--max-tokens N --temperature T --top-p P\n"
     "                       --seed S]\n"
     "       moetrain eval MODEL --text FILE [--ctx N] [--stride S] [--score-second-half]\n"
-    "       moetrain logits MODEL --ids 1,2,3 [--out FILE]\n"
+    "       moetrain logits MODEL --ids 1,2,3 [--out FILE [--force]]\n"
     "       moetrain upcycle DENSE_CKPT OUT_CKPT --experts E --top-k K [--granularity G]\n"
-    "                [--router-init-std S] [--expert-noise X] [--seed N]\n"
-    "       moetrain tokenizer train --vocab N --out FILE TEXT_FILE...\n"
-    "       moetrain data encode --tokenizer FILE --out SHARD TEXT_FILE...\n"
+    "                [--router-init-std S] [--expert-noise X] [--seed N] [--force]\n"
+    "       moetrain tokenizer train --vocab N --out FILE [--force] TEXT_FILE...\n"
+    "       moetrain data encode --tokenizer FILE --out SHARD [--force] TEXT_FILE...\n"
     "\n"
     "Trains the Mixture-of-Experts model described by CONFIG.yaml (see README.md for every\n"
     "key). Missing tokenizer files are trained on data.text and text files are encoded\n"
@@ -66,27 +72,36 @@ static const char *MAIN_HELP =
     "  upcycle                  MoE checkpoint from a dense one (sparse upcycling)\n"
     "\n"
     "Under mpirun the global batch is split over the ranks and the experts over\n"
-    "parallel.expert_parallel ranks; SIGINT/SIGTERM save a checkpoint and exit 0.\n";
+    "parallel.expert_parallel ranks; SIGINT/SIGTERM save a checkpoint and exit 0.\n"
+    "Training prints its planned memory per rank first and refuses (exit 2) a config that\n"
+    "does not fit the machine's memory.\n"
+    "\n"
+    "Outputs: a command never writes over one of its own inputs, and replaces an existing\n"
+    "output only with --force (exit 2 otherwise).\n";
 
 static const char *TOK_HELP =
-    "usage: moetrain tokenizer train --vocab N --out FILE TEXT_FILE...\n"
+    "usage: moetrain tokenizer train --vocab N --out FILE [--force] TEXT_FILE...\n"
     "\n"
     "Trains a byte-level BPE tokenizer (GPT-2 byte-to-unicode alphabet and pre-tokenizer,\n"
     "ranked merges) with N tokens: 256 bytes, N-257 merges and <|endoftext|>.\n"
     "\n"
     "options:\n"
     "  --vocab N     vocabulary size, 258..65536 (model.vocab_size must match)\n"
-    "  --out FILE    where to write the tokenizer (written atomically)\n";
+    "  --out FILE    where to write the tokenizer (written atomically); never one of the\n"
+    "                text files\n"
+    "  --force       replace an existing FILE\n";
 
 static const char *ENC_HELP =
-    "usage: moetrain data encode --tokenizer FILE --out SHARD TEXT_FILE...\n"
+    "usage: moetrain data encode --tokenizer FILE --out SHARD [--force] TEXT_FILE...\n"
     "\n"
     "Encodes the text files (an <|endoftext|> token after each) into one binary token\n"
     "shard that data.shards can list.\n"
     "\n"
     "options:\n"
     "  --tokenizer FILE   tokenizer made by `moetrain tokenizer train`\n"
-    "  --out SHARD        output shard (written atomically)\n";
+    "  --out SHARD        output shard (written atomically); never the tokenizer or one of\n"
+    "                     the text files\n"
+    "  --force            replace an existing SHARD\n";
 
 static Comm g_comm;
 
@@ -113,11 +128,14 @@ static int cmd_tokenizer(int argc, char **argv) {
     if (strcmp(argv[0], "train") != 0) return usage_error("unknown tokenizer command", TOK_HELP);
     long vocab = 0;
     const char *out = NULL;
+    bool force = false;
     const char **files = calloc((size_t)argc, sizeof(char *));
     int nf = 0;
     for (int i = 1; i < argc; i++) {
         if (is_help(argv[i])) { fputs(TOK_HELP, stdout); free(files); return 0; }
-        if (!strcmp(argv[i], "--vocab") && i + 1 < argc) {
+        if (!strcmp(argv[i], "--force")) {
+            force = true;
+        } else if (!strcmp(argv[i], "--vocab") && i + 1 < argc) {
             char *end;
             vocab = strtol(argv[++i], &end, 10);
             if (*end || vocab < 258 || vocab > 65536) {
@@ -136,6 +154,11 @@ static int cmd_tokenizer(int argc, char **argv) {
     if (!vocab || !out || nf == 0) {
         free(files);
         return usage_error("--vocab, --out and at least one text file are required", TOK_HELP);
+    }
+    int guard = outguard_cli(out, OUTGUARD_FILE, "--out", files, nf, force);
+    if (guard) {
+        free(files);
+        return guard;
     }
     Tokenizer tok;
     MoeErr err;
@@ -157,27 +180,36 @@ static int cmd_data(int argc, char **argv) {
     }
     if (strcmp(argv[0], "encode") != 0) return usage_error("unknown data command", ENC_HELP);
     const char *tokp = NULL, *out = NULL;
-    const char **files = calloc((size_t)argc, sizeof(char *));
+    bool force = false;
+    /* files[0] is kept for the tokenizer: the output guard checks it with the texts */
+    const char **files = calloc((size_t)argc + 1, sizeof(char *));
     int nf = 0;
     for (int i = 1; i < argc; i++) {
         if (is_help(argv[i])) { fputs(ENC_HELP, stdout); free(files); return 0; }
-        if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) tokp = argv[++i];
+        if (!strcmp(argv[i], "--force")) force = true;
+        else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) tokp = argv[++i];
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
         else if (argv[i][0] == '-') {
             free(files);
             return usage_error("unknown option or missing value", ENC_HELP);
-        } else files[nf++] = argv[i];
+        } else files[1 + nf++] = argv[i];
     }
     if (!tokp || !out || nf == 0) {
         free(files);
         return usage_error("--tokenizer, --out and at least one text file are required",
                            ENC_HELP);
     }
+    files[0] = tokp;
+    int guard = outguard_cli(out, OUTGUARD_FILE, "--out", files, nf + 1, force);
+    if (guard) {
+        free(files);
+        return guard;
+    }
     Tokenizer tok;
     MoeErr err;
     memset(&tok, 0, sizeof tok);
     int rc = tok_load(&tok, tokp, &err);
-    if (!rc) rc = shard_encode_files(&tok, files, nf, out, &err);
+    if (!rc) rc = shard_encode_files(&tok, files + 1, nf, out, &err);
     if (!rc) printf("encoded %d file(s) -> %s\n", nf, out);
     tok_free(&tok);
     free(files);
@@ -229,6 +261,12 @@ static int cmd_train(int argc, char **argv) {
                    &err)) {
         config_free(&c);
         return fail(&err);
+    }
+    /* the planned memory, printed; a run that cannot fit is refused before allocating */
+    if (memplan_check(&c, &g_comm, &err)) {
+        config_free(&c);
+        fail(&err);
+        return 2;
     }
     int rc = train_run(&c, &g_comm, &opt, &err);
     config_free(&c);

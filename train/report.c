@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "train/json.h"
+#include "train/outguard.h"
 
 /* ------------------------------------------------------------------------------------- */
 /* loading                                                                                */
@@ -806,9 +807,13 @@ static void layer_plot(FILE *f, const RunData *runs, int nr, float *const *data,
     moe_free(s);
 }
 
+/* How every page starts: also how cmd_report recognises a page it may regenerate. */
+static const char PAGE_START[] =
+    "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n"
+    "<title>moetrain report: ";
+
 static void write_page(FILE *f, const RunData *runs, int nr) {
-    fprintf(f, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n"
-               "<title>moetrain report: ");
+    fputs(PAGE_START, f);
     for (int k = 0; k < nr; k++) {
         if (k) fputs(", ", f);
         put_esc(f, runs[k].name);
@@ -973,7 +978,7 @@ int report_write(const RunData *runs, int n_runs, const char *out_path, MoeErr *
 /* the subcommand                                                                         */
 
 static const char *const REPORT_HELP =
-    "usage: moetrain report RUN_DIR [RUN_DIR...] [--out FILE.html]\n"
+    "usage: moetrain report RUN_DIR [RUN_DIR...] [--out FILE.html] [--force]\n"
     "\n"
     "Writes one self-contained HTML page (inline SVG, no JavaScript, no network) with the\n"
     "run's loss and validation loss against tokens seen, aux and z losses, learning rate,\n"
@@ -985,7 +990,10 @@ static const char *const REPORT_HELP =
     "\n"
     "options:\n"
     "  --out FILE.html   where to write the page (written atomically); default\n"
-    "                    RUN_DIR/report.html for one run, required for several\n"
+    "                    RUN_DIR/report.html for one run, required for several. An earlier\n"
+    "                    moetrain report there is replaced; any other file needs --force;\n"
+    "                    a file the report reads never is\n"
+    "  --force           replace an existing FILE.html that is not a moetrain report\n"
     "  -h, --help        this help\n";
 
 static int report_usage(const char *msg) {
@@ -993,15 +1001,54 @@ static int report_usage(const char *msg) {
     return 2;
 }
 
+/* True when path starts like a page write_page made: a report is derived from its runs'
+ * files and can be made again at any time, so regenerating one loses nothing. */
+static bool is_report_page(const char *path) {
+    char head[sizeof PAGE_START];
+    FILE *f = fopen(path, "rb");
+    if (!f) return false;
+    size_t n = fread(head, 1, sizeof PAGE_START - 1, f);
+    fclose(f);
+    return n == sizeof PAGE_START - 1 && !memcmp(head, PAGE_START, n);
+}
+
+/* The output guard (train/outguard.h) for out, given the run directories among argv: the
+ * files the report reads are its inputs; an earlier report may be replaced without --force. */
+static int check_output(const char *out, int argc, char **argv, int nd, bool force) {
+    char (*in)[4200] = moe_calloc((size_t)nd * 3 * sizeof *in);
+    const char **inp = moe_calloc((size_t)nd * 3 * sizeof *inp);
+    int n = 0;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--out")) {
+            i++;
+            continue;
+        }
+        if (argv[i][0] == '-') continue;
+        static const char *const files[3] = {"metrics.jsonl", "eval.jsonl", "config.yaml"};
+        for (int k = 0; k < 3; k++) {
+            snprintf(in[n], sizeof in[n], "%s/%s", argv[i], files[k]);
+            inp[n] = in[n];
+            n++;
+        }
+    }
+    int rc = outguard_cli(out, OUTGUARD_FILE, "--out", inp, n, force || is_report_page(out));
+    moe_free(inp);
+    moe_free(in);
+    return rc;
+}
+
 int cmd_report(int argc, char **argv) {
     const char *out = NULL;
     int nd = 0;
+    bool force = false;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             fputs(REPORT_HELP, stdout);
             return 0;
         }
-        if (!strcmp(argv[i], "--out")) {
+        if (!strcmp(argv[i], "--force")) {
+            force = true;
+        } else if (!strcmp(argv[i], "--out")) {
             if (i + 1 >= argc) return report_usage("--out needs a file name");
             if (out) return report_usage("--out given twice");
             out = argv[++i];
@@ -1015,16 +1062,26 @@ int cmd_report(int argc, char **argv) {
     }
     if (nd == 0) return report_usage("no run directory given");
     if (nd > 1 && !out) return report_usage("--out FILE.html is required with several runs");
+    char def[4096];
+    if (!out) {   /* the one run directory */
+        for (int i = 0; i < argc && !out; i++)
+            if (argv[i][0] != '-') {
+                snprintf(def, sizeof def, "%s/report.html", argv[i]);
+                out = def;
+            }
+    }
+    int guard = check_output(out, argc, argv, nd, force);
+    if (guard) return guard;
     RunData *runs = moe_calloc((size_t)nd * sizeof *runs);
     MoeErr err;
     memset(&err, 0, sizeof err);
     int k = 0, rc = 1;
-    char def[4096];
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--out")) {
             i++;
             continue;
         }
+        if (!strcmp(argv[i], "--force")) continue;
         if (report_load_run(&runs[k], argv[i], &err)) goto done;
         k++;
     }
@@ -1038,10 +1095,6 @@ int cmd_report(int argc, char **argv) {
                 }
                 a = b = nd;
             }
-    if (!out) {
-        snprintf(def, sizeof def, "%s/report.html", runs[0].dir);
-        out = def;
-    }
     if (report_write(runs, nd, out, &err)) goto done;
     printf("wrote %s (%d run%s", out, nd, nd > 1 ? "s" : "");
     for (int i = 0; i < nd; i++)

@@ -69,9 +69,13 @@ size_t report_heatmap_columns(size_t n_steps, int E);
  * is left behind on failure). */
 int report_write(const RunData *runs, int n_runs, const char *out_path, MoeErr *err);
 
-/* The subcommand: moetrain report RUN_DIR [RUN_DIR...] [--out FILE.html] | --help.
- * argv[0] is the first argument after "report". Returns the exit code: 0 ok (and --help),
- * 1 user/environment error (printed with a hint), 2 bad command line. */
+/* The subcommand: moetrain report RUN_DIR [RUN_DIR...] [--out FILE.html] [--force] | --help.
+ * argv[0] is the first argument after "report". The output (default RUN_DIR/report.html)
+ * goes through train/outguard.h with the runs' metrics.jsonl, eval.jsonl and config.yaml
+ * as inputs; an existing file that is a page this writer made counts as --force (a
+ * report is regenerated from its runs at any time; that is its normal use), any other
+ * existing file needs --force. Returns the exit code: 0 ok (and --help), 1
+ * user/environment error (printed with a hint), 2 bad command line or refused output. */
 int cmd_report(int argc, char **argv);
 
 #endif

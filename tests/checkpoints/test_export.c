@@ -215,7 +215,7 @@ START_TEST(test_hf_roundtrip) {
     save_ref(&m, &c, 4);
     char out[400];
     snprintf(out, sizeof out, "%s/hf", g_dir);
-    ExportHfOptions o = {ST_F32, 0};
+    ExportHfOptions o = {ST_F32, 0, false};
     MoeErr err;
     ck_assert_msg(export_hf(g_ckpt, out, &o, &err) == 0, "%s", err.msg);
     /* Our reader sees every tensor bit for bit, experts split, no noise_gate. */
@@ -317,7 +317,7 @@ START_TEST(test_hf_sharded_bf16_dense) {
     MoeErr err;
     /* f32, sharded at 20 kB: several shards + index, same values. */
     snprintf(out, sizeof out, "%s/hf_sharded", g_dir);
-    ExportHfOptions o = {ST_F32, 20000};
+    ExportHfOptions o = {ST_F32, 20000, false};
     ck_assert_msg(export_hf(g_ckpt, out, &o, &err) == 0, "%s", err.msg);
     snprintf(p, sizeof p, "%s/model.safetensors.index.json", out);
     ck_assert(exists(p));
@@ -336,7 +336,7 @@ START_TEST(test_hf_sharded_bf16_dense) {
     moe_free(buf);
     /* bf16: values are the bf16 rounding of ours. */
     snprintf(out, sizeof out, "%s/hf_bf16", g_dir);
-    ExportHfOptions ob = {ST_BF16, 0};
+    ExportHfOptions ob = {ST_BF16, 0, false};
     ck_assert_msg(export_hf(g_ckpt, out, &ob, &err) == 0, "%s", err.msg);
     ck_assert_msg(model_source_load(&src, out, &err) == 0, "%s", err.msg);
     for (int i = 0; i < m.ps.count; i++) {
@@ -448,7 +448,7 @@ START_TEST(test_corrupt_files) {
     char out[400], p[500], bad[500];
     MoeErr err;
     snprintf(out, sizeof out, "%s/hf", g_dir);
-    ExportHfOptions o = {ST_F32, 0};
+    ExportHfOptions o = {ST_F32, 0, false};
     ck_assert(export_hf(g_ckpt, out, &o, &err) == 0);
     snprintf(p, sizeof p, "%s/model.safetensors", out);
     uint8_t *buf;
@@ -525,7 +525,7 @@ START_TEST(test_export_fails_cleanly) {
     moe_free(buf);
     snprintf(out, sizeof out, "%s/out_hf", g_dir);
     snprintf(g, sizeof g, "%s/out.gguf", g_dir);
-    ExportHfOptions o = {ST_F32, 0};
+    ExportHfOptions o = {ST_F32, 0, false};
     ck_assert_int_eq(export_hf(trunc, out, &o, &err), -1);
     ck_assert_msg(strstr(err.msg, "trunc.h5"), "%s", err.msg);
     ck_assert_int_eq(export_gguf(trunc, g, GGML_F32, &err), -1);
@@ -595,7 +595,7 @@ START_TEST(test_router_bias_inference_and_export) {
     char out[400], g[400];
     snprintf(out, sizeof out, "%s/out_hf", g_dir);
     snprintf(g, sizeof g, "%s/out.gguf", g_dir);
-    ExportHfOptions o = {ST_F32, 0};
+    ExportHfOptions o = {ST_F32, 0, false};
     ck_assert_int_eq(export_hf(g_ckpt, out, &o, &err), -1);
     ck_assert_msg(strstr(err.msg, g_ckpt) && strstr(err.msg, "moe.bias_update_rate") &&
                   strstr(err.msg, "Hugging Face"), "%s", err.msg);
@@ -738,7 +738,7 @@ static void read_config_json(const char *out, JsonValue *j) {
 START_TEST(test_export_window_and_shared) {
     MoeErr err;
     char out[400];
-    ExportHfOptions o = {ST_F32, 0};
+    ExportHfOptions o = {ST_F32, 0, false};
     float *la = moe_malloc(sizeof(float) * 12 * 300), *lb = moe_malloc(sizeof(float) * 12 * 300);
     /* default: "sliding_window": null */
     {

@@ -3,8 +3,13 @@
 # - export --format hf / gguf (f32): `moetrain logits` from the checkpoint, the HF directory
 #   and the GGUF file are byte-identical float32 files; the text dump has one line per id.
 # - eval (both protocols) and sample run and print what they promise.
-# - a truncated checkpoint, a missing parent directory and an existing output fail with
-#   exit 1, "moetrain: error:" and a hint, and leave nothing under the output name.
+# - a truncated checkpoint and a missing parent directory fail with exit 1, "moetrain:
+#   error:" and a hint, and leave nothing under the output name.
+# - outputs (train/outguard.h): an existing OUT needs --force (gguf file, HF directory,
+#   logits --out), --force replaces an earlier HF export but not a directory holding other
+#   files, and an output that is the checkpoint, lies around it (HF directory) or inside
+#   the HF model read is refused even with --force; all exit 2 and change nothing.
+# - eval refuses settings that score no token (--score-second-half with --ctx 2).
 # - bad command lines exit 2.
 # Usage: test_export.sh PATH/TO/moetrain
 set -u
@@ -84,8 +89,56 @@ expect_fail "truncated ckpt" 1 "moetrain: error: .*trunc.h5" -- "$BIN" export "$
 expect_fail "truncated ckpt gguf" 1 "moetrain: error:" -- "$BIN" export "$TMP/trunc.h5" "$TMP/out.gguf"
 [ ! -e "$TMP/out.gguf" ] && ok || bad "truncated export left out.gguf"
 expect_fail "missing parent" 1 "hint:" -- "$BIN" export "$CK" "$TMP/no/such/hf" --format hf
-expect_fail "existing output" 1 "already exists" -- "$BIN" export "$CK" "$TMP/hf" --format hf
+expect_fail "existing output" 2 "already exists" -- "$BIN" export "$CK" "$TMP/hf" --format hf
+grep -q "hint: pass --force" "$TMP/err" && ok || bad "no --force hint"
 ls -a "$TMP" | grep -q "tmp" && bad "temporaries left: $(ls -a "$TMP" | grep tmp)" || ok
+
+# Outputs never replace inputs; existing outputs need --force.
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+ck_sum=$(sha "$CK")
+mkdir -p "$TMP/around"; ln -f "$CK" "$TMP/around/ck.h5"
+expect_fail "gguf OUT = CKPT" 2 "is also an input" -- "$BIN" export "$CK" "$CK" --format gguf
+expect_fail "gguf OUT = CKPT, --force" 2 "is also an input" -- "$BIN" export "$CK" "$CK" --format gguf --force
+expect_fail "gguf OUT = CKPT (./, link)" 2 "is also an input" -- \
+  "$BIN" export "$TMP/around/ck.h5" "$TMP/run/checkpoints/./step_00000020.h5" --format gguf --force
+expect_fail "hf OUT holds CKPT" 2 "ck.h5 lies inside this directory" -- \
+  "$BIN" export "$TMP/around/ck.h5" "$TMP/around" --format hf --force
+expect_fail "upcycled/peft OUT holds CKPT" 2 "lies inside" -- \
+  "$BIN" export "$TMP/around/ck.h5" "$TMP/around" --adapters-only --force
+[ "$(sha "$CK")" = "$ck_sum" ] && [ "$(ls "$TMP/around")" = ck.h5 ] && ok || bad "a refused export changed its checkpoint"
+g_sum=$(sha "$TMP/m.gguf")
+expect_fail "gguf exists" 2 "m.gguf: already exists" -- "$BIN" export "$CK" "$TMP/m.gguf" --dtype f16
+[ "$(sha "$TMP/m.gguf")" = "$g_sum" ] && ok || bad "a refused gguf export changed m.gguf"
+"$BIN" export "$CK" "$TMP/m.gguf" --dtype f16 --force > "$TMP/log" 2>&1 && [ "$(sha "$TMP/m.gguf")" != "$g_sum" ] \
+  && ok || { bad "gguf --force did not replace"; cat "$TMP/log"; }
+"$BIN" export "$CK" "$TMP/m.gguf" --force > "$TMP/log" 2>&1 && [ "$(sha "$TMP/m.gguf")" = "$g_sum" ] \
+  && ok || bad "gguf --force f32 again differs from the first export"
+# --force replaces an earlier HF export whole (the sharded one becomes unsharded), but not a
+# directory holding anything an export does not write
+"$BIN" export "$CK" "$TMP/hfs" --format hf --force > "$TMP/log" 2>&1 && [ -s "$TMP/hfs/model.safetensors" ] \
+  && ! ls "$TMP/hfs" | grep -q "^model-0000" && ok || { bad "hf --force did not replace the export"; cat "$TMP/log"; }
+ls -a "$TMP" | grep -q "old-\|tmp-" && bad "replaced export left $(ls -a "$TMP" | grep 'old-\|tmp-')" || ok
+mkdir -p "$TMP/mine"; echo keep > "$TMP/mine/notes.txt"; echo '{}' > "$TMP/mine/x.json"
+expect_fail "hf --force onto a user's directory" 2 "notes.txt, which an export does not write" -- \
+  "$BIN" export "$CK" "$TMP/mine" --format hf --force
+[ "$(cat "$TMP/mine/notes.txt")" = keep ] && [ -s "$TMP/mine/x.json" ] && ok || bad "hf --force touched a user's directory"
+expect_fail "hf OUT is a file" 2 "exists and is not a directory" -- "$BIN" export "$CK" "$TMP/m8.gguf" --format hf --force
+"$BIN" export --help | grep -q -- "--force" && ok || bad "export --help lacks --force"
+# logits --out
+expect_fail "logits --out = MODEL" 2 "is also an input" -- "$BIN" logits "$CK" --ids 1,2 --out "$CK" --force
+expect_fail "logits --out inside the HF model" 2 "inside the input directory" -- \
+  "$BIN" logits "$TMP/hf" --ids 1,2 --out "$TMP/hf/config.json" --force
+l_sum=$(sha "$TMP/l_hf.f32")
+expect_fail "logits --out exists" 2 "already exists" -- "$BIN" logits "$CK" --ids 1,2 --out "$TMP/l_hf.f32"
+[ "$(sha "$TMP/l_hf.f32")" = "$l_sum" ] && [ "$(sha "$CK")" = "$ck_sum" ] && ok || bad "a refused logits changed a file"
+"$BIN" logits "$CK" --ids 1,2 --out "$TMP/l_hf.f32" --force > "$TMP/log" 2>&1 && \
+  [ "$(stat -c %s "$TMP/l_hf.f32")" = $((2 * 320 * 4)) ] && ok || bad "logits --force"
+"$BIN" logits --help | grep -q -- "--force" && ok || bad "logits --help lacks --force"
+
+# eval settings that score nothing are refused (each chunk of N scores tokens N/2+1..N-1).
+expect_fail "half, ctx 2" 2 "scores no token" -- "$BIN" eval "$CK" --text "$TMP/corpus.txt" --ctx 2 --score-second-half
+"$BIN" eval "$CK" --text "$TMP/corpus.txt" --ctx 3 --score-second-half > "$TMP/ev3" 2>&1 && \
+  grep -q "perplexity" "$TMP/ev3" && ! grep -qi "nan" "$TMP/ev3" && ok || { bad "eval --ctx 3 --score-second-half"; cat "$TMP/ev3"; }
 head -c 1000 "$TMP/m.gguf" > "$TMP/cut.gguf"
 expect_fail "truncated gguf" 1 "truncated" -- "$BIN" logits "$TMP/cut.gguf" --ids 1,2
 

@@ -4,6 +4,8 @@
 # - `moetrain upcycle` writes an MoE checkpoint from it: no optimizer state, step 0
 #   (`ckpt info`); bad command lines exit 2, a checkpoint that does not fit exits 1 naming
 #   the mismatch (an MoE checkpoint, a hidden width not divisible by the granularity);
+#   OUT_CKPT = DENSE_CKPT (./ spelling, hard link) exits 2 even with --force, an existing
+#   OUT_CKPT exits 2 without --force, and neither changes a file;
 # - init.upcycle_from: the MoE config continues from the dense checkpoint on 1 rank and under
 #   mpirun -n 2 (expert parallel 2: each rank fills its own experts by global index); the
 #   first training losses agree between the layouts (1e-4 relative) and the first loss is the
@@ -58,6 +60,24 @@ grep -q "moetrain: error: .*moe.hidden = 96 is not divisible by the granularity 
 [ ! -e "$TMP/up.h5" ] && ok || bad "a refused upcycle left $TMP/up.h5"
 
 expect_exit 0 "$TMP/up.log" "$BIN" upcycle "$DENSE" "$TMP/up.h5" --experts 4 --top-k 2 --granularity 2
+# OUT_CKPT never replaces DENSE_CKPT, however spelled (./, a hard link), not even with
+# --force; an existing OUT_CKPT needs --force (exit 2, files unchanged)
+d_sum=$(sha256sum "$DENSE" | cut -d' ' -f1); u_sum=$(sha256sum "$TMP/up.h5" | cut -d' ' -f1)
+ln -f "$DENSE" "$TMP/dense_link.h5"
+for out in "$DENSE" "$TMP/dense/checkpoints/./step_00000030.h5" "$TMP/dense_link.h5"; do
+  for force in "" --force; do
+    expect_exit 2 "$TMP/e7.log" "$BIN" upcycle "$DENSE" "$out" --experts 4 --top-k 2 $force
+    grep -q "is also an input" "$TMP/e7.log" && ok || { bad "OUT_CKPT = DENSE_CKPT ($out $force) not named"; cat "$TMP/e7.log"; }
+  done
+done
+expect_exit 2 "$TMP/e8.log" "$BIN" upcycle "$DENSE" "$TMP/up.h5" --experts 4 --top-k 2 --granularity 2 --seed 9
+grep -q "up.h5: already exists" "$TMP/e8.log" && grep -q "hint: pass --force" "$TMP/e8.log" && ok \
+  || { bad "existing OUT_CKPT not refused"; cat "$TMP/e8.log"; }
+[ "$(sha256sum "$DENSE" | cut -d' ' -f1)" = "$d_sum" ] && [ "$(sha256sum "$TMP/up.h5" | cut -d' ' -f1)" = "$u_sum" ] \
+  && ok || bad "a refused upcycle changed a checkpoint"
+expect_exit 0 "$TMP/up9.log" "$BIN" upcycle "$DENSE" "$TMP/up9.h5" --experts 4 --top-k 2 --granularity 2
+expect_exit 0 "$TMP/up9.log" "$BIN" upcycle "$DENSE" "$TMP/up9.h5" --experts 4 --top-k 2 --granularity 2 --seed 9 --force
+"$BIN" upcycle --help | grep -q -- "--force" && ok || bad "upcycle --help lacks --force"
 expect_exit 0 "$TMP/info.log" "$BIN" ckpt info "$TMP/up.h5"
 grep -q "^step  *0$" "$TMP/info.log" && grep -q "optimizer state no" "$TMP/info.log" \
   && grep -q "n_experts 4, top_k 2, hidden 48" "$TMP/info.log" && ok \

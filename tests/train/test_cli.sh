@@ -93,6 +93,89 @@ if awk -v a="$first" -v b="$last_val" 'BEGIN{exit !(b < a - 0.5)}'; then ok
 else bad "validation loss $last_val did not fall below first loss $first - 0.5"; fi
 [ -f "$TMP/tok.bpe" ] && ok || bad "tokenizer file was not written"
 
+# Outputs never destroy inputs (train/outguard.h): an output that is one of the command's
+# inputs (however spelled: ./x, a hard link) is refused even with --force, an existing
+# output needs --force; both exit 2 and leave every file as it was.
+cp "$TMP/corpus.txt" "$TMP/keep.txt"; ln -f "$TMP/corpus.txt" "$TMP/hardlink.txt"
+for out in "$TMP/corpus.txt" "$TMP/./corpus.txt" "$TMP/hardlink.txt"; do
+  for force in "" --force; do
+    expect_fail "tokenizer --out = input ($out $force)" 2 "is also an input.*corpus.txt" -- \
+      "$BIN" tokenizer train --vocab 300 $force --out "$out" "$TMP/corpus.txt"
+  done
+done
+cmp -s "$TMP/corpus.txt" "$TMP/keep.txt" && ok || bad "tokenizer train overwrote its input"
+grep -q "hint: choose another --out" "$TMP/err" && ok || bad "no hint for an input as --out"
+cp "$TMP/tok.bpe" "$TMP/tok_keep.bpe"
+expect_fail "tokenizer --out exists" 2 "tok.bpe: already exists" -- \
+  "$BIN" tokenizer train --vocab 300 --out "$TMP/tok.bpe" "$TMP/corpus.txt"
+grep -q "hint: pass --force" "$TMP/err" && ok || bad "no --force hint"
+cmp -s "$TMP/tok.bpe" "$TMP/tok_keep.bpe" && ok || bad "a refused tokenizer train changed tok.bpe"
+"$BIN" tokenizer train --vocab 300 --out "$TMP/tok.bpe" --force "$TMP/corpus.txt" > "$TMP/out" 2>&1 \
+  && ! cmp -s "$TMP/tok.bpe" "$TMP/tok_keep.bpe" && ok || bad "tokenizer train --force did not replace"
+cp "$TMP/tok_keep.bpe" "$TMP/tok.bpe"
+"$BIN" tokenizer --help | grep -q -- "--force" && ok || bad "tokenizer --help lacks --force"
+expect_fail "encode --out = tokenizer" 2 "is also an input.*tok.bpe" -- \
+  "$BIN" data encode --tokenizer "$TMP/tok.bpe" --out "$TMP/./tok.bpe" --force "$TMP/corpus.txt"
+expect_fail "encode --out = text" 2 "is also an input.*corpus.txt" -- \
+  "$BIN" data encode --tokenizer "$TMP/tok.bpe" --out "$TMP/hardlink.txt" "$TMP/corpus.txt"
+expect_fail "encode --out = text, --force" 2 "is also an input.*corpus.txt" -- \
+  "$BIN" data encode --tokenizer "$TMP/tok.bpe" --out "$TMP/corpus.txt" --force "$TMP/corpus.txt"
+cmp -s "$TMP/corpus.txt" "$TMP/keep.txt" && cmp -s "$TMP/tok.bpe" "$TMP/tok_keep.bpe" && ok \
+  || bad "data encode overwrote an input"
+"$BIN" data encode --tokenizer "$TMP/tok.bpe" --out "$TMP/s.tok" "$TMP/corpus.txt" > "$TMP/out" 2>&1 && ok \
+  || bad "data encode to a new shard"
+expect_fail "encode --out exists" 2 "s.tok: already exists" -- \
+  "$BIN" data encode --tokenizer "$TMP/tok.bpe" --out "$TMP/s.tok" "$TMP/corpus.txt"
+"$BIN" data encode --tokenizer "$TMP/tok.bpe" --out "$TMP/s.tok" --force "$TMP/corpus.txt" > "$TMP/out" 2>&1 \
+  && ok || bad "data encode --force"
+"$BIN" data encode --help | grep -q -- "--force" && ok || bad "data encode --help lacks --force"
+# report: its own earlier page is regenerated (its normal use), a foreign file needs
+# --force, a file it reads never is replaced
+"$BIN" report "$TMP/run" > "$TMP/out" 2>&1 && "$BIN" report "$TMP/run" > "$TMP/out" 2>&1 && ok \
+  || { bad "report could not regenerate its report.html"; cat "$TMP/out"; }
+"$BIN" report "$TMP/run" --out "$TMP/again.html" > "$TMP/out" 2>&1 && \
+  "$BIN" report "$TMP/run" --out "$TMP/again.html" > "$TMP/out" 2>&1 && ok || bad "report --out onto its own page"
+echo "my notes" > "$TMP/notes.html"
+expect_fail "report --out foreign file" 2 "notes.html: already exists" -- \
+  "$BIN" report "$TMP/run" --out "$TMP/notes.html"
+[ "$(cat "$TMP/notes.html")" = "my notes" ] && ok || bad "report replaced a foreign file"
+"$BIN" report "$TMP/run" --out "$TMP/notes.html" --force > "$TMP/out" 2>&1 && \
+  grep -q "<svg" "$TMP/notes.html" && ok || bad "report --force"
+cp "$TMP/run/metrics.jsonl" "$TMP/metrics_keep.jsonl"
+expect_fail "report --out = metrics.jsonl" 2 "is also an input" -- \
+  "$BIN" report "$TMP/run" --out "$TMP/run/metrics.jsonl" --force
+cmp -s "$TMP/run/metrics.jsonl" "$TMP/metrics_keep.jsonl" && ok || bad "report overwrote metrics.jsonl"
+
+# --set takes a value whole: ' #' in a path is kept, not read as a YAML comment.
+"$BIN" "$TMP/small.yaml" --set "run.dir=$TMP/exp #1" --set train.steps=2 --set train.eval_every=0 \
+  > "$TMP/hash.log" 2>&1 || { bad "run with ' #' in run.dir failed"; tail -3 "$TMP/hash.log"; }
+[ -s "$TMP/exp #1/metrics.jsonl" ] && [ ! -e "$TMP/exp" ] && ok || bad "run.dir with ' #' was cut"
+expect_fail "--set cut scalar" 1 "would be cut before '#2'" -- "$BIN" "$TMP/small.yaml" --set "train.steps=5 #2"
+
+# Memory plan: printed before training; an impossible size is refused with exit 2 before
+# anything is allocated (a 2e9-wide model would need terabytes), naming keys and levers.
+grep -q "^memory plan per rank" "$TMP/train.log" && grep -q "AdamW moments" "$TMP/train.log" && ok \
+  || bad "training printed no memory plan"
+t0=$(date +%s%N)
+expect_fail "absurd model.dim" 2 "planned memory.*exceeds.*model\.\*" -- \
+  "$BIN" "$TMP/small.yaml" --set model.dim=2000000000 --set "run.dir=$TMP/huge"
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+[ "$ms" -lt 2000 ] && ok || bad "the refusal took $ms ms"
+grep -q "hint: .*train.recompute" "$TMP/err" && grep -q "train.micro_batch" "$TMP/err" && ok \
+  || bad "refusal names no levers"
+[ ! -e "$TMP/huge" ] && ok || bad "a refused config created its run directory"
+expect_fail "absurd micro_batch" 2 "planned memory" -- \
+  "$BIN" "$TMP/small.yaml" --set train.micro_batch=4000000 --set "run.dir=$TMP/huge"
+expect_fail "n_heads x head_dim overflow" 1 "n_heads x head_dim = 65536 x 65536" -- \
+  "$BIN" "$TMP/small.yaml" --set model.n_heads=65536 --set model.head_dim=65536 --set model.n_kv_heads=1
+# the shipped configs are planned and not refused (they then stop at the missing corpus)
+for cfg in "$SRC"/configs/*.yaml; do
+  "$BIN" "$cfg" --set "run.dir=$TMP/cfg_run" --set "data.tokenizer=$TMP/cfg_tok.bpe" \
+    --set "data.text=[$TMP/no_such_corpus.txt]" > "$TMP/out" 2> "$TMP/err"; rc=$?
+  if [ $rc != 2 ] && grep -q "^memory plan per rank" "$TMP/out" && ! grep -q "planned memory" "$TMP/err"; then ok
+  else bad "$(basename "$cfg") refused or not planned (exit $rc)"; cat "$TMP/err"; fi
+done
+
 # Numerical faults: a diverging run (absurd learning rate) skips its non-finite steps,
 # names the tensors, stops after train.max_bad_steps in a row with exit 1 and a checkpoint.
 "$BIN" "$TMP/small.yaml" --set "run.dir=$TMP/nan" --set optim.lr=1e30 --set optim.min_lr=0 \

@@ -610,6 +610,88 @@ START_TEST(test_finetune_errors) {
 }
 END_TEST
 
+/* A --set value is taken whole: a string key keeps " #" (a YAML comment start), a value
+ * that is entirely one quoted YAML scalar is unquoted, and a scalar or list that YAML would
+ * cut at a comment is refused instead of silently shortened. */
+START_TEST(test_set_whole_value) {
+    Config c;
+    config_defaults(&c);
+    MoeErr err = {{0}, {0}};
+    ck_assert_msg(config_set(&c, "run.dir=runs/exp #1", &err) == 0, "%s", err.msg);
+    ck_assert_str_eq(c.run.dir, "runs/exp #1");
+    ck_assert_msg(config_set(&c, "data.tokenizer=tok #2.bpe", &err) == 0, "%s", err.msg);
+    ck_assert_str_eq(c.data.tokenizer, "tok #2.bpe");
+    ck_assert_msg(config_set(&c, "run.dir=\"quoted dir\"", &err) == 0, "%s", err.msg);
+    ck_assert_str_eq(c.run.dir, "quoted dir");
+    ck_assert_msg(config_set(&c, "run.dir=\"a\" b", &err) == 0, "%s", err.msg);
+    ck_assert_str_eq(c.run.dir, "\"a\" b");   /* not one quoted scalar: as written */
+    ck_assert_msg(config_set(&c, "data.text=[\"a #1.txt\", b.txt]", &err) == 0, "%s", err.msg);
+    ck_assert_uint_eq(c.data.n_text, 2);
+    ck_assert_str_eq(c.data.text[0], "a #1.txt");
+    /* round trip through the stored YAML keeps the ' #' */
+    char *yaml = config_to_yaml(&c);
+    Config back;
+    ck_assert_msg(config_load_text(&back, yaml, strlen(yaml), "rt.yaml", &err) == 0, "%s",
+                  err.msg);
+    ck_assert_str_eq(back.run.dir, "\"a\" b");
+    ck_assert_str_eq(back.data.tokenizer, "tok #2.bpe");
+    moe_free(yaml);
+    config_free(&back);
+    /* cut values are refused and leave the config unchanged */
+    expect_set_error(&c, "train.steps=10 #x", "train.steps: the value would be cut before "
+                     "'#x'", "taken whole");
+    ck_assert_int_eq((int)c.train.steps, 1000);
+    expect_set_error(&c, "data.text=[a.txt] #x", "data.text: the value would be cut", "quote");
+    expect_set_error(&c, "data.text=[a #1.txt]", "YAML syntax error", "' #' starts a YAML "
+                     "comment");
+    ck_assert_str_eq(c.data.text[0], "a #1.txt");
+    expect_set_error(&c, "run.dir=", "run.dir: empty string", "string");
+    expect_set_error(&c, "run.dir=\xff\xfe", "not valid UTF-8", "UTF-8");
+    ck_assert_str_eq(c.run.dir, "\"a\" b");
+    config_free(&c);
+}
+END_TEST
+
+/* Shape products that feed int tensor dimensions are checked in 64 bits: each factor is
+ * valid alone, the product does not fit an int. */
+START_TEST(test_shape_products) {
+    static const struct { const char *sets[4]; const char *msg; } bad[] = {
+        {{"model.n_heads=65536", "model.head_dim=65536", "model.n_kv_heads=1", NULL},
+         "model.n_heads, model.head_dim: n_heads x head_dim = 65536 x 65536 = 4294967296"},
+        {{"train.micro_batch=65536", "train.seq_len=65536", NULL, NULL},
+         "train.micro_batch, train.seq_len: 65536 x 65536 = 4294967296 tokens"},
+        {{"train.micro_batch=32768", "train.seq_len=32768", "moe.top_k=2", NULL},
+         "1073741824 tokens per micro-batch x 2 routed slots per token"},
+        {{"moe.n_experts=0", "train.micro_batch=1073741824", "train.seq_len=1", NULL},
+         "train.micro_batch, model.n_kv_heads: 1073741824 x 4"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *path = write_yaml("prod.yaml", DATA_OK "moe:\n  n_experts: 4\n"
+                                                  "  top_k: 2\n");
+        Config c;
+        MoeErr err = {{0}, {0}};
+        ck_assert_int_eq(config_load(&c, path, &err), 0);
+        for (int k = 0; bad[i].sets[k]; k++)
+            ck_assert_msg(config_set(&c, bad[i].sets[k], &err) == 0, "%s", err.msg);
+        ck_assert_msg(config_validate(&c, &err) == -1, "case %zu validated", i);
+        ck_assert_msg(strstr(err.msg, bad[i].msg) && strstr(err.msg, "--set "),
+                      "case %zu: '%s' lacks '%s'", i, err.msg, bad[i].msg);
+        ck_assert_msg(err.hint[0], "case %zu: no hint", i);
+        config_free(&c);
+    }
+    /* the largest that fit still validate */
+    const char *path = write_yaml("prod.yaml", DATA_OK);
+    Config c;
+    MoeErr err = {{0}, {0}};
+    ck_assert_int_eq(config_load(&c, path, &err), 0);
+    ck_assert(config_set(&c, "model.n_heads=32768", &err) == 0);
+    ck_assert(config_set(&c, "model.head_dim=65534", &err) == 0);
+    ck_assert(config_set(&c, "model.n_kv_heads=1", &err) == 0);
+    ck_assert_msg(config_validate(&c, &err) == 0, "%s", err.msg);
+    config_free(&c);
+}
+END_TEST
+
 static Suite *config_suite(void) {
     Suite *s = suite_create("config");
     struct { const char *name; const TTest *fn; } cases[] = {
@@ -624,6 +706,7 @@ static Suite *config_suite(void) {
         {"set_override", test_set_override}, {"set_errors", test_set_errors},
         {"round_trip", test_round_trip}, {"diff", test_diff},
         {"finetune_keys", test_finetune_keys}, {"finetune_errors", test_finetune_errors},
+        {"set_whole_value", test_set_whole_value}, {"shape_products", test_shape_products},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         TCase *tc = tcase_create(cases[i].name);
