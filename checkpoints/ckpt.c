@@ -326,6 +326,8 @@ static int read_meta(int64_t f, const char *path, CkptMeta *meta, int64_t *n_exp
     if (ne < 0 || ne > INT_MAX)
         return bad_attr(err, path, "n_experts", "is %lld, outside [0, %d]", (long long)ne,
                         INT_MAX);
+    char name[256];   /* as ckpt_read_config reads it */
+    if (h5io_attr_get_str(f, path, "config_name", name, sizeof name, err)) return -1;
     t.has_router_bias = h5io_exists(f, CKPT_ROUTER_BIAS) == 1;
     if (h5io_attr_exists(f, "lineage_gen")) {   /* absent in files of older versions */
         uint64_t ema_bits = 0;
@@ -384,7 +386,7 @@ static int open_checked(const char *path, Opened *o, MoeErr *err) {
     char magic[64];
     if (h5io_attr_get_str(o->file, path, "magic", magic, sizeof magic, err)) goto fail;
     if (strcmp(magic, CKPT_MAGIC) != 0) {
-        moe_errorf(err, "%s: magic is '%s', not '%s'", path, magic, CKPT_MAGIC);
+        moe_errorf(err, "%s: attribute 'magic' is '%s', not '%s'", path, magic, CKPT_MAGIC);
         moe_hintf(err, "this HDF5 file is not a moetrain checkpoint");
         goto fail;
     }

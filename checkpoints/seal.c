@@ -68,6 +68,9 @@ static void cache_put(const SealId *id) {
 
 void seal_cache_clear(void) { g_cache_n = g_cache_next = 0; }
 
+static uint64_t g_hashed;
+uint64_t seal_hashed_bytes(void) { return g_hashed; }
+
 /* ---- reading ---- */
 
 /* Exactly n bytes at offset off, or -1 (errno set; EIO standing in for a short read). */
@@ -239,6 +242,7 @@ int seal_verify(const char *path, bool *sealed, SealId *id, MoeErr *err) {
                               "trusted, resume from an older checkpoint", SEAL_BLOCK);
     }
     int rc = hash_tail(fd, seen.size, got);
+    g_hashed += seen.size - SEAL_BLOCK;
     if (rc) fail_os(err, path, "cannot read checkpoint");
     else if (!seal_same(fd, &seen)) {
         moe_errorf(err, "%s: the file changed while its digest was computed", path);

@@ -90,6 +90,8 @@ bool seal_same(int fd, const SealId *id);
 
 /* Forget every cached verdict (tests; a process that wants to re-verify). */
 void seal_cache_clear(void);
+/* Bytes seal_verify has hashed in this process (tests of the cache, benchmarks). */
+uint64_t seal_hashed_bytes(void);
 
 /* The record for a file of length bytes whose [SEAL_BLOCK, length) hash to digest, into
  * block (SEAL_BLOCK bytes, NUL-padded). Returns the record's text length. */
