@@ -141,8 +141,8 @@ static void hex_of(const void *data, size_t n, char out[SHA256_HEX]) {
     sha256_hex(d, out);
 }
 
-/* Caught: a wrong rotation in BSIG1 (6 -> 7), the length written little-endian in the
- * padding, and the constant table with one entry changed (0x71374491 -> 0x71374492). */
+/* Caught: a wrong rotation in BSIG1 (6 -> 7), the bit length written little-endian in the
+ * padding, one round constant changed (K[1] 0x71374491 -> 0x71374492): each failed "abc". */
 START_TEST(test_sha256) {
     /* FIPS 180-2 appendix B (SHA-256 examples) and the empty message */
     char h[SHA256_HEX];
@@ -212,8 +212,8 @@ END_TEST
 
 /* ---- the record ---- */
 
-/* Caught: the digest taken over the whole file instead of bytes 4096..end (the coreutils
- * line then disagrees), and the length recorded as the HDF5 part's length only. */
+/* Caught: the digest range starting 8 bytes late (bytes 4104..end): writer and verifier
+ * agreed, so every other test passed, but `tail -c +4097 | sha256sum` did not match. */
 START_TEST(test_record) {
     char head[SEAL_BLOCK];
     FILE *f = fopen(g_ref, "rb");
@@ -274,11 +274,9 @@ static void flip(const char *path, long at, uint8_t mask) {
     close(fd);
 }
 
-/* Caught: verification skipped for files whose record parses (ckpt_verify then read the
- * meta: flips in datasets passed verify, and one in lm_head's chunk B-tree passed all
- * three); the canonical-record comparison removed (flips in the record's padding and in the
- * text of its last line passed); the length check removed (appended bytes passed: hashing
- * stopped at the recorded length in that break). */
+/* Caught: the canonical-record comparison removed (a flip at offset 118, in the text of the
+ * record's last line, was accepted), and the digest comparison removed so that only the
+ * length was compared (a flip at offset 56, in the digest's hex, was accepted). */
 START_TEST(test_flip_sweep) {
     copy_file(g_ref, g_bad, -1, 0);
     const long size = file_size(g_bad);
@@ -338,10 +336,10 @@ END_TEST
 
 /* ---- the verdict cache and the open-time identity check ---- */
 
-/* Caught: caching fresh files (the in-place change in the same clock tick then passed as
- * the cached verdict: the "fresh" count stayed at one hash), a cache key without ctime
- * and mtime (the re-sealed file was not hashed again), and h5io_open_ro without the identity
- * check (the swapped file opened). */
+/* Caught: caching fresh files too (the fresh file was hashed once, not twice: a change in
+ * the same timestamp tick would pass as the cached verdict), a cache key without mtime and
+ * ctime (the re-sealed file was not hashed again), and h5io_open_ro without the identity
+ * check (the file swapped in after verification opened). */
 START_TEST(test_cache) {
     const uint64_t body = (uint64_t)file_size(g_ref) - SEAL_BLOCK;
     MoeErr err;
@@ -502,8 +500,8 @@ static void read_v1(void *ctx) {
 }
 
 /* Caught: refusing unsealed files outright (the v1 file did not load), warning on every
- * open instead of once per file, and accepting a version 2 file without a seal (a stripped
- * seal then read unverified). */
+ * open instead of once per file (six warnings), and accepting a version 2 file without a
+ * seal (a stripped seal would then be read unverified). */
 START_TEST(test_v1_compat) {
     char v1[320], log[320], out[4096];
     snprintf(v1, sizeof v1, "%s/v1.h5", g_dir);
@@ -620,11 +618,12 @@ static void assert_named(const char *named, const char *what) {
     model_free(&m);
 }
 
-/* Caught (each break made its cases fail): the counter bound removed (step -1, tokens_seen
- * -5 and loader_epoch 2^64-1 loaded; the last one is the loader's "no permutation" sentinel),
- * the cursor check written `cursor > windows` (cursor 99 of 99 passed), has_optimizer read as
- * `!= 0` without the /optim cross-check, and h5io_attr_get_str cutting long strings
- * (base_path and config_name of 2000 bytes passed, cut). */
+/* Caught, each break by the first case it let through: the signed counter bound removed
+ * (step -1), the unsigned one removed (loader_epoch 2^64-1, which is also the loader's "no
+ * permutation yet" sentinel), the cursor check written `cursor > windows` (cursor 99 of 99
+ * windows), the 0-or-1 check of has_optimizer removed (2), its /optim cross-check removed
+ * (0 with moments present), and h5io_attr_get_str cutting long strings (a 2000-byte
+ * config_name read as its first 255 bytes). */
 START_TEST(test_crafted_attrs) {
     static char longs[2001];
     memset(longs, 'p', 2000);
@@ -705,9 +704,10 @@ static void replace_dataset(const char *name, int nd, const hsize_t *dims, size_
     ck_assert_msg(ckpt_seal(g_bad, &err) == 0, "%s", err.msg);
 }
 
-/* Caught: the byte-dataset caps removed from read_bytes (the 16 MiB + 1 config was read and
- * then parsed), and h5io_shape's declared-versus-stored check removed (the 2^40-element
- * tensor aborted in moe_malloc). */
+/* Caught: the byte-dataset cap removed from read_bytes (the 16 MiB + 1 config was read and
+ * handed to the YAML parser), and h5io_shape's declared-versus-stored check removed (the
+ * (2^40, 8) tensor was then only refused as a shape mismatch, and ckpt_inspect would size a
+ * buffer from it). */
 START_TEST(test_crafted_datasets) {
     MoeErr err;
     Config c;
