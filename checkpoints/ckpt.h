@@ -33,7 +33,7 @@
  *
  * Integrity: a checkpoint is either exactly the bytes that were written, or refused. After
  * libhdf5 has closed the file, ckpt_save writes the seal into the first 4096 bytes: the
- * file's length and the SHA-256 of bytes 4096..end (by hand: `head -c 4096 FILE` shows the
+ * file's length and the SHA-256 of bytes 4096..end (by hand: `head -n 4 FILE` shows the
  * record, `tail -c +4097 FILE | sha256sum` recomputes the digest). Every reader below checks
  * the seal BEFORE libhdf5 parses anything (a damaged superblock, object header or B-tree
  * used to crash libhdf5 or silently read a tensor as zeros), then checks that the file it

@@ -20,7 +20,7 @@
  *   check: tail -c +4097 FILE | sha256sum
  *
  * Coverage: the digest covers everything after the user block, over a byte range coreutils
- * reproduces (the record's last line says how; `head -c 4096 FILE` shows the record). The
+ * reproduces (the record's last line says how; `head -n 4 FILE` shows the record). The
  * user block itself is covered by being canonical: the verifier parses length and digest,
  * writes the record those two values give, and requires the user block to equal it byte for
  * byte. So a change anywhere in [0, SEAL_BLOCK) either breaks that equality or changes the

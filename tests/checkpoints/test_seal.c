@@ -627,7 +627,7 @@ static void assert_named(const char *named, const char *what) {
 START_TEST(test_crafted_attrs) {
     static char longs[2001];
     memset(longs, 'p', 2000);
-    const double nan_v = NAN, inf_v = INFINITY;
+    const double nan_v = nan(""), inf_v = HUGE_VAL;
     const Craft cases[] = {
         {{{"step", E_I64, .i = -1}}, "step"},
         {{{"step", E_I64, .i = ((int64_t)1 << 62) + 1}}, "step"},
