@@ -320,8 +320,8 @@ static int read_meta(int64_t f, const char *path, CkptMeta *meta, int64_t *n_exp
         return bad_attr(err, path, "has_optimizer", "is %lld, not 0 or 1", (long long)has_opt);
     const bool moments = h5io_exists(f, "optim/m") && h5io_exists(f, "optim/v");
     if (has_opt ? !moments : h5io_exists(f, "optim"))
-        return bad_attr(err, path, "has_optimizer", "is %lld but the file %s /optim/m and "
-                        "/optim/v", (long long)has_opt, moments ? "holds" : "lacks");
+        return bad_attr(err, path, "has_optimizer", "is %lld but the file %s", (long long)has_opt,
+                        has_opt ? "lacks /optim/m or /optim/v" : "holds /optim");
     t.has_optimizer = has_opt == 1;
     if (ne < 0 || ne > INT_MAX)
         return bad_attr(err, path, "n_experts", "is %lld, outside [0, %d]", (long long)ne,
@@ -395,18 +395,18 @@ static int open_checked(const char *path, Opened *o, MoeErr *err) {
     if (h5io_attr_get_i64(o->file, path, "format_version", &o->version, err)) goto fail;
     if (o->sealed != (o->version == CKPT_FORMAT_VERSION) || o->version < 1 ||
         o->version > CKPT_FORMAT_VERSION) {
-        if (o->version == CKPT_FORMAT_VERSION)
-            moe_errorf(err, "%s: attribute 'format_version' is %lld but the file has no seal "
-                       "(version %d files are sealed)", path, (long long)o->version,
-                       CKPT_FORMAT_VERSION);
-        else if (o->sealed && o->version == 1)
-            moe_errorf(err, "%s: attribute 'format_version' is 1 but the file is sealed (only "
-                       "version %d files are)", path, CKPT_FORMAT_VERSION);
-        else
+        if (o->version == CKPT_FORMAT_VERSION || (o->sealed && o->version == 1)) {
+            moe_errorf(err, "%s: attribute 'format_version' is %lld but the file %s a seal "
+                       "(only version %d files are sealed)", path, (long long)o->version,
+                       o->sealed ? "has" : "has no", CKPT_FORMAT_VERSION);
+            moe_hintf(err, "the file was edited or its first %d bytes replaced; it cannot be "
+                           "trusted, resume from another checkpoint", SEAL_BLOCK);
+        } else {
             moe_errorf(err, "%s: attribute 'format_version' is %lld: this moetrain reads "
                        "checkpoint format versions 1 and %d", path, (long long)o->version,
                        CKPT_FORMAT_VERSION);
-        moe_hintf(err, "use the moetrain version that wrote it, or another checkpoint");
+            moe_hintf(err, "use the moetrain version that wrote it, or another checkpoint");
+        }
         goto fail;
     }
     if (read_meta(o->file, path, &o->meta, &o->n_experts, err)) goto fail;
