@@ -396,9 +396,9 @@ static int open_checked(const char *path, Opened *o, MoeErr *err) {
     if (o->sealed != (o->version == CKPT_FORMAT_VERSION) || o->version < 1 ||
         o->version > CKPT_FORMAT_VERSION) {
         if (o->version == CKPT_FORMAT_VERSION || (o->sealed && o->version == 1)) {
-            moe_errorf(err, "%s: attribute 'format_version' is %lld but the file %s a seal "
+            moe_errorf(err, "%s: attribute 'format_version' is %lld but the file has %s "
                        "(only version %d files are sealed)", path, (long long)o->version,
-                       o->sealed ? "has" : "has no", CKPT_FORMAT_VERSION);
+                       o->sealed ? "a seal" : "no seal", CKPT_FORMAT_VERSION);
             moe_hintf(err, "the file was edited or its first %d bytes replaced; it cannot be "
                            "trusted, resume from another checkpoint", SEAL_BLOCK);
         } else {
