@@ -18,7 +18,9 @@ static const uint8_t HDF5_SIG[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'}
  * enough to live in L2 while it is hashed. */
 #define SEAL_READ_CHUNK ((size_t)1 << 16)
 
-size_t seal_record(uint64_t length, const uint8_t digest[SHA256_BYTES], uint8_t *block) {
+/* The record for a file of length bytes whose [SEAL_BLOCK, length) hash to digest, into
+ * block (SEAL_BLOCK bytes, NUL-padded): the only form seal_verify accepts. */
+static void seal_record(uint64_t length, const uint8_t digest[SHA256_BYTES], uint8_t *block) {
     char hex[SHA256_HEX];
     sha256_hex(digest, hex);
     memset(block, 0, SEAL_BLOCK);
@@ -27,7 +29,6 @@ size_t seal_record(uint64_t length, const uint8_t digest[SHA256_BYTES], uint8_t 
                      "check: tail -c +%d FILE | sha256sum\n",
                      SEAL_VERSION, length, hex, SEAL_BLOCK + 1);
     ASSERT(k > 0 && k < SEAL_BLOCK, "seal record of %d bytes", k);
-    return (size_t)k;
 }
 
 static SealId id_of(const struct stat *st) {
@@ -67,8 +68,6 @@ static void cache_put(const SealId *id) {
     g_cache_next = (g_cache_next + 1) % SEAL_CACHE_N;
     if (g_cache_n < SEAL_CACHE_N) g_cache_n++;
 }
-
-void seal_cache_clear(void) { g_cache_n = g_cache_next = 0; }
 
 static uint64_t g_hashed;
 uint64_t seal_hashed_bytes(void) { return g_hashed; }

@@ -88,13 +88,7 @@ int seal_verify(const char *path, bool *sealed, SealId *id, MoeErr *err);
 /* true when the open file fd is the file id describes, unchanged since. */
 bool seal_same(int fd, const SealId *id);
 
-/* Forget every cached verdict (tests; a process that wants to re-verify). */
-void seal_cache_clear(void);
 /* Bytes seal_verify has hashed in this process (tests of the cache, benchmarks). */
 uint64_t seal_hashed_bytes(void);
-
-/* The record for a file of length bytes whose [SEAL_BLOCK, length) hash to digest, into
- * block (SEAL_BLOCK bytes, NUL-padded). Returns the record's text length. */
-size_t seal_record(uint64_t length, const uint8_t digest[SHA256_BYTES], uint8_t *block);
 
 #endif
