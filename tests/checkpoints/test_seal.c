@@ -1,6 +1,7 @@
 /* test_seal.c: a checkpoint is either exactly what was written, or refused
  * (checkpoints/seal.h, ckpt.h "Integrity"). On a tiny MoE model (V=258 C=8 L=1 H=2 Hkv=1
- * D=4 F=6 E=2 K=1, a 200 KB file) saved with its AdamW moments, each test in its own mkdtemp directory:
+ * D=4 F=6 E=2 K=1; a 220 KB file) saved with its AdamW moments, each test in its own mkdtemp
+ * directory:
  * - SHA-256: the FIPS 180-2 example vectors, the constants re-derived from the primes, and
  *   multi-block inputs fed in odd pieces against coreutils' sha256sum;
  * - the record: its text, and `tail -c +4097 FILE | sha256sum` reproduces its digest;
@@ -480,7 +481,13 @@ static void with_stderr(const char *log, void (*fn)(void *), void *ctx, char *ou
     fclose(f);
 }
 
-typedef struct V1Reads { const char *path; Model *m; CkptMeta meta; CkptInfo info; int bad; } V1Reads;
+typedef struct V1Reads {
+    const char *path;
+    Model *m;
+    CkptMeta meta;
+    CkptInfo info;
+    int bad;   /* readers that failed */
+} V1Reads;
 
 static void read_v1(void *ctx) {
     V1Reads *r = ctx;
@@ -567,7 +574,14 @@ END_TEST
 /* ---- crafted attributes and datasets, re-sealed ---- */
 
 enum { E_I64, E_U64, E_F64, E_STR, E_DEL };
-typedef struct Edit { const char *attr; int kind; int64_t i; uint64_t u; double d; const char *s; } Edit;
+typedef struct Edit {   /* one root attribute replaced (kind E_*) by the matching value */
+    const char *attr;
+    int kind;
+    int64_t i;
+    uint64_t u;
+    double d;
+    const char *s;
+} Edit;
 typedef struct Craft { Edit e[2]; const char *named; } Craft;
 
 static void apply_edit(hid_t f, const Edit *e) {
