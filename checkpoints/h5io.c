@@ -69,7 +69,8 @@ static hid_t make_fapl(void) {
      * format gives version-2 object headers and superblock, whose metadata is checksummed;
      * HDF5 1.8+ tools (h5ls, h5dump) read it. */
     if (H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0 ||
-        H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18) < 0) {
+        H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18) < 0 ||
+        H5Pset_fapl_sec2(fapl) < 0) {   /* POSIX I/O: its handle is the descriptor (open_ro) */
         H5Pclose(fapl);
         return -1;
     }
