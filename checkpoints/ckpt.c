@@ -12,6 +12,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +22,7 @@
 #include <unistd.h>
 
 #include "checkpoints/h5io.h"
+#include "checkpoints/seal.h"
 #include "data/tokenizer.h"
 #include "layers/lora.h"
 
@@ -207,15 +211,15 @@ int ckpt_save(const char *path, const Config *c, const Model *m, const CkptMeta 
         return -1;
     }
     close(fd);
-    if (h5io_create(tmp, &w.file, err)) goto fail;
+    if (h5io_create(tmp, SEAL_BLOCK, &w.file, err)) goto fail;
     if (write_state(&w, c, m, meta, tokenizer_path)) goto fail;
     if (write_model(&w, m)) goto fail;
     if (write_router_bias(&w, m)) goto fail;
     int64_t f = w.file;
     w.file = -1;
     if (h5io_close(f, tmp, err)) goto fail;
-    step = "fsync";
-    if (fsync_path(tmp, O_RDONLY)) goto fail_os;
+    /* libhdf5 is done with the file: digest it into its user block (and fsync) */
+    if (seal_write(tmp, err)) goto fail;
     step = "rename";
     if (rename(tmp, path)) goto fail_os;
     /* Make the rename durable. Best effort: some filesystems refuse to fsync a directory,
@@ -238,32 +242,55 @@ fail:
 
 /* ---- reading ---- */
 
-/* Opens path and checks magic and version. */
-static int open_checked(const char *path, int64_t *file, MoeErr *err) {
-    if (h5io_open_ro(path, file, err)) return -1;
-    char magic[64];
-    int64_t ver = 0;
-    if (h5io_attr_get_str(*file, path, "magic", magic, sizeof magic, err)) goto fail;
-    if (strcmp(magic, CKPT_MAGIC) != 0) {
-        moe_errorf(err, "%s: magic is '%s', not '%s'", path, magic, CKPT_MAGIC);
-        moe_hintf(err, "this HDF5 file is not a moetrain checkpoint");
-        goto fail;
-    }
-    if (h5io_attr_get_i64(*file, path, "format_version", &ver, err)) goto fail;
-    if (ver != CKPT_FORMAT_VERSION) {
-        moe_errorf(err, "%s: checkpoint format version %lld, this moetrain reads version %d",
-                   path, (long long)ver, CKPT_FORMAT_VERSION);
-        moe_hintf(err, "use the moetrain version that wrote it");
-        goto fail;
-    }
-    return 0;
-fail:
-    h5io_close(*file, path, NULL);
-    *file = -1;
-    return -1;
+/* Bounds on the run-state attributes, so a crafted or damaged (and re-sealed) file is
+ * refused by name instead of reaching code that trusts them. Counters (step, tokens_seen,
+ * loader position, generations, gnorm_count) are at most 2^62: far beyond any run, and
+ * low enough that the trainer's arithmetic on them (step + 1, tokens_seen += B*T*A,
+ * epoch + windows / n_windows) cannot overflow, and that loader_epoch never equals the
+ * loader's "no permutation yet" sentinel UINT64_MAX. The byte datasets are capped far above
+ * any config (a few KiB of YAML) or tokenizer file (a BPE file of 65536 tokens, the largest
+ * vocabulary the uint16 token shards hold, is about a MiB), so a reader never allocates
+ * what an absurd file declares. */
+#define CKPT_MAX_COUNT ((uint64_t)1 << 62)
+#define CKPT_MAX_CONFIG_BYTES ((uint64_t)16 << 20)
+#define CKPT_MAX_TOKENIZER_BYTES ((uint64_t)256 << 20)
+
+/* A checkpoint opened by open_checked: its format version and whether it is sealed, the
+ * validated run state and the two attributes the loaders compare against the model. */
+typedef struct Opened {
+    int64_t file;
+    int64_t version;
+    bool sealed;
+    CkptMeta meta;
+    int64_t n_experts;
+} Opened;
+
+static int bad_attr(MoeErr *err, const char *path, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int bad_attr(MoeErr *err, const char *path, const char *name, const char *fmt, ...) {
+    char what[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    moe_errorf(err, "%s: attribute '%s' %s", path, name, what);
+    return moe_hintf(err, "moetrain never writes such a value: the file was crafted or edited; "
+                          "resume from another checkpoint");
 }
 
-static int read_meta(int64_t f, const char *path, CkptMeta *meta, MoeErr *err) {
+static int check_count(const char *path, const char *name, int64_t v, MoeErr *err) {
+    if (v >= 0 && (uint64_t)v <= CKPT_MAX_COUNT) return 0;
+    return bad_attr(err, path, name, "is %lld, outside [0, 2^62]", (long long)v);
+}
+
+static int check_ucount(const char *path, const char *name, uint64_t v, MoeErr *err) {
+    if (v <= CKPT_MAX_COUNT) return 0;
+    return bad_attr(err, path, name, "is %llu, above 2^62", (unsigned long long)v);
+}
+
+/* Read and validate the run state (the root attributes besides magic and version). */
+static int read_meta(int64_t f, const char *path, CkptMeta *meta, int64_t *n_experts,
+                     MoeErr *err) {
     CkptMeta t;
     memset(&t, 0, sizeof t);
     if (h5io_attr_get_i64(f, path, "step", &t.step, err) ||
@@ -274,9 +301,33 @@ static int read_meta(int64_t f, const char *path, CkptMeta *meta, MoeErr *err) {
         h5io_attr_get_u64(f, path, "loader_windows", &t.loader_windows, err) ||
         h5io_attr_get_u64(f, path, "tok_hash", &t.tok_hash, err))
         return -1;
-    int64_t has_opt = 0;
-    if (h5io_attr_get_i64(f, path, "has_optimizer", &has_opt, err)) return -1;
-    t.has_optimizer = has_opt != 0;
+    if (check_count(path, "step", t.step, err) ||
+        check_count(path, "tokens_seen", t.tokens_seen, err) ||
+        check_ucount(path, "loader_epoch", t.loader_epoch, err) ||
+        check_ucount(path, "loader_windows", t.loader_windows, err))
+        return -1;
+    /* the loader's position inside an epoch (LoaderState.cursor < n_windows); a file saved
+     * without a loader (upcycle, tests) has no windows and cursor 0 */
+    if (t.loader_windows ? t.loader_cursor >= t.loader_windows : t.loader_cursor != 0)
+        return bad_attr(err, path, "loader_cursor", "is %llu, not below loader_windows = %llu",
+                        (unsigned long long)t.loader_cursor,
+                        (unsigned long long)t.loader_windows);
+    int64_t has_opt = 0, ne = 0;
+    if (h5io_attr_get_i64(f, path, "has_optimizer", &has_opt, err) ||
+        h5io_attr_get_i64(f, path, "n_experts", &ne, err))
+        return -1;
+    if (has_opt != 0 && has_opt != 1)
+        return bad_attr(err, path, "has_optimizer", "is %lld, not 0 or 1", (long long)has_opt);
+    const bool moments = h5io_exists(f, "optim/m") && h5io_exists(f, "optim/v");
+    if (has_opt ? !moments : h5io_exists(f, "optim"))
+        return bad_attr(err, path, "has_optimizer", "is %lld but the file %s", (long long)has_opt,
+                        has_opt ? "lacks /optim/m or /optim/v" : "holds /optim");
+    t.has_optimizer = has_opt == 1;
+    if (ne < 0 || ne > INT_MAX)
+        return bad_attr(err, path, "n_experts", "is %lld, outside [0, %d]", (long long)ne,
+                        INT_MAX);
+    char name[256];   /* as ckpt_read_config reads it */
+    if (h5io_attr_get_str(f, path, "config_name", name, sizeof name, err)) return -1;
     t.has_router_bias = h5io_exists(f, CKPT_ROUTER_BIAS) == 1;
     if (h5io_attr_exists(f, "lineage_gen")) {   /* absent in files of older versions */
         uint64_t ema_bits = 0;
@@ -287,38 +338,108 @@ static int read_meta(int64_t f, const char *path, CkptMeta *meta, MoeErr *err) {
             h5io_attr_get_i64(f, path, "gnorm_count", &t.gnorm_count, err))
             return -1;
         memcpy(&t.gnorm_ema, &ema_bits, sizeof t.gnorm_ema);
+        if (check_count(path, "lineage_gen", t.lineage_gen, err) ||
+            check_count(path, "parent_gen", t.parent_gen, err) ||
+            check_count(path, "parent_step", t.parent_step, err) ||
+            check_count(path, "gnorm_count", t.gnorm_count, err))
+            return -1;
+        /* a running mean of finite gradient norms: finite and >= 0 */
+        if (!isfinite(t.gnorm_ema) || t.gnorm_ema < 0.0)
+            return bad_attr(err, path, "gnorm_ema_bits", "holds %g, not a finite norm >= 0",
+                            t.gnorm_ema);
     }
     if (h5io_attr_exists(f, "base_checksum")) {   /* an adapter checkpoint */
         t.adapter = true;
         if (h5io_attr_get_u64(f, path, "base_checksum", &t.base_checksum, err) ||
             h5io_attr_get_str(f, path, "base_path", t.base_path, sizeof t.base_path, err))
             return -1;
+        if (!t.base_path[0]) return bad_attr(err, path, "base_path", "is empty");
     }
     if (meta) *meta = t;
+    if (n_experts) *n_experts = ne;
     return 0;
 }
 
+/* Checkpoints of format version 1 carry no seal: say once per file and process (and only on
+ * rank 0 under MPI, where every rank reads the same file) that their HDF5 structures go
+ * unverified; the file is still read, as earlier releases did. */
+static void warn_unsealed(const char *path, const SealId *id) {
+    if (moe_log_rank > 0) return;
+    enum { N = 16 };
+    static SealId warned[N];
+    static size_t n, next;
+    for (size_t i = 0; i < n; i++)
+        if (warned[i].dev == id->dev && warned[i].ino == id->ino) return;
+    warned[next] = *id;
+    next = (next + 1) % N;
+    if (n < N) n++;
+    fprintf(stderr, "moetrain: warning: %s: format version 1 checkpoint, written before "
+            "whole-file digests: HDF5's own structures in it are read unverified\n", path);
+}
+
+/* Verify path (seal_verify: every byte, before libhdf5 reads any), open it, check magic and
+ * format version against the seal, and read and validate the run state into o. */
+static int open_checked(const char *path, Opened *o, MoeErr *err) {
+    memset(o, 0, sizeof *o);
+    o->file = -1;
+    SealId id;
+    if (seal_verify(path, &o->sealed, &id, err)) return -1;
+    if (h5io_open_ro(path, &id, &o->file, err)) return -1;
+    char magic[64];
+    if (h5io_attr_get_str(o->file, path, "magic", magic, sizeof magic, err)) goto fail;
+    if (strcmp(magic, CKPT_MAGIC) != 0) {
+        moe_errorf(err, "%s: attribute 'magic' is '%s', not '%s'", path, magic, CKPT_MAGIC);
+        moe_hintf(err, "this HDF5 file is not a moetrain checkpoint");
+        goto fail;
+    }
+    if (h5io_attr_get_i64(o->file, path, "format_version", &o->version, err)) goto fail;
+    if (o->sealed != (o->version == CKPT_FORMAT_VERSION) || o->version < 1 ||
+        o->version > CKPT_FORMAT_VERSION) {
+        if (o->version == CKPT_FORMAT_VERSION || (o->sealed && o->version == 1)) {
+            moe_errorf(err, "%s: attribute 'format_version' is %lld but the file has %s "
+                       "(only version %d files are sealed)", path, (long long)o->version,
+                       o->sealed ? "a seal" : "no seal", CKPT_FORMAT_VERSION);
+            moe_hintf(err, "the file was edited or its first %d bytes replaced; it cannot be "
+                           "trusted, resume from another checkpoint", SEAL_BLOCK);
+        } else {
+            moe_errorf(err, "%s: attribute 'format_version' is %lld: this moetrain reads "
+                       "checkpoint format versions 1 and %d", path, (long long)o->version,
+                       CKPT_FORMAT_VERSION);
+            moe_hintf(err, "use the moetrain version that wrote it, or another checkpoint");
+        }
+        goto fail;
+    }
+    if (read_meta(o->file, path, &o->meta, &o->n_experts, err)) goto fail;
+    if (!o->sealed) warn_unsealed(path, &id);
+    return 0;
+fail:
+    h5io_close(o->file, path, NULL);
+    o->file = -1;
+    return -1;
+}
+
 int ckpt_read_meta(const char *path, CkptMeta *meta, MoeErr *err) {
-    int64_t f;
-    if (open_checked(path, &f, err)) return -1;
-    int rc = read_meta(f, path, meta, err);
-    h5io_close(f, path, NULL);
-    return rc;
+    Opened o;
+    if (open_checked(path, &o, err)) return -1;
+    h5io_close(o.file, path, NULL);
+    if (meta) *meta = o.meta;
+    return 0;
 }
 
-int ckpt_verify(const char *path, CkptMeta *meta, MoeErr *err) {
-    return ckpt_read_meta(path, meta, err);
-}
-
-/* A whole 1-D byte dataset into a new NUL-terminated buffer. */
-static int read_bytes(int64_t f, const char *path, const char *dset, uint8_t **out, size_t *n,
-                      MoeErr *err) {
+/* A whole 1-D byte dataset of at most max bytes into a new NUL-terminated buffer. */
+static int read_bytes(int64_t f, const char *path, const char *dset, uint64_t max,
+                      uint8_t **out, size_t *n, MoeErr *err) {
     int nd = 0;
     uint64_t dims[4];
     bool fl = false;
     if (h5io_shape(f, path, dset, &nd, dims, &fl, err)) return -1;
     if (nd != 1 || fl) {
         moe_errorf(err, "%s: dataset '%s' is not a byte string", path, dset);
+        return moe_hintf(err, "the file was not written by moetrain's checkpoint writer");
+    }
+    if (dims[0] > max) {
+        moe_errorf(err, "%s: dataset '%s' holds %llu bytes, more than the %llu it may have",
+                   path, dset, (unsigned long long)dims[0], (unsigned long long)max);
         return moe_hintf(err, "the file was not written by moetrain's checkpoint writer");
     }
     uint8_t *b = moe_malloc((size_t)dims[0] + 1);
@@ -334,14 +455,14 @@ static int read_bytes(int64_t f, const char *path, const char *dset, uint8_t **o
 
 int ckpt_read_config(const char *path, Config *c, MoeErr *err) {
     memset(c, 0, sizeof *c);
-    int64_t f;
-    if (open_checked(path, &f, err)) return -1;
+    Opened o;
+    if (open_checked(path, &o, err)) return -1;
     uint8_t *text = NULL;
     size_t n = 0;
     char name[256];
-    int rc = read_bytes(f, path, "config", &text, &n, err);
-    if (!rc) rc = h5io_attr_get_str(f, path, "config_name", name, sizeof name, err);
-    h5io_close(f, path, NULL);
+    int rc = read_bytes(o.file, path, "config", CKPT_MAX_CONFIG_BYTES, &text, &n, err);
+    if (!rc) rc = h5io_attr_get_str(o.file, path, "config_name", name, sizeof name, err);
+    h5io_close(o.file, path, NULL);
     if (!rc) rc = config_load_text(c, (const char *)text, n, path, err);
     moe_free(text);
     if (rc) return -1;
@@ -353,10 +474,10 @@ int ckpt_read_config(const char *path, Config *c, MoeErr *err) {
 int ckpt_read_tokenizer(const char *path, uint8_t **bytes, size_t *n, MoeErr *err) {
     *bytes = NULL;
     *n = 0;
-    int64_t f;
-    if (open_checked(path, &f, err)) return -1;
-    int rc = read_bytes(f, path, "tokenizer", bytes, n, err);
-    h5io_close(f, path, NULL);
+    Opened o;
+    if (open_checked(path, &o, err)) return -1;
+    int rc = read_bytes(o.file, path, "tokenizer", CKPT_MAX_TOKENIZER_BYTES, bytes, n, err);
+    h5io_close(o.file, path, NULL);
     return rc;
 }
 
@@ -411,15 +532,11 @@ static void expect_model(ExpectList *l, Model *m, bool optim, int sel) {
  * selected tensors (and moments). */
 static int load_sel(const char *path, Model *m, CkptMeta *meta, bool load_optimizer, bool base,
                     MoeErr *err) {
-    int64_t f;
-    if (open_checked(path, &f, err)) return -1;
+    Opened o;
+    if (open_checked(path, &o, err)) return -1;
+    const int64_t f = o.file, ne = o.n_experts;
+    const CkptMeta t = o.meta;
     ExpectList l = {0};
-    CkptMeta t;
-    int64_t ne = 0, has_opt = 0;
-    if (read_meta(f, path, &t, err) ||
-        h5io_attr_get_i64(f, path, "n_experts", &ne, err) ||
-        h5io_attr_get_i64(f, path, "has_optimizer", &has_opt, err))
-        goto fail;
     if (ne != m->s.E) {
         moe_errorf(err, "%s: checkpoint has %lld experts, the model %d", path, (long long)ne,
                    m->s.E);
@@ -442,7 +559,7 @@ static int load_sel(const char *path, Model *m, CkptMeta *meta, bool load_optimi
                        "only its own adapter checkpoints");
         goto fail;
     }
-    if (load_optimizer && !has_opt) {
+    if (load_optimizer && !t.has_optimizer) {
         moe_errorf(err, "%s: the checkpoint has no optimizer state", path);
         moe_hintf(err, "it was saved for inference/export; load it without optimizer state "
                        "(fresh AdamW moments) or pick a training checkpoint");
@@ -555,27 +672,45 @@ static int inspect_one(const char *dset, void *ctx) {
 
 int ckpt_inspect(const char *path, CkptInfo *info, MoeErr *err) {
     memset(info, 0, sizeof *info);
-    int64_t f;
-    if (open_checked(path, &f, err)) return -1;
-    int64_t ne = 0, has_opt = 0;
+    Opened o;
+    if (open_checked(path, &o, err)) return -1;
     uint8_t *text = NULL;
-    InspectCtx x = {.f = f, .path = path, .info = info, .err = err};
-    if (read_meta(f, path, &info->meta, err) ||
-        h5io_attr_get_i64(f, path, "n_experts", &ne, err) ||
-        h5io_attr_get_i64(f, path, "has_optimizer", &has_opt, err) ||
-        read_bytes(f, path, "config", &text, &info->config_len, err) ||
-        h5io_each_dataset(f, path, inspect_one, &x, err)) {
+    InspectCtx x = {.f = o.file, .path = path, .info = info, .err = err};
+    info->meta = o.meta;
+    if (read_bytes(o.file, path, "config", CKPT_MAX_CONFIG_BYTES, &text, &info->config_len,
+                   err) ||
+        h5io_each_dataset(o.file, path, inspect_one, &x, err)) {
         moe_free(text);
-        h5io_close(f, path, NULL);
+        h5io_close(o.file, path, NULL);
         return -1;
     }
-    info->format_version = CKPT_FORMAT_VERSION;
-    info->n_experts = (int)ne;
-    info->has_optimizer = has_opt != 0;
+    info->format_version = (int)o.version;
+    info->sealed = o.sealed;
+    info->n_experts = (int)o.n_experts;
+    info->has_optimizer = o.meta.has_optimizer;
     info->config_text = (char *)text;
-    h5io_close(f, path, NULL);
+    h5io_close(o.file, path, NULL);
     return 0;
 }
+
+int ckpt_verify(const char *path, CkptMeta *meta, MoeErr *err) {
+    Opened o;
+    if (open_checked(path, &o, err)) return -1;
+    int rc = 0;
+    if (!o.sealed) {
+        /* no digest: read every dataset, so that at least each Fletcher32 checksum is
+         * checked (the best a version 1 file allows) */
+        CkptInfo scratch;
+        memset(&scratch, 0, sizeof scratch);
+        InspectCtx x = {.f = o.file, .path = path, .info = &scratch, .err = err};
+        rc = h5io_each_dataset(o.file, path, inspect_one, &x, err);
+    }
+    h5io_close(o.file, path, NULL);
+    if (!rc && meta) *meta = o.meta;
+    return rc;
+}
+
+int ckpt_seal(const char *path, MoeErr *err) { return seal_write(path, err); }
 
 void ckpt_info_free(CkptInfo *info) {
     moe_free(info->config_text);

@@ -7,9 +7,13 @@
  * loader position, and the tokenizer file's bytes with its hash. README.md ("Checkpoint files")
  * shows the layout as `h5ls -r` prints it:
  *
- *   /                    attributes: magic "moetrain-checkpoint", format_version (1), step,
+ *   bytes 0..4095        the seal: a text record (checkpoints/seal.h) with the file's length
+ *                        and the SHA-256 of every byte after it; HDF5's "user block", which
+ *                        libhdf5 skips (the HDF5 file proper starts at offset 4096)
+ *   /                    attributes: magic "moetrain-checkpoint", format_version (2), step,
  *                        tokens_seen, seed, loader_epoch, loader_cursor, loader_windows,
- *                        tok_hash, n_experts, has_optimizer, config_name
+ *                        tok_hash, n_experts, has_optimizer, config_name; optional:
+ *                        lineage_gen, parent_gen, parent_step, gnorm_ema_bits, gnorm_count
  *   /config              uint8 (n)  the config as YAML (config_to_yaml)
  *   /tokenizer           uint8 (n)  the tokenizer file's bytes
  *   /params/NAME         float32    one dataset per parameter, shape as our tensor ([out, in])
@@ -27,16 +31,27 @@
  * (F, C) dataset per expert with {e} replaced by the GLOBAL expert index, so a file does not
  * depend on the rank layout and any expert-parallel layout can load any slice of it.
  *
- * Integrity: every dataset is chunked with HDF5's Fletcher32 filter, so a corrupted chunk
- * fails its read; files use the 1.8+ object-header format whose metadata (including the
- * attributes above) is checksummed too. Files are written to "PATH.tmp", flushed, closed,
- * fsynced and renamed, then the directory is fsynced: a reader never sees a partial file
- * under the final name. Every HDF5 failure becomes a MoeErr naming the file and the dataset
- * (HDF5's own error printing is switched off process-wide by every ckpt_ call).
+ * Integrity: a checkpoint is either exactly the bytes that were written, or refused. After
+ * libhdf5 has closed the file, ckpt_save writes the seal into the first 4096 bytes: the
+ * file's length and the SHA-256 of bytes 4096..end (by hand: `head -n 4 FILE` shows the
+ * record, `tail -c +4097 FILE | sha256sum` recomputes the digest). Every reader below checks
+ * the seal BEFORE libhdf5 parses anything (a damaged superblock, object header or B-tree
+ * used to crash libhdf5 or silently read a tensor as zeros), then checks that the file it
+ * opens is the one it verified, then the attributes: each value is bounded so that a
+ * crafted or edited file is refused naming the attribute. A verdict is cached per process
+ * and file identity (checkpoints/seal.h), so opening one file several times hashes it once.
+ * Inside, every dataset is still chunked with HDF5's Fletcher32 filter and the 1.8
+ * object-header format checksums the metadata. Files are written to "PATH.tmp", flushed,
+ * closed, sealed, fsynced and renamed, then the directory is fsynced: a reader never sees a
+ * partial file under the final name. Every failure becomes a MoeErr naming the file and the
+ * dataset or attribute (HDF5's own error printing is switched off process-wide by every
+ * ckpt_ call).
+ * Format version 1 files (earlier releases, no seal) are still read, with a one-line
+ * warning on stderr: their HDF5 structures cannot be verified.
  *
  * Non-goals (yet): gathering expert slices from other ranks (ckpt_save writes the experts
  * this process holds, which is all of them on one rank), parallel HDF5, compression,
- * bf16 storage.
+ * bf16 storage, signatures (the seal detects damage; whoever can write a file can seal it).
  */
 #ifndef MOE_CKPT_H
 #define MOE_CKPT_H
@@ -50,7 +65,7 @@
 #include "train/config.h"
 
 #define CKPT_MAGIC "moetrain-checkpoint"
-#define CKPT_FORMAT_VERSION 1
+#define CKPT_FORMAT_VERSION 2   /* 2: sealed (a 4096-byte user block); 1: no seal */
 
 /* The scalar run state besides the tensors. */
 typedef struct CkptMeta {
@@ -89,7 +104,8 @@ typedef struct CkptMeta {
 
 /* What `moetrain ckpt info` shows; filled by ckpt_inspect. */
 typedef struct CkptInfo {
-    int format_version;
+    int format_version;       /* 2 (sealed) or 1 (written before seals) */
+    bool sealed;              /* every byte verified against the seal's SHA-256 */
     CkptMeta meta;
     int n_experts;            /* E recorded in the file */
     bool has_optimizer;       /* /optim/m and /optim/v present */
@@ -109,23 +125,41 @@ typedef struct CkptInfo {
  * AdamW moments (m->ps.blocks[*].m, .v) of every trainable parameter; with meta->adapter
  * only the trainable tensors (and their moments), plus the base attributes. Experts: the
  * m->e_local experts held, under global indices m->e_first + i (one process: all of them).
- * The directory of path must exist (ckpt_prepare_dir). Fails (-1, err naming the file and
+ * The directory of path must exist (rundir_prepare). Fails (-1, err naming the file and
  * the dataset or OS call, with hint) on any I/O or HDF5 error; then neither path nor
  * PATH.tmp has been touched beyond removal of the temporary, and an older file at path is
  * unchanged. */
 int ckpt_save(const char *path, const Config *c, const Model *m, const CkptMeta *meta,
               const char *tokenizer_path, bool with_optimizer, MoeErr *err);
 
-/* Quick validation: opens the file, checks magic and format version and reads the meta
- * attributes into *meta (may be NULL; the adapter fields from the optional base attributes).
- * Reads no tensor data. Fails (-1, err) on a missing, truncated or foreign file or an
- * unsupported version. */
+/* Every reader below (ckpt_read_meta, ckpt_verify, ckpt_read_config, ckpt_read_tokenizer,
+ * ckpt_load, ckpt_load_base, ckpt_inspect) first verifies the whole file against its seal
+ * (cached per process and file identity, see checkpoints/seal.h), then checks magic, format
+ * version and every attribute of the run state (counters in [0, 2^62], loader_cursor below
+ * loader_windows, has_optimizer 0 or 1 and matching /optim, n_experts in [0, INT_MAX], a
+ * finite gnorm_ema >= 0, ...). A failure names the file and what did not match: the
+ * expected and found SHA-256 for a damaged file, the attribute for a bad value. */
+
+/* The run state: verifies the file, then reads the meta attributes into *meta (may be
+ * NULL; the adapter fields from the optional base attributes). Reads no tensor data. Fails
+ * (-1, err) on a missing, truncated, damaged or foreign file, an unsupported version or an
+ * attribute out of bounds. */
 int ckpt_read_meta(const char *path, CkptMeta *meta, MoeErr *err);
 
-/* Whole-file verification without loading the model: the file is what was written (every
- * byte as recorded at write time) and its metadata reads; *meta as ckpt_read_meta (may be
- * NULL). Fails (-1, err naming the file and what did not match). */
+/* Whole-file verification without loading the model: the file is what was written (its
+ * length and the SHA-256 of its bytes as recorded in the seal at write time) and its run
+ * state reads and is within bounds; *meta as ckpt_read_meta (may be NULL). A format
+ * version 1 file (no seal) is accepted after every dataset has been read back through its
+ * Fletcher32 checksum (its HDF5 structures stay unverified; a warning says so once). Fails
+ * (-1, err naming the file and what did not match). */
 int ckpt_verify(const char *path, CkptMeta *meta, MoeErr *err);
+
+/* (Re)seal path in place after it was modified through HDF5 (tests, repair tools): the
+ * record of checkpoints/seal.h for the bytes as they now are. The file must have the
+ * 4096-byte user block ckpt_save creates (a format version 1 file cannot be sealed). It
+ * vouches for nothing inside: the readers still check every attribute. Not atomic (a crash
+ * midway leaves a file that fails verification). Fails (-1, err naming the file). */
+int ckpt_seal(const char *path, MoeErr *err);
 
 /* The config stored in the file, parsed by config_load_text (errors located as
  * "PATH:LINE:COL"); c->name is the original config name, c->path is PATH. *c must be zeroed

@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <hdf5.h>
 
@@ -70,23 +69,27 @@ static hid_t make_fapl(void) {
      * format gives version-2 object headers and superblock, whose metadata is checksummed;
      * HDF5 1.8+ tools (h5ls, h5dump) read it. */
     if (H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0 ||
-        H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18) < 0) {
+        H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18) < 0 ||
+        H5Pset_fapl_sec2(fapl) < 0) {   /* POSIX I/O: its handle is the descriptor (open_ro) */
         H5Pclose(fapl);
         return -1;
     }
     return fapl;
 }
 
-int h5io_create(const char *path, int64_t *file, MoeErr *err) {
+int h5io_create(const char *path, uint64_t userblock, int64_t *file, MoeErr *err) {
     h5io_quiet();
     *file = -1;
-    hid_t fapl = make_fapl();
-    if (fapl < 0) {
+    hid_t fapl = make_fapl(), fcpl = fapl >= 0 ? H5Pcreate(H5P_FILE_CREATE) : -1;
+    if (fcpl < 0 || (userblock && H5Pset_userblock(fcpl, (hsize_t)userblock) < 0)) {
         h5_catch();
-        return h5_fail(err, path, "cannot set up HDF5 file access");
+        if (fcpl >= 0) H5Pclose(fcpl);
+        if (fapl >= 0) H5Pclose(fapl);
+        return h5_fail(err, path, "cannot set up HDF5 file creation");
     }
-    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, fcpl, fapl);
     if (f < 0) h5_catch();
+    H5Pclose(fcpl);
     H5Pclose(fapl);
     if (f < 0) {
         h5_fail(err, path, "cannot create HDF5 file");
@@ -96,14 +99,10 @@ int h5io_create(const char *path, int64_t *file, MoeErr *err) {
     return 0;
 }
 
-int h5io_open_ro(const char *path, int64_t *file, MoeErr *err) {
+int h5io_open_ro(const char *path, const SealId *id, int64_t *file, MoeErr *err) {
+    ASSERT(id, "h5io_open_ro needs the identity seal_verify returned for %s", path);
     h5io_quiet();
     *file = -1;
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        moe_errorf(err, "%s: cannot open checkpoint: %s", path, strerror(errno));
-        return moe_hintf(err, "check the path; checkpoints are in RUN_DIR/checkpoints/");
-    }
     hid_t fapl = make_fapl();
     if (fapl < 0) {
         h5_catch();
@@ -116,6 +115,17 @@ int h5io_open_ro(const char *path, int64_t *file, MoeErr *err) {
         h5_fail(err, path, "not a readable HDF5 file (truncated or corrupt?)");
         return moe_hintf(err, "the file is damaged or incomplete; resume from an older "
                               "checkpoint (moetrain ckpt info PATH checks one)");
+    }
+    /* The file libhdf5 opened by name must be the one verified: not renamed over, not
+     * rewritten since. The default (sec2) driver's handle is the POSIX descriptor. */
+    void *handle = NULL;
+    if (H5Fget_vfd_handle(f, H5P_DEFAULT, &handle) < 0 || !handle ||
+        !seal_same(*(int *)handle, id)) {
+        H5Eclear2(H5E_DEFAULT);
+        H5Fclose(f);
+        moe_errorf(err, "%s: the file changed between its verification and its opening", path);
+        return moe_hintf(err, "is another process writing or replacing it? retry once it "
+                              "is done");
     }
     *file = f;
     return 0;
@@ -460,8 +470,8 @@ int h5io_attr_get_str(int64_t file, const char *path, const char *name, char *ou
         char *buf = moe_calloc(n + 1);
         hid_t mt = H5Tcopy(ft);
         if (mt >= 0 && H5Aread(a, mt, buf) >= 0) {
-            snprintf(out, cap, "%s", buf);
-            rc = 0;
+            rc = strlen(buf) < cap ? 0 : 1;   /* never hand on a silently cut string */
+            if (rc == 0) memcpy(out, buf, strlen(buf) + 1);
         } else {
             h5_catch();
         }
@@ -470,6 +480,11 @@ int h5io_attr_get_str(int64_t file, const char *path, const char *name, char *ou
     }
     if (ft >= 0) H5Tclose(ft);
     if (a >= 0) H5Aclose(a);
+    if (rc == 1) {
+        moe_errorf(err, "%s: attribute '%s' is longer than the %zu bytes it may have", path,
+                   name, cap - 1);
+        return moe_hintf(err, "this is not a checkpoint moetrain wrote (or it was edited)");
+    }
     if (rc) {
         char what[300];
         snprintf(what, sizeof what, "attribute '%s' is not a readable string", name);
@@ -521,14 +536,16 @@ int h5io_chunk_location(int64_t file, const char *dset, uint64_t *addr, uint64_t
     hsize_t off[32];
     unsigned mask = 0;
     haddr_t a = 0;
-    hsize_t sz = 0;
-    hid_t space = H5Dget_space(ds);
+    hsize_t sz = 0, ub = 0;
+    hid_t space = H5Dget_space(ds), fcpl = H5Fget_create_plist((hid_t)file);
     herr_t rc = space >= 0 ? H5Dget_chunk_info(ds, space, 0, off, &mask, &a, &sz) : -1;
+    if (rc >= 0 && (fcpl < 0 || H5Pget_userblock(fcpl, &ub) < 0)) rc = -1;
+    if (fcpl >= 0) H5Pclose(fcpl);
     if (space >= 0) H5Sclose(space);
     H5Dclose(ds);
     H5Eclear2(H5E_DEFAULT);
     if (rc < 0) return -1;
-    *addr = a;
+    *addr = a + ub;   /* HDF5 addresses start after the user block */
     *size = sz;
     return 0;
 }

@@ -15,6 +15,7 @@
 #include <stdbool.h>
 
 #include "autograd/common.h"
+#include "checkpoints/seal.h"
 
 /* Switch off HDF5's automatic error-stack printing (process-wide; idempotent). */
 void h5io_quiet(void);
@@ -23,10 +24,15 @@ void h5io_quiet(void);
  * empty) into out; clears the stack. */
 void h5io_reason(char *out, size_t cap);
 
-/* Create path (truncating) for writing / open it read-only. The path is stored for error
- * messages. Fail (-1, err "PATH: ...") with HDF5's reason. *file is -1 on failure. */
-int h5io_create(const char *path, int64_t *file, MoeErr *err);
-int h5io_open_ro(const char *path, int64_t *file, MoeErr *err);
+/* Create path (truncating) for writing, with a user block of userblock bytes at its start
+ * (0: none; else a power of two >= 512) that HDF5 leaves alone (checkpoints/seal.h fills
+ * it). Fails (-1, err "PATH: ...") with HDF5's reason; *file is -1 on failure. */
+int h5io_create(const char *path, uint64_t userblock, int64_t *file, MoeErr *err);
+/* Open path read-only. id is what seal_verify returned for path (required: libhdf5 must
+ * only ever parse verified bytes, or a legacy file the caller accepted); the open fails
+ * unless the file libhdf5 opened is that same file, unchanged. Fails (-1, err "PATH: ...")
+ * with HDF5's reason; *file is -1 on failure. */
+int h5io_open_ro(const char *path, const SealId *id, int64_t *file, MoeErr *err);
 /* Flush and close (strong close degree: every object handle goes with it). Safe on -1.
  * Returns -1 with err when the close (the final write) failed. */
 int h5io_close(int64_t file, const char *path, MoeErr *err);
@@ -68,7 +74,8 @@ int h5io_attr_get_u64(int64_t file, const char *path, const char *name, uint64_t
 int h5io_attr_get_i64(int64_t file, const char *path, const char *name, int64_t *v, MoeErr *err);
 /* 1 when the root attribute name exists, 0 when not (optional attributes). */
 int h5io_attr_exists(int64_t file, const char *name);
-/* Reads at most cap-1 bytes plus a NUL. */
+/* Reads the string and a NUL into out; a string of cap bytes or more fails (-1, err
+ * naming the attribute) rather than being cut. */
 int h5io_attr_get_str(int64_t file, const char *path, const char *name, char *out, size_t cap,
                       MoeErr *err);
 
@@ -77,7 +84,8 @@ int h5io_attr_get_str(int64_t file, const char *path, const char *name, char *ou
 int h5io_each_dataset(int64_t file, const char *path, int (*fn)(const char *dset, void *ctx),
                       void *ctx, MoeErr *err);
 
-/* Address and size in the file of dset's first chunk (for tests that corrupt it). */
+/* Offset from the start of the file (user block included) and size of dset's first chunk
+ * (for tests that corrupt it). */
 int h5io_chunk_location(int64_t file, const char *dset, uint64_t *addr, uint64_t *size);
 
 #endif

@@ -3,7 +3,8 @@
  * - save -> load into a fresh model: parameters and both moments bit-identical, meta and
  *   config round-trip; a rank holding experts [2, 4) loads exactly those global experts;
  * - missing dataset and shape mismatch are named; truncated and bit-flipped files fail
- *   cleanly, the flip with a checksum error naming the dataset;
+ *   cleanly, the flip with the seal's digest mismatch and, once re-sealed, with a Fletcher32
+ *   checksum error naming the dataset (tests/checkpoints/test_seal.c sweeps flips);
  * - nothing is left behind by a save, failed saves leave nothing and an older file intact;
  * - `moetrain ckpt info` exits 0 on a good file and 1 on a corrupt one;
  * - the aux-loss-free balancing bias (/state/router_bias): saved only when the model routes
@@ -24,6 +25,7 @@
 #include "autograd/blas.h"
 #include "checkpoints/ckpt.h"
 #include "checkpoints/h5io.h"
+#include "checkpoints/seal.h"
 #include "data/tokenizer.h"
 #include "train/cmd_ckpt.h"
 #include "train/train.h"
@@ -250,8 +252,9 @@ START_TEST(test_missing_dataset) {
     ck_assert(f >= 0);
     ck_assert(H5Ldelete(f, victim, H5P_DEFAULT) >= 0);
     H5Fclose(f);
-    build(&m2, &c, 0, 4, 9);
     MoeErr err;
+    ck_assert_msg(ckpt_seal(bad, &err) == 0, "%s", err.msg);   /* edited on purpose */
+    build(&m2, &c, 0, 4, 9);
     ck_assert_int_eq(ckpt_load(bad, &m2, NULL, false, &err), -1);
     ck_assert_msg(strstr(err.msg, victim) && strstr(err.msg, "missing") &&
                   strstr(err.msg, bad), "got: %s", err.msg);
@@ -266,6 +269,7 @@ START_TEST(test_missing_dataset) {
     f = H5Fopen(bad, H5F_ACC_RDWR, H5P_DEFAULT);
     ck_assert(H5Ldelete(f, "optim/v/lm_head.weight", H5P_DEFAULT) >= 0);
     H5Fclose(f);
+    ck_assert_msg(ckpt_seal(bad, &err) == 0, "%s", err.msg);
     ck_assert_int_eq(ckpt_load(bad, &m2, NULL, false, &err), 0);
     ck_assert_int_eq(ckpt_load(bad, &m2, NULL, true, &err), -1);
     ck_assert_msg(strstr(err.msg, "optim/v/lm_head.weight"), "got: %s", err.msg);
@@ -317,8 +321,10 @@ START_TEST(test_truncated) {
 END_TEST
 
 /* Flip one byte in the middle of the largest dataset's stored chunk (located with
- * H5Dget_chunk_info): HDF5's metadata is intact, so only the Fletcher32 checksum can
- * notice. */
+ * H5Dget_chunk_info). The seal's digest refuses the file before libhdf5 reads it; re-sealed
+ * (as if the damage had happened before the seal was written), HDF5's metadata is intact,
+ * so only the Fletcher32 checksum can notice, naming the dataset: the inner layer still
+ * works on its own. */
 START_TEST(test_bitflip) {
     Model m, m2;
     Config c;
@@ -329,7 +335,11 @@ START_TEST(test_bitflip) {
     copy_file(g_path, bad, -1);
     int64_t f;
     MoeErr err;
-    ck_assert_int_eq(h5io_open_ro(bad, &f, &err), 0);
+    bool sealed = false;
+    SealId id;
+    ck_assert_int_eq(seal_verify(bad, &sealed, &id, &err), 0);
+    ck_assert(sealed);
+    ck_assert_int_eq(h5io_open_ro(bad, &id, &f, &err), 0);
     uint64_t addr = 0, size = 0;
     ck_assert_int_eq(h5io_chunk_location(f, victim, &addr, &size), 0);
     h5io_close(f, bad, NULL);
@@ -343,8 +353,14 @@ START_TEST(test_bitflip) {
     ck_assert_int_eq(pwrite(fd, &byte, 1, at), 1);
     close(fd);
 
-    ck_assert_int_eq(ckpt_read_meta(bad, NULL, &err), 0);   /* metadata is fine */
     build(&m2, &c, 0, 4, 9);
+    ck_assert_int_eq(ckpt_read_meta(bad, NULL, &err), -1);
+    ck_assert_msg(strstr(err.msg, bad) && strstr(err.msg, "SHA-256"), "got: %s", err.msg);
+    ck_assert_int_eq(ckpt_load(bad, &m2, NULL, false, &err), -1);
+    ck_assert_msg(strstr(err.msg, bad) && strstr(err.msg, "SHA-256"), "got: %s", err.msg);
+
+    ck_assert_msg(ckpt_seal(bad, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(ckpt_read_meta(bad, NULL, &err), 0);   /* metadata is fine */
     ck_assert_int_eq(ckpt_load(bad, &m2, NULL, false, &err), -1);
     ck_assert_msg(strstr(err.msg, bad) && strstr(err.msg, victim) &&
                   strstr(err.msg, "checksum") && strstr(err.msg, "Fletcher32"), "got: %s",
@@ -354,6 +370,7 @@ START_TEST(test_bitflip) {
     ck_assert_msg(strstr(err.msg, victim), "got: %s", err.msg);
     ckpt_info_free(&in);
     ck_assert_int_eq(ckpt_inspect(g_path, &in, &err), 0);
+    ck_assert(in.sealed && in.format_version == 2);
     ckpt_info_free(&in);
     config_free(&c);
     model_free(&m);
@@ -477,6 +494,7 @@ START_TEST(test_router_bias) {
     ck_assert_int_eq(h5io_write((int64_t)f, bad, "state/router_bias", true, 2, dims, junk, &err),
                      0);
     H5Fclose(f);
+    ck_assert_msg(ckpt_seal(bad, &err) == 0, "%s", err.msg);
     ck_assert_int_eq(ckpt_load(bad, &m2, NULL, false, &err), -1);
     ck_assert_msg(strstr(err.msg, bad) && strstr(err.msg, "state/router_bias") &&
                   strstr(err.msg, "(3, 4)") && strstr(err.msg, "(2, 4)"), "got: %s", err.msg);
@@ -485,7 +503,10 @@ START_TEST(test_router_bias) {
     snprintf(bad, sizeof bad, "%s/bias_flip.h5", g_dir);
     copy_file(with, bad, -1);
     int64_t hf;
-    ck_assert_int_eq(h5io_open_ro(bad, &hf, &err), 0);
+    bool sealed = false;
+    SealId id;
+    ck_assert_int_eq(seal_verify(bad, &sealed, &id, &err), 0);
+    ck_assert_int_eq(h5io_open_ro(bad, &id, &hf, &err), 0);
     uint64_t addr = 0, size = 0;
     ck_assert_int_eq(h5io_chunk_location(hf, "state/router_bias", &addr, &size), 0);
     h5io_close(hf, bad, NULL);
@@ -497,6 +518,7 @@ START_TEST(test_router_bias) {
     byte ^= 0x10;
     ck_assert_int_eq(pwrite(fd, &byte, 1, (off_t)(addr + 5)), 1);
     close(fd);
+    ck_assert_msg(ckpt_seal(bad, &err) == 0, "%s", err.msg);   /* past the digest */
     ck_assert_int_eq(ckpt_load(bad, &m2, NULL, false, &err), -1);
     ck_assert_msg(strstr(err.msg, "state/router_bias") && strstr(err.msg, "checksum"),
                   "got: %s", err.msg);

@@ -19,7 +19,10 @@
  *   op 5  replace /tokenizer with the input's bytes (a tokenizer file)
  *   op 6  replace a dataset by an empty group
  *   op 7  replace a dataset or group by a soft link (dangling, or to another object)
- * The first input byte picks ckpt_load with or without the optimizer state.
+ * The first input byte picks ckpt_load with or without the optimizer state. After the edits
+ * the copy is re-sealed (ckpt_seal): the whole-file digest would otherwise refuse every
+ * edited file before the checks this target is about (test_seal.c and fuzz_ckpt_raw.c cover
+ * the digest itself).
  * Invariants: every reader returns 0 or -1 with a message (no crash, no sanitizer report, no
  * abort on a huge declared size), and nothing moe_malloc'ed outlives the input.
  */
@@ -30,6 +33,7 @@
 
 #include "checkpoints/ckpt.h"
 #include "checkpoints/h5io.h"
+#include "checkpoints/seal.h"
 #include "data/tokenizer.h"
 #include "fuzz_util.h"
 #include "train/train.h"
@@ -41,7 +45,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static const char *const ATTRS[] = {
     "magic", "format_version", "step", "tokens_seen", "seed", "loader_epoch",
-    "loader_cursor", "loader_windows", "tok_hash", "n_experts", "has_optimizer", "config_name"};
+    "loader_cursor", "loader_windows", "tok_hash", "n_experts", "has_optimizer", "config_name",
+    "lineage_gen", "parent_gen", "parent_step", "gnorm_ema_bits", "gnorm_count", "base_path",
+    "base_checksum"};
 #define N_ATTRS ((uint32_t)(sizeof ATTRS / sizeof ATTRS[0]))
 
 static struct {
@@ -94,7 +100,10 @@ static void setup(void) {
     ASSERT(data_read_file(G.tmpl, &G.image, &G.image_n, &err) == 0, "%s", err.msg);
 
     int64_t f;
-    ASSERT(h5io_open_ro(G.tmpl, &f, &err) == 0, "%s", err.msg);
+    bool sealed = false;
+    SealId id;
+    ASSERT(seal_verify(G.tmpl, &sealed, &id, &err) == 0 && sealed, "%s", err.msg);
+    ASSERT(h5io_open_ro(G.tmpl, &id, &f, &err) == 0, "%s", err.msg);
     ASSERT(h5io_each_dataset(f, G.tmpl, collect, NULL, &err) == 0, "%s", err.msg);
     h5io_close(f, G.tmpl, NULL);
     const char *groups[] = {"params", "optim", "optim/m", "optim/v"};
@@ -276,6 +285,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     bool load_optimizer = fuzz_u8(&in) & 1;
     apply(f, &in);
     ASSERT(H5Fclose(f) >= 0, "cannot close the edited copy");
+    MoeErr err;
+    ASSERT(ckpt_seal(G.work, &err) == 0, "%s", err.msg);
     read_all(G.work, load_optimizer);
     FUZZ_NO_LEAK(live, "checkpoint readers");
     return 0;
