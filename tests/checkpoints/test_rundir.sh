@@ -8,8 +8,8 @@
 #   same-step file (set aside), retention (keep 1) keeps the resumed-from, unreadable and
 #   other-branch files; --resume auto then takes the branch over the abandoned newer step
 #   (saying so), and retention deletes older members of the lineage only.
-# - --resume auto skips an unreadable newest checkpoint with the error and continues from the
-#   previous one; with only unreadable checkpoints it exits 2 and starts nothing.
+# - --resume auto skips an unreadable newest checkpoint (truncated; a byte flipped in its data)
+#   with the error and continues from the previous one; with only unreadable checkpoints it exits 2 and starts nothing.
 # - --stop-at at or below the resumed step exits 2 and writes nothing.
 # - The gradient-spike detector's state survives a resume: the same steps are flagged.
 # - A failed write to metrics.jsonl / eval.jsonl / config.yaml stops the run at once with the
@@ -82,6 +82,15 @@ head -c 3000 "$C/step_00000050.h5" > "$C/step_00000060.h5"
 run "$TMP/skip.log" "$BIN" "$TMP/c.yaml" --set "run.dir=$R" --set train.steps=52 --resume auto
 grep -q "skipped step_00000060.h5: unreadable: .*step_00000060.h5" "$TMP/skip.log" && ok || bad "no note on the unreadable newest file"
 grep -q "resumed from $C/step_00000050.h5 at step 50" "$TMP/skip.log" && ok || bad "did not continue from the previous valid checkpoint"
+# a complete newest checkpoint with one byte flipped in its tensor data: the seal refuses it,
+# and --resume auto continues from the one before, saying so
+F="$TMP/flipped"; cp -r "$R" "$F"; rm -f "$F/.lock"
+f52="$F/checkpoints/step_00000052.h5"; sz=$(stat -c %s "$f52"); off=$((sz / 2))
+printf "$(printf '\\x%02x' $(( $(od -An -tu1 -j $off -N1 "$f52") ^ 255 )))" |
+  dd of="$f52" bs=1 seek=$off conv=notrunc status=none
+run "$TMP/flip.log" "$BIN" "$TMP/c.yaml" --set "run.dir=$F" --set train.steps=51 --resume auto --stop-at 51
+grep -q "skipped step_00000052.h5: unreadable: .*not what was written: SHA-256" "$TMP/flip.log" && ok || { bad "no note on the flipped newest file"; grep -i skip "$TMP/flip.log"; }
+grep -q "resumed from $F/checkpoints/step_00000050.h5 at step 50" "$TMP/flip.log" && ok || bad "flipped tip: did not continue from step 50"
 mkdir -p "$TMP/bad/checkpoints"; echo junk > "$TMP/bad/checkpoints/step_00000010.h5"
 expect "only unreadable checkpoints" 2 "step_00000010.h5.*will not start from scratch" -- "$BIN" "$TMP/c.yaml" --set "run.dir=$TMP/bad" --resume auto
 grep -q "hint: .*--resume PATH" "$TMP/err" && ok || bad "unreadable only: no hint"
