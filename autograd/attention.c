@@ -18,7 +18,7 @@
  * scratch buffers carved once per call.
  *
  * Threading: (batch, kv head) pairs are independent tasks (each owns its dK_g, dV_g) run by
- * blas_parallel_for on the cores with single-threaded sgemm inside: T = 256, D = 32 products
+ * pool_parallel_for on the cores with single-threaded sgemm inside: T = 256, D = 32 products
  * are far too small to split over threads (measured: attention 1.7 s -> 0.6 s per step of
  * mixtral_tiny when its products stopped being threaded).
  * Non-goals: online-softmax tiling over keys for long sequences, dropout, non-causal or
@@ -28,6 +28,7 @@
 
 #include "autograd/blas.h"
 #include "autograd/vmath.h"
+#include "core/pool.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -131,7 +132,7 @@ static void attention_backward_task(void *ctx, int task, int worker) {
 static void attention_backward(TapeOp *op) {
     Tensor *q = op->in[0], *k = op->in[1], *v = op->in[2];
     if (!q->requires_grad && !k->requires_grad && !v->requires_grad) return;
-    blas_parallel_for(op->i[ATT_B] * op->i[ATT_HKV], attention_backward_task, op);
+    pool_parallel_for(op->i[ATT_B] * op->i[ATT_HKV], attention_backward_task, op);
 }
 
 /* Forward of one (batch b, kv head g) task; p is this worker's (ATT_BLK, T) scratch. */
@@ -187,7 +188,7 @@ static void attention_forward_task(void *ctx, int task, int worker) {
 
 size_t op_attention_score_floats(int T) {
     const int blk = T < ATT_BLK ? T : ATT_BLK;
-    return (size_t)blas_workers() * (size_t)blk * (size_t)T;
+    return (size_t)pool_workers() * (size_t)blk * (size_t)T;
 }
 
 Tensor *op_attention(Tape *t, Tensor *q, Tensor *k, Tensor *v, int B, int T, int H, int Hkv,
@@ -212,7 +213,7 @@ Tensor *op_attention(Tape *t, Tensor *q, Tensor *k, Tensor *v, int B, int T, int
     float *p = arena_floats(&t->arena, score);              /* per worker (ATT_BLK, T) */
 
     AttFwd a = {q, k, v, out, lse, p, B, T, H, Hkv, D, W, scale};
-    blas_parallel_for(B * Hkv, attention_forward_task, &a);
+    pool_parallel_for(B * Hkv, attention_forward_task, &a);
 
     if (need) {
         TapeOp *op = tape_push(t, "attention", attention_backward, out);

@@ -20,6 +20,7 @@
 #include "autograd/blas.h"
 #include "autograd/ops_internal.h"
 #include "autograd/vmath.h"
+#include "core/pool.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -105,7 +106,7 @@ static void add_backward(float *da, float *db, const float *dy, size_t n) {
     if (db) for (size_t j = 0; j < n; j++) db[j] += dy[j];
 }
 
-/* The elementwise ops over the cores (blas_parallel_range): each element's arithmetic is
+/* The elementwise ops over the cores (pool_parallel_range): each element's arithmetic is
  * the serial loop's, and a backward with da == db (y = a + a) still adds to each element
  * twice in the same order, within one range. */
 typedef struct EwArgs {
@@ -126,13 +127,13 @@ static void add_range(void *ctx, size_t lo, size_t hi) {
 
 void add_run(float *y, const float *a, const float *b, size_t n) {
     EwArgs k = {y, NULL, NULL, a, b, NULL};
-    blas_parallel_range(n, n, add_range, &k);
+    pool_parallel_range(n, n, add_range, &k);
 }
 
 void add_grad_run(float *da, float *db, const float *dy, size_t n) {
     if (!da && !db) return;
     EwArgs k = {NULL, da, db, dy, dy, dy};   /* a and b are not read in backward */
-    blas_parallel_range(n, n, add_range, &k);
+    pool_parallel_range(n, n, add_range, &k);
 }
 
 static void op_add_bw(TapeOp *op) {
@@ -172,7 +173,7 @@ static void mul_range(void *ctx, size_t lo, size_t hi) {
 static void op_mul_bw(TapeOp *op) {
     Tensor *a = op->in[0], *b = op->in[1];
     EwArgs k = {NULL, grad_of(a), grad_of(b), a->data, b->data, op->out->grad};
-    if (k.da || k.db) blas_parallel_range(op->out->n, op->out->n, mul_range, &k);
+    if (k.da || k.db) pool_parallel_range(op->out->n, op->out->n, mul_range, &k);
 }
 
 Tensor *op_mul(Tape *t, Tensor *a, Tensor *b) {
@@ -180,7 +181,7 @@ Tensor *op_mul(Tape *t, Tensor *a, Tensor *b) {
     bool needs = tape_needs_grad(t, a, b, NULL);
     Tensor *y = tape_like(t, a, needs);
     EwArgs k = {y->data, NULL, NULL, a->data, b->data, NULL};
-    blas_parallel_range(a->n, a->n, mul_range, &k);
+    pool_parallel_range(a->n, a->n, mul_range, &k);
     if (needs) {
         TapeOp *op = tape_push(t, "mul", op_mul_bw, y);
         op->in[0] = a;
@@ -273,7 +274,7 @@ static void swiglu_task(void *ctx, int task, int worker) {
     (void)worker;
     const SwigluTask *k = ctx;
     size_t j0, j1;
-    blas_range(k->n, task, k->workers, &j0, &j1);
+    pool_range(k->n, task, k->workers, &j0, &j1);
     if (k->y) {
         swiglu_forward(k->y + j0, k->a + j0, k->b + j0, j1 - j0);
     } else {
@@ -284,10 +285,10 @@ static void swiglu_task(void *ctx, int task, int worker) {
 
 void swiglu_run(float *y, float *da, float *db, const float *dy, const float *a,
                 const float *b, size_t n) {
-    SwigluTask k = {y, da, db, dy, a, b, n, blas_workers()};
-    if (n < BLAS_SPLIT_MIN) k.workers = 1;   /* small: not worth a thread */
+    SwigluTask k = {y, da, db, dy, a, b, n, pool_workers()};
+    if (n < POOL_SPLIT_MIN) k.workers = 1;   /* small: not worth a thread */
     if (k.workers == 1) swiglu_task(&k, 0, 0);
-    else blas_parallel_for(k.workers, swiglu_task, &k);
+    else pool_parallel_for(k.workers, swiglu_task, &k);
 }
 
 static void op_swiglu_bw(TapeOp *op) {
@@ -446,8 +447,8 @@ Tensor *op_softplus(Tape *t, Tensor *x) {
 
 /* y (N, C) = x * rstd[n] * g, rstd (N) = 1 / sqrt(mean(x^2) + eps); the mean of squares is
  * accumulated in double (C can be thousands, and x^2 spans a wide range). */
-/* Rows are independent: above BLAS_SPLIT_MIN elements the rows are cut into RMS_CHUNKS fixed
- * ranges run over the cores (blas_parallel_for). The gain gradient is summed per range
+/* Rows are independent: above POOL_SPLIT_MIN elements the rows are cut into RMS_CHUNKS fixed
+ * ranges run over the cores (pool_parallel_for). The gain gradient is summed per range
  * into its own (C) partial, and the partials are added in range order: the result does not
  * depend on the thread count. */
 #define RMS_CHUNKS 8
@@ -499,7 +500,7 @@ static void rmsnorm_task(void *ctx, int task, int worker) {
     (void)worker;
     const RmsTask *k = ctx;
     size_t lo, hi;
-    blas_range((size_t)k->N, task, k->chunks, &lo, &hi);
+    pool_range((size_t)k->N, task, k->chunks, &lo, &hi);
     const int n0 = (int)lo, n1 = (int)hi;
     if (k->y) rmsnorm_rows(k->y, k->rstd, k->x, k->g, n0, n1, k->C, k->eps);
     else
@@ -508,7 +509,7 @@ static void rmsnorm_task(void *ctx, int task, int worker) {
 }
 
 static int rms_chunks(int N, int C) {
-    return (size_t)N * (size_t)C >= BLAS_SPLIT_MIN && N >= RMS_CHUNKS ? RMS_CHUNKS : 1;
+    return (size_t)N * (size_t)C >= POOL_SPLIT_MIN && N >= RMS_CHUNKS ? RMS_CHUNKS : 1;
 }
 
 static void op_rmsnorm_bw(TapeOp *op) {
@@ -526,7 +527,7 @@ static void op_rmsnorm_bw(TapeOp *op) {
         k.dg_part = op->aux[1];
         memset(k.dg_part, 0, sizeof(float) * (size_t)RMS_CHUNKS * C);
     }
-    blas_parallel_for(k.chunks, rmsnorm_task, &k);
+    pool_parallel_for(k.chunks, rmsnorm_task, &k);
     if (dg)
         for (int j = 0; j < RMS_CHUNKS; j++)
             for (int c = 0; c < C; c++) dg[c] += k.dg_part[(size_t)j * C + c];
@@ -544,7 +545,7 @@ Tensor *op_rmsnorm(Tape *t, Tensor *x, Tensor *g, float eps) {
     float *rstd = arena_floats(&t->arena, (size_t)N);
     RmsTask k = {y->data, rstd, NULL, NULL, x->data, g->data, NULL, N, C, rms_chunks(N, C), eps};
     if (k.chunks == 1) rmsnorm_rows(y->data, rstd, x->data, g->data, 0, N, C, eps);
-    else blas_parallel_for(k.chunks, rmsnorm_task, &k);
+    else pool_parallel_for(k.chunks, rmsnorm_task, &k);
     if (needs) {
         TapeOp *op = tape_push(t, "rmsnorm", op_rmsnorm_bw, y);
         op->in[0] = x;
@@ -688,7 +689,7 @@ static void row_copy_range(void *ctx, size_t lo, size_t hi) {
 
 void rows_gather(float *y, const float *x, const int32_t *src, int M, int C) {
     RowCopy k = {y, x, src, C};
-    blas_parallel_range((size_t)M, (size_t)M * C, row_copy_range, &k);
+    pool_parallel_range((size_t)M, (size_t)M * C, row_copy_range, &k);
 }
 
 RowRuns row_runs_build(Arena *a, const int32_t *dst, int M, int n_dst) {
@@ -741,7 +742,7 @@ void row_runs_scatter_add(const RowRuns *r, const int32_t *dst, float *dx, const
                           const float *w, int per_row, int C) {
     RowScatter k = {r, dst, dx, dy, w, per_row, C};
     const size_t P = r->n_runs > 0 ? (size_t)r->run[r->n_runs] : 0;
-    blas_parallel_range((size_t)r->n_runs, P * C, row_scatter_range, &k);
+    pool_parallel_range((size_t)r->n_runs, P * C, row_scatter_range, &k);
 }
 
 /* y (N, C) = w[ids[n]], w (V, C): rows copied over the cores. */
@@ -952,7 +953,7 @@ static void linear_ce_rows(void *ctx, int task, int worker) {
     (void)worker;
     LceTask *a = ctx;
     size_t lo, hi;
-    blas_range((size_t)a->N, task, a->workers, &lo, &hi);
+    pool_range((size_t)a->N, task, a->workers, &lo, &hi);
     const int V = a->V, k0 = (int)lo, k1 = (int)hi;
     const float k = a->k;
     double loss = 0.0;
@@ -1006,9 +1007,9 @@ Tensor *op_linear_cross_entropy(Tape *t, Tensor *x, Tensor *w, const int32_t *ta
     Tensor *y = tape_scalar(t, needs);
     if (N > 0) linear_forward(L->data, x->data, w->data, N, C, V);
     LceTask task = {L->data, targets, N, V, count ? scale / (float)count : 0.0f, needs,
-                    {0.0}, blas_workers()};
+                    {0.0}, pool_workers()};
     /* rows are independent: split them over the cores (no BLAS inside) */
-    blas_parallel_for(task.workers, linear_ce_rows, &task);
+    pool_parallel_for(task.workers, linear_ce_rows, &task);
     double loss = 0.0;
     for (int j = 0; j < task.workers; j++) loss += task.loss[j];   /* fixed order */
     y->data[0] = count ? (float)((double)scale * loss / count) : 0.0f;
@@ -1069,8 +1070,8 @@ Tensor *op_linear_cross_entropy_chunked(Tape *t, Tensor *x, Tensor *w, const int
         const int m = N - r0 < R ? N - r0 : R;
         const float *xr = x->data + (size_t)r0 * C;
         linear_forward(L, xr, w->data, m, C, V);
-        LceTask task = {L, targets + r0, m, V, k, needs, {0.0}, blas_workers()};
-        blas_parallel_for(task.workers, linear_ce_rows, &task);
+        LceTask task = {L, targets + r0, m, V, k, needs, {0.0}, pool_workers()};
+        pool_parallel_for(task.workers, linear_ce_rows, &task);
         for (int j = 0; j < task.workers; j++) loss += task.loss[j];   /* fixed order */
         /* L now holds this block's d(loss)/d(logits) per unit upstream gradient */
         if (dX)

@@ -21,6 +21,7 @@
 #define MOE_OPS_H
 
 #include "autograd/tensor.h"
+#include "core/pool.h"
 
 /* ---------------- ops.c ---------------- */
 
@@ -115,7 +116,7 @@ Tensor *op_mean(Tape *t, Tensor *x);
 Tensor *op_attention(Tape *t, Tensor *q, Tensor *k, Tensor *v, int B, int T, int H, int Hkv,
                      int D, int W);
 /* Floats of one of op_attention's per-worker score buffers for sequences of T tokens (it
- * carves one in forward and, when recording, a second for backward): blas_workers() blocks
+ * carves one in forward and, when recording, a second for backward): pool_workers() blocks
  * of min(T, 64) query rows x T keys. For memory plans (train/memplan.h). */
 size_t op_attention_score_floats(int T);
 

@@ -16,6 +16,7 @@
 #include <stddef.h>
 
 #include "autograd/tensor.h"
+#include "core/pool.h"
 
 double softmax_row(const float *x, int E, float *p);
 double logsumexp_row(const float *x, int E);
@@ -23,7 +24,7 @@ double logsumexp_row(const float *x, int E);
 /* op_add's elementwise kernels over the cores (defined in ops.c; shared with the ops that
  * add into the residual stream, op_linear_residual and op_combine_residual, so their sums
  * and gradients are op_add's bit for bit). add_run: y (n) = a + b. add_grad_run: da += dy,
- * db += dy (either NULL; da == db adds twice). Call them outside blas_parallel_for. */
+ * db += dy (either NULL; da == db adds twice). Call them outside pool_parallel_for. */
 void add_run(float *y, const float *a, const float *b, size_t n);
 void add_grad_run(float *da, float *db, const float *dy, size_t n);
 
@@ -34,15 +35,15 @@ void swiglu_forward(float *y, const float *a, const float *b, size_t n);
 void swiglu_backward(float *da, float *db, const float *dy, const float *a, const float *b,
                      size_t n);
 /* The forward (y != NULL; da, db, dy unused) or the backward (y == NULL) over n elements,
- * split into contiguous ranges over the cores when n is large (BLAS_SPLIT_MIN). Call it
- * outside blas_parallel_for. */
+ * split into contiguous ranges over the cores when n is large (POOL_SPLIT_MIN). Call it
+ * outside pool_parallel_for. */
 void swiglu_run(float *y, float *da, float *db, const float *dy, const float *a,
                 const float *b, size_t n);
 
 /* Row gather and its scatter-add over the cores (defined in ops.c; op_embedding,
  * op_gather_rows, op_combine).
  * rows_gather: y (M, C) = x[src[m]] for m < M, rows of x (., C); src in range (the caller
- * checks). Copies split over the cores (blas_parallel_range).
+ * checks). Copies split over the cores (pool_parallel_range).
  * RowRuns: the M sources of a scatter-add into rows dst[m] grouped by destination, built
  * once in the forward (arena): order (P) = the P sources with dst[m] >= 0 sorted by
  * (dst[m], m) (dst[m] < 0: no destination, left out), run (n_runs + 1) = where each

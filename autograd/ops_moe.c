@@ -9,9 +9,9 @@
  * DeepSeek-V3 (arXiv:2412.19437, sec. 2.1.2): the bias decides which experts, never how much.
  * Non-goals: capacity planning and the routing itself (counts, offsets, slots: layers/moe),
  * expert parallelism (parallel/), noisy gating.
- * Threading: the expert GEMMs run one expert per core (blas_parallel_for, single-threaded
+ * Threading: the expert GEMMs run one expert per core (pool_parallel_for, single-threaded
  * sgemm inside); gather and combine are split into row ranges over the cores
- * (blas_parallel_range), each row doing the serial loop's float operations in its order,
+ * (pool_parallel_range), each row doing the serial loop's float operations in its order,
  * so every result is bit-identical at any thread count (scatter-adds are split by
  * destination row: RowRuns). The gate and the router losses (O(N E), ~0.1 ms a call at
  * mixtral_tiny's size) stay on one thread: split, a helper's start ate the gain.
@@ -20,6 +20,7 @@
 
 #include "autograd/blas.h"
 #include "autograd/ops_internal.h"
+#include "core/pool.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -232,7 +233,7 @@ static void combine_backward(TapeOp *op) {
         row_runs_scatter_add(op->aux[1], a.slot, ys->grad, op->out->grad, gates->data, a.K,
                              a.C);
     if (gates->requires_grad)
-        blas_parallel_range(N, N * (size_t)a.K * a.C, combine_dgates_rows, &a);
+        pool_parallel_range(N, N * (size_t)a.K * a.C, combine_dgates_rows, &a);
 }
 
 Tensor *op_combine_residual(Tape *t, Tensor *r, Tensor *ys, Tensor *gates,
@@ -249,7 +250,7 @@ Tensor *op_combine_residual(Tape *t, Tensor *r, Tensor *ys, Tensor *gates,
     const bool need = tape_needs_grad(t, ys, gates, r);
     Tensor *out = tape_tensor2(t, (int)N, C, need);
     CombineRows a = {NULL, out->data, ys->data, gates->data, r ? r->data : NULL, slot, K, C};
-    blas_parallel_range(N, N * (size_t)K * C, combine_rows, &a);
+    pool_parallel_range(N, N * (size_t)K * C, combine_rows, &a);
     if (need) {
         TapeOp *op = tape_push(t, r ? "combine_residual" : "combine", combine_backward, out);
         op->in[0] = ys;
@@ -273,7 +274,7 @@ Tensor *op_combine(Tape *t, Tensor *ys, Tensor *gates, const int32_t *slot, int 
 /* ---------------- grouped expert GEMM ---------------- */
 
 /* Experts are independent products (disjoint rows of x, y and their grads, their own W_e):
- * one task per expert on the cores, each sgemm single-threaded (blas_parallel_for). */
+ * one task per expert on the cores, each sgemm single-threaded (pool_parallel_for). */
 static void expert_linear_backward_task(void *ctx, int task, int worker) {
     (void)worker;
     TapeOp *op = ctx;
@@ -295,7 +296,7 @@ static void expert_linear_backward_task(void *ctx, int task, int worker) {
 }
 
 static void expert_linear_backward(TapeOp *op) {
-    blas_parallel_for(op->i[0], expert_linear_backward_task, op);
+    pool_parallel_for(op->i[0], expert_linear_backward_task, op);
 }
 
 typedef struct ExpertFwd {
@@ -356,7 +357,7 @@ Tensor *op_expert_linear(Tape *t, Tensor *x, Tensor *w, const int32_t *offs, int
     Tensor *out = tape_tensor2(t, (int)M, dout, need);
     int32_t *order = expert_order(t, offs, E);
     ExpertFwd a = {x->data, w->data, out->data, offs, order, din, dout};
-    blas_parallel_for(E, expert_linear_forward_task, &a);
+    pool_parallel_for(E, expert_linear_forward_task, &a);
     if (need) {
         TapeOp *op = tape_push(t, "expert_linear", expert_linear_backward, out);
         op->in[0] = x;
@@ -371,7 +372,7 @@ Tensor *op_expert_linear(Tape *t, Tensor *x, Tensor *w, const int32_t *offs, int
 /* ---------------- grouped expert GEMM with a fused SwiGLU ---------------- */
 
 /* One expert's rows r0 .. r0+m-1 are a task: its SwiGLU rows, its sgemms and its slice of
- * the scratch are its own, so tasks write disjoint memory (blas_parallel_for). */
+ * the scratch are its own, so tasks write disjoint memory (pool_parallel_for). */
 typedef struct SwigluExpert {
     const float *a, *b, *w, *dy;   /* a, b (M, F); W (E, C, F); dy (M, C) (backward) */
     float *act;                    /* (M, F) scratch: act, then dact in backward */
@@ -437,7 +438,7 @@ static void swiglu_expert_backward(TapeOp *op) {
         .F = tensor_cols(a), .C = w->shape[1],
     };
     if (!k.dw && !k.da && !k.db) return;
-    blas_parallel_for(op->i[0], swiglu_expert_backward_task, &k);
+    pool_parallel_for(op->i[0], swiglu_expert_backward_task, &k);
 }
 
 Tensor *op_swiglu_expert_linear(Tape *t, Tensor *a, Tensor *b, Tensor *w, const int32_t *offs,
@@ -459,7 +460,7 @@ Tensor *op_swiglu_expert_linear(Tape *t, Tensor *a, Tensor *b, Tensor *w, const 
         .act = tape_scratch(t, a->n),                               /* (M, F), not kept */
         .y = out->data, .offs = offs, .order = order, .F = F, .C = C,
     };
-    blas_parallel_for(E, swiglu_expert_forward_task, &k);
+    pool_parallel_for(E, swiglu_expert_forward_task, &k);
     if (need) {
         TapeOp *op = tape_push(t, "swiglu_expert_linear", swiglu_expert_backward, out);
         op->in[0] = a;
@@ -484,7 +485,7 @@ typedef struct ExpertUp {
 } ExpertUp;
 
 /* One expert's slots offs[e] .. offs[e+1]-1 are a task: their rows of the scratch, of h1,
- * h3 and of their grads and W1[e], W3[e] are its own (blas_parallel_for). */
+ * h3 and of their grads and W1[e], W3[e] are its own (pool_parallel_for). */
 typedef struct ExpertUpTask {
     const float *x, *w1, *w3;      /* x (N, C); W1, W3 (E, F, C) */
     const float *dh1, *dh3;        /* (M, F) (backward) */
@@ -568,7 +569,7 @@ static void expert_up_backward(TapeOp *op) {
         .rows = s->rows, .offs = s->offs, .order = s->order, .C = C, .F = w1->shape[1],
     };
     if (!k.dw1 && !k.dw3 && !k.dx) return;
-    blas_parallel_for(s->E, expert_up_backward_task, &k);
+    pool_parallel_for(s->E, expert_up_backward_task, &k);
     /* op_gather_rows' backward: dx[rows[m]] += dxg[m] in slot order (rows may repeat) */
     if (k.dx)
         for (int m = 0; m < M; m++) {
@@ -601,7 +602,7 @@ Tensor *op_gather_expert_up(Tape *t, Tensor *x, const int32_t *rows, Tensor *w1,
         .h1 = h1->data, .h3 = (*h3)->data,
         .rows = rows, .offs = offs, .order = order, .C = C, .F = F,
     };
-    blas_parallel_for(E, expert_up_forward_task, &k);
+    pool_parallel_for(E, expert_up_forward_task, &k);
     if (need) {
         ExpertUp *s = arena_alloc(&t->arena, sizeof *s);
         *s = (ExpertUp){t, *h3, rows, offs, order, E};

@@ -19,7 +19,7 @@
 #ifndef MOE_TENSOR_H
 #define MOE_TENSOR_H
 
-#include "autograd/common.h"
+#include "core/common.h"
 
 #define TENSOR_MAX_DIMS 4
 

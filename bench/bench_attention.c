@@ -14,6 +14,7 @@
 
 #include "autograd/blas.h"
 #include "autograd/ops.h"
+#include "core/pool.h"
 
 static int arg_int(const char *s, const char *name) {
     char *end = NULL;
@@ -78,7 +79,7 @@ int main(int argc, char **argv) {
             if (rep > 0 && dt < best[w]) best[w] = dt;
         }
     printf("op_attention forward + backward, B %d T %d H %d Hkv %d D %d, best of %d, %d "
-           "thread(s)\n", B, T, H, Hkv, D, reps, blas_workers());
+           "thread(s)\n", B, T, H, Hkv, D, reps, pool_workers());
     for (int w = 0; w < nw; w++)
         printf("  W %-5d %8.2f ms  (%.2fx W %d)\n", Ws[w], 1e3 * best[w], best[w] / best[0],
                Ws[0]);

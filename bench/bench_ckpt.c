@@ -34,7 +34,7 @@ int main(int argc, char **argv) {
     MoeErr err;
     if (config_load(&c, cfg, &err)) return die(&err);
     ModelShape s;
-    train_model_shape(&c, &s);
+    config_model_shape(&c, &s);
     Model m;
     model_init(&m, &s, 0, s.E, 1);
 

@@ -58,7 +58,7 @@
 #include "layers/router_bias.h"
 #include "parallel/dp.h"
 #include "parallel/exchange.h"
-#include "train/config.h"
+#include "configs/config.h"
 #include "train/mfu.h"
 #include "train/train.h"
 
@@ -253,7 +253,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     ModelShape s;
-    train_model_shape(&c, &s);
+    config_model_shape(&c, &s);
     const int B = c.train.micro_batch, T = c.train.seq_len, Bl = B / comm.size, N = Bl * T;
     if (root)
         printf("config %s: %d rank(s), expert parallel %d, %d tokens per rank per step, "
@@ -272,7 +272,7 @@ int main(int argc, char **argv) {
     Model m;
     int El = s.E > 0 ? s.E / comm.ep : 0;
     LoraSpec lo;
-    train_lora_spec(&c, &lo);
+    config_lora_spec(&c, &lo);
     model_init_lora(&m, &s, &lo, comm.ep_rank * El, El, 1);
     if (root)
         printf("%s: %zu of %zu parameters trainable on rank 0\n",
@@ -334,7 +334,7 @@ int main(int argc, char **argv) {
     comm_sum_world_d(&comm, &gflops_best, 1);
     const double tf = acc.f, tb = acc.b, tr = acc.r, to = acc.o, tall = acc.all;
     double tok_s = (double)B * T * steps / tall;
-    double fpt = lora_flops_per_token(&s, &lo, T);   /* = model_flops_per_token without LoRA */
+    double fpt = model_flops_per_token_lora(&s, &lo, T);   /* = model_flops_per_token without LoRA */
     /* the training steps' traffic only (the evaluations exchange too) */
     double a2a = acc.a2a / steps, ar = acc.ar / steps, slots = acc.slots / steps;
     double slin = acc.slin / steps, ta2a = acc.ta2a / steps, tar = acc.tar / steps;

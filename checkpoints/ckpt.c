@@ -23,6 +23,7 @@
 
 #include "checkpoints/h5io.h"
 #include "checkpoints/seal.h"
+#include "core/fs.h"
 #include "data/tokenizer.h"
 #include "layers/lora.h"
 
@@ -130,7 +131,7 @@ static int write_state(Writer *w, const Config *c, const Model *m, const CkptMet
     if (rc) return -1;
     uint8_t *tok = NULL;
     size_t tn = 0;
-    if (data_read_file(tokenizer_path, &tok, &tn, err)) return -1;
+    if (fs_read_file(tokenizer_path, &tok, &tn, err)) return -1;
     n = tn;
     rc = h5io_write(f, p, "tokenizer", false, 1, &n, tok, err);
     moe_free(tok);

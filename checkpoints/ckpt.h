@@ -60,9 +60,9 @@
 #include <stdint.h>
 #include <stdbool.h>
 
-#include "autograd/common.h"
+#include "core/common.h"
 #include "layers/model.h"
-#include "train/config.h"
+#include "configs/config.h"
 
 #define CKPT_MAGIC "moetrain-checkpoint"
 #define CKPT_FORMAT_VERSION 2   /* 2: sealed (a 4096-byte user block); 1: no seal */

@@ -13,11 +13,11 @@
 #include <unistd.h>
 
 #include "checkpoints/ckpt.h"
+#include "core/fs.h"
 #include "layers/router_bias.h"
 #include "checkpoints/finetune.h"
-#include "train/config.h"
-#include "train/json.h"
-#include "train/train.h"
+#include "configs/config.h"
+#include "core/json.h"
 
 /* ------------------------------------------------------------------ small helpers */
 
@@ -194,7 +194,7 @@ static int load_ckpt(const char *path, Config *c, Model *m, Tokenizer *tok, bool
     CkptMeta meta;
     if (ckpt_read_meta(path, &meta, err) || ckpt_read_config(path, c, err)) return -1;
     ModelShape s;
-    train_model_shape(c, &s);
+    config_model_shape(c, &s);
     if (meta.adapter) {
         Model lm;
         int bad = finetune_load_model(path, &meta, c, &lm, err);
@@ -377,8 +377,8 @@ static int write_config_json(const char *dir, const Config *c, const ModelShape 
     fmt_num(theta, sizeof theta, c->model.rope_theta);
     fmt_num(std, sizeof std, c->model.init_std);
     fmt_num(aux, sizeof aux, c->moe.aux_loss_coef);
-    DataAtomicFile af;
-    if (data_atomic_open(&af, path, err)) return -1;
+    FsAtomicFile af;
+    if (fs_atomic_open(&af, path, err)) return -1;
     FILE *fp = af.fp;
     bool moe = s->E > 0;
     /* A dense model with a window is a Mistral (Llama's layout plus sliding_window, Jiang
@@ -411,24 +411,24 @@ static int write_config_json(const char *dir, const Config *c, const ModelShape 
     fprintf(fp, "  \"tie_word_embeddings\": false,\n  \"use_cache\": true,\n");
     fprintf(fp, "  \"bos_token_id\": %d,\n  \"eos_token_id\": %d,\n", eot, eot);
     fprintf(fp, "  \"torch_dtype\": \"%s\"\n}\n", torch_dtype(d));
-    return data_atomic_commit(&af, err);
+    return fs_atomic_commit(&af, err);
 }
 
 static int write_small_json(const char *dir, const char *name, const char *text, MoeErr *err) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    DataAtomicFile af;
-    if (data_atomic_open(&af, path, err)) return -1;
+    FsAtomicFile af;
+    if (fs_atomic_open(&af, path, err)) return -1;
     fputs(text, af.fp);
-    return data_atomic_commit(&af, err);
+    return fs_atomic_commit(&af, err);
 }
 
 /* tokenizer.json in the `tokenizers` library's format (BPE model, ByteLevel pieces). */
 static int write_tokenizer_json(const char *dir, const Tokenizer *t, MoeErr *err) {
     char path[4096];
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-    DataAtomicFile af;
-    if (data_atomic_open(&af, path, err)) return -1;
+    FsAtomicFile af;
+    if (fs_atomic_open(&af, path, err)) return -1;
     FILE *fp = af.fp;
     const int V = tok_vocab_size(t), M = tok_n_merges(t), eot = tok_eot(t);
     size_t cap = 4096;
@@ -484,7 +484,7 @@ static int write_tokenizer_json(const char *dir, const Tokenizer *t, MoeErr *err
     fprintf(fp, "\n    ]\n  }\n}\n");
     moe_free(buf);
     moe_free(buf2);
-    return data_atomic_commit(&af, err);
+    return fs_atomic_commit(&af, err);
 }
 
 /* Number of vocabulary strings that occur more than once (HF's vocab is a map). */
@@ -640,8 +640,8 @@ int export_peft(const char *ckpt_path, const char *outdir, StDtype dtype, bool o
     /* the adapters alone: the base's values are not needed (and not read) */
     ModelShape s;
     LoraSpec lo;
-    train_model_shape(&c, &s);
-    train_lora_spec(&c, &lo);
+    config_model_shape(&c, &s);
+    config_lora_spec(&c, &lo);
     model_init_lora(&m, &s, &lo, 0, s.E, 0);
     if (ckpt_load(ckpt_path, &m, NULL, false, err)) goto done;
     snprintf(tmpdir, sizeof tmpdir, "%s.tmp-XXXXXX", outdir);
@@ -666,8 +666,8 @@ int export_peft(const char *ckpt_path, const char *outdir, StDtype dtype, bool o
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", tmpdir);
     if (st_write_file(path, ts, n, dtype, stmeta, err)) goto done;
     snprintf(path, sizeof path, "%s/adapter_config.json", tmpdir);
-    DataAtomicFile af;
-    if (data_atomic_open(&af, path, err)) goto done;
+    FsAtomicFile af;
+    if (fs_atomic_open(&af, path, err)) goto done;
     char alpha[64], drop[64];
     fmt_num(alpha, sizeof alpha, c.finetune.lora_alpha);
     fmt_num(drop, sizeof drop, c.finetune.lora_dropout);
@@ -684,7 +684,7 @@ int export_peft(const char *ckpt_path, const char *outdir, StDtype dtype, bool o
                    "  \"init_lora_weights\": true,\n  \"inference_mode\": true,\n"
                    "  \"modules_to_save\": null,\n  \"layers_to_transform\": null,\n"
                    "  \"revision\": null\n}\n");
-    if (data_atomic_commit(&af, err)) goto done;
+    if (fs_atomic_commit(&af, err)) goto done;
     if (publish_dir(tmpdir, outdir, overwrite, err)) goto done;
     rc = 0;
 done:
@@ -897,7 +897,7 @@ static int load_hf(ModelSource *src, const char *dir, MoeErr *err) {
     snprintf(path, sizeof path, "%s/config.json", dir);
     uint8_t *buf = NULL;
     size_t n = 0;
-    if (data_read_file(path, &buf, &n, err)) return -1;
+    if (fs_read_file(path, &buf, &n, err)) return -1;
     JsonValue cfg;
     int rc = json_parse(&cfg, (const char *)buf, n, path, 1, err);
     moe_free(buf);
@@ -986,7 +986,7 @@ static int load_hf(ModelSource *src, const char *dir, MoeErr *err) {
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
     struct stat sb;
     if (stat(path, &sb) == 0) {
-        if (data_read_file(path, &buf, &n, err)) goto done;
+        if (fs_read_file(path, &buf, &n, err)) goto done;
         int prc = json_parse(&tj, (const char *)buf, n, path, 1, err);
         moe_free(buf);
         if (prc) goto done;

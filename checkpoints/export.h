@@ -41,7 +41,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "autograd/common.h"
+#include "core/common.h"
 #include "checkpoints/gguf.h"
 #include "checkpoints/safetensors.h"
 #include "data/tokenizer.h"

@@ -7,7 +7,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "train/train.h"
 
 int finetune_check_base_exists(const char *base, const char *key, MoeErr *err) {
     struct stat st;
@@ -64,8 +63,8 @@ int finetune_load_model(const char *path, const CkptMeta *meta, const Config *c,
                         MoeErr *err) {
     ModelShape s;
     LoraSpec lo;
-    train_model_shape(c, &s);
-    train_lora_spec(c, &lo);
+    config_model_shape(c, &s);
+    config_lora_spec(c, &lo);
     model_init_lora(m, &s, &lo, 0, s.E, 0);
     char key[1200];
     snprintf(key, sizeof key, "%s: base_path", path);

@@ -22,10 +22,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "autograd/common.h"
+#include "core/common.h"
 #include "checkpoints/ckpt.h"
 #include "layers/model.h"
-#include "train/config.h"
+#include "configs/config.h"
 
 /* Fail (-1, err naming key and path, with a hint saying how to produce it) when the base
  * checkpoint path does not exist; key is what named it ("finetune.init_from"). */

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "checkpoints/safetensors.h"
+#include "core/fs.h"
 #include "data/tokenizer.h"
 
 #define QK8_0 32
@@ -208,8 +209,8 @@ int gguf_w_save(const GgufWriter *w, const char *path, MoeErr *err) {
     static const uint8_t zeros[64] = {0};
     size_t hpad = pad_to(h.kv_n, w->alignment) - h.kv_n;
     ASSERT(w->alignment <= sizeof zeros, "alignment %zu", w->alignment);
-    DataAtomicFile af;
-    if (data_atomic_open(&af, path, err)) {
+    FsAtomicFile af;
+    if (fs_atomic_open(&af, path, err)) {
         gguf_w_free(&h);
         return -1;
     }
@@ -222,10 +223,10 @@ int gguf_w_save(const GgufWriter *w, const char *path, MoeErr *err) {
     }
     gguf_w_free(&h);
     if (rc) {
-        data_atomic_abort(&af);
+        fs_atomic_abort(&af);
         return -1;
     }
-    return data_atomic_commit(&af, err);
+    return fs_atomic_commit(&af, err);
 }
 
 /* ---- reader ---- */
@@ -314,7 +315,7 @@ static int cmp_off(const void *a, const void *b) {
 int gguf_open(GgufFile *f, const char *path, MoeErr *err) {
     memset(f, 0, sizeof *f);
     f->path = moe_strdup(path);
-    if (data_read_file(path, &f->buf, &f->size, err)) return -1;
+    if (fs_read_file(path, &f->buf, &f->size, err)) return -1;
     Cur c = {f, 0, err};
     uint8_t magic[4];
     if (rd(&c, magic, 4, "magic")) return -1;

@@ -25,7 +25,7 @@
 #include <stdint.h>
 #include <stdbool.h>
 
-#include "autograd/common.h"
+#include "core/common.h"
 
 #define GGUF_VERSION 3
 #define GGUF_DEFAULT_ALIGNMENT 32

@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include <stdbool.h>
 
-#include "autograd/common.h"
+#include "core/common.h"
 #include "checkpoints/seal.h"
 
 /* Switch off HDF5's automatic error-stack printing (process-wide; idempotent). */

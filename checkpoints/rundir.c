@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "checkpoints/h5io.h"
+#include "core/fs.h"
 
 #define RUNDIR_PATH_MAX 4096
 #define RUNDIR_NAME_MAX 256
@@ -43,7 +44,7 @@ static int too_long(const char *run_dir, MoeErr *err) {
 int rundir_prepare(const char *run_dir, MoeErr *err) {
     char buf[RUNDIR_PATH_MAX];
     if (rundir_ckpt_dir(run_dir, buf, sizeof buf)) return too_long(run_dir, err);
-    return moe_mkdirs(buf, err);
+    return fs_mkdirs(buf, err);
 }
 
 /* ---- the listing ---- */
@@ -267,7 +268,7 @@ int rundir_open(RunDir *rd, const char *run_dir, bool fresh, MoeErr *err) {
     if (fd >= 0 && (rc = take_lock(fd, run_dir, lock, err))) goto fail;
     if (fresh && (rc = rundir_check_fresh(run_dir, err))) goto fail;
     if (fd < 0) {
-        if ((rc = moe_mkdirs(run_dir, err))) goto fail;
+        if ((rc = fs_mkdirs(run_dir, err))) goto fail;
         fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
         if (fd < 0) {
             moe_errorf(err, "%s: cannot create: %s", lock, strerror(errno));

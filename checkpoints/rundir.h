@@ -37,7 +37,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "autograd/common.h"
+#include "core/common.h"
 #include "checkpoints/ckpt.h"
 
 /* Returned (instead of -1) when the run directory is refused: nothing in it was changed. */

@@ -9,8 +9,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/fs.h"
 #include "data/tokenizer.h"
-#include "train/json.h"
+#include "core/json.h"
 
 /* A header larger than this is not something we wrote or can sensibly hold (the reference
  * implementation refuses 100 MB too). */
@@ -206,8 +207,8 @@ int st_write_file(const char *path, const StTensorIn *tensors, size_t n, StDtype
     /* Pad with spaces so the data section starts 8-byte aligned (allowed by the format). */
     while ((8 + h.n) % 8) sb_put(&h, " ", 1);
 
-    DataAtomicFile af;
-    if (data_atomic_open(&af, path, err)) {
+    FsAtomicFile af;
+    if (fs_atomic_open(&af, path, err)) {
         moe_free(h.p);
         return -1;
     }
@@ -218,10 +219,10 @@ int st_write_file(const char *path, const StTensorIn *tensors, size_t n, StDtype
     for (size_t i = 0; i < n && !rc; i++) rc = write_tensor_data(af.fp, &tensors[i], d, path, err);
     moe_free(h.p);
     if (rc) {
-        data_atomic_abort(&af);
+        fs_atomic_abort(&af);
         return -1;
     }
-    return data_atomic_commit(&af, err);
+    return fs_atomic_commit(&af, err);
 }
 
 int st_write_model(const char *dir, const StTensorIn *tensors, size_t n, StDtype d,
@@ -267,14 +268,14 @@ int st_write_model(const char *dir, const StTensorIn *tensors, size_t n, StDtype
     sb_put(&idx, "  }\n}\n", 6);
     if (!rc) {
         snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
-        DataAtomicFile af;
-        rc = data_atomic_open(&af, path, err);
+        FsAtomicFile af;
+        rc = fs_atomic_open(&af, path, err);
         if (!rc) {
             if (write_all(af.fp, idx.p, idx.n, path, err)) {
-                data_atomic_abort(&af);
+                fs_atomic_abort(&af);
                 rc = -1;
             } else {
-                rc = data_atomic_commit(&af, err);
+                rc = fs_atomic_commit(&af, err);
             }
         }
     }
@@ -318,7 +319,7 @@ static int corrupt(MoeErr *err, const char *path) {
 int st_open(StFile *f, const char *path, MoeErr *err) {
     memset(f, 0, sizeof *f);
     f->path = moe_strdup(path);
-    if (data_read_file(path, &f->buf, &f->size, err)) return -1;
+    if (fs_read_file(path, &f->buf, &f->size, err)) return -1;
     if (f->size < 8) {
         moe_errorf(err, "%s: %zu bytes is too short for a safetensors file (8-byte header "
                         "length missing)", path, f->size);
@@ -489,7 +490,7 @@ int st_model_open(StModel *m, const char *dir, MoeErr *err) {
     fclose(probe);
     uint8_t *buf = NULL;
     size_t n = 0;
-    if (data_read_file(path, &buf, &n, err)) return -1;
+    if (fs_read_file(path, &buf, &n, err)) return -1;
     JsonValue root;
     if (json_parse(&root, (const char *)buf, n, path, 1, err)) {
         moe_free(buf);

@@ -22,7 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "autograd/common.h"
+#include "core/common.h"
 
 #define ST_MAX_DIMS 4
 

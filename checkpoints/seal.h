@@ -48,7 +48,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "autograd/common.h"
+#include "core/common.h"
 #include "checkpoints/sha256.h"
 
 #define SEAL_BLOCK 4096       /* the user block; a power of two >= 512, as HDF5 requires */

@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include "checkpoints/ckpt.h"
-#include "train/train.h"
 
 /* Keys of the counter-based draws (moe_randn_key's second word), so the router draw and the
  * expert noise never share a stream with each other or with model init / router noise. */
@@ -188,7 +187,7 @@ int upcycle_into(const char *dense_ckpt, Model *moe, const UpcycleOpts *o, MoeEr
     Config dc;
     if (read_dense_config(dense_ckpt, &dc, err)) return -1;
     ModelShape ds;
-    train_model_shape(&dc, &ds);
+    config_model_shape(&dc, &ds);
     config_free(&dc);
     if (check_shapes(dense_ckpt, &ds, &moe->s, o->granularity, err)) return -1;
     if (!(o->router_init_std >= 0.0f) || !(o->expert_noise >= 0.0f)) {
@@ -309,7 +308,7 @@ int upcycle_ckpt(const char *dense_ckpt, const char *out_path, int E, int K,
     if (rc || ckpt_read_meta(dense_ckpt, &dm, err)) goto fail;
 
     ModelShape s;
-    train_model_shape(&mc, &s);
+    config_model_shape(&mc, &s);
     model_init(&m, &s, 0, E, (uint64_t)mc.train.seed);
     if (upcycle_into(dense_ckpt, &m, o, err)) goto fail;
 

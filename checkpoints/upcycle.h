@@ -56,9 +56,9 @@
 
 #include <stdint.h>
 
-#include "autograd/common.h"
+#include "core/common.h"
 #include "layers/model.h"
-#include "train/config.h"
+#include "configs/config.h"
 
 typedef struct UpcycleOpts {
     int granularity;         /* G >= 1; moe F = (dense F - Fs) / G, E a multiple of G */

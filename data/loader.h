@@ -23,7 +23,7 @@
 #ifndef MOE_LOADER_H
 #define MOE_LOADER_H
 
-#include "autograd/common.h"
+#include "core/common.h"
 #include "data/shard.h"
 
 typedef struct LoaderState {

@@ -1,5 +1,6 @@
 /* shard.c: write, map and validate token shards. See shard.h for the format. */
 #include "data/shard.h"
+#include "core/fs.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -49,8 +50,8 @@ int shard_write(const char *path, const int32_t *ids, size_t n, uint32_t vocab, 
     put_u32(head + 12, vocab);
     put_u64(head + 16, (uint64_t)n);
     put_u64(head + 24, tok_hash);
-    DataAtomicFile af;
-    if (data_atomic_open(&af, path, err) != 0) return -1;
+    FsAtomicFile af;
+    if (fs_atomic_open(&af, path, err) != 0) return -1;
     fwrite(head, 1, sizeof head, af.fp);
     uint16_t chunk[4096];
     for (size_t i = 0; i < n;) {
@@ -58,7 +59,7 @@ int shard_write(const char *path, const int32_t *ids, size_t n, uint32_t vocab, 
         for (; k < 4096 && i < n; k++, i++) chunk[k] = (uint16_t)ids[i];
         if (fwrite(chunk, sizeof(uint16_t), k, af.fp) != k) break;  /* commit reports ferror */
     }
-    return data_atomic_commit(&af, err);
+    return fs_atomic_commit(&af, err);
 }
 
 void shard_close(Shard *s) {
@@ -167,7 +168,7 @@ int shard_encode_files(const Tokenizer *t, const char *const *paths, int n, cons
     for (int f = 0; f < n; f++) {
         uint8_t *buf;
         size_t len;
-        if (data_read_file(paths[f], &buf, &len, err) != 0) goto done;
+        if (fs_read_file(paths[f], &buf, &len, err) != 0) goto done;
         if (len == 0) {
             moe_free(buf);
             moe_errorf(err, "%s is empty", paths[f]);

@@ -16,7 +16,7 @@
 #ifndef MOE_SHARD_H
 #define MOE_SHARD_H
 
-#include "autograd/common.h"
+#include "core/common.h"
 #include "data/tokenizer.h"
 
 #define SHARD_MAGIC "MOETOK1"  /* 7 chars + the NUL = 8 bytes */

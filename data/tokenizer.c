@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/fs.h"
 #include "data/unicode_tables.h"
 
 /* ---------------------------------------------------------------- small helpers */
@@ -598,7 +599,7 @@ int tok_train(Tokenizer *t, const char *const *paths, int n_paths, int vocab_siz
     size_t *lens = moe_calloc((size_t)n_paths * sizeof(size_t));
     int rc = -1;
     for (int i = 0; i < n_paths; i++) {
-        if (data_read_file(paths[i], &bufs[i], &lens[i], err) != 0) goto done;
+        if (fs_read_file(paths[i], &bufs[i], &lens[i], err) != 0) goto done;
         if (lens[i] == 0) {
             moe_errorf(err, "%s is empty", paths[i]);
             moe_hintf(err, "remove it from the file list or put the training text in it");
@@ -766,13 +767,13 @@ int tok_decode(const Tokenizer *t, const int32_t *ids, size_t n, uint8_t *out, s
 /* ---------------------------------------------------------------- save / load */
 
 int tok_save(const Tokenizer *t, const char *path, MoeErr *err) {
-    DataAtomicFile af;
-    if (data_atomic_open(&af, path, err) != 0) return -1;
+    FsAtomicFile af;
+    if (fs_atomic_open(&af, path, err) != 0) return -1;
     fprintf(af.fp, "moetrain-bpe 1\nvocab_size %d\nspecial %d %s\nmerges %d\n", t->vocab_size,
             t->vocab_size - 1, TOK_EOT_TEXT, t->n_merges);
     for (int r = 0; r < t->n_merges; r++)
         fprintf(af.fp, "%d %d\n", (int)t->merges[2 * r], (int)t->merges[2 * r + 1]);
-    return data_atomic_commit(&af, err);
+    return fs_atomic_commit(&af, err);
 }
 
 typedef struct {
@@ -843,7 +844,7 @@ int tok_load(Tokenizer *t, const char *path, MoeErr *err) {
     memset(t, 0, sizeof *t);
     uint8_t *buf = NULL;
     size_t n = 0;
-    if (data_read_file(path, &buf, &n, err) != 0) return -1;
+    if (fs_read_file(path, &buf, &n, err) != 0) return -1;
     int rc = tok_load_buffer(t, buf, n, path, err);
     moe_free(buf);
     return rc;
@@ -949,98 +950,5 @@ int tok_load_buffer(Tokenizer *t, const uint8_t *buf, size_t n, const char *path
     return 0;
 fail:
     moe_free(merges);
-    return -1;
-}
-
-/* ---------------------------------------------------------------- file helpers */
-
-int data_read_file(const char *path, uint8_t **buf, size_t *n, MoeErr *err) {
-    *buf = NULL;
-    *n = 0;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        moe_errorf(err, "cannot open %s: %s", path, strerror(errno));
-        return moe_hintf(err, "check the path (relative paths are relative to the working "
-                         "directory) and its permissions");
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        moe_errorf(err, "%s is not a regular file", path);
-        return moe_hintf(err, "give the path of a text file, not a directory or device");
-    }
-    size_t size = (size_t)st.st_size, got = 0;
-    uint8_t *b = moe_malloc(size + 1);
-    while (got < size) {
-        ssize_t k = read(fd, b + got, size - got);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) {
-            moe_errorf(err, "cannot read %s: %s (read %zu of %zu bytes)", path,
-                       k < 0 ? strerror(errno) : "file shrank while reading", got, size);
-            moe_hintf(err, "check the disk and that no other program is writing the file");
-            moe_free(b);
-            close(fd);
-            return -1;
-        }
-        got += (size_t)k;
-    }
-    close(fd);
-    b[size] = 0;
-    *buf = b;
-    *n = size;
-    return 0;
-}
-
-int data_atomic_open(DataAtomicFile *af, const char *path, MoeErr *err) {
-    memset(af, 0, sizeof *af);
-    size_t n = strlen(path) + 32;
-    af->tmp = moe_malloc(n);
-    snprintf(af->tmp, n, "%s.tmp.%ld", path, (long)getpid());
-    af->fp = fopen(af->tmp, "wb");
-    if (!af->fp) {
-        moe_errorf(err, "cannot create %s: %s", af->tmp, strerror(errno));
-        moe_hintf(err, "check that the directory of %s exists and is writable", path);
-        moe_free(af->tmp);
-        af->tmp = NULL;
-        return -1;
-    }
-    af->path = moe_strdup(path);
-    return 0;
-}
-
-void data_atomic_abort(DataAtomicFile *af) {
-    if (af->fp) fclose(af->fp);
-    if (af->tmp) unlink(af->tmp);
-    moe_free(af->tmp);
-    moe_free(af->path);
-    memset(af, 0, sizeof *af);
-}
-
-int data_atomic_commit(DataAtomicFile *af, MoeErr *err) {
-    const char *step = "write";
-    if (fflush(af->fp) != 0 || ferror(af->fp)) goto fail;
-    step = "fsync";
-    if (fsync(fileno(af->fp)) != 0) goto fail;
-    step = "close";
-    int rc = fclose(af->fp);
-    af->fp = NULL;
-    if (rc != 0) goto fail;
-    step = "rename";
-    if (rename(af->tmp, af->path) != 0) goto fail;
-    /* Make the rename itself durable. Best effort: some filesystems refuse to fsync a
-     * directory, and the data file is already complete either way. */
-    char *dir = moe_strdup(af->path), *slash = strrchr(dir, '/');
-    if (slash) *(slash == dir ? slash + 1 : slash) = 0;
-    int dfd = open(slash ? dir : ".", O_RDONLY);
-    if (dfd >= 0) { (void)fsync(dfd); close(dfd); }
-    moe_free(dir);
-    moe_free(af->tmp);
-    moe_free(af->path);
-    memset(af, 0, sizeof *af);
-    return 0;
-fail:
-    moe_errorf(err, "cannot write %s (%s failed: %s)", af->path, step, strerror(errno));
-    moe_hintf(err, "check free disk space and permissions; the previous %s is unchanged", af->path);
-    data_atomic_abort(af);
     return -1;
 }

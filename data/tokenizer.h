@@ -28,7 +28,7 @@
 
 #include <stdio.h>
 
-#include "autograd/common.h"
+#include "core/common.h"
 
 #define TOK_EOT_TEXT "<|endoftext|>"
 #define TOK_MIN_VOCAB 258
@@ -129,24 +129,5 @@ int tok_load_buffer(Tokenizer *t, const uint8_t *buf, size_t n, const char *labe
 
 /* Release everything t owns and zero it. Safe on a zeroed or half-built struct. */
 void tok_free(Tokenizer *t);
-
-/* ---- small file helpers shared by data/ (tokenizer.c, shard.c) ---- */
-
-/* Read a whole file into a new buffer (*buf owned by the caller, moe_free; one spare NUL byte
- * after the data). Fails (-1, err naming the file and the OS reason, with hint). */
-int data_read_file(const char *path, uint8_t **buf, size_t *n, MoeErr *err);
-
-/* Crash-safe writer: data_atomic_open creates "<path>.tmp.<pid>" in the same directory and
- * returns a FILE* in af->fp; write to it, then data_atomic_commit flushes, fsyncs, closes and
- * renames over path (and fsyncs the directory). On any failure commit removes the temporary
- * and returns -1 with err; data_atomic_abort discards an open temporary. Both leave af zeroed. */
-typedef struct DataAtomicFile {
-    FILE *fp;
-    char *tmp;   /* owned */
-    char *path;  /* owned copy */
-} DataAtomicFile;
-int data_atomic_open(DataAtomicFile *af, const char *path, MoeErr *err);
-int data_atomic_commit(DataAtomicFile *af, MoeErr *err);
-void data_atomic_abort(DataAtomicFile *af);
 
 #endif

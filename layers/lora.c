@@ -1,7 +1,6 @@
 /* lora.c: LoRA adapters. See lora.h for the formula and references. */
 #include "layers/lora.h"
 
-#include "layers/model.h"
 
 #include <cblas.h>
 #include <string.h>
@@ -129,21 +128,6 @@ void lora_merge(float *w, const float *a, const float *b, int dout, int din, int
     /* w (dout, din) = scale * b (dout, r) @ a (r, din) + 1 * w */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, dout, din, r, scale, b, r, a, din,
                 1.0f, w, din);
-}
-
-double lora_flops_per_token(const ModelShape *m, const LoraSpec *s, int T) {
-    if (s->rank == 0) return model_flops_per_token(m, T);
-    const double C = m->C, HD = (double)m->H * m->D, KD = (double)m->Hkv * m->D;
-    const double din[LORA_N_TARGETS] = {C, C, C, HD}, dout[LORA_N_TARGETS] = {HD, KD, KD, C};
-    double adapters = 0.0;
-    for (int t = 0; t < LORA_N_TARGETS; t++)
-        if (s->targets & (1u << t)) adapters += (double)s->rank * (din[t] + dout[t]);
-    double router = m->E > 0 ? 2.0 * m->E * C : 0.0;
-    double experts = (m->E > 0 ? (double)m->K : 1.0) * 3.0 * C * m->F;
-    double trained = m->L * ((s->train_router ? router : 0.0) +
-                             (s->train_experts ? experts : 0.0) + adapters);
-    return 4.0 * model_active_params(m) + 2.0 * trained + 4.0 * m->L * adapters +
-           12.0 * m->L * (double)T * m->H * m->D;
 }
 
 bool lora_is_adapter(const char *name) {

@@ -77,13 +77,6 @@ void lora_dropout_mask(float *mask, int N, int din, const LoraDrop *d);
 void lora_merge(float *w, const float *a, const float *b, int dout, int din, int r,
                 float scale);
 
-/* Model FLOPs per token of a training step with adapters (what MFU divides by): frozen
- * matmul weights cost 4 FLOPs per parameter (forward and input gradient, no weight
- * gradient), trainable ones 6 (unfrozen routers / experts, the adapters' A and B), attention
- * 12 L T H D as in model_flops_per_token (which this equals for s->rank == 0). The first
- * layer's q/k/v input needs no gradient either; that is ignored (a small overestimate). */
-struct ModelShape;
-double lora_flops_per_token(const struct ModelShape *m, const LoraSpec *s, int T);
 
 /* True for an adapter tensor name (".lora_A." or ".lora_B."). */
 bool lora_is_adapter(const char *name);

@@ -329,3 +329,18 @@ double model_flops_per_token(const ModelShape *s, int T) {
     const int Tk = s->W > 0 && s->W < T ? s->W : T;   /* keys a query attends, at most */
     return 6.0 * model_active_params(s) + 12.0 * s->L * (double)Tk * s->H * s->D;
 }
+
+double model_flops_per_token_lora(const ModelShape *m, const LoraSpec *s, int T) {
+    if (s->rank == 0) return model_flops_per_token(m, T);
+    const double C = m->C, HD = (double)m->H * m->D, KD = (double)m->Hkv * m->D;
+    const double din[LORA_N_TARGETS] = {C, C, C, HD}, dout[LORA_N_TARGETS] = {HD, KD, KD, C};
+    double adapters = 0.0;
+    for (int t = 0; t < LORA_N_TARGETS; t++)
+        if (s->targets & (1u << t)) adapters += (double)s->rank * (din[t] + dout[t]);
+    double router = m->E > 0 ? 2.0 * m->E * C : 0.0;
+    double experts = (m->E > 0 ? (double)m->K : 1.0) * 3.0 * C * m->F;
+    double trained = m->L * ((s->train_router ? router : 0.0) +
+                             (s->train_experts ? experts : 0.0) + adapters);
+    return 4.0 * model_active_params(m) + 2.0 * trained + 4.0 * m->L * adapters +
+           12.0 * m->L * (double)T * m->H * m->D;
+}

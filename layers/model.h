@@ -21,9 +21,10 @@
 #ifndef MOE_MODEL_H
 #define MOE_MODEL_H
 
-#include "layers/params.h"
+#include "autograd/params.h"
 #include "layers/lora.h"
 #include "layers/moe.h"
+#include "layers/regions.h"
 
 typedef struct ModelShape {
     int V, C, L, H, Hkv, D;   /* vocab, width, layers, heads, kv heads, head dim */
@@ -69,10 +70,6 @@ typedef struct Model {
     LoraSpec lora;            /* adapters (layers/lora.h); rank 0 = none */
 } Model;
 
-/* Profile regions of the forward/backward (Tape.profile; bench_train prints them). */
-enum { REGION_OTHER = 0, REGION_ATTENTION, REGION_ROUTER, REGION_EXPERTS, REGION_HEAD,
-       REGION_COUNT };
-extern const char *const model_region_names[REGION_COUNT];
 
 /* Per-call context of a forward pass. */
 typedef struct StepCtx {
@@ -128,8 +125,14 @@ Tensor *model_ffn(Model *m, Tape *t, int l, Tensor *hn, const MoeLayerArgs *a, T
 
 /* Active matmul parameters per token (q,k,v,o, routers, K experts' w1/w2/w3, the shared
  * experts' w1/w2/w3, head) and the model FLOPs per token of a training step: 6 x that +
- * 12 L T' H D (issue 8's definition) with T' = min(T, W) keys attended under a window. */
+ * 12 L T' H D (the attention products, PaLM's appendix B count) with T' = min(T, W) keys attended under a window. */
 double model_active_params(const ModelShape *s);
 double model_flops_per_token(const ModelShape *s, int T);
+/* Model FLOPs per token of a training step with adapters (what MFU divides by): frozen
+ * matmul weights cost 4 FLOPs per parameter (forward and input gradient, no weight
+ * gradient), trainable ones 6 (unfrozen routers / experts, the adapters' A and B), attention
+ * 12 L T H D as in model_flops_per_token (which this equals for s->rank == 0). The first
+ * layer's q/k/v input needs no gradient either; that is ignored (a small overestimate). */
+double model_flops_per_token_lora(const ModelShape *m, const LoraSpec *s, int T);
 
 #endif

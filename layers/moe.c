@@ -2,7 +2,8 @@
 #include "layers/moe.h"
 
 #include "autograd/blas.h"
-#include "layers/model.h"
+#include "core/pool.h"
+#include "layers/regions.h"
 #include "parallel/exchange.h"
 
 #include <math.h>
@@ -107,7 +108,7 @@ static Tensor *route_gates(Tape *t, Tensor *h, const MoeLayerArgs *a, int32_t *i
 }
 
 /* Router noise and the statistics' router entropy (moe.h), row ranges over the cores
- * (blas_parallel_range): every element is a pure function of its row, the entropy sum is
+ * (pool_parallel_range): every element is a pure function of its row, the entropy sum is
  * taken afterwards in row order, so both are bit-identical at any thread count. */
 typedef struct MoeRows {
     const MoeLayerArgs *a;
@@ -157,12 +158,12 @@ static void entropy_rows(void *ctx, size_t lo, size_t hi) {
 
 void moe_router_noise(float *eps, int N, int E, const MoeLayerArgs *a) {
     MoeRows r = {.a = a, .eps = eps, .E = E};   /* log, cos per element */
-    blas_parallel_range((size_t)N, (size_t)N * E * 2 * BLAS_COST_LIBM, noise_rows, &r);
+    pool_parallel_range((size_t)N, (size_t)N * E * 2 * POOL_COST_LIBM, noise_rows, &r);
 }
 
 double moe_router_entropy(const float *clean, int N, int E, double *ent) {
     MoeRows r = {.clean = clean, .ent = ent, .E = E};   /* 2 exp + log per element */
-    blas_parallel_range((size_t)N, (size_t)N * E * 3 * BLAS_COST_LIBM, entropy_rows, &r);
+    pool_parallel_range((size_t)N, (size_t)N * E * 3 * POOL_COST_LIBM, entropy_rows, &r);
     double sum = 0;
     for (int n = 0; n < N; n++) sum += ent[n];
     return sum;

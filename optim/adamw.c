@@ -1,8 +1,8 @@
 /* adamw.c: AdamW, clipping, schedule. See adamw.h. */
 #include "optim/adamw.h"
 
-#include "autograd/blas.h"
 #include "autograd/vmath.h"
+#include "core/pool.h"
 
 #include <math.h>
 
@@ -27,7 +27,7 @@ static void adamw_task(void *ctx, int task, int worker) {
         const ParamBlock *bl = &a->ps->blocks[p->block];
         const size_t n = p->t.n;
         size_t j0, j1;
-        blas_range(n, task, a->workers, &j0, &j1);
+        pool_range(n, task, a->workers, &j0, &j1);
         float *restrict w = bl->data + p->off;
         const float *restrict g = bl->grad + p->goff;
         float *restrict m = bl->m + p->goff;
@@ -49,60 +49,13 @@ void adamw_step_scaled(ParamSet *ps, const AdamWConfig *cfg, float lr, long t, f
     /* Bias corrections in double: b^t underflows gracefully and stays accurate. */
     AdamTask a = {ps, cfg, lr, (float)(1.0 / (1.0 - pow((double)cfg->beta1, (double)t))),
                   (float)(1.0 / (1.0 - pow((double)cfg->beta2, (double)t))), gscale,
-                  blas_workers()};
+                  pool_workers()};
     /* One flat, memory-bound loop: split it over the cores (no BLAS inside). */
-    blas_parallel_for(a.workers, adamw_task, &a);
+    pool_parallel_for(a.workers, adamw_task, &a);
 }
 
 void adamw_step(ParamSet *ps, const AdamWConfig *cfg, float lr, long t) {
     adamw_step_scaled(ps, cfg, lr, t, 1.0f);
-}
-
-/* The trainable gradients of a block are one contiguous buffer (grad, gn floats: tensors at
- * goff, zero padding between them), so the norm and the scaling are flat loops over it, cut
- * into GRAD_CHUNKS fixed ranges run over the cores. Each range sums its squares in double
- * with 8 independent partials (vectorisable) and the ranges are added in order: the norm
- * does not depend on the thread count. */
-#define GRAD_CHUNKS 16
-
-typedef struct GradTask {
-    float *g;
-    size_t n;
-    float scale;          /* grad_scale: the factor */
-    double part[GRAD_CHUNKS];   /* grad_sumsq: one sum per range */
-    bool sumsq;
-} GradTask;
-
-static void grad_task(void *ctx, int task, int worker) {
-    (void)worker;
-    GradTask *k = ctx;
-    size_t j0, j1;
-    blas_range(k->n, task, GRAD_CHUNKS, &j0, &j1);
-    float *g = k->g;
-    if (!k->sumsq) {
-        for (size_t j = j0; j < j1; j++) g[j] *= k->scale;
-        return;
-    }
-    k->part[task] = vm_sumsq_f64(g + j0, j1 - j0);
-}
-
-double grad_sumsq_block(const ParamSet *ps, int block) {
-    const ParamBlock *bl = &ps->blocks[block];
-    if (!bl->grad || bl->gn == 0) return 0.0;
-    GradTask k = {bl->grad, bl->gn, 1.0f, {0}, true};
-    blas_parallel_for(GRAD_CHUNKS, grad_task, &k);
-    double s = 0.0;
-    for (int c = 0; c < GRAD_CHUNKS; c++) s += k.part[c];
-    return s;
-}
-
-void grad_scale(ParamSet *ps, float s) {
-    for (int b = 0; b < PBLOCK_COUNT; b++) {
-        ParamBlock *bl = &ps->blocks[b];
-        if (!bl->grad || bl->gn == 0) continue;
-        GradTask k = {bl->grad, bl->gn, s, {0}, false};
-        blas_parallel_for(GRAD_CHUNKS, grad_task, &k);
-    }
 }
 
 float grad_clip_factor(double norm, float max_norm) {

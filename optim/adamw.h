@@ -11,7 +11,7 @@
 #ifndef MOE_ADAMW_H
 #define MOE_ADAMW_H
 
-#include "layers/params.h"
+#include "autograd/params.h"
 
 typedef struct AdamWConfig {
     float beta1, beta2, eps, weight_decay;
@@ -24,10 +24,6 @@ void adamw_step(ParamSet *ps, const AdamWConfig *cfg, float lr, long t);
  * gradients (which are left unscaled). */
 void adamw_step_scaled(ParamSet *ps, const AdamWConfig *cfg, float lr, long t, float gscale);
 
-/* Sum of squared gradients of the trainable parameters in one block, in double. */
-double grad_sumsq_block(const ParamSet *ps, int block);
-/* Multiply the trainable gradients in every block by s. */
-void grad_scale(ParamSet *ps, float s);
 /* Clip factor for a global norm: min(1, max_norm / (norm + 1e-6)); max_norm <= 0 -> 1. */
 float grad_clip_factor(double norm, float max_norm);
 

@@ -20,7 +20,7 @@
 
 #include <mpi.h>
 
-#include "autograd/common.h"
+#include "core/common.h"
 
 typedef struct Comm {
     bool mpi;            /* MPI initialised (launched by mpirun) */

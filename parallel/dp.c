@@ -3,7 +3,6 @@
 
 #include <math.h>
 
-#include "optim/adamw.h"
 
 void dp_reduce_grads(ParamSet *ps, const Comm *c) {
     if (c->size == 1) return;

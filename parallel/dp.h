@@ -8,7 +8,7 @@
 #ifndef MOE_DP_H
 #define MOE_DP_H
 
-#include "layers/params.h"
+#include "autograd/params.h"
 #include "parallel/comm.h"
 
 /* Reduce the gradients in place (no-op on one rank). */

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "checkpoints/ckpt.h"
-#include "train/config.h"
+#include "configs/config.h"
 
 static const char *CKPT_HELP =
     "usage: moetrain ckpt info PATH\n"

@@ -14,6 +14,7 @@
 
 #include "checkpoints/ckpt.h"
 #include "checkpoints/export.h"
+#include "core/fs.h"
 #include "layers/infer.h"
 #include "train/outguard.h"
 
@@ -392,12 +393,12 @@ int cmd_logits(int argc, char **argv) {
     int rc = 0;
     if (out_path) {
         MoeErr err = {{0}, {0}};
-        DataAtomicFile af;
-        if (data_atomic_open(&af, out_path, &err)) rc = fail(&err);
+        FsAtomicFile af;
+        if (fs_atomic_open(&af, out_path, &err)) rc = fail(&err);
         else {
             /* float32 is little-endian on every platform we build for (x86-64, aarch64). */
             fwrite(lg, sizeof(float), (size_t)n * V, af.fp);
-            if (data_atomic_commit(&af, &err)) rc = fail(&err);
+            if (fs_atomic_commit(&af, &err)) rc = fail(&err);
         }
     } else {
         for (int i = 0; i < n; i++) {
@@ -444,7 +445,7 @@ int cmd_eval(int argc, char **argv) {
     MoeErr err = {{0}, {0}};
     uint8_t *buf = NULL;
     size_t nb = 0;
-    if (data_read_file(text, &buf, &nb, &err)) {
+    if (fs_read_file(text, &buf, &nb, &err)) {
         model_source_free(&src);
         return fail(&err);
     }

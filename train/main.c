@@ -24,7 +24,7 @@
 #include "train/cmd_ckpt.h"
 #include "train/cmd_infer.h"
 #include "train/cmd_upcycle.h"
-#include "train/config.h"
+#include "configs/config.h"
 #include "train/memplan.h"
 #include "train/outguard.h"
 #include "train/report.h"

@@ -27,8 +27,8 @@ typedef struct Dims {
 static void dims_of(const Config *c, int ranks, int ep, Dims *d) {
     ModelShape s;
     LoraSpec lo;
-    train_model_shape(c, &s);
-    train_lora_spec(c, &lo);
+    config_model_shape(c, &s);
+    config_lora_spec(c, &lo);
     memset(d, 0, sizeof *d);
     d->V = s.V, d->C = s.C, d->L = s.L, d->H = s.H, d->Hkv = s.Hkv, d->D = s.D;
     d->HD = d->H * d->D, d->KD = d->Hkv * d->D, d->F = s.F, d->E = s.E, d->K = s.K;
@@ -68,7 +68,7 @@ static void dims_of(const Config *c, int ranks, int ep, Dims *d) {
 static void count_params(const Config *c, const Dims *d, double *held, double *trainable,
                          double *full, double *full_trainable) {
     LoraSpec lo;
-    train_lora_spec(c, &lo);
+    config_lora_spec(c, &lo);
     const double C = d->C;
     const double attn = 2 * C + 2 * C * d->HD + 2 * C * d->KD;    /* norms, q, k, v, o */
     const double router = d->E > 0 ? 2 * d->E * C : 0;            /* gate, noise gate */
@@ -196,7 +196,7 @@ void memplan_estimate(const Config *c, int ranks, int ep, int rank, MemPlan *p) 
     p->activations = 4 * act;
     p->act_grads = 4 * (grads + scratch_floats(&d));
     LoraSpec lo;
-    train_lora_spec(c, &lo);
+    config_lora_spec(c, &lo);
     if (rank == 0 && ep > 1 && d.E > 0 && !(lo.rank > 0 && !lo.train_experts)) {
         const double expert_local = d.L * d.El * 3 * d.F * C;
         p->gather = 4 * full + 12 * full_trainable + 12 * expert_local;

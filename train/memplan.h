@@ -39,9 +39,9 @@
 
 #include <stddef.h>
 
-#include "autograd/common.h"
+#include "core/common.h"
 #include "parallel/comm.h"
-#include "train/config.h"
+#include "configs/config.h"
 
 #define MEMPLAN_FIXED_BYTES (20.0 * 1048576.0)   /* program, libraries, op lists */
 #define MEMPLAN_MPI_BYTES (16.0 * 1048576.0)     /* per rank under mpirun (R > 1) */

@@ -18,7 +18,7 @@
 
 #include <stdbool.h>
 
-#include "autograd/common.h"
+#include "core/common.h"
 
 typedef enum { OUTGUARD_FILE, OUTGUARD_DIR } OutguardKind;
 

@@ -21,7 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "train/json.h"
+#include "core/json.h"
 #include "train/outguard.h"
 
 /* ------------------------------------------------------------------------------------- */

@@ -24,7 +24,7 @@
 
 #include <stddef.h>
 
-#include "autograd/common.h"
+#include "core/common.h"
 
 #define REPORT_MAX_POINTS 2000  /* per curve; longer curves are min/max downsampled */
 #define REPORT_MAX_COLUMNS 400  /* time columns per heatmap; steps are averaged per column */

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/fs.h"
 #include "data/loader.h"
 #include "data/shard.h"
 #include "data/tokenizer.h"
@@ -30,59 +31,11 @@
 #include "parallel/exchange.h"
 #include "train/mfu.h"
 
-void train_model_shape(const Config *c, ModelShape *s) {
-    memset(s, 0, sizeof *s);
-    s->V = c->model.vocab_size;
-    s->C = c->model.dim;
-    s->L = c->model.n_layers;
-    s->H = c->model.n_heads;
-    s->Hkv = c->model.n_kv_heads;
-    s->D = c->model.head_dim;
-    s->F = c->moe.hidden;
-    s->E = c->moe.n_experts;
-    s->K = c->moe.n_experts > 0 ? c->moe.top_k : 0;
-    s->norm_eps = (float)c->model.norm_eps;
-    s->rope_theta = (float)c->model.rope_theta;
-    s->init_std = (float)c->model.init_std;
-    s->capacity_factor = (float)c->moe.capacity_factor;
-    s->router_noise = c->moe.router_noise;
-    s->aux_coef = (float)c->moe.aux_loss_coef;
-    s->z_coef = (float)c->moe.z_loss_coef;
-    s->W = c->model.sliding_window;
-    s->Fs = c->moe.n_experts > 0 ? c->moe.n_shared_experts *
-            (c->moe.shared_hidden > 0 ? c->moe.shared_hidden : c->moe.hidden) : 0;
-    s->router = c->moe.router == CONFIG_ROUTER_TOPP ? MOE_ROUTER_TOPP
-              : c->moe.router == CONFIG_ROUTER_EXPERT_CHOICE ? MOE_ROUTER_EXPERT_CHOICE
-              : MOE_ROUTER_TOPK;
-    s->top_p = (float)c->moe.top_p;
-    s->max_experts = c->moe.max_experts;
-    s->entropy_coef = (float)c->moe.entropy_coef;
-}
-
-void train_lora_spec(const Config *c, LoraSpec *s) {
-    memset(s, 0, sizeof *s);
-    const ConfigFinetune *f = &c->finetune;
-    s->rank = f->lora_rank;
-    s->alpha = (float)f->lora_alpha;
-    s->dropout = (float)f->lora_dropout;
-    for (size_t i = 0; i < f->n_lora_targets; i++) {
-        int t = lora_target_index(f->lora_targets[i]);
-        if (t >= 0) s->targets |= 1u << t;
-    }
-    s->train_router = f->train_router;
-    s->train_experts = f->train_experts;
-}
-
-static bool file_exists(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0;
-}
-
 /* ---- data preparation ---- */
 
 /* Load the tokenizer, or train it on data.text when its file does not exist yet. */
 static int prepare_tokenizer(const Config *c, Tokenizer *tok, MoeErr *err) {
-    if (file_exists(c->data.tokenizer)) {
+    if (fs_exists(c->data.tokenizer)) {
         if (tok_load(tok, c->data.tokenizer, err)) return -1;
     } else {
         if (c->data.n_text == 0) {
@@ -119,7 +72,7 @@ static int text_cache_path(const Config *c, const Tokenizer *tok, char *out, siz
     for (size_t i = 0; i < c->data.n_text; i++) {
         uint8_t *buf = NULL;
         size_t n = 0;
-        if (data_read_file(c->data.text[i], &buf, &n, err)) return -1;
+        if (fs_read_file(c->data.text[i], &buf, &n, err)) return -1;
         for (size_t j = 0; j < n; j++) h = (h ^ buf[j]) * 1099511628211ULL;
         h = (h ^ 0xff) * 1099511628211ULL;
         moe_free(buf);
@@ -170,8 +123,8 @@ static int dataset_open(const Config *c, DataSet *d, MoeErr *err) {
         char path[4096], dir[4096];
         if (text_cache_path(c, &d->tok, path, sizeof path, err)) return -1;
         snprintf(dir, sizeof dir, "%s/tokens", c->run.dir);
-        if (moe_mkdirs(dir, err)) return -1;
-        if (!file_exists(path)) {
+        if (fs_mkdirs(dir, err)) return -1;
+        if (!fs_exists(path)) {
             printf("encoding %zu text file(s) -> %s\n", c->data.n_text, path);
             fflush(stdout);
             if (shard_encode_files(&d->tok, (const char *const *)c->data.text,
@@ -529,7 +482,7 @@ static int check_resume_config(const Config *c, const char *path, bool root, Moe
  * file is gone, from finetune.init_from), refused unless its checksum is the recorded one. */
 static int trainer_base(Trainer *tr, const char *path, const CkptMeta *meta, MoeErr *err) {
     const char *base = meta->base_path, *init = tr->c->finetune.init_from;
-    if (!file_exists(base) && init && strcmp(init, base)) base = init;
+    if (!fs_exists(base) && init && strcmp(init, base)) base = init;
     char key[4200];
     snprintf(key, sizeof key, "%s: base_path", path);
     if (finetune_load_base(base, key, tr->c, &tr->model, &meta->base_checksum, path, NULL,
@@ -680,7 +633,7 @@ static int trainer_init(Trainer *tr, const Config *c, const Comm *comm, const Tr
          * missing base is reported before any work */
         bad = !resume && finetune_check_base_exists(c->finetune.init_from,
                                                     "finetune.init_from", err);
-        if (!bad && !file_exists(c->data.tokenizer)) {
+        if (!bad && !fs_exists(c->data.tokenizer)) {
             moe_errorf(err, "data.tokenizer: %s does not exist; a fine-tuning run uses its "
                        "base's tokenizer and does not train one", c->data.tokenizer);
             moe_hintf(err, "point data.tokenizer at the base run's tokenizer file (or write "
@@ -714,9 +667,9 @@ static int trainer_init(Trainer *tr, const Config *c, const Comm *comm, const Tr
     tr->Bl = tr->B / comm->size;
     tr->row0 = comm->rank * tr->Bl;
     ModelShape shape;
-    train_model_shape(c, &shape);
+    config_model_shape(c, &shape);
     LoraSpec lora;
-    train_lora_spec(c, &lora);
+    config_lora_spec(c, &lora);
     tr->lora = lora.rank > 0;
     int e_local = shape.E / comm->ep;
     model_init_lora(&tr->model, &shape, &lora, comm->ep_rank * e_local, e_local,
@@ -868,11 +821,11 @@ static int open_logs(const Config *c, Logger *lg, bool mpi, MoeErr *err) {
     char cfg[4200];
     snprintf(cfg, sizeof cfg, "%s/config.yaml", c->run.dir);
     char *yaml = config_to_yaml(c);
-    DataAtomicFile af;
-    int rc = data_atomic_open(&af, cfg, err);
+    FsAtomicFile af;
+    int rc = fs_atomic_open(&af, cfg, err);
     if (!rc) {
         fputs(yaml, af.fp);   /* a failure sets the error flag, which the commit checks */
-        rc = data_atomic_commit(&af, err);
+        rc = fs_atomic_commit(&af, err);
     }
     moe_free(yaml);
     if (rc) return -1;
@@ -925,7 +878,7 @@ int train_run(const Config *c, const Comm *comm, const TrainOptions *opt, MoeErr
         goto fail;
     }
     const ModelShape *shape = &tr.model.s;
-    const double flops_tok = lora_flops_per_token(shape, &tr.model.lora, tr.T);
+    const double flops_tok = model_flops_per_token_lora(shape, &tr.model.lora, tr.T);
     /* MFU denominator: the machine's sgemm rate on this model's training-shaped products
      * (per-rank batch), measured once here with the thread count the run uses. */
     double sgemm_gflops = mfu_sgemm_rate(shape, tr.Bl * tr.T, 2);

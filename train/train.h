@@ -12,14 +12,9 @@
 #ifndef MOE_TRAIN_H
 #define MOE_TRAIN_H
 
-#include "train/config.h"
+#include "configs/config.h"
 #include "layers/model.h"
 #include "parallel/comm.h"
-
-/* Fill a ModelShape from the config's model/moe sections. */
-void train_model_shape(const Config *c, ModelShape *s);
-/* Fill a LoraSpec from the config's finetune section (rank 0 = no adapters). */
-void train_lora_spec(const Config *c, LoraSpec *s);
 
 /* Run the training described by c (already validated) on the ranks of comm (groups set
  * up by comm_setup). opt->resume: NULL (a fresh start: refused when run.dir holds another

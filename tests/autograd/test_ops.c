@@ -19,6 +19,7 @@
  *   so a wrong factor 2 or a sign flip (error >= 0.1) is caught by two orders of magnitude;
  *   this was checked by breaking backward kernels on purpose.
  */
+#include "core/pool.h"
 #include "testutil.h"
 
 #include "autograd/blas.h"
@@ -961,8 +962,8 @@ START_TEST(embedding_forward_backward) {
 }
 END_TEST
 
-/* Split over the cores (the copy and the scatter-add, blas_parallel_range; N C = 96,000 >
- * BLAS_SPLIT_MIN): N = 1000 positions of C = 96 over V = 50 ids, so ids repeat ~20 times,
+/* Split over the cores (the copy and the scatter-add, pool_parallel_range; N C = 96,000 >
+ * POOL_SPLIT_MIN): N = 1000 positions of C = 96 over V = 50 ids, so ids repeat ~20 times,
  * id 7 at the 300 positions 100..399 (one long run), id 13 never (its gradient row must
  * stay as it was); N = 0 empty. At 1 and 2 threads, bit for bit against the serial loop
  * dw[ids[n]] += dy[n], n ascending, from a random starting gradient: float addition is not
@@ -1014,7 +1015,7 @@ START_TEST(embedding_split) {
 }
 END_TEST
 
-/* add and mul over n = 90,000 elements (> BLAS_SPLIT_MIN: split over the cores), at 1 and 2
+/* add and mul over n = 90,000 elements (> POOL_SPLIT_MIN: split over the cores), at 1 and 2
  * threads, bit for bit against their serial loops (the same float expression per element),
  * backward from random starting gradients; a + a and a * a, whose backward adds twice into
  * one gradient (first the a-side term, then the b-side one, as the serial loops do). */

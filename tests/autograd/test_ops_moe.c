@@ -6,6 +6,7 @@
  * property; and the row loops split over the cores (gather, combine) and the reworked
  * router losses, at 1 and 2 threads, bit for bit against the serial loops written out
  * (repeated rows, dropped slots, empty inputs). */
+#include "core/pool.h"
 #include "testutil.h"
 
 #include "autograd/blas.h"
@@ -1042,8 +1043,8 @@ START_TEST(test_no_growth_second_step) {
 END_TEST
 
 /* ---------------- row loops over the cores: bit-identical to the serial loops ----------------
- * Gather and combine split their rows over the cores (blas_parallel_range) once a loop's
- * work reaches BLAS_SPLIT_MIN (2^16 streamed elements): each shape below passes it (noted
+ * Gather and combine split their rows over the cores (pool_parallel_range) once a loop's
+ * work reaches POOL_SPLIT_MIN (2^16 streamed elements): each shape below passes it (noted
  * per test). Every test runs at 1 and 2 threads
  * (blas_set_threads), whatever the suite's thread count. The references are the serial
  * loops written out with the same float operations in the same order, so the comparisons

@@ -26,6 +26,7 @@
 #include "checkpoints/ckpt.h"
 #include "checkpoints/h5io.h"
 #include "checkpoints/seal.h"
+#include "core/fs.h"
 #include "data/tokenizer.h"
 #include "train/cmd_ckpt.h"
 #include "train/train.h"
@@ -74,7 +75,7 @@ static CkptMeta test_meta(void) {
 
 static void build(Model *m, const Config *c, int e_first, int e_local, uint64_t seed) {
     ModelShape s;
-    train_model_shape(c, &s);
+    config_model_shape(c, &s);
     model_init(m, &s, e_first, e_local, seed);
 }
 
@@ -190,7 +191,7 @@ START_TEST(test_roundtrip) {
     uint8_t *tb = NULL, *orig = NULL;
     size_t tn = 0, on = 0;
     ck_assert_int_eq(ckpt_read_tokenizer(g_path, &tb, &tn, &err), 0);
-    ck_assert_int_eq(data_read_file(g_tok, &orig, &on, &err), 0);
+    ck_assert_int_eq(fs_read_file(g_tok, &orig, &on, &err), 0);
     ck_assert_uint_eq(tn, on);
     ck_assert(memcmp(tb, orig, on) == 0);
     moe_free(tb);

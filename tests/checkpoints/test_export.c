@@ -34,9 +34,10 @@
 #include "checkpoints/export.h"
 #include "checkpoints/gguf.h"
 #include "checkpoints/safetensors.h"
+#include "core/fs.h"
 #include "data/tokenizer.h"
 #include "layers/infer.h"
-#include "train/json.h"
+#include "core/json.h"
 #include "testutil.h"
 #include "train/train.h"
 
@@ -96,7 +97,7 @@ static void save_ref_with(Model *m, Config *c, int E, int W, int n_shared) {
     c->moe.n_shared_experts = n_shared;
     c->moe.shared_hidden = n_shared ? 20 : 0;
     ModelShape s;
-    train_model_shape(c, &s);
+    config_model_shape(c, &s);
     model_init(m, &s, 0, s.E, 7);
     MoeRng r;
     rng_seed(&r, 99);
@@ -256,7 +257,7 @@ START_TEST(test_hf_roundtrip) {
     snprintf(p, sizeof p, "%s/config.json", out);
     uint8_t *buf;
     size_t n;
-    ck_assert(data_read_file(p, &buf, &n, &err) == 0);
+    ck_assert(fs_read_file(p, &buf, &n, &err) == 0);
     JsonValue j;
     ck_assert_msg(json_parse(&j, (const char *)buf, n, p, 1, &err) == 0, "%s", err.msg);
     moe_free(buf);
@@ -273,7 +274,7 @@ START_TEST(test_hf_roundtrip) {
     json_free(&j);
     /* tokenizer.json parses as JSON; no temporary directory is left next to the export. */
     snprintf(p, sizeof p, "%s/tokenizer.json", out);
-    ck_assert(data_read_file(p, &buf, &n, &err) == 0);
+    ck_assert(fs_read_file(p, &buf, &n, &err) == 0);
     ck_assert_msg(json_parse(&j, (const char *)buf, n, p, 1, &err) == 0, "%s", err.msg);
     moe_free(buf);
     ck_assert_uint_eq(json_get(json_get(&j, "model"), "merges")->n, 43);
@@ -331,7 +332,7 @@ START_TEST(test_hf_sharded_bf16_dense) {
     snprintf(p, sizeof p, "%s/config.json", out);
     uint8_t *buf;
     size_t n;
-    ck_assert(data_read_file(p, &buf, &n, &err) == 0);
+    ck_assert(fs_read_file(p, &buf, &n, &err) == 0);
     ck_assert(strstr((char *)buf, "\"LlamaForCausalLM\"") && strstr((char *)buf, "\"llama\""));
     moe_free(buf);
     /* bf16: values are the bf16 rounding of ours. */
@@ -453,7 +454,7 @@ START_TEST(test_corrupt_files) {
     snprintf(p, sizeof p, "%s/model.safetensors", out);
     uint8_t *buf;
     size_t n;
-    ck_assert(data_read_file(p, &buf, &n, &err) == 0);
+    ck_assert(fs_read_file(p, &buf, &n, &err) == 0);
     snprintf(bad, sizeof bad, "%s/bad.safetensors", g_dir);
     StFile sf;
     /* Truncated by one byte: the tensors no longer tile the data section. */
@@ -487,7 +488,7 @@ START_TEST(test_corrupt_files) {
     /* GGUF: truncated in the tensor data, in the header, and a wrong magic. */
     snprintf(p, sizeof p, "%s/m.gguf", g_dir);
     ck_assert(export_gguf(g_ckpt, p, GGML_F32, &err) == 0);
-    ck_assert(data_read_file(p, &buf, &n, &err) == 0);
+    ck_assert(fs_read_file(p, &buf, &n, &err) == 0);
     snprintf(bad, sizeof bad, "%s/bad.gguf", g_dir);
     GgufFile gf;
     write_bytes(bad, buf, n - 100);
@@ -520,7 +521,7 @@ START_TEST(test_export_fails_cleanly) {
     snprintf(trunc, sizeof trunc, "%s/trunc.h5", g_dir);
     uint8_t *buf;
     size_t n;
-    ck_assert(data_read_file(g_ckpt, &buf, &n, &err) == 0);
+    ck_assert(fs_read_file(g_ckpt, &buf, &n, &err) == 0);
     write_bytes(trunc, buf, n / 2);
     moe_free(buf);
     snprintf(out, sizeof out, "%s/out_hf", g_dir);
@@ -673,7 +674,7 @@ START_TEST(test_infer_window_ring) {
         c.model.sliding_window = WIN;
         c.moe.n_shared_experts = cfg[ci][1];
         ModelShape s;
-        train_model_shape(&c, &s);
+        config_model_shape(&c, &s);
         ck_assert_int_eq(s.W, WIN);
         Model m;
         model_init(&m, &s, 0, s.E, 7);
@@ -730,7 +731,7 @@ static void read_config_json(const char *out, JsonValue *j) {
     uint8_t *buf;
     size_t n;
     MoeErr err;
-    ck_assert(data_read_file(p, &buf, &n, &err) == 0);
+    ck_assert(fs_read_file(p, &buf, &n, &err) == 0);
     ck_assert_msg(json_parse(j, (const char *)buf, n, p, 1, &err) == 0, "%s", err.msg);
     moe_free(buf);
 }

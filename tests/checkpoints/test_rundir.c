@@ -25,6 +25,7 @@
 
 #include "checkpoints/ckpt.h"
 #include "checkpoints/rundir.h"
+#include "core/fs.h"
 #include "train/train.h"
 
 static char g_dir[256];
@@ -53,7 +54,7 @@ static void setup(void) {
     g_c.moe.top_k = 1;
     g_c.moe.hidden = 4;
     ModelShape s;
-    train_model_shape(&g_c, &s);
+    config_model_shape(&g_c, &s);
     model_init(&g_m, &s, 0, 2, 1);
 }
 
@@ -162,7 +163,7 @@ START_TEST(test_fresh_refused) {
     ck_assert_int_eq(rundir_check_fresh(g_run, &err), 0);
     char p[600], before[8192], after[8192];
     snprintf(p, sizeof p, "%s/tokens", g_run);
-    ck_assert_int_eq(moe_mkdirs(p, &err), 0);
+    ck_assert_int_eq(fs_mkdirs(p, &err), 0);
     snprintf(p, sizeof p, "%s/metrics.jsonl", g_run);
     put_text(p, "");
     ck_assert_int_eq(rundir_prepare(g_run, &err), 0);

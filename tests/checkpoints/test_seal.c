@@ -53,7 +53,7 @@ static CkptMeta ref_meta(void) {
 
 static void build(Model *m, uint64_t seed) {
     ModelShape s;
-    train_model_shape(&g_c, &s);
+    config_model_shape(&g_c, &s);
     model_init(m, &s, 0, 2, seed);
 }
 

@@ -30,7 +30,7 @@
 #include "checkpoints/upcycle.h"
 #include "layers/model.h"
 #include "train/cmd_upcycle.h"
-#include "train/config.h"
+#include "configs/config.h"
 #include "train/train.h"
 #include "testutil.h"
 
@@ -58,7 +58,7 @@ static void tiny_dense_config(Config *c) {
 
 static void build(Model *m, const Config *c, int e_first, int e_local, uint64_t seed) {
     ModelShape s;
-    train_model_shape(c, &s);
+    config_model_shape(c, &s);
     model_init(m, &s, e_first, e_local, seed);
 }
 

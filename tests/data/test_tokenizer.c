@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "autograd/blas.h"
+#include "core/fs.h"
 #include "data/tokenizer.h"
 #include "testutil.h"
 
@@ -46,7 +47,7 @@ static const char *corpus_path(void) {
 static uint8_t *corpus_slice(size_t *n) {
     uint8_t *buf;
     MoeErr err;
-    ck_assert_msg(data_read_file(corpus_path(), &buf, n, &err) == 0, "%s", err.msg);
+    ck_assert_msg(fs_read_file(corpus_path(), &buf, n, &err) == 0, "%s", err.msg);
     ck_assert_uint_ge(*n, 100000);
     *n = 100000;
     return buf;
@@ -528,7 +529,7 @@ START_TEST(test_save_load_roundtrip) {
     /* header lines are exactly as documented */
     uint8_t *file;
     size_t fn;
-    ck_assert_int_eq(data_read_file(path, &file, &fn, &err), 0);
+    ck_assert_int_eq(fs_read_file(path, &file, &fn, &err), 0);
     const char *head = "moetrain-bpe 1\nvocab_size 600\nspecial 599 <|endoftext|>\nmerges 343\n";
     ck_assert(fn > strlen(head) && memcmp(file, head, strlen(head)) == 0);
     /* a different tokenizer has a different hash */

@@ -34,6 +34,7 @@
 #include "checkpoints/ckpt.h"
 #include "checkpoints/h5io.h"
 #include "checkpoints/seal.h"
+#include "core/fs.h"
 #include "data/tokenizer.h"
 #include "fuzz_util.h"
 #include "train/train.h"
@@ -92,12 +93,12 @@ static void setup(void) {
     c.moe.hidden = 6;
     c.data.tokenizer = moe_strdup(G.tok);
     ModelShape s;
-    train_model_shape(&c, &s);
+    config_model_shape(&c, &s);
     model_init(&G.model, &s, 0, 2, 1);
     CkptMeta meta = {.step = 3, .tokens_seen = 96, .seed = 1, .tok_hash = 7};
     ASSERT(ckpt_save(G.tmpl, &c, &G.model, &meta, G.tok, true, &err) == 0, "%s", err.msg);
     config_free(&c);
-    ASSERT(data_read_file(G.tmpl, &G.image, &G.image_n, &err) == 0, "%s", err.msg);
+    ASSERT(fs_read_file(G.tmpl, &G.image, &G.image_n, &err) == 0, "%s", err.msg);
 
     int64_t f;
     bool sealed = false;

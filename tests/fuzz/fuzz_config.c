@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "fuzz_util.h"
-#include "train/config.h"
+#include "configs/config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

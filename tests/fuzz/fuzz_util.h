@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "autograd/common.h"
+#include "core/common.h"
 
 /* A fresh private directory for the whole run (under /dev/shm when it exists: the targets
  * that need a path write every input to a file). Created on first call; static storage. */

@@ -25,7 +25,7 @@
 #include "checkpoints/ckpt.h"
 #include "checkpoints/gguf.h"
 #include "data/tokenizer.h"
-#include "train/config.h"
+#include "configs/config.h"
 #include "train/train.h"
 
 /* ---- config: every string survives config_to_yaml -> config_load_text ---- */
@@ -97,7 +97,7 @@ static void ckpt_setup(void) {
     c.moe.hidden = 6;
     c.data.tokenizer = moe_strdup(g_tok);
     ModelShape s;
-    train_model_shape(&c, &s);
+    config_model_shape(&c, &s);
     Model m;
     model_init(&m, &s, 0, 2, 1);
     CkptMeta meta = {.step = 3};

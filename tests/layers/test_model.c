@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "autograd/blas.h"
+#include "core/pool.h"
 #include "layers/model.h"
 #include "optim/adamw.h"
 #include "testutil.h"
@@ -605,12 +606,12 @@ static void check_recompute_identical(int E, float capacity) {
 
 /* One model step at 1 and at 2 threads. Our own row loops split over the cores
  * (embedding, residual adds, router noise, gather, combine, router entropy:
- * blas_parallel_range) are bit-identical at any thread count, and their tests compare them
+ * pool_parallel_range) are bit-identical at any thread count, and their tests compare them
  * bit for bit (test_ops, test_ops_moe, test_moe). The matrix products go through OpenBLAS,
  * which promises no bit-reproducibility across thread counts: its kernels may split K
  * differently (seen with the Haswell and Zen kernels, not with SkylakeX), so the model as a
  * whole is compared with a tolerance. N = 1024 tokens of C = 128 over E = 8 experts make
- * every split loop pass BLAS_SPLIT_MIN; router noise on; dropless, then capacity 0.5 (a
+ * every split loop pass POOL_SPLIT_MIN; router noise on; dropless, then capacity 0.5 (a
  * quarter of the slots dropped).
  * Tolerance: a float32 product's rounding depends on its summation order by up to about
  * K * 2^-24 relative (K <= 128 here: ~1e-5), and two layers of forward and backward carry it

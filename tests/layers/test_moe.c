@@ -3,7 +3,7 @@
  * the serial loops written out here. (The block as a whole: tests/layers/test_model.c,
  * tests/autograd/test_ops_moe.c.)
  *
- * Both split their rows once N E times the libm cost passes BLAS_SPLIT_MIN (2^16): N = 2000
+ * Both split their rows once N E times the libm cost passes POOL_SPLIT_MIN (2^16): N = 2000
  * rows of E >= 8 pass it by far. The noise is a function of its key alone and the entropy
  * sum is taken in row order, so the results must be exactly the serial ones (memcmp, no
  * tolerance). */
@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "autograd/blas.h"
+#include "core/pool.h"
 #include "layers/moe.h"
 #include "testutil.h"
 

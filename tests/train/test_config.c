@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "autograd/blas.h"
-#include "train/config.h"
+#include "configs/config.h"
 
 static char g_dir[256];
 

@@ -50,7 +50,7 @@
 #include <unistd.h>
 
 #include "layers/model.h"
-#include "train/config.h"
+#include "configs/config.h"
 #include "train/memplan.h"
 #include "train/train.h"
 
@@ -75,8 +75,8 @@ typedef struct Measured {
 static void measure(const Config *c, Measured *out) {
     ModelShape s;
     LoraSpec lo;
-    train_model_shape(c, &s);
-    train_lora_spec(c, &lo);
+    config_model_shape(c, &s);
+    config_lora_spec(c, &lo);
     Model m;
     model_init_lora(&m, &s, &lo, 0, s.E, 7);
     const int B = c->train.micro_batch, T = c->train.seq_len, N = B * T;
@@ -224,7 +224,7 @@ START_TEST(test_estimate_expert_parallel) {
     Config c;
     small_config(&c, NULL);
     ModelShape s;
-    train_model_shape(&c, &s);
+    config_model_shape(&c, &s);
     Model m;
     model_init(&m, &s, 2, 2, 1);   /* rank 1 of EP 2: experts 2 and 3 */
     double held = 0;

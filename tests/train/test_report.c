@@ -18,7 +18,7 @@
 
 #include "autograd/blas.h"
 #include "testutil.h"
-#include "train/json.h"
+#include "core/json.h"
 #include "train/report.h"
 
 /* ------------------------------------------------------------------------------------- */

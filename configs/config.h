@@ -35,7 +35,9 @@
 #include <stdint.h>
 #include <stdbool.h>
 
-#include "autograd/common.h"
+#include "core/common.h"
+#include "layers/lora.h"
+#include "layers/model.h"
 
 #define CONFIG_N_SECTIONS 10  /* model moe train optim data run parallel checkpoint init
                                  finetune */
@@ -72,7 +74,7 @@ typedef struct ConfigMoe {
     double entropy_coef;    /* topp: router entropy penalty weight, >= 0 */
 } ConfigMoe;
 
-/* moe.router values, in the order of layers/moe.h MoeRouter (train_model_shape maps them). */
+/* moe.router values, in the order of layers/moe.h MoeRouter (config_model_shape maps them). */
 enum { CONFIG_ROUTER_TOPK = 0, CONFIG_ROUTER_TOPP = 1, CONFIG_ROUTER_EXPERT_CHOICE = 2 };
 
 typedef struct ConfigTrain {
@@ -225,5 +227,11 @@ int config_diff_other(const Config *a, const Config *b, char *out, size_t cap);
 /* config_diff_shape without the finetune section's keys (which shape the adapters, not the
  * model): what a fine-tuning config must share with its base checkpoint's. */
 int config_diff_model(const Config *a, const Config *b, char *out, size_t cap);
+
+/* The narrow types the rest of the program takes instead of a whole Config. */
+/* A ModelShape from the config's model/moe sections. */
+void config_model_shape(const Config *c, ModelShape *s);
+/* A LoraSpec from the config's finetune section (rank 0 = no adapters). */
+void config_lora_spec(const Config *c, LoraSpec *s);
 
 #endif

@@ -1,7 +1,8 @@
 /* params.c: parameter blocks. See params.h. */
-#include "layers/params.h"
+#include "autograd/params.h"
 
-#include "autograd/blas.h"
+#include "autograd/vmath.h"
+#include "core/pool.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -128,7 +129,7 @@ static void zero_task(void *ctx, int task, int worker) {
     (void)worker;
     const ZeroTask *k = ctx;
     size_t j0, j1;
-    blas_range(k->n, task, 8, &j0, &j1);
+    pool_range(k->n, task, 8, &j0, &j1);
     memset(k->g + j0, 0, (j1 - j0) * sizeof(float));
 }
 
@@ -136,8 +137,8 @@ void params_zero_grad(ParamSet *ps) {
     for (int b = 0; b < PBLOCK_COUNT; b++) {
         if (!ps->blocks[b].grad) continue;
         ZeroTask k = {ps->blocks[b].grad, ps->blocks[b].gn};
-        if (k.n < BLAS_SPLIT_MIN) memset(k.g, 0, k.n * sizeof(float));
-        else blas_parallel_for(8, zero_task, &k);
+        if (k.n < POOL_SPLIT_MIN) memset(k.g, 0, k.n * sizeof(float));
+        else pool_parallel_for(8, zero_task, &k);
     }
 }
 
@@ -174,4 +175,51 @@ void params_free(ParamSet *ps) {
     }
     moe_free(ps->p);
     memset(ps, 0, sizeof *ps);
+}
+
+/* The trainable gradients of a block are one contiguous buffer (grad, gn floats: tensors at
+ * goff, zero padding between them), so the norm and the scaling are flat loops over it, cut
+ * into GRAD_CHUNKS fixed ranges run over the cores. Each range sums its squares in double
+ * with 8 independent partials (vectorisable) and the ranges are added in order: the norm
+ * does not depend on the thread count. */
+#define GRAD_CHUNKS 16
+
+typedef struct GradTask {
+    float *g;
+    size_t n;
+    float scale;          /* grad_scale: the factor */
+    double part[GRAD_CHUNKS];   /* grad_sumsq: one sum per range */
+    bool sumsq;
+} GradTask;
+
+static void grad_task(void *ctx, int task, int worker) {
+    (void)worker;
+    GradTask *k = ctx;
+    size_t j0, j1;
+    pool_range(k->n, task, GRAD_CHUNKS, &j0, &j1);
+    float *g = k->g;
+    if (!k->sumsq) {
+        for (size_t j = j0; j < j1; j++) g[j] *= k->scale;
+        return;
+    }
+    k->part[task] = vm_sumsq_f64(g + j0, j1 - j0);
+}
+
+double grad_sumsq_block(const ParamSet *ps, int block) {
+    const ParamBlock *bl = &ps->blocks[block];
+    if (!bl->grad || bl->gn == 0) return 0.0;
+    GradTask k = {bl->grad, bl->gn, 1.0f, {0}, true};
+    pool_parallel_for(GRAD_CHUNKS, grad_task, &k);
+    double s = 0.0;
+    for (int c = 0; c < GRAD_CHUNKS; c++) s += k.part[c];
+    return s;
+}
+
+void grad_scale(ParamSet *ps, float s) {
+    for (int b = 0; b < PBLOCK_COUNT; b++) {
+        ParamBlock *bl = &ps->blocks[b];
+        if (!bl->grad || bl->gn == 0) continue;
+        GradTask k = {bl->grad, bl->gn, s, {0}, false};
+        pool_parallel_for(GRAD_CHUNKS, grad_task, &k);
+    }
 }

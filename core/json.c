@@ -3,7 +3,7 @@
  * Errors carry the 1-based column of the offending byte. Recursion depth is capped so a
  * hostile line cannot overflow the stack. Containers grow by doubling through moe_realloc.
  */
-#include "train/json.h"
+#include "core/json.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -72,4 +72,10 @@ size_t params_count(const ParamSet *ps, bool trainable_only);
 int params_find(const ParamSet *ps, const char *name);   /* -1 if absent */
 void params_free(ParamSet *ps);
 
+/* Sum of squared gradients of the trainable parameters in one block, in double; the same
+ * at any thread count (fixed ranges, added in order). */
+double grad_sumsq_block(const ParamSet *ps, int block);
+/* Multiply the trainable gradients in every block by s. */
+void grad_scale(ParamSet *ps, float s);
+
 #endif

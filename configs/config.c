@@ -8,7 +8,7 @@
  * The file is parsed with libyaml's document API (whole tree in memory, every node carries
  * its start mark); duplicate keys are detected here because libyaml keeps them.
  */
-#include "train/config.h"
+#include "configs/config.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -1329,4 +1329,49 @@ int config_diff_other(const Config *a, const Config *b, char *out, size_t cap) {
 
 int config_diff_model(const Config *a, const Config *b, char *out, size_t cap) {
     return diff(a, b, true, S_FINETUNE, out, cap);
+}
+
+/* ---------------------------------------------------------------- narrow types */
+
+void config_model_shape(const Config *c, ModelShape *s) {
+    memset(s, 0, sizeof *s);
+    s->V = c->model.vocab_size;
+    s->C = c->model.dim;
+    s->L = c->model.n_layers;
+    s->H = c->model.n_heads;
+    s->Hkv = c->model.n_kv_heads;
+    s->D = c->model.head_dim;
+    s->F = c->moe.hidden;
+    s->E = c->moe.n_experts;
+    s->K = c->moe.n_experts > 0 ? c->moe.top_k : 0;
+    s->norm_eps = (float)c->model.norm_eps;
+    s->rope_theta = (float)c->model.rope_theta;
+    s->init_std = (float)c->model.init_std;
+    s->capacity_factor = (float)c->moe.capacity_factor;
+    s->router_noise = c->moe.router_noise;
+    s->aux_coef = (float)c->moe.aux_loss_coef;
+    s->z_coef = (float)c->moe.z_loss_coef;
+    s->W = c->model.sliding_window;
+    s->Fs = c->moe.n_experts > 0 ? c->moe.n_shared_experts *
+            (c->moe.shared_hidden > 0 ? c->moe.shared_hidden : c->moe.hidden) : 0;
+    s->router = c->moe.router == CONFIG_ROUTER_TOPP ? MOE_ROUTER_TOPP
+              : c->moe.router == CONFIG_ROUTER_EXPERT_CHOICE ? MOE_ROUTER_EXPERT_CHOICE
+              : MOE_ROUTER_TOPK;
+    s->top_p = (float)c->moe.top_p;
+    s->max_experts = c->moe.max_experts;
+    s->entropy_coef = (float)c->moe.entropy_coef;
+}
+
+void config_lora_spec(const Config *c, LoraSpec *s) {
+    memset(s, 0, sizeof *s);
+    const ConfigFinetune *f = &c->finetune;
+    s->rank = f->lora_rank;
+    s->alpha = (float)f->lora_alpha;
+    s->dropout = (float)f->lora_dropout;
+    for (size_t i = 0; i < f->n_lora_targets; i++) {
+        int t = lora_target_index(f->lora_targets[i]);
+        if (t >= 0) s->targets |= 1u << t;
+    }
+    s->train_router = f->train_router;
+    s->train_experts = f->train_experts;
 }
