@@ -1,0 +1,105 @@
+/* dataset.c: see dataset.h. */
+#include "train/dataset.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "core/fs.h"
+
+/* Load the tokenizer, or train it on data.text when its file does not exist yet. */
+static int prepare_tokenizer(const Config *c, Tokenizer *tok, MoeErr *err) {
+    if (fs_exists(c->data.tokenizer)) {
+        if (tok_load(tok, c->data.tokenizer, err)) return -1;
+    } else {
+        if (c->data.n_text == 0) {
+            moe_errorf(err, "%s: tokenizer file does not exist and data.text lists no text "
+                       "to train it on", c->data.tokenizer);
+            return moe_hintf(err, "train one with `moetrain tokenizer train`, or list text "
+                             "files under data.text");
+        }
+        printf("training a %d-token byte-level BPE tokenizer on %zu text file(s) -> %s\n",
+               c->model.vocab_size, c->data.n_text, c->data.tokenizer);
+        fflush(stdout);
+        double t0 = moe_now();
+        if (tok_train(tok, (const char *const *)c->data.text, (int)c->data.n_text,
+                      c->model.vocab_size, err))
+            return -1;
+        if (tok_save(tok, c->data.tokenizer, err)) return -1;
+        printf("tokenizer trained in %.1f s\n", moe_now() - t0);
+    }
+    if (tok_vocab_size(tok) != c->model.vocab_size) {
+        moe_errorf(err, "%s: tokenizer has %d tokens but model.vocab_size is %d",
+                   c->data.tokenizer, tok_vocab_size(tok), c->model.vocab_size);
+        return moe_hintf(err, "set model.vocab_size to %d, or point data.tokenizer at a new "
+                         "file so a %d-token tokenizer is trained", tok_vocab_size(tok),
+                         c->model.vocab_size);
+    }
+    return 0;
+}
+
+/* FNV-1a over the text files' contents and the tokenizer hash: names the cached shard so a
+ * change of text or tokenizer re-encodes. */
+static int text_cache_path(const Config *c, const Tokenizer *tok, char *out, size_t cap,
+                           MoeErr *err) {
+    uint64_t h = 1469598103934665603ULL ^ tok_hash(tok);
+    for (size_t i = 0; i < c->data.n_text; i++) {
+        uint8_t *buf = NULL;
+        size_t n = 0;
+        if (fs_read_file(c->data.text[i], &buf, &n, err)) return -1;
+        for (size_t j = 0; j < n; j++) h = (h ^ buf[j]) * 1099511628211ULL;
+        h = (h ^ 0xff) * 1099511628211ULL;
+        moe_free(buf);
+    }
+    snprintf(out, cap, "%s/tokens/text-%016llx.tok", c->run.dir, (unsigned long long)h);
+    return 0;
+}
+
+void dataset_free(DataSet *d) {
+    loader_free(&d->loader);
+    for (int i = 0; i < d->n_shards; i++) shard_close(&d->shards[i]);
+    moe_free(d->shards);
+    tok_free(&d->tok);
+    memset(d, 0, sizeof *d);
+}
+
+int dataset_open(const Config *c, DataSet *d, MoeErr *err) {
+    memset(d, 0, sizeof *d);
+    if (prepare_tokenizer(c, &d->tok, err)) return -1;
+    int n = (int)c->data.n_shards + (c->data.n_text > 0 ? 1 : 0);
+    d->shards = moe_calloc(sizeof(Shard) * (size_t)n);
+    for (size_t i = 0; i < c->data.n_shards; i++) {
+        if (shard_open(&d->shards[d->n_shards], c->data.shards[i], err)) return -1;
+        d->n_shards++;
+        const Shard *s = &d->shards[d->n_shards - 1];
+        if ((int)s->vocab_size != c->model.vocab_size) {
+            moe_errorf(err, "%s: shard was encoded with a %u-token vocabulary but "
+                       "model.vocab_size is %d", c->data.shards[i], s->vocab_size,
+                       c->model.vocab_size);
+            return moe_hintf(err, "re-encode it with `moetrain data encode` using %s",
+                             c->data.tokenizer);
+        }
+        if (s->tok_hash != tok_hash(&d->tok)) {
+            moe_errorf(err, "%s: shard was encoded by a different tokenizer than %s",
+                       c->data.shards[i], c->data.tokenizer);
+            return moe_hintf(err, "re-encode it with `moetrain data encode --tokenizer %s`",
+                             c->data.tokenizer);
+        }
+    }
+    if (c->data.n_text > 0) {
+        char path[4096], dir[4096];
+        if (text_cache_path(c, &d->tok, path, sizeof path, err)) return -1;
+        snprintf(dir, sizeof dir, "%s/tokens", c->run.dir);
+        if (fs_mkdirs(dir, err)) return -1;
+        if (!fs_exists(path)) {
+            printf("encoding %zu text file(s) -> %s\n", c->data.n_text, path);
+            fflush(stdout);
+            if (shard_encode_files(&d->tok, (const char *const *)c->data.text,
+                                   (int)c->data.n_text, path, err))
+                return -1;
+        }
+        if (shard_open(&d->shards[d->n_shards], path, err)) return -1;
+        d->n_shards++;
+    }
+    return loader_init_shards(&d->loader, d->shards, d->n_shards, c->train.seq_len,
+                              c->data.val_fraction, (uint64_t)c->train.seed, err);
+}
