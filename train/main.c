@@ -23,11 +23,11 @@
 #include "parallel/comm.h"
 #include "train/cmd_ckpt.h"
 #include "train/cmd_infer.h"
+#include "train/cmd_report.h"
 #include "train/cmd_upcycle.h"
 #include "configs/config.h"
 #include "train/memplan.h"
 #include "train/outguard.h"
-#include "train/report.h"
 #include "train/train.h"
 
 static const char *MAIN_HELP =

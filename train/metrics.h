@@ -14,7 +14,8 @@
 #define MOE_METRICS_H
 
 /* both line kinds */
-#define METRIC_STEP "step"                 /* optimizer steps done, after this line's step */
+#define METRIC_STEP "step"                 /* optimizer steps done (a step line's own
+                                              step included) */
 #define METRIC_TOKENS "tokens"             /* training tokens seen so far, all ranks */
 
 /* step lines: scalars (number or null) */

@@ -22,6 +22,7 @@
 #include "parallel/dp.h"
 #include "parallel/ep_gather.h"
 #include "train/logger.h"
+#include "train/metrics.h"
 #include "train/mfu.h"
 #include "train/trainer.h"
 
@@ -50,7 +51,7 @@ static double evaluate(Trainer *tr) {
 
 /* Name the non-finite loss terms and gradient tensors of this rank (stderr, any rank). */
 static void report_nonfinite(const Trainer *tr, const double *sums) {
-    const char *terms[3] = {"lm_loss", "aux_loss", "z_loss"};
+    const char *terms[3] = {METRIC_LM_LOSS, METRIC_AUX_LOSS, METRIC_Z_LOSS};
     char buf[1024];
     size_t len = 0;
     for (int i = 0; i < 3; i++)

@@ -92,7 +92,8 @@ static int trainer_resume(Trainer *tr, const char *path, MoeErr *err) {
     if (loader_set_state(&tr->data.loader, ls, err)) return -1;
     tr->step = (long)meta.step;
     tr->tokens_seen = (long)meta.tokens_seen;
-    /* the spike detector continues where it was (older files: 0, 0, it starts over) */
+    /* the spike detector continues where it was (a file without its state: 0, 0, it
+     * starts over) */
     tr->gnorm_ema = meta.gnorm_ema;
     tr->gnorm_count = (long)meta.gnorm_count;
     tr->resumed = true;

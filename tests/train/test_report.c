@@ -1,4 +1,5 @@
-/* test_report.c: `moetrain report` (train/report.c) and its JSON reader (train/json.c).
+/* test_report.c: `moetrain report`: the page (train/report.c, train/svg.c), the metrics
+ * reader (train/report_data.c, core/json.c) and the command (train/cmd_report.c).
  *
  * The page is checked structurally, not by eye: a small XML well-formedness checker (tags
  * balanced and nested, attributes quoted and unique, entities valid, one root) parses the
@@ -19,6 +20,7 @@
 #include "autograd/blas.h"
 #include "testutil.h"
 #include "core/json.h"
+#include "train/cmd_report.h"
 #include "train/report.h"
 
 /* ------------------------------------------------------------------------------------- */
