@@ -250,8 +250,9 @@ int trainer_init(Trainer *tr, const Config *c, const Comm *comm, const char *res
     tr->sched = (LrSchedule){(float)c->optim.lr, (float)c->optim.min_lr,
                              (long)c->optim.warmup_steps, (long)c->train.steps};
     if (comm->rank == 0 && comm->ep > 1 && shape.E > 0 && !(tr->lora && !lora.train_experts)) {
-        /* rank 0 assembles every expert here before writing a checkpoint (an adapter
-         * checkpoint with frozen experts holds none) */
+        /* the store and scratch of ep_gather_experts (parallel/ep_gather.h): rank 0
+         * assembles every expert here before writing a checkpoint (an adapter checkpoint
+         * with frozen experts holds none) */
         model_init_lora(&tr->full, &shape, &lora, 0, shape.E, (uint64_t)c->train.seed);
         tr->xfer = moe_malloc(3 * sizeof(float) * tr->model.ps.blocks[PBLOCK_EXPERT].n);
     }
