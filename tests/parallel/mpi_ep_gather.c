@@ -6,7 +6,8 @@
  * expert index (value = 1000 e + element index; m = -value; v = 2 value), ranks of other
  * EP groups with junk that must not arrive. After the gather rank 0's full store must hold
  * exactly the formula for all E experts (moments of the trainable tensor only), its dense
- * block rank 0's values and moments. Prints "N passed, N failed"; exits non-zero on a failure. */
+ * block rank 0's values and moments. Prints "N passed, N failed"; exits non-zero on a
+ * failure (seen to fail with the slices placed in reverse rank order). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
