@@ -23,7 +23,7 @@
  * Kernels two files share (so that a fused op equals its composition bit for bit) are
  * declared in ops_internal.h.
  *
- * Shapes use the letters of common.h. "(N, C)" means a tensor whose rows() == N and
+ * Shapes use the letters of core/common.h. "(N, C)" means a tensor whose rows() == N and
  * cols() == C; the ops check shapes with ASSERT (programmer errors).
  */
 #ifndef MOE_OPS_H
