@@ -32,7 +32,7 @@ static void add_backward(float *da, float *db, const float *dy, size_t n) {
     if (db) for (size_t j = 0; j < n; j++) db[j] += dy[j];
 }
 
-/* The elementwise ops over the cores (pool_parallel_range): each element's arithmetic is
+/* op_add and op_mul over the cores (pool_parallel_range): each element's arithmetic is
  * the serial loop's, and a backward with da == db (y = a + a) still adds to each element
  * twice in the same order, within one range. */
 typedef struct EwArgs {

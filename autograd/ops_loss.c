@@ -178,7 +178,7 @@ typedef struct LceTask {
     int N, V;
     float k;                  /* scale / count */
     bool needs;
-    double loss[16];          /* per worker: sum of (lse - logit[target]) */
+    double loss[POOL_MAX_WORKERS];   /* per task: sum of (lse - logit[target]) */
     int workers;
 } LceTask;
 
