@@ -183,7 +183,7 @@ const KeySpec cfg_keys[] = {
 
     KS(S_FINETUNE, "init_from", finetune.init_from, NULL,
        "full checkpoint whose weights the run starts from (when there is none to resume); "
-       "model.* and moe.n_experts, top_k, hidden as in its config; not with "
+       "model.*, moe.n_experts, top_k, hidden and the tokenizer as in its run; not with "
        "init.upcycle_from"),
     KI(S_FINETUNE, "lora_rank", finetune.lora_rank, 0, 65536, F_SHAPE,
        "r: LoRA adapters of rank r on lora_targets, the base frozen (needs init_from); 0 = "
