@@ -2,12 +2,13 @@
  *
  * Two settings can only be made before OpenBLAS initialises (at program load), through the
  * environment, so blas_init re-executes the program once with them set:
- * - OPENBLAS_CORETYPE: Debian 12's OpenBLAS (0.3.21) falls back to the SSE3 "Prescott"
- *   kernels on CPUs newer than it knows (e.g. family 6 model 207 Xeons), 2-3x slower than
- *   the AVX-512/AVX2 kernels the CPU runs fine;
+ * - OPENBLAS_CORETYPE: an OpenBLAS that does not know the CPU's model falls back to generic
+ *   SSE3 kernels ("Prescott" and the like) although the CPU runs its AVX-512 or AVX2
+ *   kernels, which are much faster;
  * - OPENBLAS_THREAD_TIMEOUT: idle workers otherwise spin for 2^28 cycles after each
- *   product, stealing the cores from the regions we split ourselves.
+ *   product, taking the cores from the regions the pool splits.
  * A variable the user already set is left alone.
+ * Non-goals: other BLAS libraries' start-up (the thread hooks are OpenBLAS's).
  */
 #ifndef MOE_BLAS_H
 #define MOE_BLAS_H

@@ -8,13 +8,22 @@
  * checks the backward against finite differences. Every matrix product goes through
  * cblas_sgemm.
  *
- * Files: ops.c (dense elementwise, norm, rope, embedding, softmax, losses, linear, SwiGLU +
- *        linear), attention.c (fused GQA causal attention, optional sliding window),
- *        ops_moe.c (routing, gather/combine, grouped expert GEMM alone or fused with the
- *        SwiGLU or the gather, auxiliary losses), ops_route.c (top-p and expert-choice
- *        gates, router entropy).
+ * Files, one concept each (the sections below follow them):
+ *   ops_linear.c       products: linear, linear + residual, SwiGLU + down projection
+ *   ops_elementwise.c  add, mul, scale, silu, swiglu, softplus
+ *   ops_rmsnorm.c      RMSNorm          ops_rope.c   rotary position embedding
+ *   ops_rows.c         row gathers: embedding, gather_rows (and their scatter-add)
+ *   ops_loss.c         softmax, cross-entropy, the fused LM head + loss
+ *   ops_reduce.c       sum, mean
+ *   attention.c        fused causal grouped-query attention, optional sliding window
+ *   ops_moe.c          top-k gate (optional selection bias), combine
+ *   ops_expert.c       grouped expert GEMMs, alone or fused with the SwiGLU or the gather
+ *   ops_route.c        top-p and expert-choice gates
+ *   ops_router_loss.c  load-balancing loss, z-loss, router entropy
+ * Kernels two files share (so that a fused op equals its composition bit for bit) are
+ * declared in ops_internal.h.
  *
- * Shapes use the letters of common.h. "(N, C)" means a tensor whose rows() == N and
+ * Shapes use the letters of core/common.h. "(N, C)" means a tensor whose rows() == N and
  * cols() == C; the ops check shapes with ASSERT (programmer errors).
  */
 #ifndef MOE_OPS_H
@@ -23,7 +32,7 @@
 #include "autograd/tensor.h"
 #include "core/pool.h"
 
-/* ---------------- ops.c ---------------- */
+/* ---------------- ops_linear.c: matrix products ---------------- */
 
 /* y (N, out) = x (N, in) @ W^T, W (out, in) in the [out, in] layout of Hugging Face weights.
  * backward: dx += dy @ W; dW += dy^T @ x (skipped when W does not require grad). */
@@ -33,6 +42,17 @@ Tensor *op_linear(Tape *t, Tensor *x, Tensor *w);
  * op_linear(x, W)) bit for bit, without keeping the product (backward never reads it).
  * backward: dr += dy; dx += dy @ W; dW += dy^T @ x (skipped when W does not require grad). */
 Tensor *op_linear_residual(Tape *t, Tensor *r, Tensor *x, Tensor *w);
+
+/* SwiGLU then the down projection, without keeping the activation:
+ * y (N, out) = act @ W^T, act (N, F) = silu(a) * b, a, b (N, F), W (out, F).
+ * act lives in the tape's scratch (tape_scratch) during the forward call only; backward
+ * recomputes it from a and b (the op_swiglu kernel, so bit-identical), adds dW += dy^T act
+ * (skipped when W does not require grad; then act is not recomputed), forms
+ * dact = dy @ W in the scratch and adds op_swiglu's backward into da, db. Values and
+ * gradients equal op_linear(op_swiglu(a, b), W) bit for bit; the tape keeps a, b and y
+ * only (saves N*F floats of kept activation and the (N, F) activation grad). */
+Tensor *op_swiglu_linear(Tape *t, Tensor *a, Tensor *b, Tensor *w);
+/* ---------------- ops_elementwise.c ---------------- */
 
 /* y = a + b, same shape (residual connections, loss sums of scalars). */
 Tensor *op_add(Tape *t, Tensor *a, Tensor *b);
@@ -44,17 +64,10 @@ Tensor *op_scale(Tape *t, Tensor *x, float s);
 Tensor *op_silu(Tape *t, Tensor *x);
 /* y = silu(a) * b, fused SwiGLU gate; a, b same shape (M, F). */
 Tensor *op_swiglu(Tape *t, Tensor *a, Tensor *b);
-/* SwiGLU then the down projection, without keeping the activation:
- * y (N, out) = act @ W^T, act (N, F) = silu(a) * b, a, b (N, F), W (out, F).
- * act lives in the tape's scratch (tape_scratch) during the forward call only; backward
- * recomputes it from a and b (the op_swiglu kernel, so bit-identical), adds dW += dy^T act
- * (skipped when W does not require grad; then act is not recomputed), forms
- * dact = dy @ W in the scratch and adds op_swiglu's backward into da, db. Values and
- * gradients equal op_linear(op_swiglu(a, b), W) bit for bit; the tape keeps a, b and y
- * only (saves N*F floats of kept activation and the (N, F) activation grad). */
-Tensor *op_swiglu_linear(Tape *t, Tensor *a, Tensor *b, Tensor *w);
 /* y = softplus(x) = log(1 + exp(x)), computed without overflow. */
 Tensor *op_softplus(Tape *t, Tensor *x);
+
+/* ---------------- ops_rmsnorm.c, ops_rope.c: normalisation and position ---------------- */
 
 /* y (N, C) = x / sqrt(mean(x^2) + eps) * g, g (C). Saves rstd (N). */
 Tensor *op_rmsnorm(Tape *t, Tensor *x, Tensor *g, float eps);
@@ -71,9 +84,17 @@ Tensor *op_rope(Tape *t, Tensor *x, int B, int T, int nh, int D, float base, int
  * read its output (true of op_linear). Bit-identical results to op_rope. */
 Tensor *op_rope_inplace(Tape *t, Tensor *x, int B, int T, int nh, int D, float base, int pos0);
 
+/* ---------------- ops_rows.c: row gathers ---------------- */
+
 /* y (N, C) = W[ids[n]], W (V, C), ids (N) in [0, V). ids is borrowed and must stay valid
  * until backward (it is read there). backward: dW[ids[n]] += dy[n]. */
 Tensor *op_embedding(Tape *t, Tensor *w, const int32_t *ids, int N);
+
+/* y (M, C) = x[rows[m]], rows (M) in [0, N) (borrowed, valid until backward).
+ * backward: dx[rows[m]] += dy[m] (scatter-add). */
+Tensor *op_gather_rows(Tape *t, Tensor *x, const int32_t *rows, int M);
+
+/* ---------------- ops_loss.c: softmax and the language-model loss ---------------- */
 
 /* Row-wise softmax over the last dimension: x (N, M) -> y (N, M). */
 Tensor *op_softmax(Tape *t, Tensor *x);
@@ -101,6 +122,8 @@ Tensor *op_linear_cross_entropy(Tape *t, Tensor *x, Tensor *w, const int32_t *ta
 Tensor *op_linear_cross_entropy_chunked(Tape *t, Tensor *x, Tensor *w, const int32_t *targets,
                                         float scale, int chunk);
 
+/* ---------------- ops_reduce.c ---------------- */
+
 /* Sum / mean of all elements -> scalar (1). */
 Tensor *op_sum(Tape *t, Tensor *x);
 Tensor *op_mean(Tape *t, Tensor *x);
@@ -120,7 +143,7 @@ Tensor *op_attention(Tape *t, Tensor *q, Tensor *k, Tensor *v, int B, int T, int
  * of min(T, 64) query rows x T keys. For memory plans (train/memplan.h). */
 size_t op_attention_score_floats(int T);
 
-/* ---------------- ops_moe.c ---------------- */
+/* ---------------- ops_moe.c: top-k gate and combine ---------------- */
 
 /* Top-k gating: h (N, E) router scores -> gates (N, K) = softmax over the K largest scores
  * of each row (equal to softmax -> top-k -> renormalise). The chosen experts are written to
@@ -134,10 +157,6 @@ Tensor *op_topk_gate(Tape *t, Tensor *h, int K, int32_t *idx);
  * op_topk_gate. */
 Tensor *op_topk_gate_bias(Tape *t, Tensor *h, const float *bias, int K, int32_t *idx);
 
-/* y (M, C) = x[rows[m]], rows (M) in [0, N) (borrowed, valid until backward).
- * backward: dx[rows[m]] += dy[m] (scatter-add). */
-Tensor *op_gather_rows(Tape *t, Tensor *x, const int32_t *rows, int M);
-
 /* Combine expert outputs: y (N, C) = sum_k gates[n,k] * ys[slot[n,k]] over k with
  * slot[n,k] >= 0 (slot < 0: the slot was dropped by the capacity limit and contributes 0).
  * ys (M, C), gates (N, K), slot (N, K) borrowed until backward.
@@ -148,6 +167,8 @@ Tensor *op_combine(Tape *t, Tensor *ys, Tensor *gates, const int32_t *slot, int 
  * (the add never needed it). r NULL is op_combine. backward: dr += dy, then op_combine's. */
 Tensor *op_combine_residual(Tape *t, Tensor *r, Tensor *ys, Tensor *gates,
                             const int32_t *slot, int K);
+
+/* ---------------- ops_expert.c: grouped expert GEMMs ---------------- */
 
 /* Grouped expert GEMM: rows offs[e] .. offs[e+1]-1 of x (M, in) belong to expert e, and
  * y[rows] = x[rows] @ W[e]^T with W (E, out, in). One sgemm per non-empty expert.
@@ -180,17 +201,7 @@ Tensor *op_swiglu_expert_linear(Tape *t, Tensor *a, Tensor *b, Tensor *w, const 
 Tensor *op_gather_expert_up(Tape *t, Tensor *x, const int32_t *rows, Tensor *w1, Tensor *w3,
                             const int32_t *offs, int E, Tensor **h3);
 
-/* Load-balancing loss contribution (Switch Transformer, Fedus et al. 2022, eq. 4):
- * out (1) = scale * sum_i f[i] * sum_n softmax(logits[n])_i, logits (N, E), f (E) constant
- * (the fraction of routed slots per expert). With scale = coef * E / N this is
- * coef * E * sum_i f_i P_i. f is copied. */
-Tensor *op_load_balance(Tape *t, Tensor *logits, const float *f, float scale);
-
-/* Router z-loss contribution (ST-MoE, Zoph et al. 2022, eq. 5):
- * out (1) = scale * sum_n logsumexp(logits[n])^2, logits (N, E); scale = coef / N. */
-Tensor *op_zloss(Tape *t, Tensor *logits, float scale);
-
-/* ---------------- ops_route.c ---------------- */
+/* ---------------- ops_route.c: the top-p and expert-choice gates ---------------- */
 
 /* Top-p (dynamic) gating (Huang et al. 2024, arXiv:2403.07652, sec. 3): p = softmax(h[n])
  * over the E experts; experts are taken in descending order (ties -> lower index) until
@@ -206,6 +217,18 @@ Tensor *op_topp_gate(Tape *t, Tensor *h, float top_p, int kmax, int32_t *idx);
  * gates (N, E): S[n, e] where expert e took token n, else 0; idx (N, E) caller-owned (valid
  * until backward): e where taken, else -1. backward as op_topp_gate. */
 Tensor *op_expert_choice_gate(Tape *t, Tensor *h, int cap, int32_t *idx);
+
+/* ---------------- ops_router_loss.c: router auxiliary losses ---------------- */
+
+/* Load-balancing loss contribution (Switch Transformer, Fedus et al. 2022, eq. 4):
+ * out (1) = scale * sum_i f[i] * sum_n softmax(logits[n])_i, logits (N, E), f (E) constant
+ * (the fraction of routed slots per expert). With scale = coef * E / N this is
+ * coef * E * sum_i f_i P_i. f is copied. */
+Tensor *op_load_balance(Tape *t, Tensor *logits, const float *f, float scale);
+
+/* Router z-loss contribution (ST-MoE, Zoph et al. 2022, eq. 5):
+ * out (1) = scale * sum_n logsumexp(logits[n])^2, logits (N, E); scale = coef / N. */
+Tensor *op_zloss(Tape *t, Tensor *logits, float scale);
 
 /* Router entropy penalty (the "dynamic loss" of Huang et al. 2024, sec. 3):
  * out (1) = scale * sum_n H(softmax(logits[n])), H(p) = -sum_i p_i ln p_i, logits (N, E);

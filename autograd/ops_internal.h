@@ -1,14 +1,12 @@
-/* ops_internal.h: helpers shared by the op files of autograd/ (not part of the op API).
+/* ops_internal.h: kernels and helpers shared by the op files of autograd/ (not part of the
+ * op API, autograd/ops.h; nothing outside autograd/ includes it).
  *
- * softmax_row: p (E) = softmax(x (E)), stable (the row max is subtracted, the sum is in
- * double); returns logsumexp(x). Defined in ops_moe.c, used by the router losses there and
- * by the router gates of ops_route.c.
- * logsumexp_row: logsumexp(x (E)) in double, stable (the row max is subtracted); the z-loss
- * and the router entropy penalty. Defined in ops_moe.c.
- * swiglu_forward / swiglu_backward / swiglu_run: the SwiGLU elementwise kernels of op_swiglu
- * (defined in ops.c), shared with the fused SwiGLU + down-projection ops (op_swiglu_linear in
- * ops.c, op_swiglu_expert_linear in ops_moe.c) so that they do the same float operations per
- * element: the fused ops' activations and gradients are bit-identical to op_swiglu's.
+ * A kernel is shared when two ops must do the same float operations per element, so that
+ * a fused op is bit-identical to its composition: op_add's add (op_linear_residual,
+ * op_combine_residual), op_swiglu's SwiGLU (op_swiglu_linear, op_swiglu_expert_linear),
+ * op_linear's product (the LM head of op_linear_cross_entropy), the row gather and its
+ * scatter-add (op_embedding, op_gather_rows, op_combine) and the row softmax (the router
+ * gates and losses).
  */
 #ifndef MOE_OPS_INTERNAL_H
 #define MOE_OPS_INTERNAL_H
@@ -18,13 +16,36 @@
 #include "autograd/tensor.h"
 #include "core/pool.h"
 
-double softmax_row(const float *x, int E, float *p);
-double logsumexp_row(const float *x, int E);
+/* ---------------- tape helpers (every op file) ---------------- */
 
-/* op_add's elementwise kernels over the cores (defined in ops.c; shared with the ops that
- * add into the residual stream, op_linear_residual and op_combine_residual, so their sums
- * and gradients are op_add's bit for bit). add_run: y (n) = a + b. add_grad_run: da += dy,
- * db += dy (either NULL; da == db adds twice). Call them outside pool_parallel_for. */
+/* Grad buffer of an input that should receive a gradient, else NULL. A FROZEN weight or a
+ * CONST input is skipped even if someone attached a buffer to it. */
+static inline float *grad_of(const Tensor *x) {
+    return (x && x->requires_grad) ? x->grad : NULL;
+}
+
+/* A tape output with the same shape as x. */
+static inline Tensor *tape_like(Tape *t, const Tensor *x, bool needs) {
+    return tape_tensor(t, x->ndim, x->shape, needs);
+}
+
+/* A tape output of one element (1). */
+static inline Tensor *tape_scalar(Tape *t, bool needs) {
+    int one = 1;
+    return tape_tensor(t, 1, &one, needs);
+}
+
+/* ---------------- ops_linear.c ---------------- */
+
+/* y (N, out) = x (N, in) @ w^T, w (out, in): op_linear's forward, one cblas_sgemm
+ * (overwrites y). */
+void linear_forward(float *y, const float *x, const float *w, int N, int in, int out);
+
+/* ---------------- ops_elementwise.c ---------------- */
+
+/* op_add's kernels, split into ranges over the cores (pool_parallel_range). add_run:
+ * y (n) = a + b. add_grad_run: da (n) += dy, db (n) += dy (either NULL; da == db adds
+ * twice). Call them outside pool_parallel_for. */
 void add_run(float *y, const float *a, const float *b, size_t n);
 void add_grad_run(float *da, float *db, const float *dy, size_t n);
 
@@ -35,14 +56,14 @@ void swiglu_forward(float *y, const float *a, const float *b, size_t n);
 void swiglu_backward(float *da, float *db, const float *dy, const float *a, const float *b,
                      size_t n);
 /* The forward (y != NULL; da, db, dy unused) or the backward (y == NULL) over n elements,
- * split into contiguous ranges over the cores when n is large (POOL_SPLIT_MIN). Call it
- * outside pool_parallel_for. */
+ * split into contiguous ranges over the cores when n >= POOL_SPLIT_MIN. Call it outside
+ * pool_parallel_for. */
 void swiglu_run(float *y, float *da, float *db, const float *dy, const float *a,
                 const float *b, size_t n);
 
-/* Row gather and its scatter-add over the cores (defined in ops.c; op_embedding,
- * op_gather_rows, op_combine).
- * rows_gather: y (M, C) = x[src[m]] for m < M, rows of x (., C); src in range (the caller
+/* ---------------- ops_rows.c ---------------- */
+
+/* rows_gather: y (M, C) = x[src[m]] for m < M, rows of x (., C); src in range (the caller
  * checks). Copies split over the cores (pool_parallel_range).
  * RowRuns: the M sources of a scatter-add into rows dst[m] grouped by destination, built
  * once in the forward (arena): order (P) = the P sources with dst[m] >= 0 sorted by
@@ -63,5 +84,14 @@ void rows_gather(float *y, const float *x, const int32_t *src, int M, int C);
 RowRuns row_runs_build(Arena *a, const int32_t *dst, int M, int n_dst);
 void row_runs_scatter_add(const RowRuns *r, const int32_t *dst, float *dx, const float *dy,
                           const float *w, int per_row, int C);
+
+/* ---------------- ops_router_loss.c ---------------- */
+
+/* p (E) = softmax(x (E)), stable (the row max is subtracted, the sum is in double);
+ * returns logsumexp(x). The load-balancing loss and the top-p / expert-choice gates. */
+double softmax_row(const float *x, int E, float *p);
+/* logsumexp(x (E)) in double, stable (the row max is subtracted). The z-loss and the
+ * router entropy penalty. */
+double logsumexp_row(const float *x, int E);
 
 #endif

@@ -1,5 +1,5 @@
-/* ops_route.c: the gate ops of the two alternative routers (see ops.h, moe.router) and the
- * router entropy penalty that goes with top-p routing.
+/* ops_route.c: the gate ops of the two alternative routers (see ops.h, moe.router); the
+ * router entropy penalty that goes with top-p routing is in ops_router_loss.c.
  *
  * - op_topp_gate: top-p ("dynamic") routing, Huang et al. 2024, "Harder Tasks Need More
  *   Experts: Dynamic Routing in MoE Models", arXiv:2403.07652, sec. 3: a token takes experts
@@ -10,9 +10,6 @@
  *   Routing", arXiv:2202.09368, sec. 3.1: S = softmax(X Wg) over experts; each expert takes
  *   the k tokens with the largest S in its column (G, I = TopK(S^T, k)) and weights their
  *   outputs by those S.
- * - op_router_entropy: the "dynamic loss" of Huang et al. 2024 (sec. 3): the mean entropy
- *   -sum_i P_i ln P_i of the router distribution, which pushes each token's probability
- *   onto few experts so that top-p routing does not spread evenly over all of them.
  *
  * Both gates are the same function of h: gates = softmax(h) read at the chosen (token,
  * expert) pairs, so they share one backward (the softmax Jacobian applied to dgates).
@@ -145,60 +142,5 @@ Tensor *op_expert_choice_gate(Tape *t, Tensor *h, int cap, int32_t *idx) {
         }
     }
     if (need) push_pick(t, "expert_choice_gate", h, out, idx, p);
-    return out;
-}
-
-/* ---------------- router entropy ---------------- */
-
-static void router_entropy_backward(TapeOp *op) {
-    Tensor *logits = op->in[0];
-    if (!logits->requires_grad) return;
-    const float *lse = op->aux[0], *ent = op->aux[1];   /* (N) each */
-    const size_t N = tensor_rows(logits);
-    const int E = tensor_cols(logits);
-    const float c = op->out->grad[0] * (float)op->f[0];
-    for (size_t n = 0; n < N; n++) {
-        /* out = scale sum_n H_n, H = -sum_i p_i ln p_i, p = softmax(x):
-         * dH/dx_j = -p_j (ln p_j + H), with ln p_j = x_j - lse (finite even when p_j
-         * underflows to 0). */
-        const float *x = logits->data + n * E;
-        float *dx = logits->grad + n * E;
-        for (int j = 0; j < E; j++) {
-            const float lp = x[j] - lse[n];
-            dx[j] -= c * expf(lp) * (lp + ent[n]);
-        }
-    }
-}
-
-Tensor *op_router_entropy(Tape *t, Tensor *logits, float scale) {
-    const size_t N = tensor_rows(logits);
-    const int E = tensor_cols(logits);
-    const bool need = tape_needs_grad(t, logits, NULL, NULL);
-    Tensor *out = tape_tensor2(t, 1, 1, need);
-    float *lse = need ? arena_floats(&t->arena, N ? N : 1) : NULL;   /* (N) */
-    float *ent = need ? arena_floats(&t->arena, N ? N : 1) : NULL;   /* (N) */
-    double total = 0.0;
-    for (size_t n = 0; n < N; n++) {
-        const float *x = logits->data + n * E;
-        const double l = logsumexp_row(x, E);
-        double hn = 0.0;   /* -sum p ln p with ln p = x - lse */
-        for (int j = 0; j < E; j++) {
-            const double lp = (double)x[j] - l;
-            hn -= exp(lp) * lp;
-        }
-        total += hn;
-        if (need) {
-            lse[n] = (float)l;
-            ent[n] = (float)hn;
-        }
-    }
-    out->data[0] = (float)((double)scale * total);
-    if (need) {
-        TapeOp *op = tape_push(t, "router_entropy", router_entropy_backward, out);
-        op->in[0] = logits;
-        op->f[0] = (double)scale;
-        op->aux[0] = lse;
-        op->aux[1] = ent;
-    }
     return out;
 }

@@ -119,7 +119,7 @@ void params_init_values(ParamSet *ps, uint64_t seed, int e_first) {
     }
 }
 
-/* Zeroing is memory-bound: 8 fixed ranges over the cores use both cores' bandwidth. */
+/* Zeroing is memory-bound: 8 fixed ranges over the cores use every core's bandwidth. */
 typedef struct ZeroTask {
     float *g;
     size_t n;

@@ -22,7 +22,9 @@ void tensor_view(Tensor *t, float *data, float *grad, int ndim, const int *shape
     t->name = name;
 }
 
-size_t tensor_rows(const Tensor *t) { return t->n / (size_t)(t->shape[t->ndim - 1] ? t->shape[t->ndim - 1] : 1); }
+size_t tensor_rows(const Tensor *t) {
+    return t->n / (size_t)(t->shape[t->ndim - 1] ? t->shape[t->ndim - 1] : 1);
+}
 int tensor_cols(const Tensor *t) { return t->shape[t->ndim - 1]; }
 
 /* ---- arena ---- */
@@ -179,7 +181,8 @@ TapeOp *tape_push(Tape *t, const char *name, BackwardFn bw, Tensor *out) {
     if (!t->record) return NULL;
     if (t->n == t->cap) {
         int ncap = t->cap ? 2 * t->cap : 256;
-        t->ops = moe_realloc(t->ops, sizeof(TapeOp) * (size_t)t->cap, sizeof(TapeOp) * (size_t)ncap);
+        t->ops = moe_realloc(t->ops, sizeof(TapeOp) * (size_t)t->cap,
+                             sizeof(TapeOp) * (size_t)ncap);
         t->cap = ncap;
     }
     TapeOp *op = &t->ops[t->n++];

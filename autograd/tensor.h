@@ -2,7 +2,7 @@
  *
  * Design (define-by-run, recorded once per step):
  * - A Tensor is a view: shape + a data pointer + an optional grad pointer. It never owns
- *   memory. Parameters point into a ParamBlock (layers/params.h); activations point into
+ *   memory. Parameters point into a ParamBlock (autograd/params.h); activations point into
  *   the tape's arena, which is reset at the start of every step and carved again in the
  *   same order, so after the first step nothing is allocated (the arena keeps its chunks).
  * - Kinds are explicit: PARAM (trainable: grad in the block's grad buffer), FROZEN (a weight

@@ -1,6 +1,6 @@
 /* vmath.h: float exp and sigmoid written so that GCC and clang vectorise the loops that call
- * them (glibc's expf is a scalar call per element: on mixtral_tiny it was 8% of a training
- * step's cycles, in softmax, cross-entropy and SwiGLU).
+ * them (glibc's expf is a scalar call per element), and the vectorisable max and sums the
+ * softmax, cross-entropy and RMSNorm loops use.
  *
  *   exp(x) = 2^n * e^r,   n = round(x / ln 2),   r = x - n ln 2 in [-ln2/2, ln2/2]
  *

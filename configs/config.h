@@ -3,7 +3,8 @@
  * One Config holds every knob of a run: model shape, MoE routing, the training loop,
  * AdamW, data, run directory, parallel layout and checkpointing. The YAML file has one
  * mapping per section ("model:", "moe:", ...) whose keys are scalars or lists of strings.
- * See README.md (Configuration) for every key with its type, default and range.
+ * Every key with its type, default, range and meaning: docs/configuration.md, generated
+ * from the key table (configs/config_keys.c) by `moetrain config keys`.
  *
  * Strictness is the point: an unknown section or key, a wrong type (a quoted "8" or 1.5 for
  * an integer, yes/no for a bool, a list for a scalar), an out-of-range value, a duplicate
@@ -27,6 +28,10 @@
  * Non-goals: no environment-variable expansion, no includes/merging of several files, no
  * YAML 1.1 booleans (yes/no/on/off). Only "true"/"True"/"TRUE"/"false"/"False"/"FALSE" are
  * booleans; numbers must be plain (unquoted) scalars; strings may be plain or quoted.
+ *
+ * Files: config.c (defaults, free, copy, the narrow types), config_keys.c (the key table,
+ * internal header config_keys.h), config_load.c (YAML and --set), config_validate.c,
+ * config_yaml.c (to_yaml and the diffs), config_reference.c (the Markdown reference).
  */
 #ifndef MOE_CONFIG_H
 #define MOE_CONFIG_H
@@ -34,6 +39,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
+#include <stdio.h>
 
 #include "core/common.h"
 #include "layers/lora.h"
@@ -166,9 +172,9 @@ typedef struct Config {
     char *section_loc[CONFIG_N_SECTIONS];
 } Config;
 
-/* Fills *c with the defaults (see README.md, Configuration); data.tokenizer stays NULL and the data
- * lists empty, so the result does not pass config_validate until data is set. Overwrites
- * *c without freeing it: call on a zeroed or freed struct. name = "default",
+/* Fills *c with the defaults (docs/configuration.md); data.tokenizer stays NULL and the
+ * data lists empty, so the result does not pass config_validate until data is set.
+ * Overwrites *c without freeing it: call on a zeroed or freed struct. name = "default",
  * run.dir = "runs/default". */
 void config_defaults(Config *c);
 
@@ -227,6 +233,12 @@ int config_diff_other(const Config *a, const Config *b, char *out, size_t cap);
 /* config_diff_shape without the finetune section's keys (which shape the adapters, not the
  * model): what a fine-tuning config must share with its base checkpoint's. */
 int config_diff_model(const Config *a, const Config *b, char *out, size_t cap);
+
+/* The reference of every key as Markdown (docs/configuration.md): the rules every key
+ * follows, then per section a table of key, type, default (config_defaults), allowed values
+ * and the key's doc line, all from the key table. Returns 0, or -1 when writing to out
+ * failed (its error flag is set). */
+int config_write_reference(FILE *out);
 
 /* The narrow types the rest of the program takes instead of a whole Config. */
 /* A ModelShape from the config's model/moe sections. */

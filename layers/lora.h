@@ -13,7 +13,7 @@
  * what the base model computed. drop is inverted dropout on the adapter's input only
  * (PEFT's lora_dropout): each element is zeroed with probability p and the rest scaled by
  * 1/(1-p); the keep/drop decision is a pure function of (seed, step, layer, projection,
- * global token, element) (the counter RNG of autograd/common.h), so a run does not depend
+ * global token, element) (the counter RNG of core/rng.h), so a run does not depend
  * on the rank layout and a resumed run draws the same masks. Evaluation uses no dropout.
  *
  * lora_linear is one op (forward and backward kernels side by side in lora.c): the adapter
@@ -22,7 +22,7 @@
  * dx, dA, dB and skips dW for a frozen W (no weight-gradient GEMM). Merging for export is
  * W' = W + (alpha/r) B A (lora_merge), which computes the same function.
  *
- * Names (layers/params.h) follow PEFT without its "base_model.model." prefix:
+ * Names (autograd/params.h) follow PEFT without its "base_model.model." prefix:
  * "model.layers.{l}.self_attn.{q,k,v,o}_proj.lora_A.weight" (r, d_in) and
  * "...lora_B.weight" (d_out, r).
  * Non-goals: adapters on the experts or the router (those can be unfrozen instead),

@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
-/* a x b for a shape: tensor dimensions are ints. train/config.c's config_validate refuses
+/* a x b for a shape: tensor dimensions are ints. config_validate (configs/) refuses
  * configs whose products do not fit, so reaching the assert is a programmer error (a shape
  * built elsewhere); the product itself is taken in 64 bits, never overflowing. */
 static int shape_mul(int a, int b, const char *what) {

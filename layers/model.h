@@ -15,7 +15,7 @@
  *   Transformer, Fedus et al. 2022) + router z-loss (ST-MoE, Zoph et al. 2022), the two
  *   auxiliary losses averaged over layers.
  *
- * Parameters carry Hugging Face Mixtral names (layers/params.h). Experts are stacked per
+ * Parameters carry Hugging Face Mixtral names (autograd/params.h). Experts are stacked per
  * layer as (E_local, F, C) tensors; a rank holds experts [e_first, e_first + E_local).
  */
 #ifndef MOE_MODEL_H
@@ -125,7 +125,8 @@ Tensor *model_ffn(Model *m, Tape *t, int l, Tensor *hn, const MoeLayerArgs *a, T
 
 /* Active matmul parameters per token (q,k,v,o, routers, K experts' w1/w2/w3, the shared
  * experts' w1/w2/w3, head) and the model FLOPs per token of a training step: 6 x that +
- * 12 L T' H D (the attention products, PaLM's appendix B count) with T' = min(T, W) keys attended under a window. */
+ * 12 L T' H D (the attention products, PaLM's appendix B count) with T' = min(T, W) keys
+ * attended under a window. */
 double model_active_params(const ModelShape *s);
 double model_flops_per_token(const ModelShape *s, int T);
 /* Model FLOPs per token of a training step with adapters (what MFU divides by): frozen

@@ -22,7 +22,7 @@
  * chosen. With expert parallelism (parallel/), the gathered rows are exchanged with the
  * ranks owning the experts between gather and the expert GEMMs (MoeExchange).
  *
- * Routers (moe.router; README "Architecture options"): the gates/idx arrays are (N, W)
+ * Routers (moe.router, docs/configuration.md): the gates/idx arrays are (N, W)
  * with W slots per token and idx -1 for an unused slot (skipped by dispatch and combine).
  *   topk          W = K, op_topk_gate (the default above)
  *   topp          W = max_experts (0 = E), op_topp_gate: experts by probability until their
@@ -92,8 +92,8 @@ void moe_router_noise(float *eps, int N, int E, const MoeLayerArgs *a);
 double moe_router_entropy(const float *clean, int N, int E, double *ent);
 
 /* x (N, C) normalised input; router, noise (E, C); w1, w3 (E_local, F, C); w2 (E_local, C, F).
- * Returns y (N, C) (plus a->residual when given); adds the layer's aux and z losses to *aux / *z (tensors (1), created
- * when NULL) and accumulates routing statistics into st. */
+ * Returns y (N, C) (plus a->residual when given); adds the layer's aux and z losses to
+ * *aux / *z (tensors (1), created when NULL) and accumulates routing statistics into st. */
 Tensor *moe_forward(Tape *t, Tensor *x, Tensor *router, Tensor *noise, Tensor *w1, Tensor *w3,
                     Tensor *w2, const MoeLayerArgs *a, MoeExchange *ex, MoeStats *st,
                     Tensor **aux, Tensor **z);

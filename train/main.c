@@ -22,6 +22,7 @@
 #include "data/tokenizer.h"
 #include "parallel/comm.h"
 #include "train/cmd_ckpt.h"
+#include "train/cmd_config.h"
 #include "train/cmd_infer.h"
 #include "train/cmd_report.h"
 #include "train/cmd_upcycle.h"
@@ -34,6 +35,7 @@ static const char *MAIN_HELP =
     "usage: moetrain CONFIG.yaml [--set section.key=value ...] [--resume PATH|auto]\n"
     "                [--stop-at STEP]\n"
     "       moetrain ckpt info PATH\n"
+    "       moetrain config keys\n"
     "       moetrain report RUN_DIR... [--out FILE.html] [--force]\n"
     "       moetrain export CKPT OUT --format hf|gguf [--dtype T] [--max-shard-size BYTES]\n"
     "                       [--force]\n"
@@ -293,6 +295,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "tokenizer")) return cmd_tokenizer(argc - 2, argv + 2);
     if (!strcmp(argv[1], "data")) return cmd_data(argc - 2, argv + 2);
     if (!strcmp(argv[1], "ckpt")) return cmd_ckpt(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "config")) return cmd_config(argc - 2, argv + 2);
     if (!strcmp(argv[1], "report")) return cmd_report(argc - 2, argv + 2);
     if (!strcmp(argv[1], "export")) return cmd_export(argc - 2, argv + 2);
     if (!strcmp(argv[1], "sample")) return cmd_sample(argc - 2, argv + 2);

@@ -1,5 +1,6 @@
 /* test_ops_route.c: the router gate ops of moe.router (autograd/ops_route.c): top-p
- * (dynamic) gating, expert-choice gating and the router entropy penalty.
+ * (dynamic) gating and expert-choice gating; and the router entropy penalty that goes with
+ * top-p (autograd/ops_router_loss.c).
  * - forward against naive double-precision references written here (sort by probability,
  *   repeated selection per expert column) and hand-computed cases (ties, caps);
  * - the defining properties: top-p routes a mass >= p with the fewest experts (dropping the

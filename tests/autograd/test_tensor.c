@@ -6,7 +6,7 @@
  * bit: the recomputation does the same float operations on the same inputs, and its
  * backward accumulates into the same buffers in the same order. So most checks below are
  * memcmp against the inline graph, plus one finite-difference check (tolerances as in
- * test_ops.c: h = 1e-2, atol 2e-3 for the rmsnorm inside, rtol 1e-2) to show the inline
+ * ops_test.h: h = 1e-2, atol 2e-3 for the rmsnorm inside, rtol 1e-2) to show the inline
  * graph itself is the right gradient.
  */
 #include "autograd/blas.h"

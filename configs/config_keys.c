@@ -1,0 +1,461 @@
+/* config_keys.c: the key table of the run configuration (config_keys.h) and the per-key
+ * helpers that read it: lookup, value formatting, what a key accepts, range rules and the
+ * did-you-mean of unknown names.
+ *
+ * The doc of each row is the single description of its key: it is the comment beside the
+ * key in config_to_yaml's output and its line in the reference, docs/configuration.md
+ * (`moetrain config keys`). Shape letters are those of core/common.h.
+ */
+#include "configs/config_keys.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- key table */
+
+const char *const cfg_sections[CONFIG_N_SECTIONS] = {
+    "model", "moe", "train", "optim", "data", "run", "parallel", "checkpoint", "init",
+    "finetune"};
+
+const char *const cfg_section_docs[CONFIG_N_SECTIONS] = {
+    "the transformer's shape",
+    "the mixture-of-experts feed-forward layers and their router",
+    "the training loop",
+    "AdamW and the learning-rate schedule (linear warmup, then cosine decay)",
+    "the corpus and the tokenizer",
+    "the run directory",
+    "the layout of the MPI ranks",
+    "how often checkpoints are written and how many are kept",
+    "starting an MoE run from a dense checkpoint (sparse upcycling)",
+    "starting from a trained checkpoint: full fine-tuning or LoRA adapters"};
+
+#define KI(s, n, fld, lo, hi, fl, d) \
+    {s, n, T_INT, offsetof(Config, fld), 0, lo, hi, 0, 0, fl, d, NULL, NULL}
+#define KL(s, n, fld, lo, hi, fl, d) \
+    {s, n, T_I64, offsetof(Config, fld), 0, lo, hi, 0, 0, fl, d, NULL, NULL}
+#define KF(s, n, fld, lo, hi, fl, d) \
+    {s, n, T_FLOAT, offsetof(Config, fld), 0, 0, 0, lo, hi, fl, d, NULL, NULL}
+#define KB(s, n, fld, fl, d) \
+    {s, n, T_BOOL, offsetof(Config, fld), 0, 0, 0, 0, 0, fl, d, NULL, NULL}
+/* A string; dflt: how the reference shows its default (NULL: config_defaults' value). */
+#define KS(s, n, fld, dflt, d) \
+    {s, n, T_STR, offsetof(Config, fld), 0, 0, 0, 0, 0, 0, d, NULL, dflt}
+#define KLS(s, n, fld, cnt, fl, d) \
+    {s, n, T_LIST, offsetof(Config, fld), offsetof(Config, cnt), 0, 0, 0, 0, fl, d, NULL, NULL}
+/* An enumeration: written as one of the names, stored as its index (an int field). */
+#define KE(s, n, fld, names, fl, d) \
+    {s, n, T_ENUM, offsetof(Config, fld), 0, 0, \
+     (int64_t)(sizeof(names) / sizeof(names)[0]) - 1, 0, 0, fl, d, names, NULL}
+
+/* moe.router, in the order of CONFIG_ROUTER_* */
+static const char *const ROUTERS[] = {"topk", "topp", "expert_choice"};
+
+const KeySpec cfg_keys[] = {
+    KI(S_MODEL, "vocab_size", model.vocab_size, 258, 65536, F_SHAPE,
+       "V: tokenizer vocabulary size (256 byte tokens, V - 257 merges, one end-of-text token)"),
+    KI(S_MODEL, "dim", model.dim, 1, INT_MAX, F_SHAPE, "C: model (residual stream) width"),
+    KI(S_MODEL, "n_layers", model.n_layers, 1, INT_MAX, F_SHAPE, "L: transformer blocks"),
+    KI(S_MODEL, "n_heads", model.n_heads, 1, INT_MAX, F_SHAPE,
+       "H: query heads per attention layer"),
+    KI(S_MODEL, "n_kv_heads", model.n_kv_heads, 1, INT_MAX, F_SHAPE,
+       "Hkv: key/value heads (grouped-query attention; n_heads = plain multi-head); must "
+       "divide n_heads"),
+    KI(S_MODEL, "head_dim", model.head_dim, 2, INT_MAX, F_SHAPE | F_EVEN,
+       "D: width of each head, even (RoPE rotates pairs of dimensions)"),
+    KF(S_MODEL, "norm_eps", model.norm_eps, 0, HUGE_VAL, F_SHAPE | F_LO_OPEN,
+       "epsilon inside RMSNorm"),
+    KF(S_MODEL, "rope_theta", model.rope_theta, 0, HUGE_VAL, F_SHAPE | F_LO_OPEN,
+       "RoPE base frequency"),
+    KF(S_MODEL, "init_std", model.init_std, 0, HUGE_VAL, F_SHAPE | F_LO_OPEN,
+       "standard deviation of the normal weight initialisation"),
+    KI(S_MODEL, "sliding_window", model.sliding_window, 0, INT_MAX, F_SHAPE,
+       "W: query i attends keys i-W < j <= i (the last W positions, itself included; "
+       "Mistral); 0 = full causal attention"),
+
+    KI(S_MOE, "n_experts", moe.n_experts, 0, INT_MAX, F_SHAPE,
+       "E: experts per MoE layer; 0 = a dense SwiGLU FFN instead"),
+    KI(S_MOE, "top_k", moe.top_k, 1, INT_MAX, F_SHAPE,
+       "K: experts each token is routed to (router topk), at most n_experts"),
+    KI(S_MOE, "hidden", moe.hidden, 1, INT_MAX, F_SHAPE,
+       "F: hidden width of each expert, or of the dense FFN when n_experts = 0"),
+    KF(S_MOE, "capacity_factor", moe.capacity_factor, 0, HUGE_VAL, 0,
+       "an expert takes at most about capacity_factor x N K / E tokens a step (the overflow "
+       "is dropped); 0 = dropless. Router expert_choice: its capacity factor (0 = 1)"),
+    KB(S_MOE, "router_noise", moe.router_noise, 0,
+       "noisy top-k gating while training (Shazeer et al. 2017); off at evaluation"),
+    KF(S_MOE, "aux_loss_coef", moe.aux_loss_coef, 0, HUGE_VAL, 0,
+       "weight of the load-balancing loss (Switch Transformer)"),
+    KF(S_MOE, "z_loss_coef", moe.z_loss_coef, 0, HUGE_VAL, 0,
+       "weight of the router z-loss, which penalises large router logits (ST-MoE)"),
+    KI(S_MOE, "n_shared_experts", moe.n_shared_experts, 0, INT_MAX, F_SHAPE,
+       "always-active SwiGLU experts added to the routed output (DeepSeekMoE); 0 = none; "
+       "needs n_experts > 0"),
+    KI(S_MOE, "shared_hidden", moe.shared_hidden, 0, INT_MAX, F_SHAPE,
+       "hidden width of each shared expert; 0 = hidden"),
+    KF(S_MOE, "bias_update_rate", moe.bias_update_rate, 0, HUGE_VAL, 0,
+       "aux-loss-free balancing (router topk): step of the per-expert selection bias, 1e-3 "
+       "in the papers; 0 = off (a bias saved in the checkpoint is kept, frozen)"),
+    KE(S_MOE, "router", moe.router, ROUTERS, 0,
+       "topk: K experts per token; topp: experts per token by probability mass (Huang et "
+       "al. 2024); expert_choice: each expert picks its tokens (Zhou et al. 2022)"),
+    KF(S_MOE, "top_p", moe.top_p, 0, 1, F_LO_OPEN,
+       "topp: a token takes experts by router probability until their sum reaches this"),
+    KI(S_MOE, "max_experts", moe.max_experts, 0, INT_MAX, 0,
+       "topp: experts per token at most, <= n_experts; 0 = n_experts (no cap)"),
+    KF(S_MOE, "entropy_coef", moe.entropy_coef, 0, HUGE_VAL, 0,
+       "topp: weight of the router entropy penalty (part of the aux loss); ignored by the "
+       "other routers"),
+
+    KI(S_TRAIN, "seq_len", train.seq_len, 1, INT_MAX, 0, "T: tokens per sequence"),
+    KI(S_TRAIN, "micro_batch", train.micro_batch, 1, INT_MAX, 0,
+       "B: sequences per micro-batch, global over all ranks"),
+    KI(S_TRAIN, "grad_accum", train.grad_accum, 1, INT_MAX, 0,
+       "micro-batches accumulated per optimizer step"),
+    KL(S_TRAIN, "steps", train.steps, 1, INT64_MAX, 0, "optimizer steps to run"),
+    KL(S_TRAIN, "seed", train.seed, 0, INT64_MAX, 0,
+       "seed of the weight initialisation, the data order and the router noise"),
+    KL(S_TRAIN, "log_every", train.log_every, 1, INT64_MAX, 0, "steps between log lines"),
+    KL(S_TRAIN, "eval_every", train.eval_every, 0, INT64_MAX, 0,
+       "steps between validation runs; 0 = only at the end"),
+    KI(S_TRAIN, "eval_batches", train.eval_batches, 1, INT_MAX, 0,
+       "micro-batches per validation run"),
+    KI(S_TRAIN, "max_bad_steps", train.max_bad_steps, 1, INT_MAX, 0,
+       "non-finite steps (each skipped and reported) in a row that save a checkpoint and stop "
+       "the run, exit 1"),
+    KF(S_TRAIN, "spike_factor", train.spike_factor, 1, HUGE_VAL, 0,
+       "a gradient norm above this multiple of its running mean is logged as a spike "
+       "(grad_spike in metrics.jsonl)"),
+    KB(S_TRAIN, "recompute", train.recompute, 0,
+       "keep each block's input and output only and recompute its activations in backward: "
+       "the same results, less memory, one more forward"),
+    KI(S_TRAIN, "loss_chunk", train.loss_chunk, 0, INT_MAX, 0,
+       "rows of the LM head + cross-entropy computed at once; 0 = the whole micro-batch "
+       "(an (N, V) logits buffer)"),
+
+    KF(S_OPTIM, "lr", optim.lr, 0, HUGE_VAL, F_LO_OPEN, "peak learning rate, reached after "
+       "warmup"),
+    KF(S_OPTIM, "min_lr", optim.min_lr, 0, HUGE_VAL, 0,
+       "learning rate the cosine decay reaches at the last step, <= lr"),
+    KL(S_OPTIM, "warmup_steps", optim.warmup_steps, 0, INT64_MAX, 0,
+       "steps of linear warmup up to lr (from lr / warmup_steps)"),
+    KF(S_OPTIM, "beta1", optim.beta1, 0, 1, F_HI_OPEN, "AdamW first-moment decay"),
+    KF(S_OPTIM, "beta2", optim.beta2, 0, 1, F_HI_OPEN, "AdamW second-moment decay"),
+    KF(S_OPTIM, "eps", optim.eps, 0, HUGE_VAL, F_LO_OPEN, "AdamW denominator epsilon"),
+    KF(S_OPTIM, "weight_decay", optim.weight_decay, 0, HUGE_VAL, 0, "decoupled weight decay"),
+    KF(S_OPTIM, "grad_clip", optim.grad_clip, 0, HUGE_VAL, 0,
+       "the global gradient norm is clipped to this; 0 = no clipping"),
+
+    KS(S_DATA, "tokenizer", data.tokenizer, "(required)",
+       "BPE tokenizer file; when missing it is trained on data.text and written there"),
+    KLS(S_DATA, "text", data.text, data.n_text, 0, "raw UTF-8 text files to tokenize"),
+    KLS(S_DATA, "shards", data.shards, data.n_shards, 0,
+       "pre-encoded token shards (moetrain data encode); text or shards must be non-empty"),
+    KF(S_DATA, "val_fraction", data.val_fraction, 0, 0.5, F_LO_OPEN,
+       "fraction of the tokens held out for validation"),
+
+    KS(S_RUN, "dir", run.dir, "runs/<config name>",
+       "run directory: logs, checkpoints, the effective config (config name: the config "
+       "file's name without directory and extension)"),
+
+    KI(S_PARALLEL, "expert_parallel", parallel.expert_parallel, 0, INT_MAX, 0,
+       "ranks an MoE layer's experts are sharded over; 0 = min(ranks, n_experts)"),
+
+    KL(S_CHECKPOINT, "every", checkpoint.every, 0, INT64_MAX, 0,
+       "steps between checkpoints; 0 = only at the end and on SIGINT/SIGTERM"),
+    KI(S_CHECKPOINT, "keep", checkpoint.keep, 1, INT_MAX, 0,
+       "most recent checkpoints kept in the run directory"),
+
+    KS(S_INIT, "upcycle_from", init.upcycle_from, NULL,
+       "dense checkpoint upcycled into this MoE at the start (when there is none to resume); "
+       "needs moe.n_experts > 0 and a multiple of granularity, and the dense run's model.*"),
+    KF(S_INIT, "router_init_std", init.router_init_std, 0, HUGE_VAL, 0,
+       "the upcycled router's weights are N(0, std); 0 = zeros"),
+    KF(S_INIT, "expert_noise", init.expert_noise, 0, HUGE_VAL, 0,
+       "each upcycled expert weight is multiplied by 1 + x N(0, 1) with x this (seeded by "
+       "train.seed), to break the symmetry between copies"),
+    KI(S_INIT, "granularity", init.granularity, 1, INT_MAX, 0,
+       "G: the dense FFN's hidden units are split into G slices, one per expert (moe.hidden "
+       "= dense hidden / G)"),
+
+    KS(S_FINETUNE, "init_from", finetune.init_from, NULL,
+       "full checkpoint whose weights the run starts from (when there is none to resume); "
+       "model.*, moe.n_experts, top_k, hidden and the tokenizer as in its run; not with "
+       "init.upcycle_from"),
+    KI(S_FINETUNE, "lora_rank", finetune.lora_rank, 0, 65536, F_SHAPE,
+       "r: LoRA adapters of rank r on lora_targets, the base frozen (needs init_from); 0 = "
+       "no adapters, every weight is fine-tuned"),
+    KF(S_FINETUNE, "lora_alpha", finetune.lora_alpha, 0, HUGE_VAL, F_LO_OPEN,
+       "adapters are scaled by lora_alpha / lora_rank"),
+    KF(S_FINETUNE, "lora_dropout", finetune.lora_dropout, 0, 1, F_HI_OPEN,
+       "dropout on the adapters' input while training"),
+    KLS(S_FINETUNE, "lora_targets", finetune.lora_targets, finetune.n_lora_targets, F_SHAPE,
+        "attention projections that get adapters: each of q_proj, k_proj, v_proj, o_proj at "
+        "most once, non-empty when lora_rank > 0"),
+    KB(S_FINETUNE, "train_router", finetune.train_router, F_SHAPE,
+       "with adapters: the router (and noise router) weights train too"),
+    KB(S_FINETUNE, "train_experts", finetune.train_experts, F_SHAPE,
+       "with adapters: the expert weights (dense model: the FFN) train too"),
+};
+_Static_assert(sizeof cfg_keys / sizeof cfg_keys[0] == CONFIG_N_KEYS,
+               "CONFIG_N_KEYS is out of date");
+
+int cfg_key_index(int sec, const char *name) {
+    for (int i = 0; i < CONFIG_N_KEYS; i++)
+        if (cfg_keys[i].sec == sec && strcmp(cfg_keys[i].name, name) == 0) return i;
+    return -1;
+}
+
+int cfg_section_index(const char *name) {
+    for (int s = 0; s < CONFIG_N_SECTIONS; s++)
+        if (strcmp(cfg_sections[s], name) == 0) return s;
+    return -1;
+}
+
+/* ---------------------------------------------------------------- growable string */
+
+void cfg_buf_printf(Buf *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int need = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    ASSERT(need >= 0, "vsnprintf failed on format '%s'", fmt);
+    if (b->n + (size_t)need + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->n + (size_t)need + 1) cap *= 2;
+        b->p = moe_realloc(b->p, b->cap, cap);
+        b->cap = cap;
+    }
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->n, b->cap - b->n, fmt, ap);
+    va_end(ap);
+    b->n += (size_t)need;
+}
+
+/* ---------------------------------------------------------------- value formatting */
+
+/* Shortest %g form that reads back to the same double, so to_yaml round-trips exactly. */
+void cfg_fmt_double(double v, char *out, size_t cap) {
+    if (v == floor(v) && fabs(v) < 1e15) {  /* 10000, not 1e+04 */
+        snprintf(out, cap, "%.0f", v);
+        return;
+    }
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(out, cap, "%.*g", prec, v);
+        if (strtod(out, NULL) == v) return;
+    }
+}
+
+/* Length (2..4) and codepoint of the UTF-8 sequence at p (p[0] >= 0x80), or 0 when it is
+ * not valid UTF-8 (bad lead or continuation, overlong, surrogate, > U+10FFFF). */
+int cfg_utf8_seq(const unsigned char *p, uint32_t *cp) {
+    int len = p[0] >= 0xF0 && p[0] <= 0xF4 ? 4 : p[0] >= 0xE0 ? 3 : p[0] >= 0xC2 ? 2 : 0;
+    if (len == 0 || p[0] > 0xF4) return 0;
+    uint32_t v = p[0] & (0x7Fu >> len);
+    for (int k = 1; k < len; k++) {
+        if ((p[k] & 0xC0) != 0x80) return 0;  /* also stops at the NUL */
+        v = (v << 6) | (p[k] & 0x3Fu);
+    }
+    static const uint32_t min[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (v < min[len] || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
+    *cp = v;
+    return len;
+}
+
+/* A YAML double-quoted string that libyaml reads back to exactly s: escapes ", \, and every
+ * codepoint YAML does not allow raw in a stream (C0/C1 controls, DEL, U+FEFF, U+FFFE/FFFF)
+ * or would fold as a line break (U+0085, U+2028, U+2029). Other valid UTF-8 passes through;
+ * a byte that is not valid UTF-8 (only possible in a name taken from a file path) becomes
+ * \xNN, i.e. the codepoint U+00NN: the cfg_closest YAML can say. */
+static void fmt_quoted(Buf *b, const char *s) {
+    cfg_buf_printf(b, "\"");
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        uint32_t cp = *p;
+        int len = *p < 0x80 ? 1 : cfg_utf8_seq(p, &cp);
+        if (len == 0) len = 1;  /* invalid byte: cp stays the byte value */
+        if (cp == '"' || cp == '\\') cfg_buf_printf(b, "\\%c", (char)cp);
+        else if (cp < 0x20 || (cp >= 0x7F && cp <= 0x9F))
+            cfg_buf_printf(b, "\\x%02x", (unsigned)cp);
+        else if (cp == 0x2028 || cp == 0x2029 || cp == 0xFEFF || cp == 0xFFFE || cp == 0xFFFF)
+            cfg_buf_printf(b, "\\u%04x", (unsigned)cp);
+        else if (len == 1 && cp >= 0x80) cfg_buf_printf(b, "\\x%02x", (unsigned)cp);
+        else cfg_buf_printf(b, "%.*s", len, (const char *)p);
+        p += len;
+    }
+    cfg_buf_printf(b, "\"");
+}
+
+/* The value of key k in c as YAML text (appended to b). */
+void cfg_fmt_value(Buf *b, const Config *c, const KeySpec *k) {
+    const char *base = (const char *)c + k->off;
+    char num[64];
+    switch (k->type) {
+    case T_INT: cfg_buf_printf(b, "%d", *(const int *)base); break;
+    case T_I64: cfg_buf_printf(b, "%lld", (long long)*(const int64_t *)base); break;
+    case T_FLOAT:
+        cfg_fmt_double(*(const double *)base, num, sizeof num);
+        cfg_buf_printf(b, "%s", num);
+        break;
+    case T_BOOL: cfg_buf_printf(b, "%s", *(const bool *)base ? "true" : "false"); break;
+    case T_ENUM: {
+        int v = *(const int *)base;
+        if (v >= 0 && v <= k->imax) cfg_buf_printf(b, "%s", k->choices[v]);
+        else cfg_buf_printf(b, "%d", v);   /* only after a direct edit; validate rejects it */
+        break;
+    }
+    case T_STR: {
+        const char *s = *(char *const *)base;
+        if (s) fmt_quoted(b, s);
+        else cfg_buf_printf(b, "null");  /* unset optional string; to_yaml leaves it out */
+        break;
+    }
+    case T_LIST: {
+        char *const *l = *(char **const *)base;
+        size_t n = *(const size_t *)((const char *)c + k->off_n);
+        cfg_buf_printf(b, "[");
+        for (size_t i = 0; i < n; i++) {
+            if (i) cfg_buf_printf(b, ", ");
+            fmt_quoted(b, l[i]);
+        }
+        cfg_buf_printf(b, "]");
+        break;
+    }
+    }
+}
+
+/* "an integer in [1, 8]", "a number in [0, 1)", ... : what key k accepts. */
+void cfg_describe(const KeySpec *k, char *out, size_t cap) {
+    char lo[32], hi[32];
+    switch (k->type) {
+    case T_INT:
+    case T_I64: {
+        int64_t top = k->type == T_INT ? INT_MAX : INT64_MAX;
+        const char *what = (k->flags & F_EVEN) ? "an even integer" : "an integer";
+        if (k->imax == top) snprintf(out, cap, "%s >= %lld", what, (long long)k->imin);
+        else snprintf(out, cap, "%s in [%lld, %lld]", what, (long long)k->imin,
+                      (long long)k->imax);
+        break;
+    }
+    case T_FLOAT:
+        cfg_fmt_double(k->fmin, lo, sizeof lo);
+        cfg_fmt_double(k->fmax, hi, sizeof hi);
+        if (isinf(k->fmax))
+            snprintf(out, cap, "a number %s %s", (k->flags & F_LO_OPEN) ? ">" : ">=", lo);
+        else
+            snprintf(out, cap, "a number in %c%s, %s%c", (k->flags & F_LO_OPEN) ? '(' : '[',
+                     lo, hi, (k->flags & F_HI_OPEN) ? ')' : ']');
+        break;
+    case T_BOOL: snprintf(out, cap, "true or false"); break;
+    case T_ENUM: {
+        size_t n = (size_t)snprintf(out, cap, "one of ");
+        for (int64_t i = 0; i <= k->imax && n < cap; i++)
+            n += (size_t)snprintf(out + n, cap - n, "%s%s", i ? ", " : "", k->choices[i]);
+        break;
+    }
+    case T_STR: snprintf(out, cap, "a non-empty string"); break;
+    case T_LIST:
+        snprintf(out, cap, "a list of strings such as [a.txt, b.txt] ([] for none)");
+        break;
+    }
+}
+
+/* ---------------------------------------------------------------- did-you-mean */
+
+static size_t edit_distance(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 63 || lb > 63) return 64;
+    size_t row[64];
+    for (size_t j = 0; j <= lb; j++) row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best) best = up + 1;
+            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+/* Closest of names[0..n) to s within a small distance, or NULL. */
+const char *cfg_closest(const char *s, const char *const *names, int n) {
+    const char *best = NULL;
+    size_t bd = (size_t)-1, limit = strlen(s) / 3 + 1;
+    if (limit > 3) limit = 3;
+    for (int i = 0; i < n; i++) {
+        size_t d = edit_distance(s, names[i]);
+        if (d < bd) { bd = d; best = names[i]; }
+    }
+    return bd <= limit ? best : NULL;
+}
+
+/* ---------------------------------------------------------------- values and their rules */
+
+void cfg_value_free(Value *v) {
+    moe_free(v->s);
+    for (size_t j = 0; j < v->n; j++) moe_free(v->list[j]);
+    moe_free(v->list);
+    memset(v, 0, sizeof *v);
+}
+
+/* The current value of key k in c as a borrowed Value (for range re-checks). */
+Value cfg_peek(const Config *c, const KeySpec *k) {
+    const char *base = (const char *)c + k->off;
+    Value v = {0};
+    switch (k->type) {
+    case T_INT: v.i = *(const int *)base; break;
+    case T_I64: v.i = *(const int64_t *)base; break;
+    case T_FLOAT: v.f = *(const double *)base; break;
+    case T_BOOL: v.b = *(const bool *)base; break;
+    case T_ENUM: v.i = *(const int *)base; break;
+    case T_STR: v.s = *(char *const *)base; break;
+    case T_LIST: break;
+    }
+    return v;
+}
+
+
+int cfg_check_range(const KeySpec *k, const Value *v, const char *loc, const char *path,
+                       MoeErr *err) {
+    char want[128];
+    cfg_describe(k, want, sizeof want);
+    if (k->type == T_ENUM) {
+        if (v->i < k->imin || v->i > k->imax) {
+            moe_errorf(err, "%s: %s: value %lld is not a valid choice", loc, path,
+                       (long long)v->i);
+            return moe_hintf(err, "expected %s", want);
+        }
+    } else if (k->type == T_INT || k->type == T_I64) {
+        if (v->i < k->imin || v->i > k->imax) {
+            moe_errorf(err, "%s: %s: value %lld is out of range", loc, path, (long long)v->i);
+            return moe_hintf(err, "expected %s", want);
+        }
+        if ((k->flags & F_EVEN) && (v->i % 2)) {
+            moe_errorf(err, "%s: %s: value %lld is odd", loc, path, (long long)v->i);
+            return moe_hintf(err, "expected %s (RoPE rotates pairs of dimensions)", want);
+        }
+    } else if (k->type == T_FLOAT) {
+        bool lo_ok = (k->flags & F_LO_OPEN) ? v->f > k->fmin : v->f >= k->fmin;
+        bool hi_ok = (k->flags & F_HI_OPEN) ? v->f < k->fmax : v->f <= k->fmax;
+        if (!lo_ok || !hi_ok || !isfinite(v->f)) {
+            char num[32];
+            cfg_fmt_double(v->f, num, sizeof num);
+            moe_errorf(err, "%s: %s: value %s is out of range", loc, path, num);
+            return moe_hintf(err, "expected %s", want);
+        }
+    } else if (k->type == T_STR) {
+        if (!v->s || !*v->s) {
+            moe_errorf(err, "%s: %s: empty string", loc, path);
+            return moe_hintf(err, "expected %s", want);
+        }
+    }
+    return 0;
+}
+

@@ -1,0 +1,271 @@
+/* test_ops_norm.c: normalisation and position, autograd/ops_rmsnorm.c and ops_rope.c:
+ * op_rmsnorm (double reference, a hand-computed row, central differences, the rows split
+ * over the cores bit for bit) and op_rope / op_rope_inplace (double reference, the
+ * rotation's properties, central differences, in place equal to out of place bit for bit).
+ * Tolerances: ops_test.h.
+ */
+#include "ops_test.h"
+
+#include "autograd/blas.h"
+#include "core/pool.h"
+
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------- rmsnorm ---------------- */
+
+START_TEST(rmsnorm_forward_ref) {
+    const int shapes[][2] = {{3, 5}, {1, 1}, {4, 17}};
+    for (size_t s = 0; s < 3; s++) {
+        int N = shapes[s][0], C = shapes[s][1];
+        Tensor *x = rnd2(N, C, TENSOR_CONST, "x", 20 + s, -2, 2);
+        Tensor *g = rnd2(1, C, TENSOR_CONST, "g", 30 + s, 0.5f, 1.5f);
+        Tape t;
+        new_tape(&t, false);
+        Tensor *y = op_rmsnorm(&t, x, g, 1e-5f);
+        float *r = malloc(sizeof(float) * (size_t)N * C);
+        ref_rmsnorm(r, x->data, g->data, N, C, (double)1e-5f);
+        expect_close(y->data, r, (size_t)N * C, RED_ATOL, RED_RTOL, "rmsnorm forward");
+        free(r);
+        tape_free(&t);
+        tt_free(x);
+        tt_free(g);
+    }
+}
+END_TEST
+
+/* Large enough (N*C >= 2^16) that rmsnorm splits its rows over the cores and sums the gain
+ * gradient per row range (the suite also runs this with 2 threads): forward, dx and dg
+ * against the closed forms in double. Tolerances: forward as RED_* (sums of C = 256 squares
+ * in double, then a few float roundings); dx, dg: rtol 1e-4 / atol 1e-5, since dg sums
+ * N = 300 float products per element (~300 * 2^-24 ~ 2e-5 relative to sum|terms|). */
+START_TEST(rmsnorm_large_split) {
+    const int N = 300, C = 256;
+    const size_t n = (size_t)N * C;
+    Tensor *x = rnd2(N, C, TENSOR_PARAM, "x", 40, -2, 2);
+    Tensor *g = rnd2(1, C, TENSOR_PARAM, "g", 41, 0.5f, 1.5f);
+    Tape t;
+    new_tape(&t, true);
+    Tensor *y = op_rmsnorm(&t, x, g, 1e-5f);
+    float *ref = malloc(sizeof(float) * n), *dy = malloc(sizeof(float) * n);
+    float *rdx = malloc(sizeof(float) * n);
+    double *rdg = calloc((size_t)C, sizeof(double));
+    ref_rmsnorm(ref, x->data, g->data, N, C, (double)1e-5f);
+    expect_close(y->data, ref, n, RED_ATOL, RED_RTOL, "rmsnorm large forward");
+    MoeRng rng;
+    rng_seed(&rng, 42);
+    for (size_t j = 0; j < n; j++) dy[j] = (float)(2.0 * rng_uniform(&rng) - 1.0);
+    for (int r = 0; r < N; r++) {
+        const float *xr = x->data + (size_t)r * C, *dyr = dy + (size_t)r * C;
+        double ss = 0, dot = 0;
+        for (int c = 0; c < C; c++) ss += (double)xr[c] * (double)xr[c];
+        double rs = 1.0 / sqrt(ss / C + (double)1e-5f);
+        for (int c = 0; c < C; c++) dot += (double)dyr[c] * (double)g->data[c] * (double)xr[c];
+        for (int c = 0; c < C; c++) {
+            rdx[(size_t)r * C + c] =
+                (float)(rs * (double)g->data[c] * (double)dyr[c] -
+                        (double)xr[c] * rs * rs * rs / C * dot);
+            rdg[c] += (double)dyr[c] * (double)xr[c] * rs;
+        }
+    }
+    tape_backward(&t, y, dy);
+    expect_close(x->grad, rdx, n, 1e-5, 1e-4, "rmsnorm large dx");
+    float *rdgf = malloc(sizeof(float) * (size_t)C);
+    for (int c = 0; c < C; c++) rdgf[c] = (float)rdg[c];
+    expect_close(g->grad, rdgf, (size_t)C, 1e-5, 1e-4, "rmsnorm large dg");
+    tape_free(&t);
+    free(ref);
+    free(dy);
+    free(rdx);
+    free(rdg);
+    free(rdgf);
+    tt_free(x);
+    tt_free(g);
+}
+END_TEST
+
+/* x = [3, 4], g = [1, 1], eps = 0: mean(x^2) = (9 + 16) / 2 = 12.5, rms = sqrt(12.5)
+ * = 3.5355339, y = [3, 4] / 3.5355339 = [0.8485281, 1.1313708]. */
+START_TEST(rmsnorm_hand) {
+    Tensor *x = tt_tensor2(1, 2, TENSOR_CONST, "x"), *g = tt_tensor2(1, 2, TENSOR_CONST, "g");
+    x->data[0] = 3.0f;
+    x->data[1] = 4.0f;
+    g->data[0] = g->data[1] = 1.0f;
+    Tape t;
+    new_tape(&t, false);
+    Tensor *y = op_rmsnorm(&t, x, g, 0.0f);
+    EXPECT_NEAR(y->data[0], 0.8485281f, 1e-6f);
+    EXPECT_NEAR(y->data[1], 1.1313708f, 1e-6f);
+    tape_free(&t);
+    tt_free(x);
+    tt_free(g);
+}
+END_TEST
+
+/* rmsnorm's f''' grows like 1/rms^3: inputs in [-1, 1] with C = 5 keep rms >~ 0.3 and the
+ * truncation error below ~1e-3, hence atol 2e-3. */
+START_TEST(rmsnorm_backward_fd) {
+    Tensor *x = rnd2(3, 5, TENSOR_PARAM, "x", 21, -1, 1);
+    Tensor *g = rnd2(1, 5, TENSOR_PARAM, "g", 22, 0.5f, 1.5f);
+    float eps = 1e-5f;
+    Tensor *in[2] = {x, g};
+    ck_assert_int_eq(tt_check_grad(b_rmsnorm, &eps, in, 2, FD_H, 2e-3, FD_RTOL, "rmsnorm"), 0);
+    tt_free(x);
+    tt_free(g);
+}
+END_TEST
+
+/* ---------------- rope ---------------- */
+
+START_TEST(rope_forward_ref) {
+    /* (B, T, nh, D, pos0): odd T and nh, a large position where a float angle would drift. */
+    const int cfg[][5] = {{2, 3, 3, 4, 0}, {1, 5, 1, 8, 7}, {1, 2, 2, 6, 100000}};
+    for (size_t s = 0; s < 3; s++) {
+        int B = cfg[s][0], T = cfg[s][1], nh = cfg[s][2], D = cfg[s][3], pos0 = cfg[s][4];
+        Tensor *x = rnd2(B * T, nh * D, TENSOR_CONST, "x", 40 + s, -1, 1);
+        Tape t;
+        new_tape(&t, false);
+        Tensor *y = op_rope(&t, x, B, T, nh, D, 10000.0f, pos0);
+        float *r = malloc(sizeof(float) * x->n);
+        ref_rope(r, x->data, B, T, nh, D, 10000.0, pos0);
+        /* A rotation of O(1) values: cos/sin rounded to float (2^-24) plus two products and a
+         * sum: ~4 * 6e-8 absolute; EW tolerances apply. */
+        expect_close(y->data, r, x->n, EW_ATOL, EW_RTOL, "rope forward");
+        free(r);
+        tape_free(&t);
+        tt_free(x);
+    }
+}
+END_TEST
+
+/* Position 0 is the identity (cos 0 = 1, sin 0 = 0 exactly); each (i, i+D/2) pair keeps its
+ * norm; one element by hand. */
+START_TEST(rope_properties) {
+    int B = 2, T = 3, nh = 2, D = 4;
+    Tensor *x = rnd2(B * T, nh * D, TENSOR_CONST, "x", 41, -1, 1);
+    Tape t;
+    new_tape(&t, false);
+    Tensor *y = op_rope(&t, x, B, T, nh, D, 10000.0f, 0);
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < nh * D; c++) {
+            size_t j = (size_t)(b * T) * nh * D + c; /* t = 0 row of sequence b */
+            EXPECT_EQ(y->data[j], x->data[j]);
+        }
+    for (int row = 0; row < B * T; row++)
+        for (int h = 0; h < nh; h++)
+            for (int i = 0; i < D / 2; i++) {
+                size_t o = (size_t)row * nh * D + h * D;
+                double nx = hypot((double)x->data[o + i], (double)x->data[o + i + D / 2]);
+                double ny = hypot((double)y->data[o + i], (double)y->data[o + i + D / 2]);
+                ck_assert_msg(fabs(nx - ny) <= 1e-6 + 1e-6 * nx, "norm %g -> %g", nx, ny);
+            }
+
+    /* By hand: D = 4, base = 10000, pos0 = 7, x = [1, 2, 3, 4].
+     * theta_0 = 7 * 10000^0 = 7 rad; theta_1 = 7 * 10000^(-2/4) = 7/100 = 0.07 rad.
+     * y[0] = 1 cos 7 - 3 sin 7 = 0.753902 - 1.970960 = -1.217058
+     * y[1] = 2 cos 0.07 - 4 sin 0.07 = 1.995102 - 0.279771 = 1.715331
+     * y[2] = 3 cos 7 + 1 sin 7 = 2.261707 + 0.656987 = 2.918694
+     * y[3] = 4 cos 0.07 + 2 sin 0.07 = 3.990204 + 0.139886 = 4.130090 */
+    tape_reset(&t, false);
+    Tensor *x1 = tt_tensor2(1, 4, TENSOR_CONST, "x1");
+    for (int j = 0; j < 4; j++) x1->data[j] = (float)(j + 1);
+    Tensor *y1 = op_rope(&t, x1, 1, 1, 1, 4, 10000.0f, 7);
+    EXPECT_NEAR(y1->data[0], -1.217058f, 2e-6f);
+    EXPECT_NEAR(y1->data[1], 1.715331f, 2e-6f);
+    EXPECT_NEAR(y1->data[2], 2.918694f, 2e-6f);
+    EXPECT_NEAR(y1->data[3], 4.130090f, 2e-6f);
+    EXPECT_NEAR(y1->data[1], (float)(2 * cos(0.07) - 4 * sin(0.07)), 1e-6f);
+    tape_free(&t);
+    tt_free(x1);
+    tt_free(x);
+}
+END_TEST
+
+START_TEST(rope_backward_fd) {
+    RopeCtx c = {2, 3, 1, 4, 5, 10000.0f};
+    Tensor *x = rnd2(c.B * c.T, c.nh * c.D, TENSOR_PARAM, "x", 42, -1, 1);
+    Tensor *in[1] = {x};
+    ck_assert_int_eq(tt_check_grad(b_rope, &c, in, 1, FD_H, FD_ATOL, FD_RTOL, "rope"), 0);
+    RopeCtx c2 = {1, 2, 3, 6, 0, 500.0f};
+    Tensor *x2 = rnd2(c2.B * c2.T, c2.nh * c2.D, TENSOR_PARAM, "x2", 43, -1, 1);
+    Tensor *in2[1] = {x2};
+    ck_assert_int_eq(tt_check_grad(b_rope, &c2, in2, 1, FD_H, FD_ATOL, FD_RTOL, "rope nh=3"), 0);
+    tt_free(x);
+    tt_free(x2);
+}
+END_TEST
+
+/* op_rope_inplace: the rotation written over its input's memory equals op_rope bit for bit
+ * (same products and sums), forward and backward; finite differences through a copy
+ * (op_scale by 1, whose backward never reads its output) so the FD re-runs see fresh x. */
+static Tensor *b_rope_inplace(Tape *t, Tensor **in, void *ctx) {
+    const RopeCtx *c = ctx;
+    return op_rope_inplace(t, op_scale(t, in[0], 1.0f), c->B, c->T, c->nh, c->D, c->base,
+                           c->pos0);
+}
+
+START_TEST(rope_inplace_matches) {
+    const int cfg[][5] = {{2, 3, 3, 4, 0}, {1, 2, 2, 6, 100000}};
+    for (size_t s = 0; s < 2; s++) {
+        int B = cfg[s][0], T = cfg[s][1], nh = cfg[s][2], D = cfg[s][3], pos0 = cfg[s][4];
+        Tensor *x = rnd2(B * T, nh * D, TENSOR_PARAM, "x", 60 + s, -1, 1);
+        Tensor *x2 = rnd2(B * T, nh * D, TENSOR_PARAM, "x2", 60 + s, -1, 1);
+        Tensor *r = rnd2(B * T, nh * D, TENSOR_CONST, "r", 70 + s, -1, 1);
+        Tape t;
+        new_tape(&t, true);
+        Tensor *y = op_rope(&t, x, B, T, nh, D, 10000.0f, pos0);
+        tape_backward(&t, y, r->data);
+        float *ref = malloc(x->n * sizeof(float));   /* y lives in the arena: keep a copy */
+        memcpy(ref, y->data, x->n * sizeof(float));
+        tape_reset(&t, true);
+        Tensor *y2 = op_rope_inplace(&t, x2, B, T, nh, D, 10000.0f, pos0);
+        ck_assert_ptr_eq(y2->data, x2->data);
+        ck_assert_ptr_ne(y2, x2);
+        tape_backward(&t, y2, r->data);
+        ck_assert(memcmp(ref, y2->data, x->n * sizeof(float)) == 0);
+        ck_assert(memcmp(x->grad, x2->grad, x->n * sizeof(float)) == 0);
+        free(ref);
+        tape_free(&t);
+        tt_free(x);
+        tt_free(x2);
+        tt_free(r);
+    }
+    RopeCtx c = {2, 3, 2, 4, 5, 10000.0f};
+    Tensor *x = rnd2(c.B * c.T, c.nh * c.D, TENSOR_PARAM, "x", 62, -1, 1);
+    Tensor *in[1] = {x};
+    ck_assert_int_eq(tt_check_grad(b_rope_inplace, &c, in, 1, FD_H, FD_ATOL, FD_RTOL,
+                                   "rope in place"), 0);
+    tt_free(x);
+}
+END_TEST
+
+
+/* ---------------- suite */
+
+static Suite *ops_norm_suite(void) {
+    Suite *s = suite_create("ops_norm");
+    struct { const char *name; const TTest *tests[5]; } cases[] = {
+        {"rmsnorm", {rmsnorm_forward_ref, rmsnorm_hand, rmsnorm_backward_fd, rmsnorm_large_split,
+                     NULL}},
+        {"rope", {rope_forward_ref, rope_properties, rope_backward_fd, rope_inplace_matches, NULL}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        TCase *tc = tcase_create(cases[i].name);
+        for (int j = 0; j < 5 && cases[i].tests[j]; j++) tcase_add_test(tc, cases[i].tests[j]);
+        suite_add_tcase(s, tc);
+    }
+    return s;
+}
+
+int main(int argc, char **argv) {
+    (void)argc;
+    blas_init(argv);   /* start the BLAS as moetrain does: the kernels users run */
+    SRunner *sr = srunner_create(ops_norm_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
