@@ -32,6 +32,7 @@
 #include "autograd/blas.h"
 #include "checkpoints/ckpt.h"
 #include "checkpoints/export.h"
+#include "checkpoints/export_names.h"
 #include "checkpoints/gguf.h"
 #include "checkpoints/safetensors.h"
 #include "core/fs.h"
