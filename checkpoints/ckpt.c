@@ -341,7 +341,7 @@ static int read_meta(int64_t f, const char *path, CkptMeta *meta, int64_t *n_exp
 
 /* Checkpoints of format version 1 carry no seal: say once per file and process (and only on
  * rank 0 under MPI, where every rank reads the same file) that their HDF5 structures go
- * unverified; the file is still read, as earlier releases did. */
+ * unverified; the file is still read. */
 static void warn_unsealed(const char *path, const SealId *id) {
     if (moe_log_rank > 0) return;
     enum { N = 16 };
