@@ -24,6 +24,8 @@ void model_source_free(ModelSource *src) {
     memset(src, 0, sizeof *src);
 }
 
+/* Hyper-parameters read from a file, bounded before model_init sizes anything from them:
+ * -1 with err (label names the file) when any is out of range. */
 static int shape_sane(const ModelShape *s, const char *label, MoeErr *err) {
     const int lim = 1 << 20;
     if (s->V < TOK_MIN_VOCAB || s->V > lim || s->C < 1 || s->C > lim || s->L < 1 || s->L > 4096 ||
@@ -39,6 +41,8 @@ static int shape_sane(const ModelShape *s, const char *label, MoeErr *err) {
     return 0;
 }
 
+/* Integer member key of the object o into *out; an absent key gives def, or fails when def
+ * < 0 (required). Fails (-1, err) on a non-integer or |value| > 1e9. */
 static int json_int(const JsonValue *o, const char *key, int def, int *out, const char *label,
                     MoeErr *err) {
     const JsonValue *v = json_get(o, key);
@@ -58,6 +62,8 @@ static int json_int(const JsonValue *o, const char *key, int def, int *out, cons
     return 0;
 }
 
+/* An HF export directory (export_hf.h): config.json, the safetensors files, tokenizer.json
+ * when present. */
 static int load_hf(ModelSource *src, const char *dir, MoeErr *err) {
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
@@ -205,6 +211,8 @@ done:
     return rc;
 }
 
+/* A GGUF file (export_gguf.h): the llama.* keys, the tensors (q/k rows un-permuted), the
+ * tokenizer arrays when present. */
 static int load_gguf(ModelSource *src, const char *path, MoeErr *err) {
     GgufFile f;
     int rc = -1;
