@@ -4,7 +4,7 @@
  *
  *   bench_ckpt [CONFIG] [DIR]
  *
- * CONFIG defaults to configs/mixtral_tiny.yaml (its model, with AdamW moments: ~180 MiB);
+ * CONFIG defaults to configs/mixtral_tiny.yaml (its model, with AdamW moments);
  * the file is DIR/bench_ckpt.h5 (default /tmp), removed at the end. Times are wall clock
  * and include the page cache's help (the file was just written). Not a test.
  */

@@ -181,17 +181,6 @@ static int write_router_bias(Writer *w, const Model *m) {
     return h5io_write(w->file, w->path, CKPT_ROUTER_BIAS, true, 2, dims, m->router_bias, w->err);
 }
 
-/* fsync a file or directory by path; -1 with errno on failure. */
-static int fsync_path(const char *path, int flags) {
-    int fd = open(path, flags);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    int e = errno;
-    close(fd);
-    errno = e;
-    return rc;
-}
-
 int ckpt_save(const char *path, const Config *c, const Model *m, const CkptMeta *meta,
               const char *tokenizer_path, bool with_optimizer, MoeErr *err) {
     h5io_quiet();
@@ -201,7 +190,6 @@ int ckpt_save(const char *path, const Config *c, const Model *m, const CkptMeta 
     snprintf(tmp, tl, "%s.tmp", path);
     Writer w = {.file = -1, .path = tmp, .optim = with_optimizer, .adapter = meta->adapter,
                 .err = err};
-    const char *step = NULL;
     /* Create the temporary ourselves first: the OS reason (no such directory, permission
      * denied) is clearer than HDF5's. */
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -221,19 +209,9 @@ int ckpt_save(const char *path, const Config *c, const Model *m, const CkptMeta 
     if (h5io_close(f, tmp, err)) goto fail;
     /* libhdf5 is done with the file: digest it into its user block (and fsync) */
     if (seal_write(tmp, err)) goto fail;
-    step = "rename";
-    if (rename(tmp, path)) goto fail_os;
-    /* Make the rename durable. Best effort: some filesystems refuse to fsync a directory,
-     * and the file itself is already complete. */
-    char *dir = moe_strdup(path), *slash = strrchr(dir, '/');
-    if (slash) *(slash == dir ? slash + 1 : slash) = 0;
-    (void)fsync_path(slash ? dir : ".", O_RDONLY);
-    moe_free(dir);
+    if (fs_publish(tmp, path, err)) goto fail;
     moe_free(tmp);
     return 0;
-fail_os:
-    moe_errorf(err, "%s: %s failed: %s", tmp, step, strerror(errno));
-    moe_hintf(err, "check free disk space and permissions; an older %s is unchanged", path);
 fail:
     if (w.file >= 0) h5io_close(w.file, tmp, NULL);
     unlink(tmp);
@@ -363,7 +341,7 @@ static int read_meta(int64_t f, const char *path, CkptMeta *meta, int64_t *n_exp
 
 /* Checkpoints of format version 1 carry no seal: say once per file and process (and only on
  * rank 0 under MPI, where every rank reads the same file) that their HDF5 structures go
- * unverified; the file is still read, as earlier releases did. */
+ * unverified; the file is still read. */
 static void warn_unsealed(const char *path, const SealId *id) {
     if (moe_log_rank > 0) return;
     enum { N = 16 };

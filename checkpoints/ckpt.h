@@ -35,19 +35,19 @@
  * libhdf5 has closed the file, ckpt_save writes the seal into the first 4096 bytes: the
  * file's length and the SHA-256 of bytes 4096..end (by hand: `head -n 4 FILE` shows the
  * record, `tail -c +4097 FILE | sha256sum` recomputes the digest). Every reader below checks
- * the seal BEFORE libhdf5 parses anything (a damaged superblock, object header or B-tree
- * used to crash libhdf5 or silently read a tensor as zeros), then checks that the file it
+ * the seal BEFORE libhdf5 parses anything (libhdf5 does not validate its own structures
+ * against damage: checkpoints/seal.h), then checks that the file it
  * opens is the one it verified, then the attributes: each value is bounded so that a
  * crafted or edited file is refused naming the attribute. A verdict is cached per process
  * and file identity (checkpoints/seal.h), so opening one file several times hashes it once.
  * Inside, every dataset is still chunked with HDF5's Fletcher32 filter and the 1.8
  * object-header format checksums the metadata. Files are written to "PATH.tmp", flushed,
- * closed, sealed, fsynced and renamed, then the directory is fsynced: a reader never sees a
- * partial file under the final name. Every failure becomes a MoeErr naming the file and the
- * dataset or attribute (HDF5's own error printing is switched off process-wide by every
- * ckpt_ call).
- * Format version 1 files (earlier releases, no seal) are still read, with a one-line
- * warning on stderr: their HDF5 structures cannot be verified.
+ * closed, sealed, fsynced and renamed, then the directory is fsynced (core/fs.h fs_publish):
+ * a reader never sees a partial file under the final name. Every failure becomes a MoeErr
+ * naming the file and the dataset or attribute (HDF5's own error printing is switched off
+ * process-wide by every ckpt_ call).
+ * Format version 1 files (no seal) are still read, with a one-line warning on stderr: their
+ * HDF5 structures cannot be verified.
  *
  * Non-goals (yet): gathering expert slices from other ranks (ckpt_save writes the experts
  * this process holds, which is all of them on one rank), parallel HDF5, compression,

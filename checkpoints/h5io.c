@@ -13,8 +13,8 @@
 #define H5IO_CHUNK_ELEMS ((uint64_t)1 << 20)
 
 void h5io_quiet(void) {
-    /* HDF5 1.10 crashes in its atexit cleanup (H5F__close_cb) when an H5Fclose failed
-     * earlier, e.g. on a full disk: skip that cleanup. Every file we open is closed (or, on
+    /* libhdf5 1.10's atexit cleanup (H5F__close_cb) is not safe after a failed H5Fclose
+     * (e.g. on a full disk): it is switched off. Every file we open is closed (or, on
      * failure, its temporary removed) by our own code, so nothing is lost. H5dont_atexit
      * only works before the library initialises, hence the guard. */
     static bool once = false;

@@ -17,7 +17,8 @@
 #include "core/common.h"
 #include "checkpoints/seal.h"
 
-/* Switch off HDF5's automatic error-stack printing (process-wide; idempotent). */
+/* Switch off HDF5's automatic error-stack printing and its atexit cleanup (process-wide;
+ * idempotent). */
 void h5io_quiet(void);
 
 /* HDF5's innermost error description of the failure just seen (or "" when the stack is

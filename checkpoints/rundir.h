@@ -18,9 +18,9 @@
  * lineage_gen among the checkpoints there (CkptMeta), and its checkpoints record G and the
  * (generation, step) of the checkpoint it resumed from. The LINEAGE of a checkpoint T is
  * the files of T's generation with step <= T.step, plus the lineage of T's parent; files of
- * generation 0 (written before generations existed, or by other commands) have no parent
- * and are ordered by step. `--resume auto` takes the tip of the newest generation, and
- * retention deletes only older members of the current lineage.
+ * generation 0 (no lineage attributes, e.g. files written by other commands) have
+ * no parent and are ordered by step. `--resume auto` takes the tip of the newest generation,
+ * and retention deletes only older members of the current lineage.
  *
  * "Readable" below means ckpt_read_meta succeeds (cheap: attributes only); a file is
  * verified (ckpt_verify, which may read the whole file) only before it is resumed from or

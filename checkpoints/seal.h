@@ -1,11 +1,10 @@
 /* seal.h: the whole-file seal of a checkpoint (internal to checkpoints/: use ckpt.h).
  *
- * Why: libhdf5 parses its own structures (superblock, object headers, link and chunk-index
- * B-trees, heaps) before any per-dataset Fletcher32 checksum is looked at, and it is not
- * hardened against damaged ones: single flipped bytes there crashed it (SIGSEGV in
- * H5Lvisit) or made a chunk disappear, so a tensor read back as zeros with every checksum
- * "verified". So every byte of the file is checked here, by our own code, before libhdf5
- * reads any of it.
+ * Guarantee: every byte of a sealed file is checked, by our own code, before libhdf5 parses
+ * any of it. libhdf5 parses its own structures (superblock, object headers, link and
+ * chunk-index B-trees, heaps) before any per-dataset Fletcher32 checksum is looked at, and
+ * does not validate them against damage; so a damaged file is refused here, never handed
+ * to libhdf5.
  *
  * Layout: a sealed file is an HDF5 file created with a SEAL_BLOCK-byte user block
  * (H5Pset_userblock: libhdf5 never reads or writes those bytes, its addresses start after
@@ -29,15 +28,14 @@
  *
  * Why SHA-256 and not a fast 64-bit hash: the digest is also what a user compares by hand or
  * records elsewhere (a manifest, a model card) to know that a file is the one that was
- * written; a 64-bit non-cryptographic hash can be matched on purpose in seconds. It is not a
- * signature: whoever can write the file can also write a new seal. Its cost, ~340 MB/s on one
- * core (portable C, no SHA instructions), is paid once per process per file (see the cache
- * in seal_verify).
+ * written; a 64-bit non-cryptographic hash can be matched on purpose. It is not a
+ * signature: whoever can write the file can also write a new seal. Its cost is paid once
+ * per process per file (see the cache in seal_verify; bench/bench_ckpt.c measures it).
  *
- * Files without a seal: checkpoints of format version 1 (earlier releases) have no user
- * block and start with HDF5's signature; seal_verify reports them as legacy (sealed false)
- * and the caller decides (ckpt.c reads them with a warning). No single changed byte can make
- * a sealed file look like that (the signature is 8 bytes).
+ * Files without a seal: checkpoints of format version 1 have no user block and start with
+ * HDF5's signature; seal_verify reports them as legacy (sealed false) and the caller
+ * decides (ckpt.c reads them with a warning). No single changed byte can make a sealed file
+ * look like that (the signature is 8 bytes).
  *
  * Not thread-safe (a process-wide cache): call from one thread, as checkpoint I/O is.
  */

@@ -5,9 +5,8 @@
  * section 6.2.2, padding with a 1 bit, zeros and the 64-bit bit length (5.1.1). The output
  * is what coreutils' sha256sum prints, so a user can check a checkpoint by hand.
  *
- * Non-goals: SHA-224/384/512, HMAC, hardware SHA instructions (portable C only: ~350 MB/s
- * on one core of the development host, as fast as coreutils' sha256sum there; bench_ckpt
- * measures it).
+ * Non-goals: SHA-224/384/512, HMAC, hardware SHA instructions (portable C only;
+ * bench/bench_ckpt.c measures its throughput).
  */
 #ifndef MOE_SHA256_H
 #define MOE_SHA256_H

@@ -1,53 +1,33 @@
 /* upcycle.h: sparse upcycling: initialise an MoE model from a trained dense checkpoint.
  *
- * Sparse upcycling (Komatsuzaki et al. 2023, "Sparse Upcycling: Training Mixture-of-Experts
- * from Dense Checkpoints", ICLR): every expert of an MoE layer starts as a copy of the dense
- * SwiGLU FFN (w1 = gate_proj, w3 = up_proj, w2 = down_proj); embeddings, attention, norms and
- * the LM head are copied unchanged; the router starts at N(0, S) (or zeros for S = 0), the
- * noise router (noise_gate) at zeros, and training continues with fresh AdamW moments from
- * step 0. Our gates are the softmax over the K selected router logits, so they sum to 1:
- * with identical experts the MoE layer computes exactly the dense FFN, whatever the router
- * picks, and the upcycled model at step 0 is the dense model.
+ * References: Komatsuzaki et al. 2023, "Sparse Upcycling: Training Mixture-of-Experts from
+ * Dense Checkpoints" (ICLR): experts as copies of the dense FFN; He et al. 2024, "Upcycling
+ * Large Language Models into Mixture of Experts" (arXiv 2410.07524; Megatron-Core's
+ * moe/upcycling_utils.py): granularity, "virtual group" router init, weight scaling; Dai et
+ * al. 2024, DeepSeekMoE (arXiv 2401.06066): shared experts. docs/upcycling.md explains the
+ * scheme and why each part keeps the dense function.
  *
- * Granularity G > 1 (He et al. 2024, "Upcycling Large Language Models into Mixture of
- * Experts", arXiv 2410.07524, as implemented in Megatron-Core's
- * megatron/core/transformer/moe/upcycling_utils.py): the dense FFN's F hidden units are cut
- * into G slices of width F/G. Slice s takes rows [s F/G, (s+1) F/G) of w1 and of w3 (the
- * gate/up pairs stay together) and the same columns of w2, so the dense FFN is the sum of
- * its G slices: w2 (silu(w1 x) * w3 x) = sum_s w2[:, s] (silu(w1[s] x) * w3[s] x). With E
- * experts there are E/G copies of the slice set: expert e = c G + s (copy c = e / G) holds
- * slice s. "Virtual group" router init (same paper), used when K is a multiple of G: the
- * router row of expert c G + s is row c of an (E/G, C) draw, i.e. shared by the G slices of
- * a copy, so a copy's slices tie and a token's top K are K/G whole copies. For K < G each
- * expert gets its own row instead (shared rows would make every token use the lowest-index
- * slices of a group, since ties go to the lower index).
- * Weight scaling (same paper, sec. "weight scaling"; Megatron-Core's activation scale for
- * topK-then-softmax routing, moe_router_pre_softmax = false): a token's output is
- * sum_k g_k y_{e_k} with gates summing to 1, so K selected slices of equal gate 1/K give
- * (1/K) sum of K slices ~ (1/K)(K/G) dense = dense / G: the MoE output is multiplied back
- * by a = G. Megatron-Core spreads a as a^(1/3) over fc1 (w1 and w3) and fc2, which is exact
- * only for positively homogeneous activations; silu is not, so here the whole factor goes to
- * w2 (the layer output is linear in w2): exact whenever the selected slices form whole
- * copies with equal gates within each copy (E = G = K with a zero router, or K a multiple
- * of G with the virtual-group router, router noise off), and equal to the dense FFN only in
- * expectation over which K of the G slices a token selects otherwise. G = 1 gives a = 1
- * (plain copies).
- *
- * Expert noise X > 0 breaks the symmetry between copies: each expert weight is multiplied
- * by (1 + X n), n ~ N(0, 1) drawn from the counter-based RNG keyed by (seed, layer, tensor,
- * global expert, element), so the values do not depend on the rank layout (like Drop-
- * Upcycling's partial re-init, Nakamura et al. 2025, it is a perturbation of the copies;
- * moetrain's only one).
- *
- * Shared experts (DeepSeekMoE, Dai et al. 2024, arXiv:2401.06066: fine-grained experts plus
- * shared-expert isolation): the MoE's shared experts, total width Fs = n_shared *
- * shared_hidden, start as the FIRST Fs hidden units of the dense FFN (rows [0, Fs) of w1 and
- * w3, columns [0, Fs) of w2, unscaled, no expert noise: they see every token, exactly like
- * the dense FFN did), and the routed experts are cut from the REMAINING F - Fs units as
- * above (G slices of width (F - Fs) / G, w2 scaled by G). Since a SwiGLU is the sum of its
- * hidden units' contributions, shared + routed = the dense FFN under the same conditions as
- * without shared experts (e.g. G = 1 with any router: exactly), so the upcycled model's
- * first forward is the dense model's. The widths must add up: moe.hidden * G + Fs = F.
+ * The upcycled model (dense SwiGLU w1 = gate_proj, w3 = up_proj (F, C), w2 = down_proj
+ * (C, F); G = granularity, Fs = n_shared * shared_hidden, S = router_init_std, X =
+ * expert_noise):
+ *   embeddings, attention, norms, LM head   copied unchanged
+ *   shared experts      hidden units [0, Fs) of the dense FFN (rows of w1/w3, columns of
+ *                       w2), unscaled, no noise
+ *   routed expert e     e = c G + s holds slice s of the remaining F - Fs units, width
+ *                       (F - Fs) / G (rows of w1 and w3, the same columns of w2), w2
+ *                       multiplied by G (the whole scale on w2: silu is not homogeneous),
+ *                       every weight by (1 + X n), n ~ N(0, 1) from the counter-based RNG
+ *                       keyed by (seed, layer, tensor, global expert, element), so the
+ *                       values do not depend on the rank layout
+ *   router              N(0, S) (zeros for S = 0); when K is a multiple of G the G slices of
+ *                       copy c share row c of an (E/G, C) draw, else one row per expert;
+ *                       the noise router (noise_gate) zeros
+ *   optimizer           fresh AdamW moments, step 0
+ * Guarantee (router noise off, X = 0): at step 0 the upcycled model computes exactly what
+ * the dense model computed when G = 1 (any router), E = G = K with a zero router, or K a
+ * multiple of G with the virtual-group router; otherwise it equals the dense FFN in
+ * expectation over which slices a token selects. The widths must add up: moe.hidden * G +
+ * Fs = dense F.
  *
  * Non-goals: upcycling an MoE into a bigger MoE, dense layers kept dense.
  */

@@ -1,6 +1,7 @@
 /* fs.c: checked file I/O. See fs.h. */
 #include "core/fs.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -123,6 +124,15 @@ fail:
     return -1;
 }
 
+/* fsync a file or directory by name, best effort (some file systems refuse directories). */
+static void fsync_path(const char *path) {
+    int fd = open(path, O_RDONLY);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+}
+
 int fs_publish(const char *tmp, const char *path, MoeErr *err) {
     if (rename(tmp, path) != 0) {
         moe_errorf(err, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
@@ -131,11 +141,62 @@ int fs_publish(const char *tmp, const char *path, MoeErr *err) {
     }
     char *dir = moe_strdup(path), *slash = strrchr(dir, '/');
     if (slash) *(slash == dir ? slash + 1 : slash) = 0;
-    int dfd = open(slash ? dir : ".", O_RDONLY);
-    if (dfd >= 0) {
-        (void)fsync(dfd);
-        close(dfd);
-    }
+    fsync_path(slash ? dir : ".");
     moe_free(dir);
+    return 0;
+}
+
+int fs_temp_dir(const char *path, char *out, size_t cap, MoeErr *err) {
+    if (snprintf(out, cap, "%s.tmp-XXXXXX", path) >= (int)cap || !mkdtemp(out)) {
+        moe_errorf(err, "%s: cannot create the output directory: %s", path,
+                   strlen(path) + 12 >= cap ? "path too long" : strerror(errno));
+        out[0] = 0;
+        return moe_hintf(err, "check that the parent directory exists and is writable");
+    }
+    return 0;
+}
+
+void fs_remove_dir_flat(const char *dir) {
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *de;
+        char p[4096];
+        while ((de = readdir(d))) {
+            if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+            snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+            unlink(p);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+int fs_publish_dir(const char *tmpdir, const char *path, bool replace, MoeErr *err) {
+    mode_t um = umask(0);
+    umask(um);
+    chmod(tmpdir, 0777 & ~um);
+    fsync_path(tmpdir);
+    char old[4200] = "";
+    struct stat st;
+    if (replace && lstat(path, &st) == 0) {
+        /* mkdtemp makes an empty directory with a fresh name; rename replaces an empty
+         * directory atomically */
+        snprintf(old, sizeof old, "%s.old-XXXXXX", path);
+        const bool made = mkdtemp(old) != NULL;
+        if (!made || rename(path, old) != 0) {
+            moe_errorf(err, "%s: cannot move the old directory aside: %s", path,
+                       strerror(errno));
+            if (made) rmdir(old);
+            return moe_hintf(err, "check that the parent directory is writable");
+        }
+    }
+    if (fs_publish(tmpdir, path, err) != 0) {
+        if (old[0] && rename(old, path) != 0)
+            return moe_hintf(err, "the previous %s is in %s", path, old);
+        if (!old[0])
+            return moe_hintf(err, "remove %s if it was created meanwhile and try again", path);
+        return -1;
+    }
+    if (old[0]) fs_remove_dir_flat(old);
     return 0;
 }

@@ -1,4 +1,5 @@
-/* fs.h: checked file I/O: whole-file reads, the one crash-safe write, directories.
+/* fs.h: checked file I/O: whole-file reads, the one crash-safe write (files and whole
+ * directories), directories.
  *
  * Every failure is a MoeErr naming the path and the OS reason, with a hint.
  */
@@ -42,5 +43,26 @@ void fs_atomic_abort(FsAtomicFile *af);
  * The caller has fsynced tmp's contents. A reader never sees a partial file under path.
  * Fails (-1, err naming both paths and the OS reason); then path is unchanged. */
 int fs_publish(const char *tmp, const char *path, MoeErr *err);
+
+/* ---- directories published whole (a directory of files appears complete or not at all) */
+
+/* Make a fresh, empty directory "<path>.tmp-XXXXXX" next to path (mkdtemp: mode 0700 until
+ * fs_publish_dir) and write its name to out (cap bytes). Fails (-1, err naming path and the
+ * OS reason, with hint); out is then "". */
+int fs_temp_dir(const char *path, char *out, size_t cap, MoeErr *err);
+
+/* Remove dir and the entries directly inside it (not recursive: meant for a temporary or
+ * replaced directory of plain files). Best effort, silent: what cannot be removed stays. */
+void fs_remove_dir_flat(const char *dir);
+
+/* Publish the complete directory tmpdir (from fs_temp_dir; every file in it fsynced, e.g.
+ * written with fs_atomic_*) as path: give it the permissions mkdir would (0777 & ~umask),
+ * fsync it, then fs_publish (rename, fsync of the parent). Without replace, path must not
+ * exist. With replace and an existing path (a directory the caller has checked may go),
+ * the old directory is first renamed aside to "<path>.old-XXXXXX" and removed
+ * (fs_remove_dir_flat) only once tmpdir is in place; if tmpdir cannot be renamed the old one
+ * is renamed back. Fails (-1, err); path is then as it was (or the hint names where the
+ * old directory is) and tmpdir is left for the caller to remove. */
+int fs_publish_dir(const char *tmpdir, const char *path, bool replace, MoeErr *err);
 
 #endif

@@ -52,7 +52,7 @@ def main():
     print(" *   UNI_LETTER = categories Lu Ll Lt Lm Lo (\\p{L}),")
     print(" *   UNI_NUMBER = categories Nd Nl No (\\p{N}),")
     print(" *   UNI_SPACE  = Python str.isspace() (\\s).")
-    print(" * Included only by data/tokenizer.c (binary search at run time). */")
+    print(" * Included only by data/pretokenize.c (binary search at run time). */")
     print("#ifndef MOE_UNICODE_TABLES_H")
     print("#define MOE_UNICODE_TABLES_H")
     print("#include <stdint.h>")

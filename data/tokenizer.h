@@ -4,11 +4,12 @@
  *   ids 0..255        the single bytes (id = byte value)
  *   ids 256..V-2      merges in rank order: merge r creates id 256+r = concat(a_r, b_r)
  *   id  V-1           the special token "<|endoftext|>" (document separator, BOS/EOS)
- * so there are V-257 merges. Text is first split with GPT-2's pre-tokenizer pattern
- *   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
- * (implemented by hand over UTF-8 codepoints; an invalid UTF-8 byte is one codepoint of class
- * "other"), then BPE merges are applied inside each pre-token, lowest rank first. Encoding is
- * lossless for any byte string: decode(encode(x)) == x.
+ * so there are V-257 merges. Text is first split with GPT-2's pre-tokenizer
+ * (data/pretokenize.h), then BPE merges are applied inside each pre-token, lowest rank
+ * first. Encoding is lossless for any byte string: decode(encode(x)) == x.
+ *
+ * Implemented in three files: data/tokenizer.c (building from merges, encode, decode, the
+ * file), data/bpe_train.c (training), data/pretokenize.c (the pre-tokenizer).
  *
  * Non-goals: parsing special tokens out of text (encode treats "<|endoftext|>" as plain text;
  * callers insert tok_eot() themselves), Unicode normalisation, other pre-tokenizer patterns.
@@ -33,6 +34,7 @@
 #define TOK_EOT_TEXT "<|endoftext|>"
 #define TOK_MIN_VOCAB 258
 #define TOK_MAX_VOCAB (1 << 30)
+#define TOK_MAX_TOKEN_BYTES (1u << 24)   /* longest token (16 MiB) a tokenizer may make */
 
 typedef struct Tokenizer {
     int vocab_size;          /* V */
@@ -52,8 +54,9 @@ typedef struct Tokenizer {
 /* Train a tokenizer of vocab_size V on the text files paths[0..n_paths) (each file is one
  * document; pre-tokens never cross files). *t must be zeroed or freed; on success it owns new
  * memory (release with tok_free). Fails (-1, err with hint) on an unreadable or empty file,
- * V outside [258, 2^30], a token longer than 16 MiB, or when the corpus has fewer distinct mergeable pairs than V-257
- * (vocab_size too large for this corpus); *t is left zeroed on failure. */
+ * V outside [258, 2^30], a token longer than TOK_MAX_TOKEN_BYTES, or when the corpus has
+ * fewer distinct mergeable pairs than V-257 (vocab_size too large for this corpus); *t is
+ * left zeroed on failure. Ties between equally frequent pairs go to the smaller (a, b). */
 int tok_train(Tokenizer *t, const char *const *paths, int n_paths, int vocab_size, MoeErr *err);
 
 /* Same as tok_train on in-memory documents bufs[i] of lens[i] bytes (borrowed). Empty
@@ -83,21 +86,27 @@ int tok_decode(const Tokenizer *t, const int32_t *ids, size_t n, uint8_t *out, s
 /* The special token id, V-1. */
 int tok_eot(const Tokenizer *t);
 
-/* ---- GPT-2 pre-tokenizer and byte alphabet (exposed for tests and export) ---- */
+/* ---- building from merges ---- */
 
-/* Split text (n bytes) into GPT-2 pre-tokens. Calls fn(text + start, len, ctx) for each
- * pre-token in order; the pre-tokens tile the text exactly. */
-void tok_pretokenize(const uint8_t *text, size_t n,
-                     void (*fn)(const uint8_t *piece, size_t len, void *ctx), void *ctx);
+/* Build *t (any contents, overwritten) for vocabulary V from its merge list, taking ownership
+ * of merges ((V-257, 2) ids, moe_malloc'd; the caller has checked that merge r uses only ids
+ * below 256 + r): token bytes, the rank table and tok_hash. Returns -1 on success; else the
+ * rank of the first merge that repeats an earlier pair (t->rank_vals is then set) or makes
+ * a token longer than TOK_MAX_TOKEN_BYTES (t->rank_vals NULL), with t half-built: tok_free
+ * it. */
+int tok_build(Tokenizer *t, int V, int32_t *merges);
 
-/* GPT-2 bytes_to_unicode: the codepoint that stands for byte b in vocab strings
- * (printable latin-1 maps to itself; the other 68 bytes map to 256+k in byte order). */
-uint32_t tok_byte_to_unicode(uint8_t b);
+/* The key of pair (a, b) in the rank table and the trainer's pair map. */
+static inline uint64_t tok_pair_key(int32_t a, int32_t b) {
+    return ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
+}
+
+/* ---- token access ---- */
 
 /* Render token id as its GPT-2 vocab string in UTF-8 (each byte mapped by
- * tok_byte_to_unicode; the special token is the literal "<|endoftext|>"). Writes at most
+ * tok_byte_to_unicode, data/pretokenize.h; the special token is the literal "<|endoftext|>"). Writes at most
  * cap-1 bytes plus a NUL (if cap > 0) and returns the full length (like snprintf); 16 bytes
- * per token byte always suffice. ASSERTs 0 <= id < V. */
+ * per token byte always suffice; the string holds no NUL. ASSERTs 0 <= id < V. */
 size_t tok_token_gpt2_str(const Tokenizer *t, int id, char *out, size_t cap);
 
 /* Token id's bytes (a view into t, valid until tok_free) and their count. ASSERTs id range. */

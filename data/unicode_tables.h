@@ -5,7 +5,7 @@
  *   UNI_LETTER = categories Lu Ll Lt Lm Lo (\p{L}),
  *   UNI_NUMBER = categories Nd Nl No (\p{N}),
  *   UNI_SPACE  = Python str.isspace() (\s).
- * Included only by data/tokenizer.c (binary search at run time). */
+ * Included only by data/pretokenize.c (binary search at run time). */
 #ifndef MOE_UNICODE_TABLES_H
 #define MOE_UNICODE_TABLES_H
 #include <stdint.h>

@@ -1,5 +1,5 @@
-/* test_export.c: Hugging Face / GGUF export and our readers, on a tiny model (V=300 C=32
- * L=2 H=4 Hkv=2 D=8 F=48 E=4 K=2, and its dense twin), each test in its own mkdtemp dir.
+/* test_export.c: Hugging Face / GGUF export (checkpoints/export_hf.h, export_gguf.h) and
+ * reading the exports back (export_load.h), on the tiny model of export_fixture.h.
  * - half conversions and Q8_0 against hand-computed values and error bounds;
  * - the rope row permutation and its inverse;
  * - HF f32 export -> our safetensors reader: every tensor bit-identical, noise_gate absent,
@@ -7,16 +7,13 @@
  *   export computes bit-identical logits; the tokenizer read back has the same hash;
  * - GGUF f32 export -> our GGUF reader: keys, shapes innermost-first, q/k permuted, the
  *   loaded model's logits bit-identical; q8_0 within the quantisation bound;
- * - corrupt safetensors/GGUF files (truncated, bad header length, overlapping offsets) fail
- *   with a message naming the problem; a corrupt checkpoint or an unwritable directory
- *   leaves nothing under the output name;
- * - the KV-cache path (layers/infer.h) matches model_forward; with a sliding window the cache
- *   is a ring of W positions and still matches the full forward on a sequence 8x longer
- *   than W (prefills shorter and longer than W, single steps, shared experts on);
+ * - a corrupt checkpoint or an unwritable directory leaves nothing under the output name;
+ * - a router bias (aux-loss-free balancing) routes inference and is refused by both formats;
  * - options: a window goes to config.json (Mixtral, and a dense model becomes a Mistral) and
  *   comes back, with bit-identical logits; GGUF refuses a window and both formats refuse
  *   shared experts, naming the key and writing nothing; a checkpoint with shared experts
  *   still loads for sample/eval/logits.
+ * Corrupt export files and the KV-cache path are test_infer.c.
  */
 #include <check.h>
 #include <dirent.h>
@@ -32,115 +29,17 @@
 #include "autograd/blas.h"
 #include "checkpoints/ckpt.h"
 #include "checkpoints/export.h"
+#include "checkpoints/export_names.h"
 #include "checkpoints/gguf.h"
 #include "checkpoints/safetensors.h"
 #include "core/fs.h"
+#include "core/json.h"
 #include "data/tokenizer.h"
 #include "layers/infer.h"
-#include "core/json.h"
 #include "testutil.h"
 #include "train/train.h"
 
-static char g_dir[256];
-static char g_tok[300];
-static char g_ckpt[300];
-
-static void setup(void) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/moe_export_XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(g_dir));
-    snprintf(g_tok, sizeof g_tok, "%s/tok.bpe", g_dir);
-    snprintf(g_ckpt, sizeof g_ckpt, "%s/ref.h5", g_dir);
-    /* A real 300-token tokenizer (43 merges) trained on a few sentences. */
-    static const char *text =
-        "the quick brown fox jumps over the lazy dog. the dog sleeps, the fox runs.\n"
-        "To be, or not to be, that is the question: whether 'tis nobler in the mind\n"
-        "to suffer the slings and arrows of outrageous fortune, or to take arms.\n";
-    const uint8_t *bufs[1] = {(const uint8_t *)text};
-    size_t lens[1] = {strlen(text)};
-    Tokenizer t;
-    memset(&t, 0, sizeof t);
-    MoeErr err;
-    ck_assert_msg(tok_train_buffers(&t, bufs, lens, 1, 300, &err) == 0, "%s", err.msg);
-    ck_assert_msg(tok_save(&t, g_tok, &err) == 0, "%s", err.msg);
-    tok_free(&t);
-}
-
-static void teardown(void) {
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_dir);
-}
-
-static void tiny_config(Config *c, int E) {
-    config_defaults(c);
-    c->model.vocab_size = 300;
-    c->model.dim = 32;
-    c->model.n_layers = 2;
-    c->model.n_heads = 4;
-    c->model.n_kv_heads = 2;
-    c->model.head_dim = 8;
-    c->model.norm_eps = 1e-5;
-    c->model.rope_theta = 500.0;
-    c->moe.n_experts = E;
-    c->moe.top_k = 2;
-    c->moe.hidden = 48;
-    c->train.seq_len = 16;
-    c->train.seed = 4242;
-    c->data.tokenizer = moe_strdup(g_tok);
-}
-
-/* Checkpoint of a model with distinct random values everywhere (norm gains too, so a
- * misplaced tensor cannot hide). The model stays built in *m for comparisons. */
-static void save_ref_with(Model *m, Config *c, int E, int W, int n_shared) {
-    tiny_config(c, E);
-    c->model.sliding_window = W;
-    c->moe.n_shared_experts = n_shared;
-    c->moe.shared_hidden = n_shared ? 20 : 0;
-    ModelShape s;
-    config_model_shape(c, &s);
-    model_init(m, &s, 0, s.E, 7);
-    MoeRng r;
-    rng_seed(&r, 99);
-    for (int b = 0; b < PBLOCK_COUNT; b++)
-        for (size_t i = 0; i < m->ps.blocks[b].n; i++)
-            m->ps.blocks[b].data[i] = 0.3f * rng_normal(&r);
-    CkptMeta mt = {.step = 5, .seed = 4242};
-    MoeErr err;
-    ck_assert_msg(ckpt_save(g_ckpt, c, m, &mt, g_tok, false, &err) == 0, "%s", err.msg);
-}
-
-static void save_ref(Model *m, Config *c, int E) { save_ref_with(m, c, E, 0, 0); }
-
-static bool exists(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0;
-}
-
-/* Logits (T, V) of model m on ids (copied into out). */
-static void logits_of(Model *m, const int32_t *ids, int T, float *out) {
-    Tape t;
-    tape_init(&t, 0);
-    tape_reset(&t, false);
-    StepCtx ctx = {.train = false, .loss_scale = 1.0f};
-    ModelOut o;
-    model_forward(m, &t, ids, NULL, 1, T, &ctx, &o);
-    memcpy(out, o.logits->data, sizeof(float) * (size_t)T * m->s.V);
-    tape_free(&t);
-}
-
-/* Every parameter but the router noise equal bit for bit. */
-static void assert_same_params(const Model *a, const Model *b) {
-    ck_assert_int_eq(a->ps.count, b->ps.count);
-    for (int i = 0; i < a->ps.count; i++) {
-        const Param *p = &a->ps.p[i], *q = &b->ps.p[i];
-        ck_assert_str_eq(p->name, q->name);
-        if (strstr(p->name, "noise_gate")) continue;
-        ck_assert_msg(p->t.n == q->t.n && !memcmp(p->t.data, q->t.data, 4 * p->t.n),
-                      "%s differs", p->name);
-    }
-}
-
-static const int32_t IDS[12] = {1, 280, 45, 7, 299, 100, 32, 101, 256, 270, 13, 2};
+#include "export_fixture.h"
 
 /* ---------------------------------------------------------------- formats */
 
@@ -432,84 +331,6 @@ START_TEST(test_gguf_roundtrip) {
 }
 END_TEST
 
-/* ---------------------------------------------------------------- corruption */
-
-static void write_bytes(const char *p, const uint8_t *b, size_t n) {
-    FILE *f = fopen(p, "wb");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_uint_eq(fwrite(b, 1, n, f), n);
-    fclose(f);
-}
-
-START_TEST(test_corrupt_files) {
-    Config c;
-    Model m;
-    memset(&c, 0, sizeof c);
-    save_ref(&m, &c, 4);
-    char out[400], p[500], bad[500];
-    MoeErr err;
-    snprintf(out, sizeof out, "%s/hf", g_dir);
-    ExportHfOptions o = {ST_F32, 0, false};
-    ck_assert(export_hf(g_ckpt, out, &o, &err) == 0);
-    snprintf(p, sizeof p, "%s/model.safetensors", out);
-    uint8_t *buf;
-    size_t n;
-    ck_assert(fs_read_file(p, &buf, &n, &err) == 0);
-    snprintf(bad, sizeof bad, "%s/bad.safetensors", g_dir);
-    StFile sf;
-    /* Truncated by one byte: the tensors no longer tile the data section. */
-    write_bytes(bad, buf, n - 1);
-    ck_assert_int_eq(st_open(&sf, bad, &err), -1);
-    ck_assert_msg(strstr(err.msg, "bad.safetensors") && strstr(err.msg, "outside"), "%s", err.msg);
-    st_close(&sf);
-    /* Header length larger than the file. */
-    uint8_t save0 = buf[5];
-    buf[5] = 0x7f;
-    write_bytes(bad, buf, n);
-    ck_assert_int_eq(st_open(&sf, bad, &err), -1);
-    ck_assert_msg(strstr(err.msg, "header length"), "%s", err.msg);
-    st_close(&sf);
-    buf[5] = save0;
-    /* Shift one tensor's offsets ("data_offsets":[0, -> [4,): overlap/hole detected. */
-    char *hdr = (char *)buf + 8;
-    char *at = strstr(hdr, "\"data_offsets\":[0,");
-    ck_assert_ptr_nonnull(at);
-    at[16] = '4';
-    write_bytes(bad, buf, n);
-    ck_assert_int_eq(st_open(&sf, bad, &err), -1);
-    ck_assert_msg(strstr(err.msg, "data_offsets") || strstr(err.msg, "hole"), "%s", err.msg);
-    st_close(&sf);
-    /* Three bytes: too short. */
-    write_bytes(bad, buf, 3);
-    ck_assert_int_eq(st_open(&sf, bad, &err), -1);
-    st_close(&sf);
-    moe_free(buf);
-
-    /* GGUF: truncated in the tensor data, in the header, and a wrong magic. */
-    snprintf(p, sizeof p, "%s/m.gguf", g_dir);
-    ck_assert(export_gguf(g_ckpt, p, GGML_F32, &err) == 0);
-    ck_assert(fs_read_file(p, &buf, &n, &err) == 0);
-    snprintf(bad, sizeof bad, "%s/bad.gguf", g_dir);
-    GgufFile gf;
-    write_bytes(bad, buf, n - 100);
-    ck_assert_int_eq(gguf_open(&gf, bad, &err), -1);
-    ck_assert_msg(strstr(err.msg, "truncated"), "%s", err.msg);
-    gguf_close(&gf);
-    write_bytes(bad, buf, 200);
-    ck_assert_int_eq(gguf_open(&gf, bad, &err), -1);
-    ck_assert_msg(strstr(err.msg, "truncated"), "%s", err.msg);
-    gguf_close(&gf);
-    buf[0] = 'X';
-    write_bytes(bad, buf, n);
-    ck_assert_int_eq(gguf_open(&gf, bad, &err), -1);
-    ck_assert_msg(strstr(err.msg, "not a GGUF"), "%s", err.msg);
-    gguf_close(&gf);
-    moe_free(buf);
-    model_free(&m);
-    config_free(&c);
-}
-END_TEST
-
 START_TEST(test_export_fails_cleanly) {
     Config c;
     Model m;
@@ -618,109 +439,6 @@ START_TEST(test_router_bias_inference_and_export) {
     moe_free(got);
     model_free(&m);
     config_free(&c);
-}
-END_TEST
-
-/* ---------------------------------------------------------------- KV cache */
-
-START_TEST(test_infer_matches_forward) {
-    for (int E = 0; E <= 4; E += 4) {
-        Config c;
-        Model m;
-        memset(&c, 0, sizeof c);
-        save_ref(&m, &c, E);
-        float *ref = moe_malloc(sizeof(float) * 12 * 300), *got = moe_malloc(sizeof(float) * 12 * 300);
-        logits_of(&m, IDS, 12, ref);
-        /* Prefill 5 tokens, then 7 single steps. */
-        InferCache ic;
-        infer_init(&ic, &m, 12);
-        infer_step(&ic, &m, IDS, 5, got);
-        for (int i = 5; i < 12; i++) infer_step(&ic, &m, IDS + i, 1, got + (size_t)i * 300);
-        /* Same kernels except attention's summation order: float32 rounding differences of
-         * ~1e-6 relative on logits of O(1)..O(10). */
-        double e = tt_max_err(got, ref, 12 * 300, 1e-4, 1e-4);
-        ck_assert_msg(e <= 1.0, "E=%d: KV-cache logits differ from model_forward (%g)", E, e);
-        /* A reset cache reproduces the same numbers. */
-        infer_reset(&ic);
-        infer_step(&ic, &m, IDS, 12, got);
-        ck_assert(tt_max_err(got, ref, 12 * 300, 1e-4, 1e-4) <= 1.0);
-        infer_free(&ic);
-        moe_free(ref);
-        moe_free(got);
-        model_free(&m);
-        config_free(&c);
-    }
-}
-END_TEST
-
-/* Sliding window: the cache is a ring of W positions (memory W, not the sequence length)
- * and RoPE positions keep counting, yet every position's logits equal model_forward's over
- * the whole sequence (the forward's own window mask is the reference; it is tested against
- * a naive reference in test_attention.c). 40 tokens with W = 5: prefills of 3 (< W) and
- * 13 (> W, so the prefill's own early keys are evicted from the ring while later queries
- * of the same step still need them) followed by single steps, and one 40-token prefill.
- * MoE with shared experts and the dense model. Tolerance as test_infer_matches_forward:
- * the same kernels but attention's summation order, ~1e-6 relative on logits of O(1..10),
- * so 1e-4 + 1e-4 relative; a wrong slot or an off-by-one window changes logits by O(0.1). */
-START_TEST(test_infer_window_ring) {
-    enum { NT = 40, WIN = 5 };
-    int32_t ids[NT];
-    for (int i = 0; i < NT; i++) ids[i] = IDS[(i * 7) % 12];
-    const int cfg[][2] = {{4, 2}, {0, 0}};   /* {E, n_shared} */
-    for (int ci = 0; ci < 2; ci++) {
-        Config c;
-        memset(&c, 0, sizeof c);
-        tiny_config(&c, cfg[ci][0]);
-        c.model.sliding_window = WIN;
-        c.moe.n_shared_experts = cfg[ci][1];
-        ModelShape s;
-        config_model_shape(&c, &s);
-        ck_assert_int_eq(s.W, WIN);
-        Model m;
-        model_init(&m, &s, 0, s.E, 7);
-        MoeRng r;
-        rng_seed(&r, 99);
-        for (int b = 0; b < PBLOCK_COUNT; b++)
-            for (size_t i = 0; i < m.ps.blocks[b].n; i++)
-                m.ps.blocks[b].data[i] = 0.3f * rng_normal(&r);
-        m.s.router_noise = false;
-        float *ref = moe_malloc(sizeof(float) * NT * 300), *got = moe_malloc(sizeof(float) * NT * 300);
-        logits_of(&m, ids, NT, ref);
-        const int prefill[3] = {3, 13, NT};
-        for (int pi = 0; pi < 3; pi++) {
-            InferCache ic;
-            infer_init(&ic, &m, 2);   /* max_T is no limit with a window */
-            ck_assert_int_eq(ic.cap, WIN);
-            infer_step(&ic, &m, ids, prefill[pi], got);
-            for (int i = prefill[pi]; i < NT; i++)
-                infer_step(&ic, &m, ids + i, 1, got + (size_t)i * 300);
-            ck_assert_int_eq(ic.pos, NT);
-            double e = tt_max_err(got, ref, (size_t)NT * 300, 1e-4, 1e-4);
-            ck_assert_msg(e <= 1.0, "E=%d prefill %d: ring-cache logits differ from the "
-                          "windowed forward (%g)", cfg[ci][0], prefill[pi], e);
-            infer_free(&ic);
-        }
-        /* the window matters here: the full-causal model gives other logits after W */
-        m.s.W = 0;
-        float *full = moe_malloc(sizeof(float) * NT * 300);
-        logits_of(&m, ids, NT, full);
-        /* First W positions: the same attention. Not bit for bit: the other positions
-         * route elsewhere, so the expert products run over other row counts, and OpenBLAS
-         * may pick another kernel by size (its SkylakeX small-matrix kernels do), which
-         * rounds differently: within 1e-5 absolute + 1e-5 relative, fifty times the
-         * largest difference seen (2e-7 on logits of O(1), SkylakeX kernels); the window
-         * changes later logits by more than 1e-3 (next assertion). */
-        double e0 = tt_max_err(full, ref, (size_t)WIN * 300, 1e-5, 1e-5);
-        ck_assert_msg(e0 <= 1.0, "first %d positions differ with and without the window (%g)",
-                      WIN, e0);
-        ck_assert_double_gt(tt_max_err(full + WIN * 300, ref + WIN * 300,
-                                       (size_t)(NT - WIN) * 300, 1e-3, 0), 1.0);
-        moe_free(full);
-        moe_free(ref);
-        moe_free(got);
-        model_free(&m);
-        config_free(&c);
-    }
 }
 END_TEST
 
@@ -833,12 +551,13 @@ END_TEST
 static Suite *export_suite(void) {
     Suite *s = suite_create("export");
     struct { const char *name; const TTest *fn; } cases[] = {
-        {"half", test_half}, {"q8_0", test_q8_0}, {"permute", test_permute},
-        {"hf_roundtrip", test_hf_roundtrip}, {"hf_sharded_bf16_dense", test_hf_sharded_bf16_dense},
-        {"gguf_roundtrip", test_gguf_roundtrip}, {"corrupt_files", test_corrupt_files},
+        {"half", test_half},
+        {"q8_0", test_q8_0},
+        {"permute", test_permute},
+        {"hf_roundtrip", test_hf_roundtrip},
+        {"hf_sharded_bf16_dense", test_hf_sharded_bf16_dense},
+        {"gguf_roundtrip", test_gguf_roundtrip},
         {"export_fails_cleanly", test_export_fails_cleanly},
-        {"infer_matches_forward", test_infer_matches_forward},
-        {"infer_window_ring", test_infer_window_ring},
         {"export_window_and_shared", test_export_window_and_shared},
         {"router_bias", test_router_bias_inference_and_export},
     };

@@ -1,5 +1,5 @@
-/* fuzz_tokenizer.c: libFuzzer target for data/tokenizer.c: the tokenizer file reader, encode
- * and decode, and training on text.
+/* fuzz_tokenizer.c: libFuzzer target for the tokenizer (data/tokenizer.c, bpe_train.c,
+ * pretokenize.c): the tokenizer file reader, encode and decode, and training on text.
  *
  * Input: the first byte picks the mode, the rest is the payload.
  *   mode 0  payload = a tokenizer file (tok_load_buffer); when accepted, a fixed text and

@@ -1,17 +1,17 @@
-/* test_fuzz_regressions.c: one test per bug the fuzzers in tests/fuzz/ found in a parser of
- * outside input, so each stays fixed in the ordinary (gcc, non-fuzz) test build. The inputs
- * that found them are also in tests/fuzz/corpus/<target>/crash-*.
- *
- * - config: config_to_yaml wrote U+0085, U+2028/2029 raw inside double quotes (libyaml folds
- *   them as line breaks) and C1 controls / U+FFFE raw (libyaml refuses the stream), so the
- *   config stored in a checkpoint did not read back (fuzz_config's round-trip check);
- * - ckpt: a root attribute with more than one element was read by H5Aread into a single
- *   int64 on the stack (stack-buffer-overflow; fuzz_ckpt);
+/* test_fuzz_regressions.c: inputs from outside that a parser must handle, each first
+ * produced by a fuzzer in tests/fuzz/ (the inputs are also in
+ * tests/fuzz/corpus/<target>/crash-*), checked in the ordinary (gcc, non-fuzz) test build:
+ * - config: config_to_yaml quotes U+0085, U+2028/2029 (libyaml folds them as line breaks
+ *   inside double quotes), C1 controls and U+FFFE (libyaml refuses them raw), so every
+ *   config stored in a checkpoint reads back (fuzz_config's round-trip check);
+ * - ckpt: a root attribute with more than one element is refused, never read by H5Aread
+ *   into a single int64 (fuzz_ckpt);
  * - ckpt: a byte or float dataset declaring 2^40 elements that were never written (a few
- *   hundred bytes of file) made the readers allocate what it declared (abort; fuzz_ckpt);
- * - tokenizer: tok_load_buffer on an empty buffer must not hand NULL to memchr;
- * - gguf: a key repeated with another type made lookups by name return the first one, and
- *   gguf_arr_str then asserted on a key that was not a string array (fuzz_gguf).
+ *   hundred bytes of file) is refused before anything the size of the declaration is
+ *   allocated (fuzz_ckpt);
+ * - tokenizer: tok_load_buffer on an empty buffer fails cleanly (never hands NULL to
+ *   memchr);
+ * - gguf: a key repeated with another type is refused, naming it (fuzz_gguf).
  */
 #include <check.h>
 #include <stdio.h>
