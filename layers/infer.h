@@ -6,7 +6,7 @@
  * moe_forward without noise, swiglu, the shared experts), run on a non-recording tape; only
  * attention is computed here, against the cached keys/values, so a prefill of T tokens
  * followed by single steps gives model_forward's logits up to float summation order (tested
- * in tests/checkpoints/test_export.c).
+ * in tests/checkpoints/test_infer.c).
  *
  * Sliding window (model s.W > 0; Mistral 7B, Jiang et al. 2023, sec. 2 "rolling buffer
  * cache"): a query at position p sees keys p - W < j <= p only, so the cache is a ring of W
