@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/fs.h"
@@ -40,12 +41,19 @@ static void layer_load(const MoeStats *st, int l, double *share, double *max_ove
     *max_over_mean = mx * st->E;
 }
 
+/* Seconds since 1970-01-01 UTC (METRIC_TIME). */
+static double wall_time(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 /* The step line of metrics.jsonl (not flushed); schema in metrics.h. */
 static void write_step_line(FILE *f, const StepLog *s, const Model *m) {
     const MoeStats *st = &m->stats;
     double share[1024];
-    fprintf(f, "{\"%s\":%ld,\"%s\":%ld", METRIC_STEP, s->step, METRIC_TOKENS,
-            s->tokens_seen);
+    fprintf(f, "{\"%s\":%ld,\"%s\":%ld,\"%s\":%.3f", METRIC_STEP, s->step, METRIC_TOKENS,
+            s->tokens_seen, METRIC_TIME, wall_time());
     const char *names[] = {METRIC_LOSS, METRIC_LM_LOSS, METRIC_AUX_LOSS, METRIC_Z_LOSS,
                            METRIC_LR, METRIC_GRAD_NORM, METRIC_TOKENS_PER_S, METRIC_MFU,
                            METRIC_STEP_TIME};
@@ -179,11 +187,12 @@ int logger_eval(Logger *lg, long step, long steps, long tokens_seen, double val_
     printf("step %5ld/%ld | val_loss %.4f (ppl %.1f) | %.1f s\n", step, steps, val_loss,
            exp(val_loss), moe_now() - t_eval_start);
     fflush(stdout);
-    fprintf(lg->evals, "{\"%s\":%ld,\"%s\":%ld,\"%s\":%.6g}\n", METRIC_STEP, step,
-            METRIC_TOKENS, tokens_seen, METRIC_VAL_LOSS, val_loss);
+    const double now = wall_time();
+    fprintf(lg->evals, "{\"%s\":%ld,\"%s\":%ld,\"%s\":%.3f,\"%s\":%.6g}\n", METRIC_STEP,
+            step, METRIC_TOKENS, tokens_seen, METRIC_TIME, now, METRIC_VAL_LOSS, val_loss);
     if (log_flush(lg->evals, lg->evals_path, err)) return -1;
-    fprintf(lg->metrics, "{\"%s\":%ld,\"%s\":%ld,\"%s\":%.6g}\n", METRIC_STEP, step,
-            METRIC_TOKENS, tokens_seen, METRIC_VAL_LOSS, val_loss);
+    fprintf(lg->metrics, "{\"%s\":%ld,\"%s\":%ld,\"%s\":%.3f,\"%s\":%.6g}\n", METRIC_STEP,
+            step, METRIC_TOKENS, tokens_seen, METRIC_TIME, now, METRIC_VAL_LOSS, val_loss);
     return log_flush(lg->metrics, lg->metrics_path, err);
 }
 

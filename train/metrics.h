@@ -2,10 +2,11 @@
  * writer (train/logger.c) and their reader (train/report_data.c).
  *
  * One JSON object per line. A step line (metrics.jsonl) holds METRIC_STEP, METRIC_TOKENS,
+ * METRIC_TIME,
  * the per-step scalars from METRIC_LOSS to METRIC_STEP_TIME (a non-finite value is written
  * as null, so the file stays strict JSON), METRIC_SKIPPED and METRIC_GRAD_SPIKE, and, for a
  * MoE model with E <= 1024, the per-layer arrays (L = MoE layers). A validation line (both
- * files) holds METRIC_STEP, METRIC_TOKENS and METRIC_VAL_LOSS only. A reader tells the two
+ * files) holds METRIC_STEP, METRIC_TOKENS, METRIC_TIME and METRIC_VAL_LOSS only. A reader tells the two
  * apart by METRIC_LOSS / METRIC_VAL_LOSS. Losses are in nats per token, means over the
  * step's tokens on all ranks.
  * Compatibility: reports read runs written earlier; add keys, never rename or drop one.
@@ -17,6 +18,8 @@
 #define METRIC_STEP "step"                 /* optimizer steps done (a step line's own
                                               step included) */
 #define METRIC_TOKENS "tokens"             /* training tokens seen so far, all ranks */
+#define METRIC_TIME "time"                 /* wall-clock time the line was written: seconds
+                                              since 1970-01-01 UTC (absent in older runs) */
 
 /* step lines: scalars (number or null) */
 #define METRIC_LOSS "loss"                 /* total: lm_loss + aux_loss + z_loss */

@@ -61,7 +61,7 @@ CK=$TMP/l1/checkpoints/step_00000020.h5
 want=$(( 2 * (4*(32+32) + 4*(32+16) + 4*(32+16) + 4*(32+32)) ))
 grep -q "fine-tuning: $want trainable parameters of" "$TMP/l1.log" && ok \
   || { bad "trainable count is not $want"; grep "fine-tuning:" "$TMP/l1.log"; }
-v0=$(grep -o '"step":0,"tokens":0,"val_loss":[^}]*' "$TMP/l1/eval.jsonl" | cut -d: -f4)
+v0=$(grep -o '"step":0,"tokens":0,[^}]*' "$TMP/l1/eval.jsonl" | grep -o 'val_loss":[^}]*' | cut -d: -f2)
 v20=$(grep -o '"step":20,[^}]*' "$TMP/l1/eval.jsonl" | grep -o 'val_loss":[^}]*' | cut -d: -f2)
 [ -n "$v0" ] && [ -n "$v20" ] && awk -v a="$v0" -v b="$v20" 'BEGIN{exit !(b < a - 0.02)}' && ok \
   || bad "validation loss did not fall below the base's: step 0 '$v0', step 20 '$v20'"
