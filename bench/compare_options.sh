@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# compare_options.sh: the architecture options (README, "Architecture options") against the
+# compare_options.sh: the architecture options (docs/architecture.md) against the
 # default mixtral_tiny at equal steps: trains each variant for STEPS steps on the bundled
-# corpus (same data order, same schedule compressed to STEPS) and prints one table row per
-# variant: final validation loss, median training tokens/s, mean experts per token where the
-# router logs it. One process; run it on an otherwise idle machine (tokens/s).
-# Usage: bench/compare_options.sh [BUILD_DIR] [STEPS]   (about 2.5 min per variant at 200)
+# corpus (same seed and data order; the cosine schedule ends at STEPS, the warmup stays
+# optim.warmup_steps) in runs/compare/<variant>/, and prints one table row per variant:
+# the validation loss at STEPS and the median training tokens/s. One process; tokens/s
+# mean something only on an otherwise idle machine.
+# Usage: bench/compare_options.sh [BUILD_DIR] [STEPS]   (a few minutes per variant at 200)
 set -eu
 BUILD=${1:-build}
 STEPS=${2:-200}

@@ -1,4 +1,5 @@
-/* error.h: the two kinds of errors that are not bugs' silence.
+/* error.h: the two kinds of error the code reports: programmer errors and user or
+ * environment errors. (Numerical health is checked by the training loop, not here.)
  *
  * - ASSERT: always-on check for programmer errors (never compiled out). Prints file:line,
  *   the message and the MPI rank (if set), then aborts (under MPI, every rank).

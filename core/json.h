@@ -1,10 +1,11 @@
-/* json.h: a small strict JSON reader for the files moetrain writes itself (metrics.jsonl,
- * eval.jsonl), one value per line.
+/* json.h: a small strict JSON reader for the JSON moetrain reads: its run logs
+ * (metrics.jsonl, eval.jsonl, one value per line), safetensors headers and the JSON files of
+ * a Hugging Face export directory.
  *
  * Accepts RFC 8259 JSON: objects, arrays, numbers, strings (with \uXXXX escapes, emitted as
  * UTF-8), true/false/null. One deliberate extension: the bare words nan, -nan, inf, -inf,
- * NaN, Infinity and -Infinity are read as non-finite numbers, because train/train.c prints
- * doubles with %g and a skipped step's loss is NaN. Everything else (trailing commas, single
+ * NaN, Infinity and -Infinity are read as non-finite numbers (what printf's %g and other
+ * writers print for them; moetrain itself writes null). Everything else (trailing commas, single
  * quotes, leading zeros, comments, a second value on the line, nesting deeper than 64) is
  * rejected with "FILE:LINE:COL: what" so a corrupted file is named, not misplotted.
  *

@@ -45,10 +45,10 @@ static inline void pool_range(size_t n, int task, int parts, size_t *lo, size_t 
  * [0, n) into 4 ranges per worker (pool_range), one task each, when the loop's cost is at
  * least POOL_SPLIT_MIN and n >= 2, else runs fn(ctx, 0, n) on the caller. cost estimates the
  * loop's work in streamed float elements; an element that calls a libm function (expf,
- * log1pf, log, cos) counts POOL_COST_LIBM (measured: ~20-40 ns each against ~1 ns for an
- * element of a streamed add). Each iteration does the same float operations wherever the
- * cuts fall, so results do not depend on the thread count; a reduction over iterations
- * stores per-iteration partials and sums them afterwards in index order. */
+ * log1pf, log, cos) counts POOL_COST_LIBM elements (a libm call costs one to two orders
+ * of magnitude more than a streamed add). Each iteration does the same float operations
+ * wherever the cuts fall, so results do not depend on the thread count; a reduction over
+ * iterations stores per-iteration partials and sums them afterwards in index order. */
 typedef void (*PoolRangeFn)(void *ctx, size_t lo, size_t hi);
 #define POOL_COST_LIBM ((size_t)16)
 void pool_parallel_range(size_t n, size_t cost, PoolRangeFn fn, void *ctx);

@@ -33,7 +33,9 @@ typedef struct Comm {
 /* MPI_Init when launched by mpirun (detected from the environment), else a 1-rank Comm.
  * Installs an abort hook so an ASSERT on any rank ends all of them. */
 void comm_init(Comm *c, int *argc, char ***argv);
-/* Build the EP/EDP groups. expert_parallel 0 = min(R, n_experts) (1 for a dense model).
+/* Build the EP/EDP groups. expert_parallel 0 = the largest size that divides both R and
+ * n_experts, i.e. their gcd (min(R, n_experts) when one divides the other; 1 for a dense
+ * model).
  * Fails (-1, err) when P does not divide R or n_experts, or micro_batch is not divisible by
  * R. Every rank computes the same verdict, so all return -1 together (no hang). */
 int comm_setup(Comm *c, int expert_parallel, int n_experts, int micro_batch, MoeErr *err);

@@ -3,7 +3,8 @@
  * Dense (replicated) gradients are summed over all R ranks with one all-reduce over the
  * whole DENSE block; expert gradients over their expert-data-parallel group with one
  * all-reduce over the EXPERT block; both are then scaled by 1/R (see comm.h for why 1/R for
- * experts too). Overlap with the backward pass is not done: see the parallel issue's note.
+ * experts too). Called once per optimizer step, after the backward pass of the last
+ * micro-batch; it does not overlap with backward. Every rank calls it, in the same order.
  */
 #ifndef MOE_DP_H
 #define MOE_DP_H

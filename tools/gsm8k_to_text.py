@@ -6,7 +6,7 @@ Reads GSM8K's train.jsonl (Cobbe et al. 2021, openai/grade-school-math, MIT lice
 writes the first N problems as plain text, each as "question\\nanswer\\n\\n" (the answer keeps
 its <<a*b=c>> calculator annotations and the final "#### number" line).
 
-    python3 tools/gsm8k_to_text.py /work/shared/data/gsm8k/train.jsonl 1000 > data/gsm8k_train.txt
+    python3 tools/gsm8k_to_text.py PATH/TO/train.jsonl 1000 > data/gsm8k_train.txt
 """
 import json
 import sys
