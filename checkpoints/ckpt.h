@@ -4,7 +4,7 @@
  * (YAML text), every parameter under its Hugging Face Mixtral name, the AdamW moments of
  * every trainable parameter, the step (which is also the lr-schedule position), tokens
  * seen, the seed (the only RNG state: init and router noise are counter-based on it), the
- * loader position, and the tokenizer file's bytes with its hash. README.md ("Checkpoint files")
+ * loader position, and the tokenizer file's bytes with its hash. docs/checkpoints.md
  * shows the layout as `h5ls -r` prints it:
  *
  *   bytes 0..4095        the seal: a text record (checkpoints/seal.h) with the file's length

@@ -1,7 +1,7 @@
 /* finetune.h: the base checkpoint of a fine-tuning run, and LoRA models from adapter
  * checkpoints.
  *
- * A fine-tuning run (config section finetune, README "Fine-tuning (LoRA)") starts from a
+ * A fine-tuning run (config section finetune, docs/finetuning.md) starts from a
  * FULL checkpoint, finetune.init_from. With LoRA (finetune.lora_rank > 0) the base weights
  * stay frozen and the run's checkpoints are adapter checkpoints (checkpoints/ckpt.h:
  * CkptMeta.adapter): they hold the adapters, any base tensors the config unfroze and their

@@ -162,7 +162,8 @@ const KeySpec cfg_keys[] = {
        "file's name without directory and extension)"),
 
     KI(S_PARALLEL, "expert_parallel", parallel.expert_parallel, 0, INT_MAX, 0,
-       "ranks an MoE layer's experts are sharded over; 0 = min(ranks, n_experts)"),
+       "ranks an MoE layer's experts are sharded over; 0 = the largest size dividing both "
+       "the rank count and n_experts"),
 
     KL(S_CHECKPOINT, "every", checkpoint.every, 0, INT64_MAX, 0,
        "steps between checkpoints; 0 = only at the end and on SIGINT/SIGTERM"),

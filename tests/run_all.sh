@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# run_all.sh: the whole test suite, what README's test command and CI run:
+# run_all.sh: the whole test suite, what README's test command (./setup.sh --test) and CI run:
 #   1. a warning-free (-Werror) build and every Check, MPI and integration test (ctest);
 #   2. the same tests built with AddressSanitizer + UndefinedBehaviorSanitizer (any report
 #      is fatal; tests/lsan.supp lists Open MPI's own allocations), except the *_2threads

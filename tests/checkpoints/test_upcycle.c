@@ -161,7 +161,7 @@ START_TEST(test_granularity_all_slices_equals_dense) {
 END_TEST
 
 /* How far K < G moves the function (reported, not a pass/fail bound beyond finiteness):
- * printed for the README/report. */
+ * printed for docs/upcycling.md. */
 START_TEST(test_granularity_k_below_g_reported) {
     Model dm;
     Config dc;

@@ -9,7 +9,7 @@
  * over all ranks, whatever EP), and the same losses.
  * argv[2] names the router (moe.router; default topk). topp routes each token on its own,
  * so the reference is the same single pass. expert_choice selects among each rank's own
- * tokens (README: per rank micro-batch, not layout-invariant), so its reference runs the R
+ * tokens (docs/architecture.md: per-rank micro-batch, not layout-invariant), so its reference runs the R
  * rank batches one after the other on the single process (loss scale 1/R each, grads
  * accumulated): what the distributed step must equal.
  * With per-layer recomputation the distributed gradients are bit-identical to those

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test_arch_options.sh: the architecture options of issue 11 that live here (shared experts,
+# test_arch_options.sh: the architecture options that live above the ops (shared experts,
 # moe.n_shared_experts; sliding-window attention, model.sliding_window) through the program.
 # - exact resume with both options on: 40 steps straight vs 20, stop, --resume auto, 20 more
 #   give bit-identical losses 21..40 and final parameters + AdamW moments, on 1 rank and on

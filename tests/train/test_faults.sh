@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# test_faults.sh: bad inputs and faults never crash the trainer or lose work (issue 9's
-# table, the rows that can be automated here; others live in test_cli.sh, test_resume.sh,
+# test_faults.sh: bad inputs and faults never crash the trainer or lose work (the cases
+# that can be automated here; others live in test_cli.sh, test_resume.sh,
 # test_layout.sh and the unit tests). Each case: clear message, non-zero exit, and what was
 # on disk before is still loadable.  Usage: test_faults.sh PATH/TO/moetrain
 set -u
