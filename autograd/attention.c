@@ -23,13 +23,13 @@
  * Non-goals: online-softmax tiling over keys for long sequences, dropout, non-causal or
  * padded attention, a different window per layer.
  */
+#include "autograd/gemm.h"
 #include "autograd/ops.h"
 
 #include "autograd/blas.h"
 #include "autograd/vmath.h"
 #include "core/pool.h"
 
-#include <cblas.h>
 #include <math.h>
 
 /* Saved-state layout of the TapeOp. */
@@ -51,7 +51,7 @@ static inline int att_first_key(int i, int W) { return W > 0 && i >= W ? i - W +
 /* S (m, w) = scale * Q_h[i0:i0+m] K_g[0:w]^T, into s (row stride T). */
 static void attention_scores(const float *qh, int ldq, const float *kg, int ldk, int m, int w,
                              int D, float scale, float *s, int T) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, w, D, scale, qh, ldq, kg, ldk,
+    gemm(false, true, m, w, D, scale, qh, ldq, kg, ldk,
                 0.0f, s, T);
 }
 
@@ -96,12 +96,12 @@ static void attention_backward_task(void *ctx, int task, int worker) {
             }
             /* O = P V  =>  dV_g[lo:w] += P^T dO_h (heads sharing g accumulate into it). */
             if (need_v)
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, D, m, 1.0f, p, T,
+                gemm(true, false, nk, D, m, 1.0f, p, T,
                             dob, ldq, 1.0f, v->grad + koff + klo, ldk);
             if (!need_qk) continue;
 
             /* O = P V  =>  dP = dO_h V_g^T. */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nk, D, 1.0f, dob, ldq,
+            gemm(false, true, m, nk, D, 1.0f, dob, ldq,
                         vg + klo, ldk, 0.0f, ds, T);
             /* P = softmax(S)  =>  dS_ij = P_ij (dP_ij - sum_l P_il dP_il), and
              * sum_l P_il dP_il = sum_d dO_id O_id (since O = P V), which costs D not T. */
@@ -119,10 +119,10 @@ static void attention_backward_task(void *ctx, int task, int worker) {
             }
             /* S = scale Q K^T  =>  dQ_h += scale dS K_g,  dK_g[lo:w] += scale dS^T Q_h. */
             if (q->requires_grad)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, D, nk, scale, ds,
+                gemm(false, false, m, D, nk, scale, ds,
                             T, kg + klo, ldk, 1.0f, q->grad + qoff + (size_t)i0 * ldq, ldq);
             if (k->requires_grad)
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, D, m, scale, ds, T,
+                gemm(true, false, nk, D, m, scale, ds, T,
                             qb, ldq, 1.0f, k->grad + koff + klo, ldk);
         }
     }
@@ -178,7 +178,7 @@ static void attention_forward_task(void *ctx, int task, int worker) {
                 for (int c = c1 + 1; c < nk; c++) pr[c] = 0.0f;
                 lse_bh[i] = m + (float)log(sum);
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mb, D, nk, 1.0f, p, T,
+            gemm(false, false, mb, D, nk, 1.0f, p, T,
                         v->data + koff + klo, ldk, 0.0f, out->data + qoff + (size_t)i0 * ldq,
                         ldq);
         }

@@ -6,7 +6,7 @@
  *
  * Every op's test (tests/autograd/) holds a plain-C naive reference of its forward and
  * checks the backward against finite differences. Every matrix product goes through
- * cblas_sgemm.
+ * gemm (autograd/gemm.h).
  *
  * Files, one concept each (the sections below follow them):
  *   ops_linear.c       products: linear, linear + residual, SwiGLU + down projection

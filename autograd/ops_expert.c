@@ -15,12 +15,12 @@
  * Non-goals: capacity planning and the routing itself (layers/moe.c), expert parallelism
  * (parallel/), padded or batched-GEMM layouts.
  */
+#include "autograd/gemm.h"
 #include "autograd/ops.h"
 
 #include "autograd/ops_internal.h"
 #include "core/pool.h"
 
-#include <cblas.h>
 #include <string.h>
 
 /* ---------------- grouped expert GEMM ---------------- */
@@ -40,10 +40,10 @@ static void expert_linear_backward_task(void *ctx, int task, int worker) {
     const float *dy = out->grad + (size_t)offs[e] * dout;
     /* y_e = x_e W_e^T  =>  dx_e += dy_e W_e;  dW_e += dy_e^T x_e. */
     if (x->requires_grad)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, din, dout, 1.0f, dy, dout,
+        gemm(false, false, m, din, dout, 1.0f, dy, dout,
                     w->data + e * wstride, din, 1.0f, x->grad + (size_t)offs[e] * din, din);
     if (w->requires_grad)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dout, din, m, 1.0f, dy, dout,
+        gemm(true, false, dout, din, m, 1.0f, dy, dout,
                     x->data + (size_t)offs[e] * din, din, 1.0f, w->grad + e * wstride, din);
 }
 
@@ -65,7 +65,7 @@ static void expert_linear_forward_task(void *ctx, int task, int worker) {
     const int m = a->offs[e + 1] - a->offs[e];
     if (m == 0) return;
     const size_t wstride = (size_t)a->dout * a->din;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, a->dout, a->din, 1.0f,
+    gemm(false, true, m, a->dout, a->din, 1.0f,
                 a->x + (size_t)a->offs[e] * a->din, a->din, a->w + e * wstride, a->din, 0.0f,
                 a->y + (size_t)a->offs[e] * a->dout, a->dout);
 }
@@ -144,7 +144,7 @@ static void swiglu_expert_forward_task(void *ctx, int task, int worker) {
     float *act = k->act + r0 * F;
     swiglu_forward(act, k->a + r0 * F, k->b + r0 * F, (size_t)m * F);
     /* op_expert_linear's forward sgemm on act */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, k->C, k->F, 1.0f, act, k->F,
+    gemm(false, true, m, k->C, k->F, 1.0f, act, k->F,
                 k->w + (size_t)e * C * F, k->F, 0.0f, k->y + r0 * C, k->C);
 }
 
@@ -166,12 +166,12 @@ static void swiglu_expert_backward_task(void *ctx, int task, int worker) {
     float *act = k->act + r0 * F;
     if (k->dw) {
         swiglu_forward(act, a, b, n);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k->C, k->F, m, 1.0f, dy, k->C,
+        gemm(true, false, k->C, k->F, m, 1.0f, dy, k->C,
                     act, k->F, 1.0f, k->dw + (size_t)e * C * F, k->F);
     }
     if (k->da || k->db) {
         memset(act, 0, sizeof(float) * n);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, k->F, k->C, 1.0f, dy, k->C,
+        gemm(false, false, m, k->F, k->C, 1.0f, dy, k->C,
                     w, k->F, 1.0f, act, k->F);
         swiglu_backward(k->da ? k->da + r0 * F : NULL, k->db ? k->db + r0 * F : NULL, act, a,
                         b, n);
@@ -267,9 +267,9 @@ static void expert_up_forward_task(void *ctx, int task, int worker) {
     expert_up_gather(k, r0, m);
     const float *xg = k->xg + r0 * C;
     /* op_expert_linear's forward sgemm, for W1 then W3 */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, k->F, k->C, 1.0f, xg, k->C,
+    gemm(false, true, m, k->F, k->C, 1.0f, xg, k->C,
                 k->w1 + (size_t)e * F * C, k->C, 0.0f, k->h1 + r0 * F, k->F);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, k->F, k->C, 1.0f, xg, k->C,
+    gemm(false, true, m, k->F, k->C, 1.0f, xg, k->C,
                 k->w3 + (size_t)e * F * C, k->C, 0.0f, k->h3 + r0 * F, k->F);
 }
 
@@ -292,17 +292,17 @@ static void expert_up_backward_task(void *ctx, int task, int worker) {
     if (k->dw1 || k->dw3) {
         expert_up_gather(k, r0, m);
         if (k->dw3)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k->F, k->C, m, 1.0f, dh3, k->F,
+            gemm(true, false, k->F, k->C, m, 1.0f, dh3, k->F,
                         xg, k->C, 1.0f, k->dw3 + (size_t)e * F * C, k->C);
         if (k->dw1)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k->F, k->C, m, 1.0f, dh1, k->F,
+            gemm(true, false, k->F, k->C, m, 1.0f, dh1, k->F,
                         xg, k->C, 1.0f, k->dw1 + (size_t)e * F * C, k->C);
     }
     if (k->dx) {
         memset(xg, 0, sizeof(float) * (size_t)m * C);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, k->C, k->F, 1.0f, dh3, k->F,
+        gemm(false, false, m, k->C, k->F, 1.0f, dh3, k->F,
                     w3, k->C, 1.0f, xg, k->C);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, k->C, k->F, 1.0f, dh1, k->F,
+        gemm(false, false, m, k->C, k->F, 1.0f, dh1, k->F,
                     w1, k->C, 1.0f, xg, k->C);
     }
 }

@@ -37,7 +37,7 @@ static inline Tensor *tape_scalar(Tape *t, bool needs) {
 
 /* ---------------- ops_linear.c ---------------- */
 
-/* y (N, out) = x (N, in) @ w^T, w (out, in): op_linear's forward, one cblas_sgemm
+/* y (N, out) = x (N, in) @ w^T, w (out, in): op_linear's forward, one gemm
  * (overwrites y). */
 void linear_forward(float *y, const float *x, const float *w, int N, int in, int out);
 

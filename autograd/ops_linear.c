@@ -2,7 +2,7 @@
  * (the product added to the residual stream) and op_swiglu_linear (SwiGLU then the down
  * projection, the activation recomputed in backward instead of kept).
  *
- * Every product is one cblas_sgemm (OpenBLAS threads inside); the residual add and the
+ * Every product is one gemm (autograd/gemm.h); the residual add and the
  * SwiGLU are op_add's and op_swiglu's kernels (ops_internal.h), so each fused op equals its
  * composition bit for bit. Backward kernels ACCUMULATE into the inputs' grads and skip the
  * weight-gradient GEMM of a weight that does not require grad.
@@ -10,18 +10,18 @@
  * Non-goals: biases, transposed or strided operands, other fusions.
  * Reference: Shazeer 2020, "GLU Variants Improve Transformer" (SwiGLU).
  */
+#include "autograd/gemm.h"
 #include "autograd/ops.h"
 
 #include "autograd/ops_internal.h"
 
-#include <cblas.h>
 #include <string.h>
 
 /* ---------------- linear ---------------- */
 
 /* y (N, out) = x (N, in) @ w^T, w (out, in) (ops_internal.h). */
 void linear_forward(float *y, const float *x, const float *w, int N, int in, int out) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, out, in, 1.0f, x, in, w, in,
+    gemm(false, true, N, out, in, 1.0f, x, in, w, in,
                 0.0f, y, out);
 }
 
@@ -29,10 +29,10 @@ void linear_forward(float *y, const float *x, const float *w, int N, int in, int
 static void linear_backward(float *dx, float *dw, const float *dy, const float *x,
                             const float *w, int N, int in, int out) {
     if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, in, out, 1.0f, dy, out, w,
+        gemm(false, false, N, in, out, 1.0f, dy, out, w,
                     in, 1.0f, dx, in);
     if (dw)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, N, 1.0f, dy, out, x, in,
+        gemm(true, false, out, in, N, 1.0f, dy, out, x, in,
                     1.0f, dw, in);
 }
 

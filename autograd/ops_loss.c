@@ -8,18 +8,18 @@
  * rows are split into pool_workers() ranges (pool_parallel_for), each summing its own loss
  * partial, added in range order afterwards: the partition, and so the last bits of the
  * loss, depend on the worker count; the gradients do not. The head products are
- * cblas_sgemm (OpenBLAS threads inside).
+ * gemm calls (autograd/gemm.h).
  * Non-goals: label smoothing, class weights, a softmax over other axes.
  * Reference: llm.c's fused classifier (Karpathy 2024, train_gpt2.cu: the softmax, the
  * loss and its gradient in one pass over the logits).
  */
+#include "autograd/gemm.h"
 #include "autograd/ops.h"
 
 #include "autograd/ops_internal.h"
 #include "autograd/vmath.h"
 #include "core/pool.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -165,10 +165,10 @@ static void op_linear_ce_bw(TapeOp *op) {
     float *dx = grad_of(x), *dw = grad_of(w);
     /* inverts logits = x W^T with dlogits = g * dl */
     if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, V, g, dl, V, w->data, C,
+        gemm(false, false, N, C, V, g, dl, V, w->data, C,
                     1.0f, dx, C);
     if (dw)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, C, N, g, dl, V, x->data, C,
+        gemm(true, false, V, C, N, g, dl, V, x->data, C,
                     1.0f, dw, C);
 }
 
@@ -310,10 +310,10 @@ Tensor *op_linear_cross_entropy_chunked(Tape *t, Tensor *x, Tensor *w, const int
         for (int j = 0; j < task.workers; j++) loss += task.loss[j];   /* fixed order */
         /* L now holds this block's d(loss)/d(logits) per unit upstream gradient */
         if (dX)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, C, V, 1.0f, L, V,
+            gemm(false, false, m, C, V, 1.0f, L, V,
                         w->data, C, 0.0f, dX + (size_t)r0 * C, C);
         if (dW)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, C, m, 1.0f, L, V, xr, C,
+            gemm(true, false, V, C, m, 1.0f, L, V, xr, C,
                         1.0f, dW, C);
     }
     y->data[0] = count ? (float)((double)scale * loss / count) : 0.0f;

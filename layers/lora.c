@@ -1,8 +1,8 @@
 /* lora.c: LoRA adapters. See lora.h for the formula and references. */
 #include "layers/lora.h"
+#include "autograd/gemm.h"
 
 
-#include <cblas.h>
 #include <string.h>
 
 const char *const lora_target_names[LORA_N_TARGETS] = {"q_proj", "k_proj", "v_proj",
@@ -45,27 +45,27 @@ static void lora_linear_bw(TapeOp *op) {
     float *du = op->aux[1], *xd = op->aux[2];
     const float *xa = xd ? xd : x->data;
     if (x->requires_grad)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, din, dout, 1.0f, dy, dout,
+        gemm(false, false, N, din, dout, 1.0f, dy, dout,
                     w->data, din, 1.0f, x->grad, din);
     if (w->requires_grad)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dout, din, N, 1.0f, dy, dout,
+        gemm(true, false, dout, din, N, 1.0f, dy, dout,
                     x->data, din, 1.0f, w->grad, din);
     if (b->requires_grad)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dout, r, N, s, dy, dout, u, r,
+        gemm(true, false, dout, r, N, s, dy, dout, u, r,
                     1.0f, b->grad, r);
     if (!a->requires_grad && !x->requires_grad) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, r, dout, s, dy, dout, b->data, r,
+    gemm(false, false, N, r, dout, s, dy, dout, b->data, r,
                 0.0f, du, r);
     if (a->requires_grad)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, din, N, 1.0f, du, r, xa, din,
+        gemm(true, false, r, din, N, 1.0f, du, r, xa, din,
                     1.0f, a->grad, din);
     if (!x->requires_grad) return;
     if (!mask) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, din, r, 1.0f, du, r, a->data,
+        gemm(false, false, N, din, r, 1.0f, du, r, a->data,
                     din, 1.0f, x->grad, din);
         return;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, din, r, 1.0f, du, r, a->data,
+    gemm(false, false, N, din, r, 1.0f, du, r, a->data,
                 din, 0.0f, xd, din);
     const size_t n = (size_t)N * din;
     for (size_t j = 0; j < n; j++) x->grad[j] += xd[j] * mask[j];
@@ -97,11 +97,11 @@ Tensor *lora_linear(Tape *t, Tensor *x, Tensor *w, Tensor *a, Tensor *b, float s
     if (N > 0) {
         /* y = x W^T; u = xd A^T; y += s u B^T (the adapter is added into the base output:
          * with B = 0 it adds exactly zero, so y keeps the base model's values) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, dout, din, 1.0f, x->data, din,
+        gemm(false, true, N, dout, din, 1.0f, x->data, din,
                     w->data, din, 0.0f, y->data, dout);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, r, din, 1.0f,
+        gemm(false, true, N, r, din, 1.0f,
                     xd ? xd : x->data, din, a->data, din, 0.0f, u, r);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, dout, r, scale, u, r, b->data,
+        gemm(false, true, N, dout, r, scale, u, r, b->data,
                     r, 1.0f, y->data, dout);
     }
     if (needs && N > 0) {
@@ -126,7 +126,7 @@ Tensor *lora_linear(Tape *t, Tensor *x, Tensor *w, Tensor *a, Tensor *b, float s
 void lora_merge(float *w, const float *a, const float *b, int dout, int din, int r,
                 float scale) {
     /* w (dout, din) = scale * b (dout, r) @ a (r, din) + 1 * w */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, dout, din, r, scale, b, r, a, din,
+    gemm(false, false, dout, din, r, scale, b, r, a, din,
                 1.0f, w, din);
 }
 

@@ -1,7 +1,7 @@
 /* mfu.c: see mfu.h. */
 #include "train/mfu.h"
+#include "autograd/gemm.h"
 
-#include <cblas.h>
 
 /* The three products of a linear layer y (N,out) = x (N,in) W^T, each repeated reps times. */
 static int add_linear(MfuGemm *g, int n, int N, int in, int out, int reps) {
@@ -17,9 +17,8 @@ double mfu_set_pass(MfuSet *m) {
     for (int i = 0; i < m->ng; i++) {
         for (int r = 0; r < g[i].reps; r++) {
             int lda = g[i].ta ? g[i].m : g[i].k, ldb = g[i].tb ? g[i].k : g[i].n;
-            cblas_sgemm(CblasRowMajor, g[i].ta ? CblasTrans : CblasNoTrans,
-                        g[i].tb ? CblasTrans : CblasNoTrans, g[i].m, g[i].n, g[i].k, 1.0f,
-                        m->a, lda, m->b, ldb, 0.0f, m->c, g[i].n);
+            gemm(g[i].ta, g[i].tb, g[i].m, g[i].n, g[i].k, 1.0f, m->a, lda, m->b, ldb, 0.0f,
+                 m->c, g[i].n);
         }
     }
     return moe_now() - t0;

@@ -26,7 +26,7 @@ void mfu_set_free(MfuSet *m);
 /* One timed pass over every product, seconds. */
 double mfu_set_pass(MfuSet *m);
 
-/* GFLOP/s of cblas_sgemm over the training-shaped products for N tokens, best of reps
+/* GFLOP/s of gemm (autograd/gemm.h) over the training-shaped products for N tokens, best of reps
  * timed passes after one warm-up pass. Allocates its own buffers (call outside the step). */
 double mfu_sgemm_rate(const ModelShape *s, int N, int reps);
 
