@@ -121,7 +121,7 @@ int cmd_upcycle(int argc, char **argv) {
             return usage("unexpected argument", a);
         }
     }
-    if (npos < 2) return usage("needs DENSE_CKPT and OUT_CKPT", NULL);
+    if (npos < 2) return usage("upcycle needs DENSE_CKPT and OUT_CKPT", NULL);
     if (E == 0 || K == 0) return usage("--experts and --top-k are required", NULL);
     if (K > E) return usage("--top-k must not exceed --experts", NULL);
     if (E % G != 0) return usage("--experts must be a multiple of --granularity", NULL);

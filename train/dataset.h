@@ -29,8 +29,9 @@ typedef struct DataSet {
  * when needed (progress lines on stdout; rank 0 goes first under MPI, the other ranks then
  * find the files made). A tokenizer that was loaded (not trained here) and records the
  * files it was trained on is compared with data.text's (tok_sources_match): a difference
- * fills d->tok_warning; a tokenizer without the record, or no data.text, is not judged. Fails (-1, err naming the file, with a hint) on a missing or
- * mismatched tokenizer or shard or an unwritable run.dir; d is then half-built. */
+ * fills d->tok_warning; a tokenizer without the record, or no data.text, is not judged.
+ * Fails (-1, err naming the file, with a hint) on a missing or mismatched tokenizer or
+ * shard or an unwritable run.dir; d is then half-built. */
 int dataset_open(const Config *c, DataSet *d, MoeErr *err);
 /* Close everything; safe on a zeroed or half-built set; leaves d zeroed. */
 void dataset_free(DataSet *d);

@@ -6,8 +6,9 @@
  *   moetrain --help | SUBCOMMAND --help | --version
  *
  * User errors print "moetrain: error: ..." and "hint: ..." and exit 1; --help exits 0;
- * a bad command line prints one line (train/cli.h) and exits 2, and so does a training refused before it changed anything
- * (TRAIN_REFUSED: a run.dir that belongs to another run), a refused output
+ * a bad command line prints one line (train/cli.h) and exits 2, and so does a training
+ * refused before it changed anything (TRAIN_REFUSED: a run.dir that belongs to another
+ * run), a refused output
  * (train/outguard.h: an output that exists without --force, or that is one of the
  * command's inputs) and a config whose planned memory does not fit the machine
  * (train/memplan.h): their fix is on the command line too.
@@ -233,9 +234,14 @@ static int cmd_data(int argc, char **argv) {
     return rc ? fail(&err) : 0;
 }
 
+/* argc, argv: the words after the program's name; the whole command line is g_argc, g_argv
+ * (recorded in run.dir/runs.jsonl). */
+static int g_argc;
+static char **g_argv;
+
 static int cmd_train(int argc, char **argv) {
     const char *path = NULL;
-    TrainOptions opt = {NULL, 0};
+    TrainOptions opt = {.resume = NULL, .stop_at = 0, .argc = g_argc, .argv = g_argv};
     for (int i = 0; i < argc; i++) {
         if (is_help(argv[i])) { fputs(MAIN_HELP, stdout); return 0; }
         if (!strcmp(argv[i], "--resume")) {
@@ -324,6 +330,8 @@ int main(int argc, char **argv) {
     if (argv[1][0] != '-' && !strchr(argv[1], '/') && !strchr(argv[1], '.') &&
         !fs_exists(argv[1]))
         return cli_usage(NULL, "unknown command '%s'", argv[1]);
+    g_argc = argc;
+    g_argv = argv;   /* before MPI_Init, which may change argc and argv */
     comm_init(&g_comm, &argc, &argv);
     int rc = cmd_train(argc - 1, argv + 1);
     comm_finalize(&g_comm);
