@@ -220,7 +220,7 @@ static void print_step_line(const StepLog *s, const Model *m, const char *eta) {
     const bool aux = sh->E > 0 && !ec && (sh->aux_coef > 0 ||
                      (sh->router == MOE_ROUTER_TOPP && sh->entropy_coef > 0));
     const bool z = sh->E > 0 && sh->z_coef > 0;
-    char terms[96] = "", rate[32], tail[160] = "";
+    char terms[96] = "", rate[32], tail[256] = "";
     if (aux || z) {
         size_t n = (size_t)snprintf(terms, sizeof terms, " (lm %.4f", s->lm);
         if (aux) n += (size_t)snprintf(terms + n, sizeof terms - n, " aux %.4f", s->aux);
@@ -237,8 +237,24 @@ static void print_step_line(const StepLog *s, const Model *m, const char *eta) {
         if (sh->capacity_factor > 0 || ec) {   /* tokens can be dropped */
             int d = worst_drop(st, ec, &frac);
             layer_tag(st->L, d, dat, sizeof dat);
-            snprintf(tail + n, sizeof tail - n, " | %s %.1f%%%s", ec ? "unchosen" : "dropped",
-                     100 * frac, dat);
+            n += (size_t)snprintf(tail + n, sizeof tail - n, " | %s %.1f%%%s",
+                                  ec ? "unchosen" : "dropped", 100 * frac, dat);
+        }
+        if (sh->router != MOE_ROUTER_TOPK && st->calls > 0) {   /* topk: always K */
+            double ept = 0;
+            for (int k = 0; k < st->L; k++) ept += st->experts[k] / st->calls;
+            n += (size_t)snprintf(tail + n, sizeof tail - n, " | experts/token %.2f",
+                                  ept / st->L);
+        }
+        if (m->use_router_bias) {   /* aux-loss-free balancing: the largest |b| */
+            double bmax = 0;
+            int bl = 0;
+            for (int k = 0; k < st->L; k++) {
+                double b = router_bias_max_abs(m->router_bias + (size_t)k * st->E, st->E);
+                if (b > bmax) { bmax = b; bl = k; }
+            }
+            layer_tag(st->L, bl, dat, sizeof dat);
+            snprintf(tail + n, sizeof tail - n, " | router bias %.3g%s", bmax, dat);
         }
     }
     printf("step %5ld/%ld | loss %.4f%s | lr %.2e | gnorm %.3f | %.0f tok/s | %s%s | eta %s%s\n",

@@ -8,7 +8,8 @@
  * the terms that apply: aux only with a load-balancing or entropy loss, z only with a
  * z-loss), lr, gradient norm, tokens/s, the model's achieved FLOP rate, and for MoE models
  * the worst layer's load max/mean and, when tokens can be dropped (a capacity limit, or
- * expert choice), the worst layer's share dropped; then the ETA. train.log_experts adds
+ * expert choice), the worst layer's share dropped; with a router other than topk the mean
+ * experts per token; with aux-loss-free balancing the largest router bias; then the ETA. train.log_experts adds
  * the per-layer block under it. On a terminal (not under mpirun) a progress bar is redrawn
  * on the same line (\r) every step.
  * Warnings print when they happen, on any step: one line "warning: ..." on stderr (the
