@@ -12,12 +12,12 @@
 # - run.dir/runs.jsonl: one line per process start; a resumed run adds one; the rank
 #   layout under mpirun.
 # Breaks seen caught (each made once, then undone): logger_warn not clearing the progress
-# bar (the warning lines start with the bar); the old `|| sl.skipped` and per-step spike
-# printing (spikes only on log steps: no warning between log steps); the aux term shown
-# for dense models; drops shown for a dropless run; the drop warning without its once-only
-# state (one warning a step); the tokenizer comparison by name instead of content (the
-# renamed copy warns); runs.jsonl written before the run dir's lock (the refused second
-# start adds a line).
+# bar (the warning lines start with the bar); the step's warnings given only on log steps,
+# as spikes were before (no warning between log steps); the aux term shown for dense
+# models; drops shown for a dropless run; the drop warning without its once-only state
+# (one warning a step); the tokenizer comparison by name instead of content (the renamed
+# copy warns); a runs.jsonl line written before trainer_init takes the run directory (the
+# refused second start adds a line).
 # Usage: test_log.sh PATH/TO/moetrain
 set -u
 BIN=${1:?usage: test_log.sh MOETRAIN}
