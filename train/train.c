@@ -134,8 +134,8 @@ static void train_step(Trainer *tr, StepLog *sl, const Logger *lg) {
     double gnorm = dp_grad_norm(&m->ps, comm);
     double loss = sums[0] + sums[1] + sums[2];
     bool skipped = !isfinite(loss) || !isfinite(gnorm);
-    /* rank 0 speaks for the step when no rank named its values (e.g. a sum that overflowed
-     * in the all-reduce) or it is the only rank */
+    /* rank 0 gives the step's verdict (global sums; e.g. a norm that overflowed only in the
+     * all-reduce) unless it already named its own values above */
     if (skipped && comm->rank == 0 && !told) report_nonfinite(tr, lg, sums, true);
     float lr = lr_at(&tr->sched, step);
     tr->bad_run = skipped ? tr->bad_run + 1 : 0;
