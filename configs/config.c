@@ -24,6 +24,7 @@ void config_defaults(Config *c) {
     c->train = (ConfigTrain){.seq_len = 256, .micro_batch = 8, .grad_accum = 1, .steps = 1000,
                              .seed = 1337, .log_every = 10, .eval_every = 100,
                              .eval_batches = 8, .max_bad_steps = 5, .spike_factor = 5.0};
+    c->train.warn_dropped = 0.05;
     c->optim = (ConfigOptim){.lr = 1e-3, .min_lr = 1e-4, .warmup_steps = 100, .beta1 = 0.9,
                              .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1, .grad_clip = 1.0};
     c->data.val_fraction = 0.1;

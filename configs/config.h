@@ -47,7 +47,7 @@
 
 #define CONFIG_N_SECTIONS 10  /* model moe train optim data run parallel checkpoint init
                                  finetune */
-#define CONFIG_N_KEYS 63      /* total number of keys over all sections */
+#define CONFIG_N_KEYS 65      /* total number of keys over all sections */
 
 typedef struct ConfigModel {
     int vocab_size;     /* V, in [258, 65536] */
@@ -96,6 +96,8 @@ typedef struct ConfigTrain {
     double spike_factor;  /* >= 1: grad norm > factor x running mean is logged as a spike */
     bool recompute;       /* per-layer activation recomputation (StepCtx.recompute) */
     int loss_chunk;       /* >= 0: rows of the fused head + loss at once; 0 = all */
+    bool log_experts;     /* the per-layer expert-load block under each log line */
+    double warn_dropped;  /* [0, 1]: warn when a layer drops more than this share of slots */
 } ConfigTrain;
 
 typedef struct ConfigOptim {

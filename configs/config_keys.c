@@ -135,6 +135,12 @@ const KeySpec cfg_keys[] = {
     KI(S_TRAIN, "loss_chunk", train.loss_chunk, 0, INT_MAX, 0,
        "rows of the LM head + cross-entropy computed at once; 0 = the whole micro-batch "
        "(an (N, V) logits buffer)"),
+    KB(S_TRAIN, "log_experts", train.log_experts, 0,
+       "under each log line, the per-layer expert load (share of slots per expert, "
+       "max/mean, drops); off: the line sums it up as the worst layer's max/mean and drops"),
+    KF(S_TRAIN, "warn_dropped", train.warn_dropped, 0, 1, 0,
+       "warn when a MoE layer's capacity limit drops more than this share of its routed "
+       "slots in a step (expert choice: of its tokens left unchosen); 1 = never"),
 
     KF(S_OPTIM, "lr", optim.lr, 0, HUGE_VAL, F_LO_OPEN, "peak learning rate, reached after "
        "warmup"),

@@ -247,7 +247,7 @@ int tok_train(Tokenizer *t, const char *const *paths, int n_paths, int vocab_siz
     memset(t, 0, sizeof *t);
     if (n_paths <= 0) {
         moe_errorf(err, "tokenizer training needs at least one text file (got %d)", n_paths);
-        return moe_hintf(err, "list the training text files under data.train_files");
+        return moe_hintf(err, "list the training text files under data.text");
     }
     uint8_t **bufs = moe_calloc((size_t)n_paths * sizeof(uint8_t *));
     size_t *lens = moe_calloc((size_t)n_paths * sizeof(size_t));
@@ -261,6 +261,17 @@ int tok_train(Tokenizer *t, const char *const *paths, int n_paths, int vocab_siz
         }
     }
     rc = tok_train_buffers(t, (const uint8_t *const *)bufs, lens, n_paths, vocab_size, err);
+    if (rc == 0) {   /* the record tok_save writes (trained_on) */
+        t->sources = moe_calloc((size_t)n_paths * sizeof(TokSource));
+        t->n_sources = n_paths;
+        for (int i = 0; i < n_paths; i++) {
+            size_t nl = strlen(paths[i]);
+            t->sources[i].name = moe_malloc(nl + 1);
+            memcpy(t->sources[i].name, paths[i], nl + 1);
+            t->sources[i].size = lens[i];
+            t->sources[i].hash = tok_text_hash(bufs[i], lens[i]);
+        }
+    }
 done:
     for (int i = 0; i < n_paths; i++) moe_free(bufs[i]);
     moe_free(bufs);

@@ -4,6 +4,7 @@
  */
 #include "data/tokenizer.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/fs.h"
@@ -12,8 +13,14 @@
 
 /* ---------------------------------------------------------------- building a Tokenizer */
 
+static void sources_free(TokSource *src, int n) {
+    for (int i = 0; i < n; i++) moe_free(src[i].name);
+    moe_free(src);
+}
+
 void tok_free(Tokenizer *t) {
     if (!t) return;
+    sources_free(t->sources, t->n_sources);
     moe_free(t->merges); moe_free(t->tok_off); moe_free(t->tok_len); moe_free(t->tok_bytes);
     moe_free(t->rank_keys); moe_free(t->rank_vals);
     memset(t, 0, sizeof *t);
@@ -290,13 +297,57 @@ int tok_decode(const Tokenizer *t, const int32_t *ids, size_t n, uint8_t *out, s
     return w <= cap ? 0 : -1;
 }
 
+/* ---------------------------------------------------------------- what it was trained on */
+
+uint64_t tok_text_hash(const uint8_t *buf, size_t n) {
+    return wordmap_fnv1a(WORDMAP_FNV_OFFSET, buf, n);
+}
+
+static int cmp_source(const void *pa, const void *pb) {
+    const TokSource *a = pa, *b = pb;
+    if (a->size != b->size) return a->size < b->size ? -1 : 1;
+    if (a->hash != b->hash) return a->hash < b->hash ? -1 : 1;
+    return 0;
+}
+
+int tok_sources_match(const Tokenizer *t, const TokSource *texts, int n) {
+    if (t->n_sources == 0) return -1;
+    if (t->n_sources != n) return 0;
+    /* sorted copies: the same files in another order (or under other names) match */
+    TokSource *a = moe_malloc(sizeof(TokSource) * (size_t)n);
+    TokSource *b = moe_malloc(sizeof(TokSource) * (size_t)n);
+    memcpy(a, t->sources, sizeof(TokSource) * (size_t)n);
+    memcpy(b, texts, sizeof(TokSource) * (size_t)n);
+    qsort(a, (size_t)n, sizeof *a, cmp_source);
+    qsort(b, (size_t)n, sizeof *b, cmp_source);
+    int same = 1;
+    for (int i = 0; i < n && same; i++) same = cmp_source(&a[i], &b[i]) == 0;
+    moe_free(a);
+    moe_free(b);
+    return same;
+}
+
 /* ---------------------------------------------------------------- the file */
 
 int tok_save(const Tokenizer *t, const char *path, MoeErr *err) {
     FsAtomicFile af;
     if (fs_atomic_open(&af, path, err) != 0) return -1;
-    fprintf(af.fp, "moetrain-bpe 1\nvocab_size %d\nspecial %d %s\nmerges %d\n", t->vocab_size,
-            t->vocab_size - 1, TOK_EOT_TEXT, t->n_merges);
+    fprintf(af.fp, "moetrain-bpe 1\nvocab_size %d\nspecial %d %s\n", t->vocab_size,
+            t->vocab_size - 1, TOK_EOT_TEXT);
+    if (t->n_sources > 0) {
+        fprintf(af.fp, "trained_on %d\n", t->n_sources);
+        for (int i = 0; i < t->n_sources; i++) {
+            const TokSource *src = &t->sources[i];
+            fprintf(af.fp, "text %llu %016llx ", (unsigned long long)src->size,
+                    (unsigned long long)src->hash);
+            /* the name labels only: a control character (a newline would end the line)
+             * becomes '?' */
+            for (const unsigned char *c = (const unsigned char *)src->name; *c; c++)
+                fputc(*c < 0x20 || *c == 0x7F ? '?' : *c, af.fp);
+            fputc('\n', af.fp);
+        }
+    }
+    fprintf(af.fp, "merges %d\n", t->n_merges);
     for (int r = 0; r < t->n_merges; r++)
         fprintf(af.fp, "%d %d\n", (int)t->merges[2 * r], (int)t->merges[2 * r + 1]);
     return fs_atomic_commit(&af, err);
@@ -366,6 +417,52 @@ static int load_fail(MoeErr *err, const LineReader *r, const char *what) {
                      "restore it or retrain the tokenizer");
 }
 
+/* Exactly 16 lowercase hex digits at s[*i..), then *i moves past them. */
+static bool parse_hex16(const uint8_t *s, size_t n, size_t *i, uint64_t *v) {
+    uint64_t x = 0;
+    size_t k = *i;
+    for (; k < n && k - *i < 16; k++) {
+        uint8_t c = s[k];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0) return false;
+        x = x << 4 | (uint64_t)d;
+    }
+    if (k - *i != 16) return false;
+    *i = k;
+    *v = x;
+    return true;
+}
+
+/* The trained_on block: r is on its "trained_on N" line; reads the N "text" lines after it
+ * into a new array (*src, *n_src; *n_src counts the entries built so far, so the caller
+ * frees them on failure too). */
+static int parse_sources(LineReader *r, TokSource **src, int *n_src, MoeErr *err) {
+    uint64_t cnt = 0;
+    /* a text line takes at least 24 bytes ("text 0 " + 16 digits + " x") */
+    if (!parse_kw_uint(r, "trained_on", 65536, &cnt) || cnt == 0 ||
+        cnt > (r->n - r->pos) / 24 + 1)
+        return load_fail(err, r, "expected \"trained_on N\" with N text lines after it");
+    *src = moe_calloc((size_t)cnt * sizeof(TokSource));
+    for (uint64_t k = 0; k < cnt; k++) {
+        uint64_t size = 0, hash = 0;
+        size_t i = 5;
+        bool ok = next_line(r) && r->ll > 5 && memcmp(r->ls, "text ", 5) == 0 &&
+                  parse_uint(r->ls, r->ll, &i, (uint64_t)1 << 50, &size) && i < r->ll &&
+                  r->ls[i++] == ' ' && parse_hex16(r->ls, r->ll, &i, &hash) && i + 1 < r->ll &&
+                  r->ls[i++] == ' ';
+        if (!ok)
+            return load_fail(err, r, "expected \"text BYTES HASH NAME\" (a file the tokenizer "
+                             "was trained on)");
+        TokSource *s = &(*src)[(*n_src)++];
+        s->size = size;
+        s->hash = hash;
+        s->name = moe_malloc(r->ll - i + 1);
+        memcpy(s->name, r->ls + i, r->ll - i);
+        s->name[r->ll - i] = 0;
+    }
+    return 0;
+}
+
 int tok_load(Tokenizer *t, const char *path, MoeErr *err) {
     memset(t, 0, sizeof *t);
     uint8_t *buf = NULL;
@@ -381,6 +478,8 @@ int tok_load_buffer(Tokenizer *t, const uint8_t *buf, size_t n, const char *path
     memset(t, 0, sizeof *t);
     LineReader r = {path, buf, n, 0, 0, NULL, 0};
     int32_t *merges = NULL;
+    TokSource *src = NULL;
+    int n_src = 0;
     uint64_t V = 0, nm = 0, sid = 0;
     char what[160];
     if (n == 0) {  /* first: buf may then be NULL, which memchr must not see */
@@ -418,7 +517,15 @@ int tok_load_buffer(Tokenizer *t, const uint8_t *buf, size_t n, const char *path
             goto fail;
         }
     }
-    if (!next_line(&r) || !parse_kw_uint(&r, "merges", UINT32_MAX, &nm) || nm != V - 257) {
+    if (!next_line(&r)) {
+        load_fail(err, &r, "expected \"merges N\" or \"trained_on N\"");
+        goto fail;
+    }
+    if (r.ll >= 11 && memcmp(r.ls, "trained_on ", 11) == 0) {
+        if (parse_sources(&r, &src, &n_src, err)) goto fail;
+        next_line(&r);
+    }
+    if (!r.ls || !parse_kw_uint(&r, "merges", UINT32_MAX, &nm) || nm != V - 257) {
         snprintf(what, sizeof what, "expected \"merges %d\" (vocab_size - 257)", (int)V - 257);
         load_fail(err, &r, what);
         goto fail;
@@ -429,6 +536,7 @@ int tok_load_buffer(Tokenizer *t, const uint8_t *buf, size_t n, const char *path
         moe_hintf(err, "the file is incomplete; restore it or retrain the tokenizer");
         goto fail;
     }
+    const int line0 = r.line + 1;   /* the line of merge 0 */
     merges = moe_malloc((size_t)nm * 2 * sizeof(int32_t));
     for (uint64_t m = 0; m < nm; m++) {
         if (!next_line(&r)) {
@@ -464,17 +572,21 @@ int tok_load_buffer(Tokenizer *t, const uint8_t *buf, size_t n, const char *path
     merges = NULL;  /* owned by t now */
     if (bad >= 0) {
         if (t->rank_vals)  /* tok_build got as far as the rank table: a duplicate pair */
-            moe_errorf(err, "%s:%d: merge %d duplicates an earlier merge", path, 5 + bad, bad);
+            moe_errorf(err, "%s:%d: merge %d duplicates an earlier merge", path, line0 + bad,
+                       bad);
         else
-            moe_errorf(err, "%s:%d: merge %d makes a token longer than %u bytes", path, 5 + bad,
-                       bad, TOK_MAX_TOKEN_BYTES);
+            moe_errorf(err, "%s:%d: merge %d makes a token longer than %u bytes", path,
+                       line0 + bad, bad, TOK_MAX_TOKEN_BYTES);
         moe_hintf(err, "this is not a valid moetrain-bpe tokenizer file (damaged or edited); "
                   "restore it or retrain the tokenizer");
         tok_free(t);
         goto fail;
     }
+    t->sources = src;
+    t->n_sources = n_src;
     return 0;
 fail:
+    sources_free(src, n_src);
     moe_free(merges);
     return -1;
 }

@@ -18,8 +18,13 @@
  *   moetrain-bpe 1
  *   vocab_size 4096
  *   special 4095 <|endoftext|>
+ *   trained_on 1       optional: the text files tok_train read, one "text" line each
+ *   text <bytes> <16 hex digits> <name>    size, tok_text_hash of the bytes, path as given
  *   merges 3839
  *   <a> <b>            one merge per line (decimal ids), in rank order
+ * The trained_on block is a record, not part of the vocabulary: tok_hash ignores it, and a
+ * file without it (written before it existed, or by the exporters) loads the same. A name
+ * is written with its control characters as '?' (it labels; size and hash identify).
  *
  * References: Sennrich et al. 2016 (BPE); Radford et al. 2019 (GPT-2 byte-level BPE,
  * encoder.py's bytes_to_unicode and pattern).
@@ -36,6 +41,12 @@
 #define TOK_MAX_VOCAB (1 << 30)
 #define TOK_MAX_TOKEN_BYTES (1u << 24)   /* longest token (16 MiB) a tokenizer may make */
 
+/* A text file a tokenizer was trained on: the path as given, its size and tok_text_hash. */
+typedef struct TokSource {
+    char *name;              /* owned, NUL-terminated */
+    uint64_t size, hash;
+} TokSource;
+
 typedef struct Tokenizer {
     int vocab_size;          /* V */
     int n_merges;            /* V - 257 */
@@ -47,13 +58,16 @@ typedef struct Tokenizer {
     int32_t *rank_vals;      /* (rank_cap) merge rank for rank_keys[i] */
     size_t rank_cap;         /* power of two */
     uint64_t hash;           /* tok_hash(): FNV-1a over V and the merges */
+    TokSource *sources;      /* (n_sources) owned: the files tok_train read; none (0) when
+                                unknown: trained from buffers, or an older file */
+    int n_sources;
 } Tokenizer;
 
 /* ---- training ---- */
 
 /* Train a tokenizer of vocab_size V on the text files paths[0..n_paths) (each file is one
- * document; pre-tokens never cross files). *t must be zeroed or freed; on success it owns new
- * memory (release with tok_free). Fails (-1, err with hint) on an unreadable or empty file,
+ * document; pre-tokens never cross files) and record them (t->sources, saved by tok_save).
+ * *t must be zeroed or freed; on success it owns new memory (release with tok_free). Fails (-1, err with hint) on an unreadable or empty file,
  * V outside [258, 2^30], a token longer than TOK_MAX_TOKEN_BYTES, or when the corpus has
  * fewer distinct mergeable pairs than V-257 (vocab_size too large for this corpus); *t is
  * left zeroed on failure. Ties between equally frequent pairs go to the smaller (a, b). */
@@ -120,6 +134,16 @@ void tok_merge(const Tokenizer *t, int r, int32_t *a, int32_t *b);
 /* 64-bit content hash (FNV-1a over V, the special token text and the merges), recorded in
  * shards so data made by another tokenizer is detected. */
 uint64_t tok_hash(const Tokenizer *t);
+
+/* ---- what it was trained on ---- */
+
+/* The hash a trained_on record keeps of a file's bytes buf[0..n) (borrowed): FNV-1a 64. */
+uint64_t tok_text_hash(const uint8_t *buf, size_t n);
+
+/* Whether t was trained on exactly the texts (n, borrowed: size and hash set, names only
+ * label), compared as multisets of (size, hash), so names and order do not matter: 1 same,
+ * 0 different, -1 unknown (t records nothing). */
+int tok_sources_match(const Tokenizer *t, const TokSource *texts, int n);
 
 /* ---- files ---- */
 

@@ -8,6 +8,7 @@
 
 #include "checkpoints/ckpt.h"
 #include "configs/config.h"
+#include "train/cli.h"
 
 static const char *CKPT_HELP =
     "usage: moetrain ckpt info PATH\n"
@@ -29,10 +30,7 @@ static int ckpt_fail(const MoeErr *err) {
     return 1;
 }
 
-static int usage(const char *msg) {
-    fprintf(stderr, "moetrain: error: %s\n%s", msg, CKPT_HELP);
-    return 2;
-}
+static int usage(const char *msg) { return cli_usage("ckpt", "%s", msg); }
 
 static int info(const char *path) {
     MoeErr err = {{0}, {0}};

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "configs/config.h"
+#include "train/cli.h"
 
 static const char *CONFIG_HELP =
     "usage: moetrain config keys\n"
@@ -23,10 +24,7 @@ static const char *CONFIG_HELP =
 
 static int is_help(const char *a) { return !strcmp(a, "-h") || !strcmp(a, "--help"); }
 
-static int usage(const char *msg) {
-    fprintf(stderr, "moetrain: error: %s\n\n%s", msg, CONFIG_HELP);
-    return 2;
-}
+static int usage(const char *msg) { return cli_usage("config", "%s", msg); }
 
 int cmd_config(int argc, char **argv) {
     if (argc < 1) return usage("missing config command (keys)");

@@ -16,6 +16,7 @@
 #include "checkpoints/export.h"
 #include "core/fs.h"
 #include "layers/infer.h"
+#include "train/cli.h"
 #include "train/outguard.h"
 
 static const char *EXPORT_HELP =
@@ -115,10 +116,11 @@ static int fail2(const MoeErr *err) {
     return 2;
 }
 
+/* One line and exit status 2 (train/cli.h); help names the command. */
 static int usage(const char *msg, const char *arg, const char *help) {
-    if (arg) fprintf(stderr, "moetrain: error: %s '%s'\n\n%s", msg, arg, help);
-    else fprintf(stderr, "moetrain: error: %s\n\n%s", msg, help);
-    return 2;
+    const char *cmd = help == EXPORT_HELP ? "export" : help == SAMPLE_HELP ? "sample"
+                      : help == EVAL_HELP ? "eval" : "logits";
+    return arg ? cli_usage(cmd, "%s '%s'", msg, arg) : cli_usage(cmd, "%s", msg);
 }
 
 static bool parse_long(const char *s, long lo, long hi, long *out) {

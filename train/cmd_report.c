@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "train/cli.h"
 #include "train/outguard.h"
 #include "train/report.h"
 
@@ -27,10 +28,7 @@ static const char *const REPORT_HELP =
     "  --force           replace an existing FILE.html that is not a moetrain report\n"
     "  -h, --help        this help\n";
 
-static int report_usage(const char *msg) {
-    fprintf(stderr, "moetrain: %s\n\n%s", msg, REPORT_HELP);
-    return 2;
-}
+static int report_usage(const char *msg) { return cli_usage("report", "%s", msg); }
 
 /* The output guard (train/outguard.h) for out, given the run directories among argv: the
  * files the report reads are its inputs; an earlier report may be replaced without --force. */

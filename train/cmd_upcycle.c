@@ -11,6 +11,7 @@
 
 #include "checkpoints/ckpt.h"
 #include "checkpoints/upcycle.h"
+#include "train/cli.h"
 #include "train/outguard.h"
 
 static const char *UPCYCLE_HELP =
@@ -46,9 +47,7 @@ static const char *UPCYCLE_HELP =
 static int is_help(const char *a) { return !strcmp(a, "-h") || !strcmp(a, "--help"); }
 
 static int usage(const char *msg, const char *arg) {
-    fprintf(stderr, "moetrain: error: upcycle: %s%s%s%s\n%s", msg, arg ? " '" : "",
-            arg ? arg : "", arg ? "'" : "", UPCYCLE_HELP);
-    return 2;
+    return arg ? cli_usage("upcycle", "%s '%s'", msg, arg) : cli_usage("upcycle", "%s", msg);
 }
 
 static bool parse_i64(const char *s, long long lo, long long *out) {
@@ -86,7 +85,15 @@ int cmd_upcycle(int argc, char **argv) {
             continue;
         }
         if (a[0] == '-' && a[1]) {
-            if (i + 1 >= argc) return usage("missing value after", a);
+            if (i + 1 >= argc) {   /* the last word: a known option lacks its value */
+                static const char *const known[] = {"--experts", "--top-k", "--granularity",
+                    "--seed", "--shared-experts", "--shared-hidden", "--router-init-std",
+                    "--expert-noise"};
+                bool is_known = false;
+                for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
+                    is_known = is_known || !strcmp(a, known[k]);
+                return usage(is_known ? "missing value after" : "unknown option", a);
+            }
             const char *v = argv[++i];
             bool ok;
             if (!strcmp(a, "--experts")) ok = parse_i64(v, 1, &E);
@@ -114,7 +121,7 @@ int cmd_upcycle(int argc, char **argv) {
             return usage("unexpected argument", a);
         }
     }
-    if (npos < 2) return usage("needs DENSE_CKPT and OUT_CKPT", NULL);
+    if (npos < 2) return usage("upcycle needs DENSE_CKPT and OUT_CKPT", NULL);
     if (E == 0 || K == 0) return usage("--experts and --top-k are required", NULL);
     if (K > E) return usage("--top-k must not exceed --experts", NULL);
     if (E % G != 0) return usage("--experts must be a multiple of --granularity", NULL);

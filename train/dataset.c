@@ -38,9 +38,10 @@ static int prepare_tokenizer(const Config *c, Tokenizer *tok, MoeErr *err) {
 }
 
 /* FNV-1a over the text files' contents and the tokenizer hash: names the cached shard so a
- * change of text or tokenizer re-encodes. */
-static int text_cache_path(const Config *c, const Tokenizer *tok, char *out, size_t cap,
-                           MoeErr *err) {
+ * change of text or tokenizer re-encodes. The same pass fills texts (n_text, names
+ * borrowed from c) with each file's size and tok_text_hash. */
+static int text_cache_path(const Config *c, const Tokenizer *tok, TokSource *texts,
+                           char *out, size_t cap, MoeErr *err) {
     uint64_t h = 1469598103934665603ULL ^ tok_hash(tok);
     for (size_t i = 0; i < c->data.n_text; i++) {
         uint8_t *buf = NULL;
@@ -48,10 +49,33 @@ static int text_cache_path(const Config *c, const Tokenizer *tok, char *out, siz
         if (fs_read_file(c->data.text[i], &buf, &n, err)) return -1;
         for (size_t j = 0; j < n; j++) h = (h ^ buf[j]) * 1099511628211ULL;
         h = (h ^ 0xff) * 1099511628211ULL;
+        texts[i] = (TokSource){c->data.text[i], n, tok_text_hash(buf, n)};
         moe_free(buf);
     }
     snprintf(out, cap, "%s/tokens/text-%016llx.tok", c->run.dir, (unsigned long long)h);
     return 0;
+}
+
+/* "a.txt (60000 bytes), b.txt (...)" for at most three files, into out. */
+static void list_sources(const TokSource *s, int n, char *out, size_t cap) {
+    size_t len = 0;
+    out[0] = 0;
+    for (int i = 0; i < n && i < 3 && len < cap; i++)
+        len += (size_t)snprintf(out + len, cap - len, "%s%s (%llu bytes)", i ? ", " : "",
+                                s[i].name, (unsigned long long)s[i].size);
+    if (n > 3 && len < cap) snprintf(out + len, cap - len, " and %d more", n - 3);
+}
+
+/* d->tok_warning when the loaded tokenizer records other training text than data.text. */
+static void check_tokenizer_text(const Config *c, DataSet *d, const TokSource *texts) {
+    if (tok_sources_match(&d->tok, texts, (int)c->data.n_text) != 0) return;
+    char was[400], now[400];
+    list_sources(d->tok.sources, d->tok.n_sources, was, sizeof was);
+    list_sources(texts, (int)c->data.n_text, now, sizeof now);
+    snprintf(d->tok_warning, sizeof d->tok_warning, "data.tokenizer %s was trained on other "
+             "text than data.text: it was trained on %s; data.text is %s (to train one on "
+             "data.text, point data.tokenizer at a file that does not exist yet)",
+             c->data.tokenizer, was, now);
 }
 
 void dataset_free(DataSet *d) {
@@ -64,6 +88,7 @@ void dataset_free(DataSet *d) {
 
 int dataset_open(const Config *c, DataSet *d, MoeErr *err) {
     memset(d, 0, sizeof *d);
+    const bool trained_here = !fs_exists(c->data.tokenizer);
     if (prepare_tokenizer(c, &d->tok, err)) return -1;
     int n = (int)c->data.n_shards + (c->data.n_text > 0 ? 1 : 0);
     d->shards = moe_calloc(sizeof(Shard) * (size_t)n);
@@ -87,7 +112,11 @@ int dataset_open(const Config *c, DataSet *d, MoeErr *err) {
     }
     if (c->data.n_text > 0) {
         char path[4096], dir[4096];
-        if (text_cache_path(c, &d->tok, path, sizeof path, err)) return -1;
+        TokSource *texts = moe_calloc(sizeof(TokSource) * c->data.n_text);
+        int bad = text_cache_path(c, &d->tok, texts, path, sizeof path, err);
+        if (!bad && !trained_here) check_tokenizer_text(c, d, texts);
+        moe_free(texts);
+        if (bad) return -1;
         snprintf(dir, sizeof dir, "%s/tokens", c->run.dir);
         if (fs_mkdirs(dir, err)) return -1;
         if (!fs_exists(path)) {

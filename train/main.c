@@ -3,11 +3,12 @@
  *   moetrain CONFIG [--set section.key=value ...]       train
  *   moetrain tokenizer train --vocab N --out FILE TEXT...
  *   moetrain data encode --tokenizer FILE --out SHARD TEXT...
- *   moetrain --help | SUBCOMMAND --help
+ *   moetrain --help | SUBCOMMAND --help | --version
  *
  * User errors print "moetrain: error: ..." and "hint: ..." and exit 1; --help exits 0;
- * a bad command line exits 2, and so does a training refused before it changed anything
- * (TRAIN_REFUSED: a run.dir that belongs to another run), a refused output
+ * a bad command line prints one line (train/cli.h) and exits 2, and so does a training
+ * refused before it changed anything (TRAIN_REFUSED: a run.dir that belongs to another
+ * run), a refused output
  * (train/outguard.h: an output that exists without --force, or that is one of the
  * command's inputs) and a config whose planned memory does not fit the machine
  * (train/memplan.h): their fix is on the command line too.
@@ -18,9 +19,12 @@
 #include <string.h>
 
 #include "autograd/blas.h"
+#include "core/fs.h"
 #include "data/shard.h"
 #include "data/tokenizer.h"
 #include "parallel/comm.h"
+#include "train/buildinfo.h"
+#include "train/cli.h"
 #include "train/cmd_ckpt.h"
 #include "train/cmd_config.h"
 #include "train/cmd_infer.h"
@@ -47,6 +51,7 @@ static const char *MAIN_HELP =
     "                [--router-init-std S] [--expert-noise X] [--seed N] [--force]\n"
     "       moetrain tokenizer train --vocab N --out FILE [--force] TEXT_FILE...\n"
     "       moetrain data encode --tokenizer FILE --out SHARD [--force] TEXT_FILE...\n"
+    "       moetrain --version\n"
     "\n"
     "Trains the Mixture-of-Experts model described by CONFIG.yaml (see README.md for every\n"
     "key). Missing tokenizer files are trained on data.text and text files are encoded\n"
@@ -63,6 +68,7 @@ static const char *MAIN_HELP =
     "  --stop-at STEP           save a checkpoint and exit 0 after STEP (the schedule still\n"
     "                           spans train.steps; continue later with --resume auto)\n"
     "  -h, --help               this help; `moetrain SUBCOMMAND --help` for subcommands\n"
+    "  -V, --version            version, git commit, compiler, libraries and the CPU's ISA\n"
     "\n"
     "subcommands:\n"
     "  tokenizer train          train a byte-level BPE tokenizer (GPT-2 scheme)\n"
@@ -115,19 +121,25 @@ static int fail(const MoeErr *err) {
     return 1;
 }
 
-static int usage_error(const char *msg, const char *help) {
-    fprintf(stderr, "moetrain: %s\n\n%s", msg, help);
-    return 2;
-}
-
 static bool is_help(const char *a) { return !strcmp(a, "-h") || !strcmp(a, "--help"); }
 
+/* What is wrong with an option a command did not take: its own name, or its missing value. */
+static const char *option_problem(const char *a) {
+    static const char *const with_value[] = {"--vocab", "--out", "--tokenizer"};
+    for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
+        if (!strcmp(a, with_value[k])) return "missing value after";
+    return "unknown option";
+}
+
 static int cmd_tokenizer(int argc, char **argv) {
-    if (argc < 1 || is_help(argv[0])) {
-        fputs(TOK_HELP, argc < 1 ? stderr : stdout);
-        return argc < 1 ? 2 : 0;
+    if (argc < 1) return cli_usage("tokenizer", "tokenizer needs a command (train)");
+    if (is_help(argv[0])) {
+        fputs(TOK_HELP, stdout);
+        return 0;
     }
-    if (strcmp(argv[0], "train") != 0) return usage_error("unknown tokenizer command", TOK_HELP);
+    if (strcmp(argv[0], "train") != 0)
+        return cli_usage("tokenizer", "unknown tokenizer command '%s' (expected train)",
+                         argv[0]);
     long vocab = 0;
     const char *out = NULL;
     bool force = false;
@@ -142,20 +154,22 @@ static int cmd_tokenizer(int argc, char **argv) {
             vocab = strtol(argv[++i], &end, 10);
             if (*end || vocab < 258 || vocab > 65536) {
                 free(files);
-                return usage_error("--vocab must be an integer in [258, 65536]", TOK_HELP);
+                return cli_usage("tokenizer train", "--vocab must be an integer in [258, "
+                                 "65536], got '%s'", argv[i]);
             }
         } else if (!strcmp(argv[i], "--out") && i + 1 < argc) {
             out = argv[++i];
         } else if (argv[i][0] == '-') {
             free(files);
-            return usage_error("unknown option or missing value", TOK_HELP);
+            return cli_usage("tokenizer train", "%s '%s'", option_problem(argv[i]), argv[i]);
         } else {
             files[nf++] = argv[i];
         }
     }
     if (!vocab || !out || nf == 0) {
         free(files);
-        return usage_error("--vocab, --out and at least one text file are required", TOK_HELP);
+        return cli_usage("tokenizer train", "--vocab, --out and at least one text file are "
+                         "required");
     }
     int guard = outguard_cli(out, OUTGUARD_FILE, "--out", files, nf, force);
     if (guard) {
@@ -176,11 +190,13 @@ static int cmd_tokenizer(int argc, char **argv) {
 }
 
 static int cmd_data(int argc, char **argv) {
-    if (argc < 1 || is_help(argv[0])) {
-        fputs(ENC_HELP, argc < 1 ? stderr : stdout);
-        return argc < 1 ? 2 : 0;
+    if (argc < 1) return cli_usage("data", "data needs a command (encode)");
+    if (is_help(argv[0])) {
+        fputs(ENC_HELP, stdout);
+        return 0;
     }
-    if (strcmp(argv[0], "encode") != 0) return usage_error("unknown data command", ENC_HELP);
+    if (strcmp(argv[0], "encode") != 0)
+        return cli_usage("data", "unknown data command '%s' (expected encode)", argv[0]);
     const char *tokp = NULL, *out = NULL;
     bool force = false;
     /* files[0] is kept for the tokenizer: the output guard checks it with the texts */
@@ -193,13 +209,13 @@ static int cmd_data(int argc, char **argv) {
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
         else if (argv[i][0] == '-') {
             free(files);
-            return usage_error("unknown option or missing value", ENC_HELP);
+            return cli_usage("data encode", "%s '%s'", option_problem(argv[i]), argv[i]);
         } else files[1 + nf++] = argv[i];
     }
     if (!tokp || !out || nf == 0) {
         free(files);
-        return usage_error("--tokenizer, --out and at least one text file are required",
-                           ENC_HELP);
+        return cli_usage("data encode", "--tokenizer, --out and at least one text file are "
+                         "required");
     }
     files[0] = tokp;
     int guard = outguard_cli(out, OUTGUARD_FILE, "--out", files, nf + 1, force);
@@ -218,33 +234,37 @@ static int cmd_data(int argc, char **argv) {
     return rc ? fail(&err) : 0;
 }
 
+/* argc, argv: the words after the program's name; the whole command line is g_argc, g_argv
+ * (recorded in run.dir/runs.jsonl). */
+static int g_argc;
+static char **g_argv;
+
 static int cmd_train(int argc, char **argv) {
     const char *path = NULL;
-    TrainOptions opt = {NULL, 0};
+    TrainOptions opt = {.resume = NULL, .stop_at = 0, .argc = g_argc, .argv = g_argv};
     for (int i = 0; i < argc; i++) {
         if (is_help(argv[i])) { fputs(MAIN_HELP, stdout); return 0; }
         if (!strcmp(argv[i], "--resume")) {
-            if (i + 1 >= argc) return usage_error("--resume needs PATH or auto", MAIN_HELP);
+            if (i + 1 >= argc) return cli_usage(NULL, "--resume needs PATH or auto");
             opt.resume = argv[++i];
         } else if (!strcmp(argv[i], "--stop-at")) {
             char *end = NULL;
             if (i + 1 < argc) opt.stop_at = strtol(argv[++i], &end, 10);
             if (!end || *end || opt.stop_at < 1)
-                return usage_error("--stop-at needs a step number >= 1", MAIN_HELP);
+                return cli_usage(NULL, "--stop-at needs a step number >= 1");
         } else if (!strcmp(argv[i], "--set")) {
-            if (i + 1 >= argc) return usage_error("--set needs section.key=value", MAIN_HELP);
+            if (i + 1 >= argc) return cli_usage(NULL, "--set needs section.key=value");
             i++;
         } else if (argv[i][0] == '-') {
-            char msg[256];
-            snprintf(msg, sizeof msg, "unknown option '%s'", argv[i]);
-            return usage_error(msg, MAIN_HELP);
+            return cli_usage(NULL, "unknown option '%s'", argv[i]);
         } else if (path) {
-            return usage_error("only one config file may be given", MAIN_HELP);
+            return cli_usage(NULL, "only one config file may be given ('%s', then '%s')", path,
+                             argv[i]);
         } else {
             path = argv[i];
         }
     }
-    if (!path) return usage_error("no config file given", MAIN_HELP);
+    if (!path) return cli_usage(NULL, "no config file given");
     Config c;
     MoeErr err;
     memset(&c, 0, sizeof c);
@@ -284,13 +304,17 @@ int main(int argc, char **argv) {
     /* A file-size limit (ulimit -f) or quota then surfaces as a failed write (EFBIG) that
      * the atomic writers report, instead of killing the process mid-file. */
     signal(SIGXFSZ, SIG_IGN);
-    if (argc < 2) {
-        fputs(MAIN_HELP, stderr);
-        return 2;
-    }
+    if (argc < 2) return cli_usage(NULL, "no config file or command given");
     if (is_help(argv[1])) {
         fputs(MAIN_HELP, stdout);
         return 0;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
+        if (argc > 2) return cli_usage(NULL, "--version takes no arguments");
+        BuildInfo bi;
+        buildinfo_get(&bi);
+        buildinfo_print(&bi, stdout);
+        return fflush(stdout) ? 1 : 0;
     }
     if (!strcmp(argv[1], "tokenizer")) return cmd_tokenizer(argc - 2, argv + 2);
     if (!strcmp(argv[1], "data")) return cmd_data(argc - 2, argv + 2);
@@ -302,6 +326,12 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "eval")) return cmd_eval(argc - 2, argv + 2);
     if (!strcmp(argv[1], "logits")) return cmd_logits(argc - 2, argv + 2);
     if (!strcmp(argv[1], "upcycle")) return cmd_upcycle(argc - 2, argv + 2);
+    /* a word that is no file, no path and no option: a mistyped command, not a config */
+    if (argv[1][0] != '-' && !strchr(argv[1], '/') && !strchr(argv[1], '.') &&
+        !fs_exists(argv[1]))
+        return cli_usage(NULL, "unknown command '%s'", argv[1]);
+    g_argc = argc;
+    g_argv = argv;   /* before MPI_Init, which may change argc and argv */
     comm_init(&g_comm, &argc, &argv);
     int rc = cmd_train(argc - 1, argv + 1);
     comm_finalize(&g_comm);

@@ -3,7 +3,7 @@
  *
  * One JSON object per line. A step line (metrics.jsonl) holds METRIC_STEP, METRIC_TOKENS,
  * METRIC_TIME,
- * the per-step scalars from METRIC_LOSS to METRIC_STEP_TIME (a non-finite value is written
+ * the per-step scalars from METRIC_LOSS to METRIC_MODEL_TFLOPS (a non-finite value is written
  * as null, so the file stays strict JSON), METRIC_SKIPPED and METRIC_GRAD_SPIKE, and, for a
  * MoE model with E <= 1024, the per-layer arrays (L = MoE layers). A validation line (both
  * files) holds METRIC_STEP, METRIC_TOKENS, METRIC_TIME and METRIC_VAL_LOSS only. A reader tells the two
@@ -29,9 +29,15 @@
 #define METRIC_LR "lr"                     /* learning rate of this step's update */
 #define METRIC_GRAD_NORM "grad_norm"       /* global L2 norm of the gradients, before clipping */
 #define METRIC_TOKENS_PER_S "tokens_per_s" /* training tokens per wall-clock second, all ranks */
-#define METRIC_MFU "mfu"                   /* model FLOP rate / the sgemm rate measured at
-                                              start on this model's shapes (fraction) */
+#define METRIC_MFU "mfu"                   /* model FLOP rate / the sgemm rate measured
+                                              once at start on this model's shapes. Not a
+                                              bound: above 1 when the start-up measurement
+                                              met a busy moment of a shared machine; compare
+                                              runs by METRIC_MODEL_TFLOPS */
 #define METRIC_STEP_TIME "step_time"       /* wall-clock seconds of the step */
+#define METRIC_MODEL_TFLOPS "model_tflops" /* the model's achieved rate: FLOPs per token
+                                              (model_flops_per_token_lora) x tokens_per_s,
+                                              in TFLOP/s, all ranks (absent in older runs) */
 
 /* step lines: booleans */
 #define METRIC_SKIPPED "skipped"           /* non-finite loss or gradients: no update */

@@ -24,6 +24,7 @@
 #include "train/logger.h"
 #include "train/metrics.h"
 #include "train/mfu.h"
+#include "train/runinfo.h"
 #include "train/trainer.h"
 
 /* Mean validation LM loss over eval_batches global batches (no router noise, no tape),
@@ -49,8 +50,10 @@ static double evaluate(Trainer *tr) {
     return sum / c->train.eval_batches / tr->comm->size;
 }
 
-/* Name the non-finite loss terms and gradient tensors of this rank (stderr, any rank). */
-static void report_nonfinite(const Trainer *tr, const double *sums) {
+/* Warn of this rank's non-finite loss terms and gradient tensors, naming them (any rank:
+ * only this rank knows them); global: the verdict of all ranks, whose update is skipped. */
+static void report_nonfinite(const Trainer *tr, const Logger *lg, const double *sums,
+                             bool global) {
     const char *terms[3] = {METRIC_LM_LOSS, METRIC_AUX_LOSS, METRIC_Z_LOSS};
     char buf[1024];
     size_t len = 0;
@@ -72,14 +75,18 @@ static void report_nonfinite(const Trainer *tr, const double *sums) {
     }
     if (total > 4 && len < sizeof buf - 40)
         snprintf(buf + len, sizeof buf - len, " | ... %d tensors in all", total);
-    fprintf(stderr, "moetrain: warning: step %ld, rank %d: non-finite values:%s; the update "
-            "is skipped\n", tr->step + 1, tr->comm->rank, buf);
-    fflush(stderr);
+    if (!buf[0]) snprintf(buf, sizeof buf, " the global gradient norm");
+    char who[32] = "";
+    if (!global) snprintf(who, sizeof who, ", rank %d", tr->comm->rank);
+    logger_warn(lg, "step %ld%s: non-finite values:%s; the update is skipped (%d in a row; "
+                "train.max_bad_steps = %d stops the run)", tr->step + 1, who, buf,
+                tr->bad_run + 1, tr->c->train.max_bad_steps);
 }
 
 /* One optimizer step: A micro-batches of forward + backward, gradient all-reduce, norm,
- * clipping, AdamW. Fills the global (rank-averaged) figures into sl. */
-static void train_step(Trainer *tr, StepLog *sl) {
+ * clipping, AdamW. Fills the global (rank-averaged) figures into sl; warns (lg: rank 0's
+ * logger, a zeroed one on the other ranks) of non-finite values. */
+static void train_step(Trainer *tr, StepLog *sl, const Logger *lg) {
     const Config *c = tr->c;
     const Comm *comm = tr->comm;
     Model *m = &tr->model;
@@ -104,25 +111,32 @@ static void train_step(Trainer *tr, StepLog *sl) {
     /* Numerical health, checked once per step outside the kernels: a rank whose own loss or
      * gradients are not finite says which, before the all-reduce spreads the NaN. On one
      * rank the reduce changes nothing, so the global norm below serves (no second pass). */
+    bool told = false;   /* this rank warned of its own values */
     if (comm->size > 1) {
         double local_sq = grad_sumsq_block(&m->ps, PBLOCK_DENSE) +
                           grad_sumsq_block(&m->ps, PBLOCK_EXPERT);
-        if (!isfinite(sums[0] + sums[1] + sums[2]) || !isfinite(local_sq))
-            report_nonfinite(tr, sums);
+        if (!isfinite(sums[0] + sums[1] + sums[2]) || !isfinite(local_sq)) {
+            report_nonfinite(tr, lg, sums, false);
+            told = true;
+        }
     }
     dp_reduce_grads(&m->ps, comm);
     if (comm->size > 1) {
         comm_sum_world_d(comm, sums, 3);
         for (int i = 0; i < 3; i++) sums[i] /= comm->size;
-        /* logged statistics: counts are already global; drops and entropy are per rank */
+        /* logged statistics: counts are already global; drops, tokens and entropy are per
+         * rank */
         comm_sum_world_d(comm, m->stats.dropped, (size_t)m->stats.L);
+        comm_sum_world_d(comm, m->stats.tokens, (size_t)m->stats.L);
         comm_sum_world_d(comm, m->stats.entropy, (size_t)m->stats.L);
         for (int l = 0; l < m->stats.L; l++) m->stats.entropy[l] /= comm->size;
     }
     double gnorm = dp_grad_norm(&m->ps, comm);
     double loss = sums[0] + sums[1] + sums[2];
     bool skipped = !isfinite(loss) || !isfinite(gnorm);
-    if (skipped && comm->size == 1) report_nonfinite(tr, sums);
+    /* rank 0 gives the step's verdict (global sums; e.g. a norm that overflowed only in the
+     * all-reduce) unless it already named its own values above */
+    if (skipped && comm->rank == 0 && !told) report_nonfinite(tr, lg, sums, true);
     float lr = lr_at(&tr->sched, step);
     tr->bad_run = skipped ? tr->bad_run + 1 : 0;
     bool spike = false;
@@ -265,6 +279,18 @@ static void print_banner(const Trainer *tr, double sgemm_gflops, double flops_to
     fflush(stdout);
 }
 
+/* The warnings a run can give before its first step (rank 0). */
+static void start_warnings(const Trainer *tr, const Logger *lg) {
+    const Config *c = tr->c;
+    if (tr->data.tok_warning[0]) logger_warn(lg, "%s", tr->data.tok_warning);
+    if (c->train.steps < c->optim.warmup_steps)
+        logger_warn(lg, "train.steps = %lld is below optim.warmup_steps = %lld: the run ends "
+                    "inside the warmup, its learning rate peaks at %.3g instead of optim.lr = "
+                    "%g (lower optim.warmup_steps, or raise train.steps)",
+                    (long long)c->train.steps, (long long)c->optim.warmup_steps,
+                    (double)lr_at(&tr->sched, (long)c->train.steps - 1), c->optim.lr);
+}
+
 int train_run(const Config *c, const Comm *comm, const TrainOptions *opt, MoeErr *err) {
     int rc = -1;
     Trainer tr;
@@ -283,13 +309,18 @@ int train_run(const Config *c, const Comm *comm, const TrainOptions *opt, MoeErr
         if (!root) moe_errorf(err, "rank 0 could not open the run directory");
         goto fail;
     }
+    RunStart rs = {opt->argc, opt->argv, tr.from[0] ? tr.from : NULL, tr.step};
+    if (runinfo_append(c->run.dir, &rs, comm, err)) goto fail;
     const ModelShape *shape = &tr.model.s;
     const double flops_tok = model_flops_per_token_lora(shape, &tr.model.lora, tr.T);
     /* MFU denominator: the machine's sgemm rate on this model's training-shaped products
      * (per-rank batch), measured once here with the thread count the run uses. */
     double sgemm_gflops = mfu_sgemm_rate(shape, tr.Bl * tr.T, 2);
     comm_sum_world_d(comm, &sgemm_gflops, 1);   /* the machine's aggregate over ranks */
-    if (root) print_banner(&tr, sgemm_gflops, flops_tok);
+    if (root) {
+        print_banner(&tr, sgemm_gflops, flops_tok);
+        start_warnings(&tr, &lg);
+    }
     lg.t_start = moe_now();
     /* SIGINT / SIGTERM / SIGUSR1: finish the current step, save a checkpoint, exit 0. */
     struct sigaction sa;
@@ -307,13 +338,14 @@ int train_run(const Config *c, const Comm *comm, const TrainOptions *opt, MoeErr
     while (tr.step < c->train.steps) {
         double t0 = moe_now();
         StepLog sl;
-        train_step(&tr, &sl);
+        train_step(&tr, &sl, &lg);
         if (tr.step == first_step + 1) tape_compact(&tr.tape);   /* plan once: see tensor.h */
         sl.dt = moe_now() - t0;
         sl.tok_s = (double)tr.B * tr.T * tr.A / sl.dt;
         sl.mfu = flops_tok * sl.tok_s / 1e9 / sgemm_gflops;
+        sl.tflops = flops_tok * sl.tok_s / 1e12;
         bool last = tr.step == c->train.steps;
-        bool print = tr.step % c->train.log_every == 0 || tr.step == 1 || last || sl.skipped;
+        bool print = tr.step % c->train.log_every == 0 || tr.step == 1 || last;
         bad = root ? logger_step(&lg, &sl, &tr.model, print, err) : 0;
         if (comm_max_world_i(comm, bad)) {
             if (!root) moe_errorf(err, "rank 0 could not write the logs");

@@ -4,6 +4,10 @@
  * the text files into a cached token shard), builds the model, then runs
  * train.steps optimizer steps of train.grad_accum micro-batches each, with logging
  * (terminal + metrics.jsonl/eval.jsonl in run.dir) and periodic validation.
+ * Every start appends its line to run.dir/runs.jsonl (train/runinfo.h). Warnings (train/
+ * logger.h) come when they happen: at start for a tokenizer trained on other text than
+ * data.text and for train.steps < optim.warmup_steps; then any step's gradient spike,
+ * skipped non-finite step, or drops above train.warn_dropped.
  * Errors in the inputs come back as -1 with MoeErr set; main prints them and exits 1. A run
  * that is refused before it changed anything (a run.dir that belongs to another run or is in
  * use, see checkpoints/rundir.h; a --stop-at at or below the resumed step) comes back as
@@ -31,6 +35,8 @@ typedef struct TrainOptions {
     const char *resume;   /* NULL, a checkpoint path, or "auto" */
     long stop_at;         /* > 0: save a checkpoint and return after this step (the schedule
                              still spans train.steps): for job time limits and tests */
+    int argc;             /* the process's command line, recorded in run.dir/runs.jsonl */
+    char *const *argv;    /* (argc) borrowed; NULL: none */
 } TrainOptions;
 
 int train_run(const Config *c, const Comm *comm, const TrainOptions *opt, MoeErr *err);

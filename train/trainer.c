@@ -256,6 +256,7 @@ int trainer_init(Trainer *tr, const Config *c, const Comm *comm, const char *res
         model_init_lora(&tr->full, &shape, &lora, 0, shape.E, (uint64_t)c->train.seed);
         tr->xfer = moe_malloc(3 * sizeof(float) * tr->model.ps.blocks[PBLOCK_EXPERT].n);
     }
+    snprintf(tr->from, sizeof tr->from, "%s", from);
     if (!from[0]) return trainer_start(tr, c, comm, err);
     bad = check_resume_config(c, from, comm->rank == 0, err) || trainer_resume(tr, from, err);
     if (comm_max_world_i(comm, bad)) {

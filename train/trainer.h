@@ -36,6 +36,7 @@ typedef struct Trainer {
     long step;             /* optimizer steps done */
     long tokens_seen;
     bool resumed;          /* state came from a checkpoint */
+    char from[4096];       /* the checkpoint it resumed from ("" for none), every rank */
     int bad_run;           /* non-finite steps in a row */
     double gnorm_ema;      /* running mean of finite gradient norms (spike detection) */
     long gnorm_count;

@@ -374,7 +374,8 @@ START_TEST(test_command_line) {
     snprintf(out, sizeof out, "%s/up.h5", g_dir);
     ck_assert_int_eq(run_cmd((const char *const[]){"--help", NULL}, e, sizeof e), 0);
     ck_assert_int_eq(run_cmd((const char *const[]){g_dense, NULL}, e, sizeof e), 2);
-    ck_assert_ptr_nonnull(strstr(e, "moetrain: error: upcycle: needs DENSE_CKPT and OUT_CKPT"));
+    ck_assert_ptr_nonnull(strstr(e, "moetrain: upcycle needs DENSE_CKPT and OUT_CKPT "
+                                    "(see moetrain upcycle --help)\n"));
     ck_assert_int_eq(run_cmd((const char *const[]){g_dense, out, "--top-k", "2", NULL}, e,
                              sizeof e), 2);
     ck_assert_int_eq(run_cmd((const char *const[]){g_dense, out, "--experts", "4", "--top-k",

@@ -483,6 +483,117 @@ START_TEST(test_load_missing_file) {
 }
 END_TEST
 
+/* ---------------------------------------------------------------- the trained_on record */
+
+/* tok_train records the files it read (name, size, FNV-1a of the bytes), tok_save writes
+ * them, tok_load reads them back; the record does not change tok_hash (shards and
+ * checkpoints made before it keep matching). Breaks seen caught: tok_save without the
+ * block (n_sources 0 after load), hashing the name instead of the bytes (hash differs
+ * from tok_text_hash of the content). */
+START_TEST(test_trained_on_roundtrip) {
+    char a[512], b[512], path[512];
+    tmp_path(a, sizeof a, "text a.txt");   /* a space in the name: the name is the rest */
+    tmp_path(b, sizeof b, "b.txt");
+    tmp_path(path, sizeof path, "src.bpe");
+    write_text(a, "the quick brown fox jumps over the lazy dog, the end\n");
+    write_text(b, "a second document, with other words in it\n");
+    const char *files[2] = {a, b};
+    Tokenizer t, u, plain;
+    MoeErr err;
+    ck_assert_msg(tok_train(&t, files, 2, 270, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(t.n_sources, 2);
+    ck_assert_str_eq(t.sources[0].name, a);
+    const char *doc = "the quick brown fox jumps over the lazy dog, the end\n";
+    ck_assert_uint_eq(t.sources[0].size, strlen(doc));
+    ck_assert(t.sources[0].hash == tok_text_hash((const uint8_t *)doc, strlen(doc)));
+    ck_assert_msg(tok_save(&t, path, &err) == 0, "%s", err.msg);
+    ck_assert_msg(tok_load(&u, path, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(u.n_sources, 2);
+    for (int i = 0; i < 2; i++) {
+        ck_assert_str_eq(u.sources[i].name, t.sources[i].name);
+        ck_assert_uint_eq(u.sources[i].size, t.sources[i].size);
+        ck_assert(u.sources[i].hash == t.sources[i].hash);
+    }
+    ck_assert(tok_hash(&u) == tok_hash(&t));
+    /* the same merges without the record: the same tok_hash */
+    const uint8_t *bufs[2] = {(const uint8_t *)doc,
+                              (const uint8_t *)"a second document, with other words in it\n"};
+    size_t lens[2] = {strlen((const char *)bufs[0]), strlen((const char *)bufs[1])};
+    ck_assert_msg(tok_train_buffers(&plain, bufs, lens, 2, 270, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(plain.n_sources, 0);
+    ck_assert(tok_hash(&plain) == tok_hash(&t));
+    tok_free(&t);
+    tok_free(&u);
+    tok_free(&plain);
+    unlink(a);
+    unlink(b);
+    unlink(path);
+}
+END_TEST
+
+/* tok_sources_match: multisets of (size, hash); names and order do not matter; no record
+ * is "unknown" (-1), never a mismatch. Breaks seen caught: comparing names (the renamed
+ * copy below then differs), not sorting the texts (the swapped list), returning 0 for no
+ * record (an old file would warn). */
+START_TEST(test_trained_on_match) {
+    Tokenizer t;
+    memset(&t, 0, sizeof t);
+    TokSource rec[2] = {{"a.txt", 10, 0x1111}, {"b.txt", 20, 0x2222}};
+    ck_assert_int_eq(tok_sources_match(&t, rec, 2), -1);
+    t.sources = rec;
+    t.n_sources = 2;
+    TokSource same[2] = {{"b-copy.txt", 20, 0x2222}, {"renamed.txt", 10, 0x1111}};
+    ck_assert_int_eq(tok_sources_match(&t, same, 2), 1);
+    TokSource edited[2] = {{"a.txt", 10, 0x1112}, {"b.txt", 20, 0x2222}};
+    ck_assert_int_eq(tok_sources_match(&t, edited, 2), 0);
+    TokSource grown[2] = {{"a.txt", 11, 0x1111}, {"b.txt", 20, 0x2222}};
+    ck_assert_int_eq(tok_sources_match(&t, grown, 2), 0);
+    ck_assert_int_eq(tok_sources_match(&t, rec, 1), 0);           /* a file less */
+    TokSource twice[2] = {{"a.txt", 10, 0x1111}, {"a.txt", 10, 0x1111}};
+    ck_assert_int_eq(tok_sources_match(&t, twice, 2), 0);         /* a multiset, not a set */
+}
+END_TEST
+
+#define HDR3_SRC "moetrain-bpe 1\nvocab_size 260\nspecial 259 <|endoftext|>\ntrained_on 1\n" \
+                 "text 7 00000000000000ff my corpus.txt\nmerges 3\n"
+
+/* The block is optional and strict: a file with it loads (and the merge lines after it are
+ * numbered right in errors); malformed text lines are refused naming their line. Breaks
+ * seen caught: the old fixed "5 + rank" line of a duplicate merge (reports line 7, the
+ * merge is on line 9); accepting an upper-case or short hash. */
+START_TEST(test_trained_on_load) {
+    char path[512];
+    tmp_path(path, sizeof path, "src_good.bpe");
+    write_text(path, HDR3_SRC "97 98\n32 256\n256 257\n");
+    Tokenizer t;
+    MoeErr err;
+    ck_assert_msg(tok_load(&t, path, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(t.n_sources, 1);
+    ck_assert_str_eq(t.sources[0].name, "my corpus.txt");
+    ck_assert_uint_eq(t.sources[0].size, 7);
+    ck_assert(t.sources[0].hash == 0xff);
+    tok_free(&t);
+    unlink(path);
+    expect_load_error(HDR3_SRC "97 98\n32 256\n97 98\n", 9, "duplicate");
+    const char *pre = "moetrain-bpe 1\nvocab_size 260\nspecial 259 <|endoftext|>\n";
+    char text[512];
+    const char *bad_lines[] = {
+        "trained_on 0\n",                                  /* an empty record */
+        "trained_on 2\ntext 7 00000000000000ff x\n",       /* a text line missing */
+        "trained_on 1\ntext 7 00000000000000FF x\n",       /* upper-case hash */
+        "trained_on 1\ntext 7 0000000000000ff x\n",        /* 15 digits */
+        "trained_on 1\ntext 7 00000000000000ff\n",         /* no name */
+        "trained_on 1\ntext -7 00000000000000ff x\n",      /* a sign */
+        "trained_on 1\nfile 7 00000000000000ff x\n",       /* not "text" */
+    };
+    const int bad_at[] = {4, 6, 5, 5, 5, 5, 5};
+    for (size_t i = 0; i < sizeof bad_lines / sizeof bad_lines[0]; i++) {
+        snprintf(text, sizeof text, "%s%smerges 3\n97 98\n32 256\n256 257\n", pre, bad_lines[i]);
+        expect_load_error(text, bad_at[i], i == 0 ? "trained_on" : i == 1 ? "text" : "text");
+    }
+}
+END_TEST
+
 /* ---------------------------------------------------------------- suite */
 
 static Suite *tokenizer_suite(void) {
@@ -499,6 +610,9 @@ static Suite *tokenizer_suite(void) {
         {"save_load_roundtrip", test_save_load_roundtrip},
         {"load_rejects_corrupt", test_load_rejects_corrupt},
         {"load_missing_file", test_load_missing_file},
+        {"trained_on_roundtrip", test_trained_on_roundtrip},
+        {"trained_on_match", test_trained_on_match},
+        {"trained_on_load", test_trained_on_load},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         TCase *tc = tcase_create(cases[i].name);

@@ -20,7 +20,7 @@ expect_fail() {
 "$BIN" --help >"$TMP/out" 2>&1 && grep -q "usage: moetrain" "$TMP/out" && ok || bad "--help"
 "$BIN" tokenizer --help >"$TMP/out" 2>&1 && grep -q -- "--vocab" "$TMP/out" && ok || bad "tokenizer --help"
 "$BIN" data encode --help >"$TMP/out" 2>&1 && grep -q -- "--tokenizer" "$TMP/out" && ok || bad "data --help"
-expect_fail "no args" 2 "usage" -- "$BIN"
+expect_fail "no args" 2 "^moetrain: .*\(see moetrain --help\)$" -- "$BIN"
 expect_fail "unknown option" 2 "unknown option '--frobnicate'" -- "$BIN" "$SRC/configs/mixtral_tiny.yaml" --frobnicate
 
 # A small valid config used below; bad variants are derived from it with sed.
