@@ -99,6 +99,17 @@ void rundir_close(RunDir *rd);
  * small. Never starts anything from scratch itself. */
 int rundir_find_resume(const char *run_dir, char *out, size_t cap, FILE *log, MoeErr *err);
 
+/* A command's model argument (sample, eval, logits, export, ckpt info) into out (cap bytes):
+ * a path that is not a directory, or a directory holding config.json (a Hugging Face
+ * export), is copied as it is (its loader reports what is wrong with it); a directory
+ * holding checkpoints/ is a run directory and becomes the checkpoint `--resume auto` would
+ * continue (rundir_find_resume's choice: its newest run's tip, or the newest ancestor that
+ * verifies), named on note (when not NULL) as "moetrain: note: RUN: using its newest valid
+ * checkpoint PATH (step N)" after a note for every newer file passed over and why. Fails
+ * (-1, err): a directory that is neither (naming both forms), a run directory whose
+ * checkpoints/ holds no step_*.h5 yet or none that verifies, out too small. */
+int rundir_resolve_model(const char *path, char *out, size_t cap, FILE *note, MoeErr *err);
+
 /* Record the checkpoint this process resumed from (its path and meta): when path lies in
  * RUN/checkpoints it becomes rd's parent (meta->lineage_gen, meta->step); a file elsewhere
  * is no part of this directory's history and leaves the parent (0, 0). */
