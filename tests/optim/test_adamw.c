@@ -164,7 +164,7 @@ START_TEST(test_adamw_scaled_equals_scale_then_step) {
 END_TEST
 
 START_TEST(test_schedule_by_hand) {
-    LrSchedule s = {1.0f, 0.1f, 10, 111};
+    LrSchedule s = {.lr = 1.0f, .min_lr = 0.1f, .warmup = 10, .total = 111};
     /* warmup: (step+1)/10 */
     EQF(lr_at(&s, 0), 0.1f, 1e-7f);
     EQF(lr_at(&s, 4), 0.5f, 1e-7f);
@@ -176,7 +176,7 @@ START_TEST(test_schedule_by_hand) {
     EQF(lr_at(&s, 35), 0.1f + 0.9f * 0.5f * (1.0f + cosf((float)M_PI * 0.25f)), 1e-6f);
     EQF(lr_at(&s, 110), 0.1f, 1e-6f);
     EQF(lr_at(&s, 500), 0.1f, 1e-6f);   /* past the end: stays at min */
-    LrSchedule nowarm = {2.0f, 0.0f, 0, 3};
+    LrSchedule nowarm = {.lr = 2.0f, .min_lr = 0.0f, .warmup = 0, .total = 3};
     EQF(lr_at(&nowarm, 0), 2.0f, 1e-6f);
     EQF(lr_at(&nowarm, 2), 0.0f, 1e-6f);
 }
