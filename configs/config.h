@@ -21,7 +21,7 @@
  * Budgets: train.tokens > 0 makes train.steps = ceil(tokens / (global_micro_batch x
  * seq_len x grad_accum)); config_load and config_set keep it so (after every key that
  * enters the product), config_validate refuses a config that also gives train.steps, and
- * config_to_yaml writes the derived steps as a comment only, so the text reads back.
+ * config_to_yaml writes derived steps as a comment only, so the text reads back.
  *
  * Order of use (cross-field checks run last so that overrides can fix each other):
  *     Config c;

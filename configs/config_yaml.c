@@ -20,8 +20,9 @@ char *config_to_yaml(const Config *c) {
             const KeySpec *k = &cfg_keys[i];
             if (k->sec != s || (k->flags & F_ALIAS)) continue;   /* old names: never written */
             if (k->type == T_STR && !cfg_peek(c, k).s) continue;  /* unset tokenizer/upcycle_from */
-            if (i == cfg_key_index(S_TRAIN, "steps") && c->train.tokens > 0) {
-                /* derived from train.tokens: a comment, so that the text reads back */
+            if (i == cfg_key_index(S_TRAIN, "steps") && c->train.tokens > 0 && !c->key_loc[i]) {
+                /* derived from train.tokens: a comment, so that the text reads back (steps
+                 * given as well, which config_validate refuses, is written as it is) */
                 cfg_buf_printf(&b, "  # steps: %lld (from train.tokens: ceil(tokens / "
                                "(global_micro_batch x seq_len x grad_accum)))\n",
                                (long long)c->train.steps);
