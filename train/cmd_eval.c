@@ -106,7 +106,7 @@ static void warn_training_text(const ModelSource *src, const char *model, const 
     config_free(&c);
 }
 
-static int eval_text(const ModelSource *src, const char *model, const char *text, long ctx,
+static int eval_text(ModelSource *src, const char *model, const char *text, long ctx,
                      long stride, bool half) {
     MoeErr err = {{0}, {0}};
     uint8_t *buf = NULL;
@@ -150,7 +150,7 @@ static int eval_text(const ModelSource *src, const char *model, const char *text
                 : "sliding window (HF perplexity guide)");
     fflush(stdout);
     const int V = src->model.s.V;
-    Model *m = (Model *)&src->model;
+    Model *m = &src->model;
     Tape t;
     tape_init(&t, 0);
     double nll = 0.0;
@@ -221,7 +221,7 @@ static void run_dir_of(const char *arg, const char *model, const Config *c, char
 }
 
 /* `eval --split`: n_win 0 = the trainer's count, -1 = every window of the split. */
-static int eval_split(const ModelSource *src, const char *arg, const char *model,
+static int eval_split(ModelSource *src, const char *arg, const char *model,
                       DataSplit split, long n_win) {
     MoeErr err = {{0}, {0}};
     if (src->kind != SRC_CKPT) {
@@ -272,7 +272,7 @@ static int eval_split(const ModelSource *src, const char *arg, const char *model
                 "differ from the logged val_loss\n", c.moe.capacity_factor);
     fflush(stdout);
     const int V = src->model.s.V;
-    Model *m = (Model *)&src->model;
+    Model *m = &src->model;
     int32_t *in = moe_malloc(sizeof(int32_t) * T), *tg = moe_malloc(sizeof(int32_t) * T);
     Tape t;
     tape_init(&t, 0);

@@ -740,7 +740,8 @@ START_TEST(test_batch_alias) {
     expect_error("train:\n  micro_batch: 65536\n  seq_len: 65536\n" DATA_OK, "2:16",
                  "train.global_micro_batch, train.seq_len", "lower");
     /* the hint of an unknown key lists the new name, not the alias */
-    expect_error("train:\n  micro_bat: 4\n" DATA_OK, "2:3", "train.micro_bat", "global_micro_batch");
+    expect_error("train:\n  micro_bat: 4\n" DATA_OK, "2:3", "train.micro_bat",
+                 "global_micro_batch");
 }
 END_TEST
 
