@@ -22,6 +22,10 @@
  * no parent and are ordered by step. `--resume auto` takes the tip of the newest generation,
  * and retention deletes only older members of the current lineage.
  *
+ * Reading a run. The commands that take a model (sample, eval, logits, export, ckpt info)
+ * accept a run directory and use the checkpoint --resume auto would continue
+ * (rundir_resolve_model).
+ *
  * "Readable" below means ckpt_read_meta succeeds (cheap: attributes only); a file is
  * verified (ckpt_verify, which may read the whole file) only before it is resumed from or
  * deleted.

@@ -18,6 +18,10 @@
 # the trainer's batched float32 forward differs from eval's one window per pass by about
 # 1e-6: 2e-5 absolute. Scoring the validation windows one window later moves the figure by
 # 1.5e-4 on this run, one token later by 7.5e-4.
+# Breaks checked (each made this test fail): validation window w read one window later
+# (dataset_window); the trainer's window count without x global_micro_batch; no copy
+# detection (same_bytes); progress always on / never on; a directory with config.json
+# taken as a run directory; no note for an unreadable newest checkpoint.
 # Usage: test_run_commands.sh PATH/TO/moetrain
 set -u
 BIN=${1:?usage: test_run_commands.sh MOETRAIN}
