@@ -305,7 +305,12 @@ void rundir_close(RunDir *rd) {
 
 /* ---- history ---- */
 
-int rundir_find_resume(const char *run_dir, char *out, size_t cap, FILE *log, MoeErr *err) {
+/* The newest valid checkpoint of run_dir (rundir_find_resume's choice), shared by --resume
+ * auto and the commands that read a run (rundir_resolve_model). who prefixes the notes on
+ * log ("--resume auto"); for_resume words the refusal for the trainer. *step gets the
+ * chosen checkpoint's step. Returns as rundir_find_resume. */
+static int find_newest(const char *run_dir, char *out, size_t cap, FILE *log, const char *who,
+                       bool for_resume, int64_t *step, MoeErr *err) {
     if (cap) out[0] = 0;
     Listing l;
     if (scan(run_dir, &l, err)) return -1;
@@ -345,11 +350,18 @@ int rundir_find_resume(const char *run_dir, char *out, size_t cap, FILE *log, Mo
         const Entry *first = NULL;
         for (size_t i = 0; i < l.n && !first; i++)
             if (!l.v[i].tmp && (!l.v[i].readable || l.v[i].bad)) first = &l.v[i];
-        moe_errorf(err, "%s: --resume auto found checkpoint files but none it can resume from: "
-                   "%s (%s); it will not start from scratch over them", l.dir, names,
-                   first ? first->why : "no usable checkpoint");
-        moe_hintf(err, "move the bad file(s) out of %s (or remove them), or name the "
-                  "checkpoint to continue from with --resume PATH", l.dir);
+        if (for_resume) {
+            moe_errorf(err, "%s: --resume auto found checkpoint files but none it can resume "
+                       "from: %s (%s); it will not start from scratch over them", l.dir, names,
+                       first ? first->why : "no usable checkpoint");
+            moe_hintf(err, "move the bad file(s) out of %s (or remove them), or name the "
+                      "checkpoint to continue from with --resume PATH", l.dir);
+        } else {
+            moe_errorf(err, "%s: run directory without a valid checkpoint: %s (%s)", run_dir,
+                       names, first ? first->why : "no usable checkpoint");
+            moe_hintf(err, "give a checkpoint file instead of the run directory, or wait for "
+                      "the run to write one (checkpoint.every)");
+        }
         listing_free(&l);
         return RUNDIR_REFUSED;
     }
@@ -364,21 +376,71 @@ int rundir_find_resume(const char *run_dir, char *out, size_t cap, FILE *log, Mo
         const Entry *e = &l.v[i];
         if (e == chosen || e->tmp || e->name_step <= chosen->name_step) continue;
         if (!e->readable)
-            fprintf(log, "--resume auto: skipped %s: unreadable: %s\n", e->name, e->why);
+            fprintf(log, "%s: skipped %s: unreadable: %s\n", who, e->name, e->why);
         else if (e->bad)
-            fprintf(log, "--resume auto: skipped %s: does not verify: %s\n", e->name, e->why);
+            fprintf(log, "%s: skipped %s: does not verify: %s\n", who, e->name, e->why);
         else
-            fprintf(log, "--resume auto: skipped %s (generation %lld): not on the lineage of "
-                    "%s (generation %lld, the newest run): an abandoned branch\n", e->name,
+            fprintf(log, "%s: skipped %s (generation %lld): not on the lineage of "
+                    "%s (generation %lld, the newest run): an abandoned branch\n", who, e->name,
                     (long long)e->meta.lineage_gen, chosen->name,
                     (long long)chosen->meta.lineage_gen);
     }
     if (log && chosen != tip)
-        fprintf(log, "--resume auto: the newest checkpoint %s (generation %lld) does not "
-                "verify: continuing from its newest readable ancestor %s\n", tip->name,
+        fprintf(log, "%s: the newest checkpoint %s (generation %lld) does not "
+                "verify: continuing from its newest readable ancestor %s\n", who, tip->name,
                 (long long)tip->meta.lineage_gen, chosen->name);
     if (log) fflush(log);
+    if (step) *step = chosen->meta.step;
     listing_free(&l);
+    return 0;
+}
+
+int rundir_find_resume(const char *run_dir, char *out, size_t cap, FILE *log, MoeErr *err) {
+    return find_newest(run_dir, out, cap, log, "--resume auto", true, NULL, err);
+}
+
+/* Is path/name an existing entry of the given kind (directory or regular file)? */
+static bool has_entry(const char *path, const char *name, bool dir) {
+    char p[RUNDIR_PATH_MAX + 32];
+    if (snprintf(p, sizeof p, "%s/%s", path, name) >= (int)sizeof p) return false;
+    struct stat st;
+    return stat(p, &st) == 0 && (dir ? S_ISDIR(st.st_mode) : S_ISREG(st.st_mode));
+}
+
+int rundir_resolve_model(const char *path, char *out, size_t cap, FILE *note, MoeErr *err) {
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode) || has_entry(path, "config.json", false)) {
+        if (snprintf(out, cap, "%s", path) >= (int)cap) {
+            if (cap) out[0] = 0;
+            moe_errorf(err, "%s: path too long", path);
+            return moe_hintf(err, "use a shorter path");
+        }
+        return 0;
+    }
+    if (!has_entry(path, "checkpoints", true)) {
+        moe_errorf(err, "%s: a directory that is neither a Hugging Face export (it has no "
+                   "config.json) nor a run directory (it has no checkpoints/)", path);
+        return moe_hintf(err, "give a run directory (runs/NAME), a checkpoint file "
+                         "(runs/NAME/checkpoints/step_N.h5), an HF export directory or a "
+                         ".gguf file");
+    }
+    char who[RUNDIR_PATH_MAX + 32];
+    snprintf(who, sizeof who, "moetrain: note: %s", path);
+    int64_t step = 0;
+    int rc = find_newest(path, out, cap, note, who, false, &step, err);
+    if (rc == 1) {
+        moe_errorf(err, "%s: run directory without a checkpoint yet (%s/checkpoints holds no "
+                   "step_*.h5)", path, path);
+        return moe_hintf(err, "wait for the run's first checkpoint (checkpoint.every; a "
+                         "stopped run saves one on SIGINT/SIGTERM), or give a checkpoint "
+                         "file");
+    }
+    if (rc) return -1;
+    if (note) {
+        fprintf(note, "moetrain: note: %s: using its newest valid checkpoint %s (step %lld)\n",
+                path, out, (long long)step);
+        fflush(note);
+    }
     return 0;
 }
 

@@ -22,6 +22,10 @@
  * no parent and are ordered by step. `--resume auto` takes the tip of the newest generation,
  * and retention deletes only older members of the current lineage.
  *
+ * Reading a run. The commands that take a model (sample, eval, logits, export, ckpt info)
+ * accept a run directory and use the checkpoint --resume auto would continue
+ * (rundir_resolve_model).
+ *
  * "Readable" below means ckpt_read_meta succeeds (cheap: attributes only); a file is
  * verified (ckpt_verify, which may read the whole file) only before it is resumed from or
  * deleted.
@@ -98,6 +102,17 @@ void rundir_close(RunDir *rd);
  * them away, or --resume PATH); -1 (err) when the directory cannot be read or out is too
  * small. Never starts anything from scratch itself. */
 int rundir_find_resume(const char *run_dir, char *out, size_t cap, FILE *log, MoeErr *err);
+
+/* A command's model argument (sample, eval, logits, export, ckpt info) into out (cap bytes):
+ * a path that is not a directory, or a directory holding config.json (a Hugging Face
+ * export), is copied as it is (its loader reports what is wrong with it); a directory
+ * holding checkpoints/ is a run directory and becomes the checkpoint `--resume auto` would
+ * continue (rundir_find_resume's choice: its newest run's tip, or the newest ancestor that
+ * verifies), named on note (when not NULL) as "moetrain: note: RUN: using its newest valid
+ * checkpoint PATH (step N)" after a note for every newer file passed over and why. Fails
+ * (-1, err): a directory that is neither (naming both forms), a run directory whose
+ * checkpoints/ holds no step_*.h5 yet or none that verifies, out too small. */
+int rundir_resolve_model(const char *path, char *out, size_t cap, FILE *note, MoeErr *err);
 
 /* Record the checkpoint this process resumed from (its path and meta): when path lies in
  * RUN/checkpoints it becomes rd's parent (meta->lineage_gen, meta->step); a file elsewhere

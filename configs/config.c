@@ -26,7 +26,8 @@ void config_defaults(Config *c) {
                              .eval_batches = 8, .max_bad_steps = 5, .spike_factor = 5.0};
     c->train.warn_dropped = 0.05;
     c->optim = (ConfigOptim){.lr = 1e-3, .min_lr = 1e-4, .warmup_steps = 100, .beta1 = 0.9,
-                             .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1, .grad_clip = 1.0};
+                             .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1, .grad_clip = 1.0,
+                             .schedule = CONFIG_SCHEDULE_COSINE, .decay_fraction = 0.2};
     c->data.val_fraction = 0.1;
     c->run.dir = moe_strdup("runs/default");
     c->parallel.expert_parallel = 0;
@@ -130,4 +131,12 @@ void config_lora_spec(const Config *c, LoraSpec *s) {
     }
     s->train_router = f->train_router;
     s->train_experts = f->train_experts;
+}
+
+void config_lr_schedule(const Config *c, LrSchedule *s) {
+    static const LrKind kinds[] = {LR_COSINE, LR_WSD, LR_LINEAR, LR_CONSTANT};
+    ASSERT(c->optim.schedule >= 0 && c->optim.schedule <= CONFIG_SCHEDULE_CONSTANT,
+           "optim.schedule %d (config_validate rejects it)", c->optim.schedule);
+    *s = (LrSchedule){(float)c->optim.lr, (float)c->optim.min_lr, (long)c->optim.warmup_steps,
+                      (long)c->train.steps, kinds[c->optim.schedule], c->optim.decay_fraction};
 }

@@ -14,6 +14,15 @@
  *     MoeErr.hint = what is allowed (allowed keys, a did-you-mean, the valid range).
  * Overrides from the command line are located as "--set section.key=value".
  *
+ * Renamed keys: an old name stays accepted as an alias of the new one (a row of the key
+ * table marked as such): train.micro_batch = train.global_micro_batch. A file that gives
+ * both names of one key is refused (like a duplicate key); a --set of either name
+ * overrides the file's. Written configs (config_to_yaml) use the new name only.
+ * Budgets: train.tokens > 0 makes train.steps = ceil(tokens / (global_micro_batch x
+ * seq_len x grad_accum)); config_load and config_set keep it so (after every key that
+ * enters the product), config_validate refuses a config that also gives train.steps, and
+ * config_to_yaml writes derived steps as a comment only, so the text reads back.
+ *
  * Order of use (cross-field checks run last so that overrides can fix each other):
  *     Config c;
  *     if (config_load(&c, path, &err)) fail;            // syntax, keys, types, ranges
@@ -44,10 +53,11 @@
 #include "core/common.h"
 #include "layers/lora.h"
 #include "layers/model.h"
+#include "optim/schedule.h"
 
 #define CONFIG_N_SECTIONS 10  /* model moe train optim data run parallel checkpoint init
                                  finetune */
-#define CONFIG_N_KEYS 65      /* total number of keys over all sections */
+#define CONFIG_N_KEYS 69      /* total number of keys over all sections (aliases included) */
 
 typedef struct ConfigModel {
     int vocab_size;     /* V, in [258, 65536] */
@@ -83,11 +93,18 @@ typedef struct ConfigMoe {
 /* moe.router values, in the order of layers/moe.h MoeRouter (config_model_shape maps them). */
 enum { CONFIG_ROUTER_TOPK = 0, CONFIG_ROUTER_TOPP = 1, CONFIG_ROUTER_EXPERT_CHOICE = 2 };
 
+/* optim.schedule values, in the order of optim/schedule.h LrKind (config_lr_schedule). */
+enum { CONFIG_SCHEDULE_COSINE = 0, CONFIG_SCHEDULE_WSD = 1, CONFIG_SCHEDULE_LINEAR = 2,
+       CONFIG_SCHEDULE_CONSTANT = 3 };
+
 typedef struct ConfigTrain {
     int seq_len;          /* T, >= 1 */
-    int micro_batch;      /* B: sequences per micro-batch, global over all ranks, >= 1 */
+    int micro_batch;      /* B: key train.global_micro_batch (old name train.micro_batch, an
+                             alias): sequences per micro-batch summed over all ranks, >= 1 */
     int grad_accum;       /* micro-batches per optimizer step, >= 1 */
-    int64_t steps;        /* optimizer steps, >= 1 */
+    int64_t steps;        /* optimizer steps, >= 1; with tokens > 0 derived from it */
+    int64_t tokens;       /* >= 0: token budget; > 0 sets steps = ceil(tokens / (B T
+                             grad_accum)) (config_load, config_set); 0 = steps is given */
     int64_t seed;         /* >= 0 */
     int64_t log_every;    /* >= 1 */
     int64_t eval_every;   /* >= 0; 0 = evaluate only at the end */
@@ -104,6 +121,8 @@ typedef struct ConfigOptim {
     double lr;            /* peak learning rate, > 0 */
     double min_lr;        /* floor of the schedule, in [0, lr] */
     int64_t warmup_steps; /* >= 0 */
+    int schedule;         /* CONFIG_SCHEDULE_*: cosine (default), wsd, linear, constant */
+    double decay_fraction; /* wsd: share of the steps in the final decay, (0, 1] */
     double beta1;         /* [0, 1) */
     double beta2;         /* [0, 1) */
     double eps;           /* > 0 */
@@ -205,8 +224,9 @@ int config_set(Config *c, const char *assignment, MoeErr *err);
  * (catches direct edits of the struct) and the cross-field checks: model.n_kv_heads divides
  * model.n_heads, moe.top_k <= moe.n_experts when n_experts > 0, moe.n_shared_experts = 0
  * when n_experts = 0 (and their total width fits an int), optim.min_lr <= optim.lr,
- * the shape products fit an int (n_heads x head_dim, micro_batch x seq_len times the
- * routed slots per token, micro_batch x n_kv_heads: checked in 64 bits),
+ * the shape products fit an int (n_heads x head_dim, global_micro_batch x seq_len times
+ * the routed slots per token, global_micro_batch x n_kv_heads: checked in 64 bits),
+ * train.tokens > 0 not with train.steps given,
  * and with init.upcycle_from set: moe.n_experts > 0 and a multiple of init.granularity
  * (the checks against the dense checkpoint itself are upcycle_into's), and
  * moe.max_experts <= moe.n_experts when n_experts > 0, moe.bias_update_rate only with
@@ -247,5 +267,8 @@ int config_write_reference(FILE *out);
 void config_model_shape(const Config *c, ModelShape *s);
 /* A LoraSpec from the config's finetune section (rank 0 = no adapters). */
 void config_lora_spec(const Config *c, LoraSpec *s);
+/* The learning-rate schedule of the optim section over train.steps (derived from
+ * train.tokens when that is set). */
+void config_lr_schedule(const Config *c, LrSchedule *s);
 
 #endif

@@ -25,7 +25,7 @@ const char *const cfg_section_docs[CONFIG_N_SECTIONS] = {
     "the transformer's shape",
     "the mixture-of-experts feed-forward layers and their router",
     "the training loop",
-    "AdamW and the learning-rate schedule (linear warmup, then cosine decay)",
+    "AdamW and the learning-rate schedule (linear warmup, then optim.schedule)",
     "the corpus and the tokenizer",
     "the run directory",
     "the layout of the MPI ranks",
@@ -53,6 +53,8 @@ const char *const cfg_section_docs[CONFIG_N_SECTIONS] = {
 
 /* moe.router, in the order of CONFIG_ROUTER_* */
 static const char *const ROUTERS[] = {"topk", "topp", "expert_choice"};
+/* optim.schedule, in the order of CONFIG_SCHEDULE_* */
+static const char *const SCHEDULES[] = {"cosine", "wsd", "linear", "constant"};
 
 const KeySpec cfg_keys[] = {
     KI(S_MODEL, "vocab_size", model.vocab_size, 258, 65536, F_SHAPE,
@@ -111,11 +113,22 @@ const KeySpec cfg_keys[] = {
        "other routers"),
 
     KI(S_TRAIN, "seq_len", train.seq_len, 1, INT_MAX, 0, "T: tokens per sequence"),
-    KI(S_TRAIN, "micro_batch", train.micro_batch, 1, INT_MAX, 0,
-       "B: sequences per micro-batch, global over all ranks"),
+    KI(S_TRAIN, "global_micro_batch", train.micro_batch, 1, INT_MAX, 0,
+       "B: sequences in one forward/backward pass summed over ALL ranks (each of R ranks "
+       "takes B / R); an optimizer step is B x grad_accum sequences. In Megatron terms B = "
+       "micro-batch-size x data-parallel ranks, and B x grad_accum = global-batch-size"),
+    KI(S_TRAIN, "micro_batch", train.micro_batch, 1, INT_MAX, F_ALIAS,
+       "old name of global_micro_batch (the same global count, not per rank), still read; "
+       "written configs use the new name, and a config giving both is refused"),
     KI(S_TRAIN, "grad_accum", train.grad_accum, 1, INT_MAX, 0,
        "micro-batches accumulated per optimizer step"),
-    KL(S_TRAIN, "steps", train.steps, 1, INT64_MAX, 0, "optimizer steps to run"),
+    KL(S_TRAIN, "steps", train.steps, 1, INT64_MAX, 0,
+       "optimizer steps to run, which the learning-rate schedule spans; leave it out when "
+       "train.tokens is set"),
+    KL(S_TRAIN, "tokens", train.tokens, 0, INT64_MAX, 0,
+       "token budget instead of train.steps (giving both is refused): steps = ceil(tokens / "
+       "(global_micro_batch x seq_len x grad_accum)), printed at the start; 0 = use "
+       "train.steps"),
     KL(S_TRAIN, "seed", train.seed, 0, INT64_MAX, 0,
        "seed of the weight initialisation, the data order and the router noise"),
     KL(S_TRAIN, "log_every", train.log_every, 1, INT64_MAX, 0, "steps between log lines"),
@@ -145,9 +158,17 @@ const KeySpec cfg_keys[] = {
     KF(S_OPTIM, "lr", optim.lr, 0, HUGE_VAL, F_LO_OPEN, "peak learning rate, reached after "
        "warmup"),
     KF(S_OPTIM, "min_lr", optim.min_lr, 0, HUGE_VAL, 0,
-       "learning rate the cosine decay reaches at the last step, <= lr"),
+       "learning rate the decay reaches at the last step (schedules cosine, wsd, linear), "
+       "<= lr"),
     KL(S_OPTIM, "warmup_steps", optim.warmup_steps, 0, INT64_MAX, 0,
        "steps of linear warmup up to lr (from lr / warmup_steps)"),
+    KE(S_OPTIM, "schedule", optim.schedule, SCHEDULES, 0,
+       "after warmup: cosine = cosine decay to min_lr; wsd = warmup-stable-decay: lr, then a "
+       "linear decay to min_lr over the last decay_fraction of the steps (MiniCPM, Hu et "
+       "al. 2024; Hägele et al. 2024); linear = linear decay to min_lr; constant = lr"),
+    KF(S_OPTIM, "decay_fraction", optim.decay_fraction, 0, 1, F_LO_OPEN,
+       "wsd: share of the steps in the final decay: the last round(decay_fraction x steps) "
+       "steps (at least 1) decay, the last one at min_lr"),
     KF(S_OPTIM, "beta1", optim.beta1, 0, 1, F_HI_OPEN, "AdamW first-moment decay"),
     KF(S_OPTIM, "beta2", optim.beta2, 0, 1, F_HI_OPEN, "AdamW second-moment decay"),
     KF(S_OPTIM, "eps", optim.eps, 0, HUGE_VAL, F_LO_OPEN, "AdamW denominator epsilon"),
@@ -214,6 +235,15 @@ int cfg_key_index(int sec, const char *name) {
     for (int i = 0; i < CONFIG_N_KEYS; i++)
         if (cfg_keys[i].sec == sec && strcmp(cfg_keys[i].name, name) == 0) return i;
     return -1;
+}
+
+int cfg_canonical(int ki) {
+    if (ki > 0 && (cfg_keys[ki].flags & F_ALIAS)) {
+        ASSERT(cfg_keys[ki - 1].off == cfg_keys[ki].off && !(cfg_keys[ki - 1].flags & F_ALIAS),
+               "alias row %s must follow the row of its new name", cfg_keys[ki].name);
+        return ki - 1;
+    }
+    return ki;
 }
 
 int cfg_section_index(const char *name) {

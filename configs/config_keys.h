@@ -7,6 +7,7 @@
  * and --set (config_load.c), range validation (config_validate.c), to_yaml and the diffs
  * (config_yaml.c) and the reference (config_reference.c) all walk this table, so a new key
  * is one row in config_keys.c, its field in config.h and its default in config_defaults.
+ * A renamed key keeps its old name as an F_ALIAS row right below the new one.
  */
 #ifndef MOE_CONFIG_KEYS_H
 #define MOE_CONFIG_KEYS_H
@@ -29,6 +30,8 @@ enum {
     F_HI_OPEN = 2,   /* float upper bound is exclusive */
     F_EVEN = 4,      /* integer must be even */
     F_SHAPE = 8,     /* changes the model shape (config_diff_shape) */
+    F_ALIAS = 16,    /* an old name of the key in the row above (same field): read, never
+                        written, compared or range-checked on its own (cfg_canonical) */
 };
 
 typedef struct KeySpec {
@@ -54,6 +57,9 @@ extern const char *const cfg_section_docs[CONFIG_N_SECTIONS];   /* one line each
 int cfg_key_index(int sec, const char *name);
 /* S_* of the section called name, or -1. */
 int cfg_section_index(const char *name);
+/* The row a key's value and location belong to: ki itself, or for an F_ALIAS row the row
+ * of the new name (the row above it). */
+int cfg_canonical(int ki);
 
 /* A growable NUL-terminated string: zero it to start; p (n chars) is owned, release it with
  * moe_free. cfg_buf_printf appends (aborts on allocation failure, like every allocation). */

@@ -37,7 +37,7 @@ static void hint_unknown_key(MoeErr *err, int sec, const char *name) {
     const char *names[CONFIG_N_KEYS];
     int n = 0;
     for (int i = 0; i < CONFIG_N_KEYS; i++)
-        if (cfg_keys[i].sec == sec) names[n++] = cfg_keys[i].name;
+        if (cfg_keys[i].sec == sec && !(cfg_keys[i].flags & F_ALIAS)) names[n++] = cfg_keys[i].name;
     Buf b = {0};
     const char *sug = cfg_closest(name, names, n);
     int other = -1;
@@ -233,7 +233,8 @@ static void store(Config *c, const KeySpec *k, Value *v) {
 }
 
 
-/* Parses, checks and stores one key; records where it came from. */
+/* Parses, checks and stores one key (an alias into its new name's field); records where it
+ * came from under the new name's row. */
 static int set_key(Config *c, int ki, yaml_document_t *d, yaml_node_t *n, const Src *src,
                    MoeErr *err) {
     const KeySpec *k = &cfg_keys[ki];
@@ -248,9 +249,33 @@ static int set_key(Config *c, int ki, yaml_document_t *d, yaml_node_t *n, const 
     }
     store(c, k, &v);
     cfg_value_free(&v);
-    moe_free(c->key_loc[ki]);
-    c->key_loc[ki] = moe_strdup(loc);
+    const int kc = cfg_canonical(ki);
+    moe_free(c->key_loc[kc]);
+    c->key_loc[kc] = moe_strdup(loc);
     return 0;
+}
+
+/* train.tokens > 0 and train.steps not given: steps = ceil(tokens / (global_micro_batch x
+ * seq_len x grad_accum)) (config.h). tokens_reset: train.tokens was just set to 0 by
+ * --set, so a derived steps goes back to the default. Each factor is already >= 1. */
+static void apply_token_budget(Config *c, bool tokens_reset) {
+    if (c->key_loc[cfg_key_index(S_TRAIN, "steps")]) return;   /* given: it stands */
+    if (c->train.tokens <= 0) {
+        if (tokens_reset) {
+            Config d;
+            config_defaults(&d);
+            c->train.steps = d.train.steps;
+            config_free(&d);
+        }
+        return;
+    }
+    const int64_t per_pass = (int64_t)c->train.micro_batch * c->train.seq_len;  /* < 2^62 */
+    if (per_pass > INT64_MAX / c->train.grad_accum) {
+        c->train.steps = 1;   /* one step holds more tokens than any budget */
+        return;
+    }
+    const int64_t per_step = per_pass * c->train.grad_accum;
+    c->train.steps = c->train.tokens / per_step + (c->train.tokens % per_step != 0);
 }
 
 /* ---------------------------------------------------------------- YAML documents */
@@ -387,6 +412,17 @@ static int load_document(Config *c, yaml_document_t *d, const Src *src, MoeErr *
                 hint_unknown_key(err, s, kname);
                 return -1;
             }
+            /* c started from the defaults: a location under the new name's row means the
+             * other name of the same key came earlier in this file */
+            const int kc = cfg_canonical(ki);
+            if (c->key_loc[kc]) {
+                const int other = kc == ki ? ki + 1 : kc;
+                src_loc(src, kn->start_mark, loc, sizeof loc);
+                moe_errorf(err, "%s: %s: the same key as %s.%s (%s is its old name), given "
+                           "at %s", loc, path, sname, cfg_keys[other].name,
+                           cfg_keys[kc + 1].name, c->key_loc[kc]);
+                return moe_hintf(err, "keep one of them: %s.%s", sname, cfg_keys[kc].name);
+            }
             if (set_key(c, ki, d, vn, src, err)) return -1;
         }
     }
@@ -421,6 +457,7 @@ int config_load_text(Config *c, const char *text, size_t len, const char *label,
     int rc = load_document(c, &doc, &src, err);
     yaml_document_delete(&doc);
     if (rc) goto fail;
+    apply_token_budget(c, false);
     int dir_key = cfg_key_index(S_RUN, "dir");
     if (!c->key_loc[dir_key]) {
         Buf b = {0};
@@ -594,6 +631,13 @@ int config_set(Config *c, const char *assignment, MoeErr *err) {
         }
     }
     yaml_document_delete(&doc);
+    /* train.tokens or a factor of its product: steps follows (config.h) */
+    const int kc = cfg_canonical(ki);
+    if (!rc && (kc == cfg_key_index(S_TRAIN, "tokens") ||
+                kc == cfg_key_index(S_TRAIN, "global_micro_batch") ||
+                kc == cfg_key_index(S_TRAIN, "seq_len") ||
+                kc == cfg_key_index(S_TRAIN, "grad_accum")))
+        apply_token_budget(c, kc == cfg_key_index(S_TRAIN, "tokens"));
     return rc;
 }
 

@@ -107,6 +107,13 @@ int config_write_reference(FILE *out) {
         for (int i = 0; i < CONFIG_N_KEYS; i++) {
             const KeySpec *k = &cfg_keys[i];
             if (k->sec != s) continue;
+            if (k->flags & F_ALIAS) {   /* an old name: its row says whose */
+                fprintf(out, "| `%s` | alias of `%s` | | | ", k->name,
+                        cfg_keys[cfg_canonical(i)].name);
+                put_cell(out, k->doc);
+                fputs(" |\n", out);
+                continue;
+            }
             char allowed[256];
             if (k->type == T_LIST)   /* cfg_describe's hint has an example for error messages */
                 snprintf(allowed, sizeof allowed, "a list of strings ([] for none)");

@@ -75,8 +75,8 @@ static int validate_products(const Config *c, MoeErr *err) {
     const ConfigMoe *e = &c->moe;
     const int64_t B = c->train.micro_batch, T = c->train.seq_len;
     int kh = cfg_key_index(S_MODEL, "n_heads"), kd = cfg_key_index(S_MODEL, "head_dim"),
-        kkv = cfg_key_index(S_MODEL, "n_kv_heads"), kb = cfg_key_index(S_TRAIN, "micro_batch"),
-        kt = cfg_key_index(S_TRAIN, "seq_len");
+        kkv = cfg_key_index(S_MODEL, "n_kv_heads"),
+        kb = cfg_key_index(S_TRAIN, "global_micro_batch"), kt = cfg_key_index(S_TRAIN, "seq_len");
     const int64_t hd = (int64_t)m->n_heads * m->head_dim;
     if (hd > INT_MAX) {
         moe_errorf(err, "%s: model.n_heads, model.head_dim: n_heads x head_dim = %d x %d = "
@@ -90,30 +90,33 @@ static int validate_products(const Config *c, MoeErr *err) {
                     : e->router == CONFIG_ROUTER_TOPP && e->max_experts > 0 ? e->max_experts
                     : e->n_experts;
     if (B * T > INT_MAX) {
-        moe_errorf(err, "%s: train.micro_batch, train.seq_len: %lld x %lld = %lld tokens per "
-                   "micro-batch exceed %d", loc_of(c, kb, kt), (long long)B, (long long)T,
-                   (long long)(B * T), INT_MAX);
-        return moe_hintf(err, "lower train.micro_batch or train.seq_len (train.grad_accum "
-                              "makes a larger batch out of several micro-batches)");
+        moe_errorf(err, "%s: train.global_micro_batch, train.seq_len: %lld x %lld = %lld "
+                   "tokens per micro-batch exceed %d", loc_of(c, kb, kt), (long long)B,
+                   (long long)T, (long long)(B * T), INT_MAX);
+        return moe_hintf(err, "lower train.global_micro_batch or train.seq_len "
+                              "(train.grad_accum makes a larger batch out of several "
+                              "micro-batches)");
     }
     if (B * T * w > INT_MAX) {
-        moe_errorf(err, "%s: train.micro_batch, train.seq_len: %lld tokens per micro-batch x "
-                   "%lld routed slots per token (moe.top_k, moe.max_experts or moe.n_experts "
-                   "by moe.router) = %lld exceed %d", loc_of(c, kb, kt), (long long)(B * T),
-                   (long long)w, (long long)(B * T * w), INT_MAX);
-        return moe_hintf(err, "lower train.micro_batch or train.seq_len (train.grad_accum "
-                              "makes a larger batch out of several micro-batches)");
+        moe_errorf(err, "%s: train.global_micro_batch, train.seq_len: %lld tokens per "
+                   "micro-batch x %lld routed slots per token (moe.top_k, moe.max_experts or "
+                   "moe.n_experts by moe.router) = %lld exceed %d", loc_of(c, kb, kt),
+                   (long long)(B * T), (long long)w, (long long)(B * T * w), INT_MAX);
+        return moe_hintf(err, "lower train.global_micro_batch or train.seq_len "
+                              "(train.grad_accum makes a larger batch out of several "
+                              "micro-batches)");
     }
     if (B * m->n_kv_heads > INT_MAX) {   /* attention's (sequence, kv head) tasks */
-        moe_errorf(err, "%s: train.micro_batch, model.n_kv_heads: %lld x %d exceeds %d",
+        moe_errorf(err, "%s: train.global_micro_batch, model.n_kv_heads: %lld x %d exceeds %d",
                    loc_of(c, kb, kkv), (long long)B, m->n_kv_heads, INT_MAX);
-        return moe_hintf(err, "lower train.micro_batch or model.n_kv_heads");
+        return moe_hintf(err, "lower train.global_micro_batch or model.n_kv_heads");
     }
     return 0;
 }
 
 int config_validate(const Config *c, MoeErr *err) {
     for (int i = 0; i < CONFIG_N_KEYS; i++) {
+        if (cfg_keys[i].flags & F_ALIAS) continue;   /* the field of the row above */
         char path[64];
         snprintf(path, sizeof path, "%s.%s", cfg_sections[cfg_keys[i].sec], cfg_keys[i].name);
         Value v = cfg_peek(c, &cfg_keys[i]);
@@ -201,6 +204,13 @@ int config_validate(const Config *c, MoeErr *err) {
                               "all %d slices", c->init.granularity);
     }
     if (validate_finetune(c, err)) return -1;
+    int ktok = cfg_key_index(S_TRAIN, "tokens"), kst = cfg_key_index(S_TRAIN, "steps");
+    if (c->train.tokens > 0 && c->key_loc[kst]) {
+        moe_errorf(err, "%s: train.tokens, train.steps: both are given; the budget is either "
+                   "steps or tokens", loc_of(c, ktok, kst));
+        return moe_hintf(err, "remove one of them (with train.tokens the steps are derived: "
+                         "ceil(tokens / (global_micro_batch x seq_len x grad_accum)))");
+    }
     int klr = cfg_key_index(S_OPTIM, "lr"), kmin = cfg_key_index(S_OPTIM, "min_lr");
     if (c->optim.min_lr > c->optim.lr) {
         char a[32], b[32];

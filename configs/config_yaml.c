@@ -18,8 +18,16 @@ char *config_to_yaml(const Config *c) {
         cfg_buf_printf(&b, "%s:\n", cfg_sections[s]);
         for (int i = 0; i < CONFIG_N_KEYS; i++) {
             const KeySpec *k = &cfg_keys[i];
-            if (k->sec != s) continue;
+            if (k->sec != s || (k->flags & F_ALIAS)) continue;   /* old names: never written */
             if (k->type == T_STR && !cfg_peek(c, k).s) continue;  /* unset tokenizer/upcycle_from */
+            if (i == cfg_key_index(S_TRAIN, "steps") && c->train.tokens > 0 && !c->key_loc[i]) {
+                /* derived from train.tokens: a comment, so that the text reads back (steps
+                 * given as well, which config_validate refuses, is written as it is) */
+                cfg_buf_printf(&b, "  # steps: %lld (from train.tokens: ceil(tokens / "
+                               "(global_micro_batch x seq_len x grad_accum)))\n",
+                               (long long)c->train.steps);
+                continue;
+            }
             size_t start = b.n;
             cfg_buf_printf(&b, "  %s: ", k->name);
             cfg_fmt_value(&b, c, k);
@@ -38,7 +46,8 @@ static int diff(const Config *a, const Config *b, bool shape, int skip_sec, char
     if (out && cap) out[0] = 0;
     for (int i = 0; i < CONFIG_N_KEYS; i++) {
         const KeySpec *k = &cfg_keys[i];
-        if (((k->flags & F_SHAPE) != 0) != shape || k->sec == skip_sec) continue;
+        if (((k->flags & F_SHAPE) != 0) != shape || k->sec == skip_sec || (k->flags & F_ALIAS))
+            continue;
         Buf va = {0}, vb = {0};
         cfg_fmt_value(&va, a, k);
         cfg_fmt_value(&vb, b, k);

@@ -1,4 +1,4 @@
-/* adamw.c: AdamW, clipping, schedule. See adamw.h. */
+/* adamw.c: AdamW and clipping. See adamw.h. */
 #include "optim/adamw.h"
 
 #include "autograd/vmath.h"
@@ -61,15 +61,4 @@ void adamw_step(ParamSet *ps, const AdamWConfig *cfg, float lr, long t) {
 float grad_clip_factor(double norm, float max_norm) {
     if (max_norm <= 0.0f || !(norm > (double)max_norm)) return 1.0f;
     return (float)((double)max_norm / (norm + 1e-6));
-}
-
-float lr_at(const LrSchedule *s, long step) {
-    if (s->warmup > 0 && step < s->warmup)
-        return s->lr * (float)(step + 1) / (float)s->warmup;
-    long span = s->total - 1 - s->warmup;
-    if (span <= 0) return s->lr;
-    double progress = (double)(step - s->warmup) / (double)span;
-    if (progress > 1.0) progress = 1.0;
-    double cosine = 0.5 * (1.0 + cos(M_PI * progress));
-    return (float)((double)s->min_lr + ((double)s->lr - (double)s->min_lr) * cosine);
 }

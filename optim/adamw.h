@@ -1,5 +1,5 @@
-/* adamw.h: AdamW with decoupled weight decay, global gradient-norm clipping, and the
- * warmup + cosine learning-rate schedule.
+/* adamw.h: AdamW with decoupled weight decay and global gradient-norm clipping; the
+ * learning-rate schedules are optim/schedule.h (included here).
  *
  * AdamW: Loshchilov & Hutter 2019 (decoupled weight decay), Adam: Kingma & Ba 2015.
  *   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
@@ -12,6 +12,7 @@
 #define MOE_ADAMW_H
 
 #include "autograd/params.h"
+#include "optim/schedule.h"
 
 typedef struct AdamWConfig {
     float beta1, beta2, eps, weight_decay;
@@ -26,13 +27,5 @@ void adamw_step_scaled(ParamSet *ps, const AdamWConfig *cfg, float lr, long t, f
 
 /* Clip factor for a global norm: min(1, max_norm / (norm + 1e-6)); max_norm <= 0 -> 1. */
 float grad_clip_factor(double norm, float max_norm);
-
-typedef struct LrSchedule {
-    float lr, min_lr;
-    long warmup, total;
-} LrSchedule;
-/* Linear warmup from lr/warmup to lr over steps 0..warmup-1, then cosine decay to min_lr at
- * step total-1 (Loshchilov & Hutter 2017, SGDR without restarts). step is 0-based. */
-float lr_at(const LrSchedule *s, long step);
 
 #endif

@@ -7,17 +7,20 @@
 #include <string.h>
 
 #include "checkpoints/ckpt.h"
+#include "checkpoints/rundir.h"
 #include "configs/config.h"
 #include "train/cli.h"
 
 static const char *CKPT_HELP =
     "usage: moetrain ckpt info PATH\n"
     "\n"
-    "Prints a checkpoint's format version, step, tokens seen, loader position, model shape,\n"
-    "parameter counts (dense and experts) and whether it holds optimizer state, after\n"
-    "reading every dataset so that each checksum is verified; for a LoRA adapter\n"
-    "checkpoint also the adapter settings and the base checkpoint it refers to. Exits 0\n"
-    "when the file is complete and intact, 1 (naming the file and the dataset) otherwise.\n"
+    "PATH is a checkpoint file or a run directory (its newest valid checkpoint, the one\n"
+    "--resume auto continues, named on stderr). Prints the checkpoint's format version,\n"
+    "step, tokens seen, loader position, model shape, parameter counts (dense and experts)\n"
+    "and whether it holds optimizer state, after reading every dataset so that each\n"
+    "checksum is verified; for a LoRA adapter checkpoint also the adapter settings and the\n"
+    "base checkpoint it refers to. Exits 0 when the file is complete and intact, 1 (naming\n"
+    "the file and the dataset) otherwise.\n"
     "\n"
     "options:\n"
     "  -h, --help   this help\n";
@@ -32,8 +35,10 @@ static int ckpt_fail(const MoeErr *err) {
 
 static int usage(const char *msg) { return cli_usage("ckpt", "%s", msg); }
 
-static int info(const char *path) {
+static int info(const char *arg) {
     MoeErr err = {{0}, {0}};
+    char path[4096];
+    if (rundir_resolve_model(arg, path, sizeof path, stderr, &err)) return ckpt_fail(&err);
     CkptInfo in;
     if (ckpt_inspect(path, &in, &err)) {
         ckpt_info_free(&in);

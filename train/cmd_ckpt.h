@@ -1,6 +1,7 @@
 /* cmd_ckpt.h: the `moetrain ckpt` subcommand.
  *
- *   moetrain ckpt info PATH     summary of a checkpoint + full checksum verification
+ *   moetrain ckpt info PATH     summary of a checkpoint + full checksum verification; PATH
+ *                               may be a run directory (its newest valid checkpoint)
  *   moetrain ckpt --help
  */
 #ifndef MOE_CMD_CKPT_H

@@ -1,5 +1,7 @@
 /* cmd_infer.c: `moetrain export`, `sample`, `eval` and `logits`. See cmd_infer.h.
  *
+ * Every command first resolves its MODEL (or CKPT) argument with rundir_resolve_model: a
+ * run directory becomes its newest valid checkpoint, named on stderr.
  * eval and logits run model_forward on a non-recording tape (router noise off, dropless),
  * so their numbers are exactly the training forward's. sample uses the KV cache
  * (layers/infer.h). */
@@ -16,7 +18,7 @@
 #include "checkpoints/export.h"
 #include "core/fs.h"
 #include "layers/infer.h"
-#include "train/cli.h"
+#include "train/cli_model.h"
 #include "train/outguard.h"
 
 static const char *EXPORT_HELP =
@@ -24,7 +26,9 @@ static const char *EXPORT_HELP =
     "                       [--force]\n"
     "       moetrain export CKPT OUT --adapters-only [--dtype TYPE] [--force]\n"
     "\n"
-    "Exports a checkpoint for other inference stacks. A LoRA adapter checkpoint (a run with\n"
+    "Exports a checkpoint for other inference stacks. CKPT is a checkpoint file or a run\n"
+    "directory (its newest valid checkpoint, the one --resume auto continues, named on\n"
+    "stderr). A LoRA adapter checkpoint (a run with\n"
     "finetune.lora_rank > 0) is exported merged: its base is read from the path it records\n"
     "(checksum verified) and every adapted weight becomes W + alpha/r B A.\n"
     "  --format hf     OUT is a new directory that Hugging Face transformers loads as\n"
@@ -53,9 +57,9 @@ static const char *SAMPLE_HELP =
     "usage: moetrain sample MODEL --prompt TEXT [--max-tokens N] [--temperature T]\n"
     "                       [--top-p P] [--seed S]\n"
     "\n"
-    "Generates text from MODEL (a checkpoint, an HF export directory or a GGUF file) with a\n"
-    "KV cache; prints the prompt and the continuation, then tokens/s on stderr. Stops at\n"
-    "<|endoftext|> or after N tokens.\n"
+    "Generates text from MODEL (a run directory, a checkpoint, an HF export directory or a\n"
+    "GGUF file) with a KV cache; prints the prompt and the continuation, then tokens/s on\n"
+    "stderr. Stops at <|endoftext|> or after N tokens.\n"
     "\n"
     "options:\n"
     "  --prompt TEXT       text to continue (may be empty: generation starts after\n"
@@ -66,35 +70,13 @@ static const char *SAMPLE_HELP =
     "                      probability reaches P (default 0.95; 1 = off)\n"
     "  --seed S            random seed (default 1337)\n";
 
-static const char *EVAL_HELP =
-    "usage: moetrain eval MODEL --text FILE [--ctx N] [--stride S] [--score-second-half]\n"
-    "\n"
-    "Mean negative log-likelihood per token and perplexity of MODEL on a text file\n"
-    "(tokenized with the model's tokenizer, no <|endoftext|> added).\n"
-    "\n"
-    "Default protocol: sliding windows of N tokens starting every S tokens (the Hugging Face\n"
-    "perplexity guide); each window scores the tokens after the previous window's end, with\n"
-    "at least N-S tokens of context after the first window. With S < N every token but the\n"
-    "first is scored once; with S = N a window's first token has no context inside it and\n"
-    "is not scored.\n"
-    "--score-second-half: llama.cpp's llama-perplexity protocol: non-overlapping chunks of N\n"
-    "tokens (S must equal N; the remainder after the last whole chunk is dropped), scoring\n"
-    "in each chunk the predictions of tokens N/2+1 .. N-1.\n"
-    "\n"
-    "options:\n"
-    "  --text FILE           text to evaluate\n"
-    "  --ctx N               window length (default: the model's training seq_len)\n"
-    "  --stride S            window step, 1 <= S <= N (default N)\n"
-    "  --score-second-half   llama-perplexity's protocol (see above); needs N >= 3, so\n"
-    "                        that each chunk scores at least one token\n";
-
 static const char *LOGITS_HELP =
     "usage: moetrain logits MODEL --ids 1,2,3 [--out FILE [--force]]\n"
     "\n"
-    "Runs MODEL (a checkpoint, an HF export directory or a GGUF file) on the token ids and\n"
-    "writes the float32 logits of every position: raw little-endian float32 (n_ids, V) to\n"
-    "FILE, or one text line per position (\"pos: v0 v1 ...\", %.9g) to stdout. A parity\n"
-    "hook for other implementations.\n"
+    "Runs MODEL (a run directory, a checkpoint, an HF export directory or a GGUF file) on\n"
+    "the token ids and writes the float32 logits of every position: raw little-endian\n"
+    "float32 (n_ids, V) to FILE, or one text line per position (\"pos: v0 v1 ...\", %.9g)\n"
+    "to stdout. A parity hook for other implementations.\n"
     "\n"
     "options:\n"
     "  --ids LIST    comma-separated token ids, each in [0, V)\n"
@@ -102,34 +84,10 @@ static const char *LOGITS_HELP =
     "                file inside it\n"
     "  --force       replace an existing FILE\n";
 
-static bool is_help(const char *a) { return !strcmp(a, "-h") || !strcmp(a, "--help"); }
-
-static int fail(const MoeErr *err) {
-    fprintf(stderr, "moetrain: error: %s\n", err->msg);
-    if (err->hint[0]) fprintf(stderr, "hint: %s\n", err->hint);
-    return 1;
-}
-
-/* A refused output (train/outguard.h): printed like fail, exit status 2. */
+/* A refused output (train/outguard.h): printed like cli_fail, exit status 2. */
 static int fail2(const MoeErr *err) {
-    fail(err);
+    cli_fail(err);
     return 2;
-}
-
-/* One line and exit status 2 (train/cli.h); help names the command. */
-static int usage(const char *msg, const char *arg, const char *help) {
-    const char *cmd = help == EXPORT_HELP ? "export" : help == SAMPLE_HELP ? "sample"
-                      : help == EVAL_HELP ? "eval" : "logits";
-    return arg ? cli_usage(cmd, "%s '%s'", msg, arg) : cli_usage(cmd, "%s", msg);
-}
-
-static bool parse_long(const char *s, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return false;
-    *out = v;
-    return true;
 }
 
 static bool parse_double(const char *s, double lo, double hi, double *out) {
@@ -187,7 +145,7 @@ int cmd_export(int argc, char **argv) {
     bool adapters_only = false, force = false;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
-        if (is_help(a)) { fputs(EXPORT_HELP, stdout); return 0; }
+        if (cli_is_help(a)) { fputs(EXPORT_HELP, stdout); return 0; }
         if (!strcmp(a, "--adapters-only")) {
             adapters_only = true;
             continue;
@@ -197,22 +155,25 @@ int cmd_export(int argc, char **argv) {
             continue;
         }
         if (!strcmp(a, "--format") || !strcmp(a, "--dtype") || !strcmp(a, "--max-shard-size")) {
-            if (i + 1 >= argc) return usage("missing value for", a, EXPORT_HELP);
+            if (i + 1 >= argc) return cli_model_usage("missing value for", a, EXPORT_HELP);
             const char *v = argv[++i];
             if (!strcmp(a, "--format")) format = v;
             else if (!strcmp(a, "--dtype")) dtype = v;
             else if (!parse_size(v, &shard))
-                return usage("--max-shard-size needs a byte count (e.g. 2000000000 or 2GB), got", v,
-                             EXPORT_HELP);
+                return cli_model_usage("--max-shard-size needs a byte count (e.g. 2000000000 or 2GB), "
+                                 "got", v, EXPORT_HELP);
         } else if (a[0] == '-' && a[1]) {
-            return usage("unknown option", a, EXPORT_HELP);
+            return cli_model_usage("unknown option", a, EXPORT_HELP);
         } else if (np < 2) {
             pos[np++] = a;
         } else {
-            return usage("unexpected argument", a, EXPORT_HELP);
+            return cli_model_usage("unexpected argument", a, EXPORT_HELP);
         }
     }
-    if (np != 2) return usage("export needs CKPT and OUT", NULL, EXPORT_HELP);
+    if (np != 2) return cli_model_usage("export needs CKPT and OUT", NULL, EXPORT_HELP);
+    char ckpt[4096];
+    if (cli_resolve_model(pos[0], ckpt, sizeof ckpt)) return 1;
+    pos[0] = ckpt;
     MoeErr err = {{0}, {0}};
     double t0 = moe_now();
     const char *in[2];
@@ -221,15 +182,15 @@ int cmd_export(int argc, char **argv) {
     if (adapters_only) {
         StDtype d = ST_F32;
         if (format || shard)
-            return usage("--adapters-only takes no --format or --max-shard-size", NULL,
-                         EXPORT_HELP);
+            return cli_model_usage("--adapters-only takes no --format or --max-shard-size", NULL,
+                             EXPORT_HELP);
         if (dtype && st_dtype_parse(dtype, &d))
-            return usage("--dtype for --adapters-only must be f32, bf16 or f16, got", dtype,
-                         EXPORT_HELP);
+            return cli_model_usage("--dtype for --adapters-only must be f32, bf16 or f16, got", dtype,
+                             EXPORT_HELP);
         int guard = outguard_cli(pos[1], OUTGUARD_DIR, "OUT", in, n_in, force);
         if (guard) return guard;
         if (force && export_dir_replaceable(pos[1], &err)) return fail2(&err);
-        if (export_peft(pos[0], pos[1], d, force, &err)) return fail(&err);
+        if (export_peft(pos[0], pos[1], d, force, &err)) return cli_fail(&err);
         printf("exported the LoRA adapters of %s -> %s (PEFT, dtype %s) in %.1f s\n", pos[0],
                pos[1], st_dtype_name(d), moe_now() - t0);
         return 0;
@@ -241,85 +202,33 @@ int cmd_export(int argc, char **argv) {
     if (!strcmp(format, "hf")) {
         ExportHfOptions o = {ST_F32, shard, force};
         if (dtype && (st_dtype_parse(dtype, &o.dtype)))
-            return usage("--dtype for hf must be f32, bf16 or f16, got", dtype, EXPORT_HELP);
+            return cli_model_usage("--dtype for hf must be f32, bf16 or f16, got", dtype, EXPORT_HELP);
         int guard = outguard_cli(pos[1], OUTGUARD_DIR, "OUT", in, n_in, force);
         if (guard) return guard;
         if (force && export_dir_replaceable(pos[1], &err)) return fail2(&err);
-        if (export_hf(pos[0], pos[1], &o, &err)) return fail(&err);
+        if (export_hf(pos[0], pos[1], &o, &err)) return cli_fail(&err);
         printf("exported %s -> %s (Hugging Face %s, dtype %s) in %.1f s\n", pos[0], pos[1],
                "safetensors", st_dtype_name(o.dtype), moe_now() - t0);
     } else if (!strcmp(format, "gguf")) {
         GgmlType t = GGML_F32;
-        if (shard) return usage("--max-shard-size applies to --format hf only", NULL, EXPORT_HELP);
+        if (shard)
+            return cli_model_usage("--max-shard-size applies to --format hf only", NULL, EXPORT_HELP);
         if (dtype) {
             if (!strcmp(dtype, "f32")) t = GGML_F32;
             else if (!strcmp(dtype, "f16")) t = GGML_F16;
             else if (!strcmp(dtype, "q8_0")) t = GGML_Q8_0;
-            else return usage("--dtype for gguf must be f32, f16 or q8_0, got", dtype, EXPORT_HELP);
+            else return cli_model_usage("--dtype for gguf must be f32, f16 or q8_0, got", dtype,
+                                  EXPORT_HELP);
         }
         int guard = outguard_cli(pos[1], OUTGUARD_FILE, "OUT", in, n_in, force);
         if (guard) return guard;
-        if (export_gguf(pos[0], pos[1], t, &err)) return fail(&err);
+        if (export_gguf(pos[0], pos[1], t, &err)) return cli_fail(&err);
         printf("exported %s -> %s (GGUF v3, %s) in %.1f s\n", pos[0], pos[1],
                t == GGML_F32 ? "f32" : t == GGML_F16 ? "f16" : "q8_0", moe_now() - t0);
     } else {
-        return usage("--format must be hf or gguf, got", format, EXPORT_HELP);
+        return cli_model_usage("--format must be hf or gguf, got", format, EXPORT_HELP);
     }
     return 0;
-}
-
-/* ---------------------------------------------------------------- shared */
-
-/* Load MODEL for a subcommand. sample decodes token by token (tokenwise = true), which
- * expert-choice routing cannot do: each expert picks among all tokens of a forward pass,
- * future ones included (README, Architecture options). eval and logits run whole windows
- * through model_forward, so an expert-choice model routes each window as one batch: they
- * say so on stderr. */
-static int load_source(ModelSource *src, const char *path, bool need_tok, bool tokenwise) {
-    MoeErr err = {{0}, {0}};
-    if (model_source_load(src, path, &err)) {
-        model_source_free(src);
-        return fail(&err);
-    }
-    if (need_tok && !src->has_tok) {
-        moe_errorf(&err, "%s: no tokenizer found (tokenizer.json / tokenizer.ggml.*)", path);
-        moe_hintf(&err, "use the checkpoint, or an export made by `moetrain export`");
-        model_source_free(src);
-        return fail(&err);
-    }
-    if (src->model.s.E > 0 && src->model.s.router == MOE_ROUTER_EXPERT_CHOICE) {
-        if (tokenwise) {
-            moe_errorf(&err, "%s: moe.router is expert_choice: experts choose among all tokens "
-                       "of a batch, future ones included, so the model cannot generate token "
-                       "by token", path);
-            moe_hintf(&err, "expert-choice routing is for training studies; score it with "
-                            "`moetrain eval` (each window routed as one batch)");
-            model_source_free(src);
-            return fail(&err);
-        }
-        fprintf(stderr, "moetrain: note: %s routes with expert choice: each window is routed "
-                        "as one batch, future tokens included (not causal; for studies)\n",
-                path);
-    }
-    return 0;
-}
-
-/* Logits (T, V) of ids (T) on a fresh non-recording tape (owned by the caller). */
-static const float *forward_logits(Model *m, Tape *t, const int32_t *ids, int T) {
-    tape_reset(t, false);
-    StepCtx ctx = {.train = false, .loss_scale = 1.0f};
-    ModelOut out;
-    model_forward(m, t, ids, NULL, 1, T, &ctx, &out);
-    return out.logits->data;
-}
-
-/* -log softmax(row)[target], in double. */
-static double nll_row(const float *row, int V, int target) {
-    float mx = row[0];
-    for (int v = 1; v < V; v++) mx = fmaxf(mx, row[v]);
-    double s = 0.0;
-    for (int v = 0; v < V; v++) s += exp((double)row[v] - (double)mx);
-    return log(s) + (double)mx - (double)row[target];
 }
 
 /* ---------------------------------------------------------------- logits */
@@ -329,23 +238,26 @@ int cmd_logits(int argc, char **argv) {
     bool force = false;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
-        if (is_help(a)) { fputs(LOGITS_HELP, stdout); return 0; }
+        if (cli_is_help(a)) { fputs(LOGITS_HELP, stdout); return 0; }
         if (!strcmp(a, "--force")) {
             force = true;
         } else if (!strcmp(a, "--ids") || !strcmp(a, "--out")) {
-            if (i + 1 >= argc) return usage("missing value for", a, LOGITS_HELP);
+            if (i + 1 >= argc) return cli_model_usage("missing value for", a, LOGITS_HELP);
             if (!strcmp(a, "--ids")) ids_s = argv[++i];
             else out_path = argv[++i];
         } else if (a[0] == '-' && a[1]) {
-            return usage("unknown option", a, LOGITS_HELP);
+            return cli_model_usage("unknown option", a, LOGITS_HELP);
         } else if (!src_path) {
             src_path = a;
         } else {
-            return usage("unexpected argument", a, LOGITS_HELP);
+            return cli_model_usage("unexpected argument", a, LOGITS_HELP);
         }
     }
-    if (!src_path || !ids_s) return usage("logits needs MODEL and --ids", NULL, LOGITS_HELP);
-    if (force && !out_path) return usage("--force applies to --out only", NULL, LOGITS_HELP);
+    if (!src_path || !ids_s) return cli_model_usage("logits needs MODEL and --ids", NULL, LOGITS_HELP);
+    if (force && !out_path) return cli_model_usage("--force applies to --out only", NULL, LOGITS_HELP);
+    char model[4096];
+    if (cli_resolve_model(src_path, model, sizeof model)) return 1;
+    src_path = model;
     if (out_path) {
         const char *in[2];
         char base[1024];
@@ -363,18 +275,18 @@ int cmd_logits(int argc, char **argv) {
         long v = strtol(p, &end, 10);
         if (end == p || errno || v < 0 || v > INT32_MAX || (*end && *end != ',')) {
             moe_free(ids);
-            return usage("--ids must be comma-separated non-negative integers, got", ids_s,
-                         LOGITS_HELP);
+            return cli_model_usage("--ids must be comma-separated non-negative integers, got", ids_s,
+                             LOGITS_HELP);
         }
         ids[n++] = (int32_t)v;
         p = *end ? end + 1 : end;
     }
     if (n == 0) {
         moe_free(ids);
-        return usage("--ids is empty", NULL, LOGITS_HELP);
+        return cli_model_usage("--ids is empty", NULL, LOGITS_HELP);
     }
     ModelSource src;
-    if (load_source(&src, src_path, false, false)) {
+    if (cli_load_model(&src, src_path, false, false)) {
         moe_free(ids);
         return 1;
     }
@@ -387,20 +299,20 @@ int cmd_logits(int argc, char **argv) {
             moe_hintf(&err, "token ids must be below the model's vocab_size");
             moe_free(ids);
             model_source_free(&src);
-            return fail(&err);
+            return cli_fail(&err);
         }
     Tape t;
     tape_init(&t, 0);
-    const float *lg = forward_logits(&src.model, &t, ids, n);
+    const float *lg = cli_forward_logits(&src.model, &t, ids, n);
     int rc = 0;
     if (out_path) {
         MoeErr err = {{0}, {0}};
         FsAtomicFile af;
-        if (fs_atomic_open(&af, out_path, &err)) rc = fail(&err);
+        if (fs_atomic_open(&af, out_path, &err)) rc = cli_fail(&err);
         else {
             /* float32 is little-endian on every platform we build for (x86-64, aarch64). */
             fwrite(lg, sizeof(float), (size_t)n * V, af.fp);
-            if (fs_atomic_commit(&af, &err)) rc = fail(&err);
+            if (fs_atomic_commit(&af, &err)) rc = cli_fail(&err);
         }
     } else {
         for (int i = 0; i < n; i++) {
@@ -412,125 +324,6 @@ int cmd_logits(int argc, char **argv) {
     tape_free(&t);
     model_source_free(&src);
     moe_free(ids);
-    return rc;
-}
-
-/* ---------------------------------------------------------------- eval */
-
-int cmd_eval(int argc, char **argv) {
-    const char *src_path = NULL, *text = NULL;
-    long ctx = 0, stride = 0;
-    bool half = false;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (is_help(a)) { fputs(EVAL_HELP, stdout); return 0; }
-        if (!strcmp(a, "--score-second-half")) {
-            half = true;
-        } else if (!strcmp(a, "--text") || !strcmp(a, "--ctx") || !strcmp(a, "--stride")) {
-            if (i + 1 >= argc) return usage("missing value for", a, EVAL_HELP);
-            const char *v = argv[++i];
-            if (!strcmp(a, "--text")) text = v;
-            else if (!parse_long(v, a[2] == 'c' ? 2 : 1, 1L << 20, a[2] == 'c' ? &ctx : &stride))
-                return usage(a[2] == 'c' ? "--ctx needs an integer >= 2, got"
-                                         : "--stride needs an integer >= 1, got", v, EVAL_HELP);
-        } else if (a[0] == '-' && a[1]) {
-            return usage("unknown option", a, EVAL_HELP);
-        } else if (!src_path) {
-            src_path = a;
-        } else {
-            return usage("unexpected argument", a, EVAL_HELP);
-        }
-    }
-    if (!src_path || !text) return usage("eval needs MODEL and --text FILE", NULL, EVAL_HELP);
-    ModelSource src;
-    if (load_source(&src, src_path, true, false)) return 1;
-    MoeErr err = {{0}, {0}};
-    uint8_t *buf = NULL;
-    size_t nb = 0;
-    if (fs_read_file(text, &buf, &nb, &err)) {
-        model_source_free(&src);
-        return fail(&err);
-    }
-    size_t n = 0;
-    int32_t *ids = tok_encode_alloc(&src.tok, buf, nb, &n);
-    moe_free(buf);
-    if (!ctx) ctx = src.context_len > 1 ? src.context_len : 256;
-    if (!stride) stride = ctx;
-    int rc = 0;
-    if (stride > ctx) {
-        rc = usage("--stride must not exceed --ctx", NULL, EVAL_HELP);
-        goto done;
-    }
-    if (half && stride != ctx) {
-        rc = usage("--score-second-half needs --stride equal to --ctx (non-overlapping chunks)",
-                   NULL, EVAL_HELP);
-        goto done;
-    }
-    if (half && ctx - 1 - ctx / 2 < 1) {   /* targets N/2+1 .. N-1 of a chunk of N */
-        char msg[200];
-        snprintf(msg, sizeof msg, "--score-second-half with --ctx %ld scores no token (each "
-                 "chunk of N tokens scores the predictions of tokens N/2+1 .. N-1): use --ctx "
-                 "3 or more, got", ctx);
-        char v[32];
-        snprintf(v, sizeof v, "%ld", ctx);
-        rc = usage(msg, v, EVAL_HELP);
-        goto done;
-    }
-    if (n < 2 || (half && n < (size_t)ctx)) {
-        moe_errorf(&err, "%s: %zu tokens are too few to evaluate%s", text, n,
-                   half ? " (one whole --ctx chunk is needed)" : "");
-        moe_hintf(&err, "use a longer text or a smaller --ctx");
-        rc = fail(&err);
-        goto done;
-    }
-    const int V = src.model.s.V;
-    Tape t;
-    tape_init(&t, 0);
-    double nll = 0.0;
-    size_t scored = 0, windows = 0;
-    double t0 = moe_now();
-    if (half) {
-        const size_t chunks = n / (size_t)ctx;
-        const int first = (int)ctx / 2;
-        for (size_t c = 0; c < chunks; c++) {
-            const int32_t *w = ids + c * (size_t)ctx;
-            const float *lg = forward_logits(&src.model, &t, w, (int)ctx);
-            for (int j = first; j < ctx - 1; j++) {
-                nll += nll_row(lg + (size_t)j * V, V, w[j + 1]);
-                scored++;
-            }
-            windows++;
-        }
-    } else {
-        size_t prev_end = 0;
-        for (size_t begin = 0;; begin += (size_t)stride) {
-            size_t end = begin + (size_t)ctx < n ? begin + (size_t)ctx : n;
-            const float *lg = forward_logits(&src.model, &t, ids + begin, (int)(end - begin));
-            /* Targets not yet scored: positions max(prev_end, begin+1) .. end-1. */
-            size_t from = prev_end > begin + 1 ? prev_end : begin + 1;
-            for (size_t j = from; j < end; j++) {
-                nll += nll_row(lg + (j - 1 - begin) * V, V, ids[j]);
-                scored++;
-            }
-            windows++;
-            prev_end = end;
-            if (end == n) break;
-        }
-    }
-    tape_free(&t);
-    /* the checks above leave every protocol at least one target: n >= 2 tokens in a
-     * sliding window, or a whole chunk of ctx >= 3 */
-    ASSERT(scored > 0, "eval scored no token (n %zu, ctx %ld, stride %ld, half %d)", n, ctx,
-           stride, (int)half);
-    double mean = nll / (double)scored;
-    printf("eval %s: %zu tokens, ctx %ld, stride %ld, protocol %s\n", text, n, ctx, stride,
-           half ? "llama-perplexity (non-overlapping chunks, second half of each scored)"
-                : "sliding window (HF perplexity guide)");
-    printf("windows %zu, scored %zu tokens, %.1f s\n", windows, scored, moe_now() - t0);
-    printf("mean NLL %.6f nats/token, perplexity %.4f\n", mean, exp(mean));
-done:
-    moe_free(ids);
-    model_source_free(&src);
     return rc;
 }
 
@@ -585,29 +378,33 @@ int cmd_sample(int argc, char **argv) {
     double temp = 0.8, top_p = 0.95;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
-        if (is_help(a)) { fputs(SAMPLE_HELP, stdout); return 0; }
+        if (cli_is_help(a)) { fputs(SAMPLE_HELP, stdout); return 0; }
         if (!strcmp(a, "--prompt") || !strcmp(a, "--max-tokens") || !strcmp(a, "--temperature") ||
             !strcmp(a, "--top-p") || !strcmp(a, "--seed")) {
-            if (i + 1 >= argc) return usage("missing value for", a, SAMPLE_HELP);
+            if (i + 1 >= argc) return cli_model_usage("missing value for", a, SAMPLE_HELP);
             const char *v = argv[++i];
             bool ok = true;
             if (!strcmp(a, "--prompt")) prompt = v;
-            else if (!strcmp(a, "--max-tokens")) ok = parse_long(v, 1, 1L << 20, &max_tokens);
+            else if (!strcmp(a, "--max-tokens")) ok = cli_parse_long(v, 1, 1L << 20, &max_tokens);
             else if (!strcmp(a, "--temperature")) ok = parse_double(v, 0.0, 100.0, &temp);
             else if (!strcmp(a, "--top-p")) ok = parse_double(v, 1e-6, 1.0, &top_p);
-            else ok = parse_long(v, 0, INT32_MAX, &seed);
-            if (!ok) return usage("bad value for option", a, SAMPLE_HELP);
+            else ok = cli_parse_long(v, 0, INT32_MAX, &seed);
+            if (!ok) return cli_model_usage("bad value for option", a, SAMPLE_HELP);
         } else if (a[0] == '-' && a[1]) {
-            return usage("unknown option", a, SAMPLE_HELP);
+            return cli_model_usage("unknown option", a, SAMPLE_HELP);
         } else if (!src_path) {
             src_path = a;
         } else {
-            return usage("unexpected argument", a, SAMPLE_HELP);
+            return cli_model_usage("unexpected argument", a, SAMPLE_HELP);
         }
     }
-    if (!src_path || !prompt) return usage("sample needs MODEL and --prompt", NULL, SAMPLE_HELP);
+    if (!src_path || !prompt)
+        return cli_model_usage("sample needs MODEL and --prompt", NULL, SAMPLE_HELP);
+    char model[4096];
+    if (cli_resolve_model(src_path, model, sizeof model)) return 1;
+    src_path = model;
     ModelSource src;
-    if (load_source(&src, src_path, true, true)) return 1;
+    if (cli_load_model(&src, src_path, true, true)) return 1;
     const int V = src.model.s.V, eot = tok_eot(&src.tok);
     size_t np = 0;
     int32_t *pids = tok_encode_alloc(&src.tok, (const uint8_t *)prompt, strlen(prompt), &np);

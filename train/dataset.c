@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/fs.h"
 
@@ -86,10 +87,11 @@ void dataset_free(DataSet *d) {
     memset(d, 0, sizeof *d);
 }
 
-int dataset_open(const Config *c, DataSet *d, MoeErr *err) {
-    memset(d, 0, sizeof *d);
-    const bool trained_here = !fs_exists(c->data.tokenizer);
-    if (prepare_tokenizer(c, &d->tok, err)) return -1;
+/* Everything after the tokenizer: the shards (checked against it), data.text's cached
+ * encoding (made when missing, a line on log), the loader. trained_here: the tokenizer was
+ * just trained on data.text (no need to compare its record of training text). */
+static int open_tokens(const Config *c, DataSet *d, bool trained_here, FILE *log,
+                       MoeErr *err) {
     int n = (int)c->data.n_shards + (c->data.n_text > 0 ? 1 : 0);
     d->shards = moe_calloc(sizeof(Shard) * (size_t)n);
     for (size_t i = 0; i < c->data.n_shards; i++) {
@@ -120,8 +122,8 @@ int dataset_open(const Config *c, DataSet *d, MoeErr *err) {
         snprintf(dir, sizeof dir, "%s/tokens", c->run.dir);
         if (fs_mkdirs(dir, err)) return -1;
         if (!fs_exists(path)) {
-            printf("encoding %zu text file(s) -> %s\n", c->data.n_text, path);
-            fflush(stdout);
+            fprintf(log, "encoding %zu text file(s) -> %s\n", c->data.n_text, path);
+            fflush(log);
             if (shard_encode_files(&d->tok, (const char *const *)c->data.text,
                                    (int)c->data.n_text, path, err))
                 return -1;
@@ -131,4 +133,74 @@ int dataset_open(const Config *c, DataSet *d, MoeErr *err) {
     }
     return loader_init_shards(&d->loader, d->shards, d->n_shards, c->train.seq_len,
                               c->data.val_fraction, (uint64_t)c->train.seed, err);
+}
+
+int dataset_open(const Config *c, DataSet *d, MoeErr *err) {
+    memset(d, 0, sizeof *d);
+    const bool trained_here = !fs_exists(c->data.tokenizer);
+    if (prepare_tokenizer(c, &d->tok, err)) return -1;
+    return open_tokens(c, d, trained_here, stdout, err);
+}
+
+int dataset_open_run(const Config *c, const char *label, const uint8_t *tok_bytes, size_t n,
+                     FILE *log, DataSet *d, MoeErr *err) {
+    memset(d, 0, sizeof *d);
+    for (int k = 0; k < 2; k++) {
+        char *const *list = k ? c->data.shards : c->data.text;
+        const size_t cnt = k ? c->data.n_shards : c->data.n_text;
+        for (size_t i = 0; i < cnt; i++)
+            if (!fs_exists(list[i])) {
+                moe_errorf(err, "%s: the run's data.%s file %s does not exist", label,
+                           k ? "shards" : "text", list[i]);
+                return moe_hintf(err, "the checkpoint's stored config names its data as "
+                                 "training saw it (a relative path is relative to the "
+                                 "directory training ran in): run from there, or score a "
+                                 "file with --text");
+            }
+    }
+    if (tok_load_buffer(&d->tok, tok_bytes, n, label, err)) return -1;
+    if (tok_vocab_size(&d->tok) != c->model.vocab_size) {
+        moe_errorf(err, "%s: the stored tokenizer has %d tokens but model.vocab_size is %d",
+                   label, tok_vocab_size(&d->tok), c->model.vocab_size);
+        return moe_hintf(err, "the checkpoint is inconsistent");
+    }
+    return open_tokens(c, d, true, log, err);
+}
+
+void dataset_window(const DataSet *d, DataSplit split, size_t w, int32_t *inputs,
+                    int32_t *targets) {
+    const Loader *l = &d->loader;
+    const size_t nw = split == DATASET_VAL ? loader_val_windows(l) : loader_train_windows(l);
+    ASSERT(w < nw, "dataset_window %zu of %zu (%s)", w, nw, split == DATASET_VAL ? "val"
+                                                                                 : "train");
+    const size_t T = (size_t)l->T;
+    const uint16_t *tok = l->tokens + (split == DATASET_VAL ? l->n_train : 0) + w * T;
+    for (size_t j = 0; j < T; j++) {
+        inputs[j] = tok[j];
+        targets[j] = tok[j + 1];
+    }
+}
+
+/* Do the files at a and b hold the same bytes? (false when either cannot be read) */
+static bool same_bytes(const char *a, const char *b) {
+    uint8_t *x = NULL, *y = NULL;
+    size_t nx = 0, ny = 0;
+    MoeErr e;
+    bool same = !fs_read_file(a, &x, &nx, &e) && !fs_read_file(b, &y, &ny, &e) && nx == ny &&
+                !memcmp(x, y, nx);
+    moe_free(x);
+    moe_free(y);
+    return same;
+}
+
+int dataset_text_index(const Config *c, const char *path) {
+    struct stat sp, st;
+    if (stat(path, &sp) != 0) return -1;
+    for (size_t i = 0; i < c->data.n_text; i++) {
+        if (stat(c->data.text[i], &st) != 0) continue;
+        if ((st.st_dev == sp.st_dev && st.st_ino == sp.st_ino) ||
+            (st.st_size == sp.st_size && same_bytes(path, c->data.text[i])))
+            return (int)i;
+    }
+    return -1;
 }

@@ -5,10 +5,15 @@
  * tokenizer; encodes data.text into one cached shard run.dir/tokens/text-<hash>.tok (the
  * hash covers the text and the tokenizer, so a change of either re-encodes); then splits the
  * windows into training and validation (data/loader.h).
+ * A trained run's data can be opened again for scoring (`moetrain eval --split`):
+ * dataset_open_run, from the config and tokenizer stored in its checkpoint, cuts the same
+ * windows; dataset_window reads any one of them.
  * Non-goals: streaming corpora; ordering and splitting the windows (the loader's).
  */
 #ifndef MOE_DATASET_H
 #define MOE_DATASET_H
+
+#include <stdio.h>
 
 #include "configs/config.h"
 #include "data/loader.h"
@@ -35,5 +40,30 @@ typedef struct DataSet {
 int dataset_open(const Config *c, DataSet *d, MoeErr *err);
 /* Close everything; safe on a zeroed or half-built set; leaves d zeroed. */
 void dataset_free(DataSet *d);
+
+/* Open the data of a trained run into d (zeroed first), as its trainer did, for scoring:
+ * c is the config stored in one of its checkpoints (label: that file, for messages) with
+ * run.dir set to where the run directory is now; tok_bytes (n) is the tokenizer file stored
+ * in the checkpoint, used in place of data.tokenizer (which is neither read nor trained).
+ * Every data.shards and data.text file must exist (err names the key, the file and that
+ * relative paths are relative to the directory training ran in). Shards are checked as in
+ * dataset_open; data.text's cached encoding run.dir/tokens/text-<hash>.tok is opened, or
+ * written again when it is missing (a line on log). Fails (-1, err with a hint); d is then
+ * half-built (dataset_free). */
+int dataset_open_run(const Config *c, const char *label, const uint8_t *tok_bytes, size_t n,
+                     FILE *log, DataSet *d, MoeErr *err);
+
+typedef enum { DATASET_TRAIN, DATASET_VAL } DataSplit;
+
+/* Window w of a split, cut as the loader cuts them (data/loader.h): training window w is
+ * tokens [w T, w T + T] of the stream, validation window w tokens [n_train + w T, ... + T].
+ * inputs (T) and targets (T, the inputs shifted by one) overwritten. ASSERTs w is below
+ * loader_train_windows / loader_val_windows. */
+void dataset_window(const DataSet *d, DataSplit split, size_t w, int32_t *inputs,
+                    int32_t *targets);
+
+/* Index in c's data.text of the file that is path (the same file, or one with identical
+ * bytes), or -1 when none is (or a file cannot be read: then nothing can be said). */
+int dataset_text_index(const Config *c, const char *path);
 
 #endif

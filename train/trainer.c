@@ -247,8 +247,12 @@ int trainer_init(Trainer *tr, const Config *c, const Comm *comm, const char *res
     tr->tg = moe_malloc(sizeof(int32_t) * (size_t)tr->Bl * tr->T);
     tr->ac = (AdamWConfig){(float)c->optim.beta1, (float)c->optim.beta2, (float)c->optim.eps,
                            (float)c->optim.weight_decay};
-    tr->sched = (LrSchedule){(float)c->optim.lr, (float)c->optim.min_lr,
-                             (long)c->optim.warmup_steps, (long)c->train.steps};
+    config_lr_schedule(c, &tr->sched);
+    if (comm->rank == 0 && c->train.tokens > 0)   /* train.steps was derived from it */
+        printf("budget: train.tokens %lld = %lld steps of %d x %d x %d = %ld tokens (%lld in "
+               "all); the learning-rate schedule spans them\n", (long long)c->train.tokens,
+               (long long)c->train.steps, tr->B, tr->T, tr->A, (long)tr->B * tr->T * tr->A,
+               (long long)c->train.steps * tr->B * tr->T * tr->A);
     if (comm->rank == 0 && comm->ep > 1 && shape.E > 0 && !(tr->lora && !lora.train_experts)) {
         /* the store and scratch of ep_gather_experts (parallel/ep_gather.h): rank 0
          * assembles every expert here before writing a checkpoint (an adapter checkpoint

@@ -1,5 +1,5 @@
-/* test_adamw.c: AdamW update, clipping and the learning-rate schedule against values
- * derived by hand in the comments. */
+/* test_adamw.c: AdamW update and clipping against values derived by hand in the comments
+ * (the learning-rate schedules: test_schedule.c). */
 #include <check.h>
 #include <math.h>
 #include <stdlib.h>
@@ -163,25 +163,6 @@ START_TEST(test_adamw_scaled_equals_scale_then_step) {
 }
 END_TEST
 
-START_TEST(test_schedule_by_hand) {
-    LrSchedule s = {1.0f, 0.1f, 10, 111};
-    /* warmup: (step+1)/10 */
-    EQF(lr_at(&s, 0), 0.1f, 1e-7f);
-    EQF(lr_at(&s, 4), 0.5f, 1e-7f);
-    EQF(lr_at(&s, 9), 1.0f, 1e-7f);
-    /* cosine over steps 10..110 (span 100): start at lr, midpoint (step 60) halfway,
-     * end at min_lr: 0.1 + 0.9 * 0.5 * (1 + cos(pi * p)) */
-    EQF(lr_at(&s, 10), 1.0f, 1e-6f);
-    EQF(lr_at(&s, 60), 0.55f, 1e-6f);
-    EQF(lr_at(&s, 35), 0.1f + 0.9f * 0.5f * (1.0f + cosf((float)M_PI * 0.25f)), 1e-6f);
-    EQF(lr_at(&s, 110), 0.1f, 1e-6f);
-    EQF(lr_at(&s, 500), 0.1f, 1e-6f);   /* past the end: stays at min */
-    LrSchedule nowarm = {2.0f, 0.0f, 0, 3};
-    EQF(lr_at(&nowarm, 0), 2.0f, 1e-6f);
-    EQF(lr_at(&nowarm, 2), 0.0f, 1e-6f);
-}
-END_TEST
-
 int main(int argc, char **argv) {
     (void)argc;
     blas_init(argv);   /* start the BLAS as moetrain does: the kernels users run */
@@ -194,9 +175,6 @@ int main(int argc, char **argv) {
     tcase_add_test(tc, test_grad_norm_and_clip);
     tcase_add_test(tc, test_grad_norm_large_split);
     tcase_add_test(tc, test_adamw_scaled_equals_scale_then_step);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("schedule");
-    tcase_add_test(tc, test_schedule_by_hand);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -658,12 +658,12 @@ START_TEST(test_shape_products) {
     static const struct { const char *sets[4]; const char *msg; } bad[] = {
         {{"model.n_heads=65536", "model.head_dim=65536", "model.n_kv_heads=1", NULL},
          "model.n_heads, model.head_dim: n_heads x head_dim = 65536 x 65536 = 4294967296"},
-        {{"train.micro_batch=65536", "train.seq_len=65536", NULL, NULL},
-         "train.micro_batch, train.seq_len: 65536 x 65536 = 4294967296 tokens"},
+        {{"train.micro_batch=65536", "train.seq_len=65536", NULL, NULL},   /* the old name */
+         "train.global_micro_batch, train.seq_len: 65536 x 65536 = 4294967296 tokens"},
         {{"train.micro_batch=32768", "train.seq_len=32768", "moe.top_k=2", NULL},
          "1073741824 tokens per micro-batch x 2 routed slots per token"},
-        {{"moe.n_experts=0", "train.micro_batch=1073741824", "train.seq_len=1", NULL},
-         "train.micro_batch, model.n_kv_heads: 1073741824 x 4"},
+        {{"moe.n_experts=0", "train.global_micro_batch=1073741824", "train.seq_len=1", NULL},
+         "train.global_micro_batch, model.n_kv_heads: 1073741824 x 4"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         const char *path = write_yaml("prod.yaml", DATA_OK "moe:\n  n_experts: 4\n"
@@ -692,6 +692,158 @@ START_TEST(test_shape_products) {
 }
 END_TEST
 
+/* ------------------------------------------------------------------ renamed keys */
+
+/* train.global_micro_batch, old name train.micro_batch: the old name is read into the same
+ * field, located for later messages, written back under the new name only; a file giving
+ * both is refused (in either order), while a --set of either name overrides the file.
+ * (Break checked: without the both-names check in load_document the first expect_error
+ * fails; without the F_ALIAS skip in config_to_yaml the text holds "  micro_batch:" and
+ * the reload is refused.) */
+START_TEST(test_batch_alias) {
+    size_t live = moe_live_bytes();
+    Config c, d;
+    MoeErr err = {{0}, {0}};
+    const char *path = write_yaml("old.yaml", DATA_OK "train:\n  micro_batch: 6\n");
+    ck_assert_msg(config_load(&c, path, &err) == 0, "%s", err.msg);
+    ck_assert_msg(config_validate(&c, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(c.train.micro_batch, 6);
+    char *text = config_to_yaml(&c);
+    ck_assert_msg(strstr(text, "\n  global_micro_batch: 6 ") != NULL, "%s", text);
+    ck_assert_msg(strstr(text, "\n  micro_batch:") == NULL, "old name written:\n%s", text);
+    ck_assert_msg(config_load_text(&d, text, strlen(text), "ckpt:config", &err) == 0, "%s",
+                  err.msg);
+    ck_assert_int_eq(d.train.micro_batch, 6);
+    char diff[256];
+    ck_assert_int_eq(config_diff_other(&c, &d, diff, sizeof diff), 0);
+    moe_free(text);
+    config_free(&d);
+    /* --set of the old name overrides a file that used the new one, and vice versa */
+    ck_assert_msg(config_set(&c, "train.global_micro_batch=12", &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(c.train.micro_batch, 12);
+    config_free(&c);
+    path = write_yaml("new.yaml", DATA_OK "train:\n  global_micro_batch: 4\n");
+    ck_assert_int_eq(config_load(&c, path, &err), 0);
+    ck_assert_msg(config_set(&c, "train.micro_batch=8", &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(c.train.micro_batch, 8);
+    ck_assert_msg(config_validate(&c, &err) == 0, "%s", err.msg);
+    config_free(&c);
+    ck_assert_uint_eq(moe_live_bytes(), live);
+    /* both names in one file, either order: located at the second one */
+    expect_error("train:\n  global_micro_batch: 4\n  micro_batch: 4\n" DATA_OK, "3:3",
+                 "train.micro_batch: the same key as train.global_micro_batch",
+                 "keep one of them: train.global_micro_batch");
+    expect_error("train:\n  micro_batch: 4\n  global_micro_batch: 8\n" DATA_OK, "3:3",
+                 "train.global_micro_batch: the same key as train.micro_batch",
+                 "keep one");
+    /* a rule broken through the old name is located at its value */
+    expect_error("train:\n  micro_batch: 65536\n  seq_len: 65536\n" DATA_OK, "2:16",
+                 "train.global_micro_batch, train.seq_len", "lower");
+    /* the hint of an unknown key lists the new name, not the alias */
+    expect_error("train:\n  micro_bat: 4\n" DATA_OK, "2:3", "train.micro_bat",
+                 "global_micro_batch");
+}
+END_TEST
+
+/* optim.schedule and optim.decay_fraction: defaults, values, ranges, and the narrow type.
+ * (Break checked: mapping CONFIG_SCHEDULE_WSD to LR_LINEAR in config_lr_schedule fails the
+ * kind assertion.) */
+START_TEST(test_schedule_keys) {
+    Config c;
+    MoeErr err = {{0}, {0}};
+    config_defaults(&c);
+    ck_assert_int_eq(c.optim.schedule, CONFIG_SCHEDULE_COSINE);   /* the old behaviour */
+    ck_assert(c.optim.decay_fraction == 0.2);
+    LrSchedule s;
+    config_lr_schedule(&c, &s);
+    ck_assert_int_eq(s.kind, LR_COSINE);
+    config_free(&c);
+    const char *kinds[] = {"cosine", "wsd", "linear", "constant"};
+    const LrKind want[] = {LR_COSINE, LR_WSD, LR_LINEAR, LR_CONSTANT};
+    for (int i = 0; i < 4; i++) {
+        char yaml[256];
+        snprintf(yaml, sizeof yaml, DATA_OK "optim:\n  schedule: %s\n  decay_fraction: 0.1\n"
+                 "  warmup_steps: 7\ntrain:\n  steps: 50\n", kinds[i]);
+        ck_assert_int_eq(config_load(&c, write_yaml("s.yaml", yaml), &err), 0);
+        ck_assert_msg(config_validate(&c, &err) == 0, "%s", err.msg);
+        config_lr_schedule(&c, &s);
+        ck_assert_int_eq(s.kind, want[i]);
+        ck_assert(s.decay_fraction == 0.1 && s.total == 50 && s.warmup == 7);
+        ck_assert(s.lr == (float)c.optim.lr && s.min_lr == (float)c.optim.min_lr);
+        config_free(&c);
+    }
+    expect_error("optim:\n  schedule: cosin\n" DATA_OK, "2:13", "optim.schedule",
+                 "did you mean 'cosine'");
+    expect_error("optim:\n  decay_fraction: 0\n" DATA_OK, "2:19", "optim.decay_fraction",
+                 "(0, 1]");
+    expect_error("optim:\n  decay_fraction: 1.5\n" DATA_OK, "2:19", "optim.decay_fraction",
+                 "(0, 1]");
+}
+END_TEST
+
+/* train.tokens: steps = ceil(tokens / (global_micro_batch x seq_len x grad_accum)), kept
+ * so by --set of any factor, back to the default when tokens is set to 0; giving steps as
+ * well is refused (in the file or by --set); to_yaml writes the derived steps as a comment
+ * and the text reads back to the same config. (Break checked: rounding down instead of up
+ * gives 195 for the first case; without the validate check the both-given cases load.) */
+START_TEST(test_token_budget) {
+    size_t live = moe_live_bytes();
+    Config c, d;
+    MoeErr err = {{0}, {0}};
+    const char *path = write_yaml("tok.yaml", DATA_OK "train:\n  tokens: 100000\n"
+                                  "  global_micro_batch: 4\n  seq_len: 64\n  grad_accum: 2\n");
+    ck_assert_int_eq(config_load(&c, path, &err), 0);
+    ck_assert_msg(config_validate(&c, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(c.train.steps, 196);   /* 100000 / 512 = 195.3 */
+    LrSchedule s;
+    config_lr_schedule(&c, &s);
+    ck_assert_int_eq(s.total, 196);         /* the schedule spans the derived steps */
+    ck_assert_int_eq(config_set(&c, "train.seq_len=128", &err), 0);
+    ck_assert_int_eq(c.train.steps, 98);    /* 100000 / 1024 = 97.7 */
+    ck_assert_int_eq(config_set(&c, "train.micro_batch=8", &err), 0);   /* the old name too */
+    ck_assert_int_eq(c.train.steps, 49);    /* 100000 / 2048 = 48.8 */
+    ck_assert_int_eq(config_set(&c, "train.tokens=4096", &err), 0);
+    ck_assert_int_eq(c.train.steps, 2);     /* exactly two steps of 2048 */
+    char *text = config_to_yaml(&c);
+    ck_assert_msg(strstr(text, "\n  # steps: 2 (from train.tokens") != NULL, "%s", text);
+    ck_assert_msg(strstr(text, "\n  steps:") == NULL, "steps written as a key:\n%s", text);
+    ck_assert_msg(config_load_text(&d, text, strlen(text), "ckpt:config", &err) == 0, "%s",
+                  err.msg);
+    ck_assert_msg(config_validate(&d, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(d.train.steps, 2);
+    ck_assert_int_eq(d.train.tokens, 4096);
+    char diff[256];
+    ck_assert_int_eq(config_diff_other(&c, &d, diff, sizeof diff), 0);
+    moe_free(text);
+    config_free(&d);
+    ck_assert_int_eq(config_set(&c, "train.tokens=0", &err), 0);
+    ck_assert_int_eq(c.train.steps, 1000);  /* the default again */
+    ck_assert_msg(config_validate(&c, &err) == 0, "%s", err.msg);
+    config_free(&c);
+    /* steps given too: refused, from the file or from --set */
+    ck_assert_int_eq(config_load(&c, path, &err), 0);
+    ck_assert_int_eq(config_set(&c, "train.steps=5", &err), 0);
+    ck_assert_int_eq(config_validate(&c, &err), -1);
+    ck_assert_msg(strstr(err.msg, "--set train.steps=5: train.tokens, train.steps: both are "
+                                  "given") != NULL, "%s", err.msg);
+    ck_assert_msg(strstr(err.hint, "remove one of them") != NULL, "%s", err.hint);
+    /* refused, it still writes itself back exactly (fuzz_config's round trip): a given
+     * steps is a key, not the derived comment (break checked: writing the comment whenever
+     * tokens > 0 reloads steps as 196) */
+    text = config_to_yaml(&c);
+    ck_assert_msg(config_load_text(&d, text, strlen(text), "ckpt:config", &err) == 0, "%s",
+                  err.msg);
+    ck_assert_int_eq(d.train.steps, 5);
+    ck_assert_int_eq(config_diff_other(&c, &d, diff, sizeof diff), 0);
+    moe_free(text);
+    config_free(&d);
+    config_free(&c);
+    ck_assert_uint_eq(moe_live_bytes(), live);
+    expect_error("train:\n  steps: 10\n  tokens: 1000\n" DATA_OK, "3:11",
+                 "train.tokens, train.steps: both are given", "ceil(tokens");
+}
+END_TEST
+
 static Suite *config_suite(void) {
     Suite *s = suite_create("config");
     struct { const char *name; const TTest *fn; } cases[] = {
@@ -707,6 +859,8 @@ static Suite *config_suite(void) {
         {"round_trip", test_round_trip}, {"diff", test_diff},
         {"finetune_keys", test_finetune_keys}, {"finetune_errors", test_finetune_errors},
         {"set_whole_value", test_set_whole_value}, {"shape_products", test_shape_products},
+        {"batch_alias", test_batch_alias}, {"schedule_keys", test_schedule_keys},
+        {"token_budget", test_token_budget},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         TCase *tc = tcase_create(cases[i].name);
