@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 void json_out_num(char *out, size_t cap, double x) {
+    if (!out || cap == 0) return;   /* nothing to write into */
     for (int p = 1; p <= 17; p++) {
         snprintf(out, cap, "%.*g", p, x);
         if (strtod(out, NULL) == x) return;

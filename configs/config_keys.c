@@ -276,6 +276,7 @@ void cfg_buf_printf(Buf *b, const char *fmt, ...) {
 
 /* Shortest %g form that reads back to the same double, so to_yaml round-trips exactly. */
 void cfg_fmt_double(double v, char *out, size_t cap) {
+    if (!out || cap == 0) return;   /* nothing to write into */
     if (v == floor(v) && fabs(v) < 1e15) {  /* 10000, not 1e+04 */
         snprintf(out, cap, "%.0f", v);
         return;
