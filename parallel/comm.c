@@ -53,9 +53,9 @@ int comm_setup(Comm *c, int expert_parallel, int n_experts, int micro_batch, Moe
                          n_experts);
     }
     if (micro_batch % R != 0) {
-        moe_errorf(err, "train.micro_batch = %d sequences cannot be split evenly over %d ranks",
+        moe_errorf(err, "train.global_micro_batch = %d sequences cannot be split evenly over %d ranks",
                    micro_batch, R);
-        return moe_hintf(err, "make train.micro_batch a multiple of %d (it is the global "
+        return moe_hintf(err, "make train.global_micro_batch a multiple of %d (it is the global "
                          "batch; each rank takes micro_batch / ranks rows)", R);
     }
     c->ep = P;

@@ -271,19 +271,19 @@ int memplan_fits(const Config *c, const MemPlan *p, int ranks_here, double need,
     const double act = p->activations + p->act_grads;
     moe_errorf(err, "%s: the planned memory, %s for %d rank(s) on this machine, exceeds the %s "
                "it allows (%s); per rank: parameters, gradients and AdamW moments %s "
-               "(model.*, moe.n_experts, moe.hidden), activations %s (train.micro_batch, "
+               "(model.*, moe.n_experts, moe.hidden), activations %s (train.global_micro_batch, "
                "train.seq_len)", c->path ? c->path : "config", fmt_bytes(need, a, sizeof a),
                ranks_here, fmt_bytes(avail, b, sizeof b), source,
                fmt_bytes(state, s1, sizeof s1), fmt_bytes(act, s2, sizeof s2));
     if (act >= state)
         return moe_hintf(err, "set train.recompute: true (keeps one block's activations, not "
-                              "all), a smaller train.micro_batch (train.grad_accum keeps the "
+                              "all), a smaller train.global_micro_batch (train.grad_accum keeps the "
                               "batch), or spread the batch over more ranks (mpirun on more "
                               "machines); or a smaller model");
     return moe_hintf(err, "a smaller model (model.dim, model.n_layers, model.vocab_size, "
                           "moe.n_experts, moe.hidden), or more ranks on more machines "
                           "(parallel.expert_parallel splits the experts); train.recompute: "
-                          "true and a smaller train.micro_batch shrink only the activations");
+                          "true and a smaller train.global_micro_batch shrink only the activations");
 }
 
 static void print_plan(const Config *c, const Comm *comm, const MemPlan *p, int here,
