@@ -161,7 +161,7 @@ expect_fail "absurd model.dim" 2 "planned memory.*exceeds.*model\.\*" -- \
   "$BIN" "$TMP/small.yaml" --set model.dim=2000000000 --set "run.dir=$TMP/huge"
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 [ "$ms" -lt 2000 ] && ok || bad "the refusal took $ms ms"
-grep -q "hint: .*train.recompute" "$TMP/err" && grep -q "train.micro_batch" "$TMP/err" && ok \
+grep -q "hint: .*train.recompute" "$TMP/err" && grep -q "train.global_micro_batch" "$TMP/err" && ok \
   || bad "refusal names no levers"
 [ ! -e "$TMP/huge" ] && ok || bad "a refused config created its run directory"
 expect_fail "absurd micro_batch" 2 "planned memory" -- \

@@ -277,8 +277,9 @@ START_TEST(test_verdict) {
     ck_assert_int_eq(memplan_fits(&c, &p, 1, p.total, 8e9, "physical RAM", &err), -1);
     ck_assert_msg(strstr(err.msg, "small.yaml") && strstr(err.msg, "physical RAM") &&
                   strstr(err.msg, "7.5 GiB") && strstr(err.msg, "model.*"), "%s", err.msg);
-    ck_assert_msg(strstr(err.hint, "train.recompute") && strstr(err.hint, "train.micro_batch")
-                  && strstr(err.hint, "more ranks"), "%s", err.hint);
+    ck_assert_msg(strstr(err.hint, "train.recompute") &&
+                  strstr(err.hint, "train.global_micro_batch") && strstr(err.hint, "more ranks"),
+                  "%s", err.hint);
     config_free(&c);
     /* activations dominate: the hint leads with the batch levers */
     const char *const act[] = {"train.micro_batch=4096", NULL};
