@@ -45,12 +45,6 @@ static void fmt_duration(char *b, size_t n, double s) {
     else snprintf(b, n, "%.0f d %.0f h", floor(s / 86400), fmod(s, 86400) / 3600);
 }
 
-size_t report_heatmap_columns(size_t n_steps, int E) {
-    size_t c = n_steps < REPORT_MAX_COLUMNS ? n_steps : REPORT_MAX_COLUMNS;
-    size_t by_cells = E > 0 ? REPORT_MAX_CELLS / (size_t)E : c;
-    return c < by_cells ? c : (by_cells > 0 ? by_cells : 1);
-}
-
 /* ---- x axes ---------------------------------------------------------------------------- */
 
 enum { X_STEP, X_TOKENS, X_TIME, NX };

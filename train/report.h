@@ -35,8 +35,8 @@
  *     a curve is left out when its run has no finite point for it;
  *   - each heatmap is <svg data-plot="expert_load" data-run="RUN" data-layer="N">
  *     holding E <g class="row" data-expert="e"> each with one <rect class="cell"> per
- *     time column (report_heatmap_columns(steps, E) columns); flagged experts:
- *     train/report_experts.h;
+ *     time column (report_heatmap_columns(steps, E) columns, train/report_experts.h);
+ *     flagged experts: ibid.;
  *   - a live page (report_write with reload_s > 0) has <meta name="moetrain-watch"
  *     content="SECONDS"/> and <p class="live">; a final page has neither;
  *   - the script sets data-report="ok" on <html> once it has run (and checked that hovering
@@ -50,15 +50,10 @@
 
 #include "core/common.h"
 #include "train/report_data.h"
+#include "train/report_experts.h"   /* the heatmaps' size: report_heatmap_columns */
 
 #define REPORT_MAX_POINTS 1000  /* per curve; longer curves are min/max downsampled (two
                                    points per pixel column of a 552 px plot area) */
-#define REPORT_MAX_COLUMNS 400  /* time columns per heatmap; steps are averaged per column */
-#define REPORT_MAX_CELLS 12800  /* cells per heatmap (E x columns): many experts, fewer columns */
-
-/* Time columns of a heatmap of n_steps steps and E experts:
- * min(n_steps, REPORT_MAX_COLUMNS, REPORT_MAX_CELLS / E), at least 1. */
-size_t report_heatmap_columns(size_t n_steps, int E);
 
 /* Writes the HTML page for runs[0..n_runs) (each loaded, n >= 1) to out_path, crash-safe
  * (core/fs.h fs_atomic_*: nothing is left behind on failure, a reader sees the old page or

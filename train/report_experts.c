@@ -4,8 +4,13 @@
 #include <math.h>
 #include <string.h>
 
-#include "train/report.h"
 #include "train/svg.h"
+
+size_t report_heatmap_columns(size_t n_steps, int E) {
+    size_t c = n_steps < REPORT_MAX_COLUMNS ? n_steps : REPORT_MAX_COLUMNS;
+    size_t by_cells = E > 0 ? REPORT_MAX_CELLS / (size_t)E : c;
+    return c < by_cells ? c : (by_cells > 0 ? by_cells : 1);
+}
 
 int report_expert_flags(const RunData *r, int l, signed char *flag, int *steps_used) {
     const int E = r->E;

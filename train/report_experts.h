@@ -12,9 +12,17 @@
 #ifndef MOE_REPORT_EXPERTS_H
 #define MOE_REPORT_EXPERTS_H
 
+#include <stddef.h>
 #include <stdio.h>
 
 #include "train/report_data.h"
+
+#define REPORT_MAX_COLUMNS 400  /* time columns per heatmap; steps are averaged per column */
+#define REPORT_MAX_CELLS 12800  /* cells per heatmap (E x columns): many experts, fewer columns */
+
+/* Time columns of a heatmap of n_steps steps and E experts:
+ * min(n_steps, REPORT_MAX_COLUMNS, REPORT_MAX_CELLS / E), at least 1. */
+size_t report_heatmap_columns(size_t n_steps, int E);
 
 #define REPORT_FLAG_STEPS 10        /* the last N logged steps an expert is judged on */
 #define REPORT_DEAD_SHARE 0.1       /* x 1/E: share below it in each of them = dead */
@@ -27,7 +35,7 @@ int report_expert_flags(const RunData *r, int l, signed char *flag, int *steps_u
 
 /* The "Expert load" section for the MoE runs among runs[0..nr): a note on reading the
  * heatmaps, then per run (a heading when nr > 1) and layer a <div class="heatbox"> with the
- * heatmap (report_heatmap_columns columns, train/report.h) and, when experts are flagged, <ul class="flags"> with one
+ * heatmap (report_heatmap_columns columns) and, when experts are flagged, <ul class="flags"> with one
  * <li data-flag="dead|dominant" data-run=RUN data-layer=L data-expert=e> per expert naming
  * the layer, the expert, the threshold and its latest share. Nothing when no run is MoE. */
 void report_expert_section(FILE *f, const RunData *runs, int nr);
