@@ -286,8 +286,8 @@ END_TEST
 
 /* aux and z losses are left out for dense runs (and runs where they are 0 throughout),
  * experts per token for runs where it never changes (top-k), and the page says so.
- * Breaks seen caught: the applies-check removed (dense aux curve back); `varies` comparing
- * only the first layer's values. */
+ * Breaks seen caught: the applies-check removed (dense aux curve back); `varies` always 1
+ * (the top-k run's constant curves back). */
 START_TEST(test_left_out) {
     write_dense_run("dense", 6);
     g_experts_per_token = 2;
@@ -336,8 +336,8 @@ static double flag_load(int step, int layer, int e, int E) {
 }
 
 /* Breaks seen caught: judging the mean of the last steps instead of each (expert 6
- * flagged); judging all steps instead of the last 10 (expert 3 not flagged); the dominant
- * test written with >= 1/E instead of 3/E (experts 1, 2, 4, 7 flagged). */
+ * flagged); judging all steps instead of the last 10 (30 steps used, expert 3 not
+ * flagged); the dead threshold 1/E instead of 0.1/E (all 8 experts flagged). */
 START_TEST(test_expert_flags) {
     g_load = flag_load;
     write_moe_run("flags", 30, 2, 8, 0, 0, NULL);
