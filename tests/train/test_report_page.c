@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "autograd/blas.h"
+#include "configs/config.h"
 #include "report_testlib.h"
 #include "train/cmd_report.h"
 #include "train/report.h"
@@ -281,6 +282,19 @@ START_TEST(test_config_diff) {
     ck_assert(strstr(html, "<pre class=\"config\">model:\n  dim: 64\n") != NULL);
     free(html);
     free(d.e);
+
+    /* report_config.c takes a value to end before the last '#' of its config_to_yaml line:
+     * no key's doc comment may hold one */
+    Config c;
+    config_defaults(&c);
+    char *yaml = config_to_yaml(&c);
+    for (char *line = strtok(yaml, "\n"); line; line = strtok(NULL, "\n")) {
+        int hashes = 0;
+        for (const char *q = line; *q; q++) hashes += *q == '#';
+        ck_assert_msg(line[0] != ' ' || hashes == 1, "a doc comment with '#': %s", line);
+    }
+    moe_free(yaml);
+    config_free(&c);
 }
 END_TEST
 
