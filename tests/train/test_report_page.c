@@ -62,6 +62,7 @@ static int find_path(const Doc *d, int svg, const char *key, const char *value) 
  * data-xhi 6000, not 5120); elapsed time not converted to minutes (xhi 270); the no-time
  * note dropped. */
 START_TEST(test_x_axes) {
+    size_t live = moe_live_bytes();
     g_time = 1.7e9;
     write_moe_run("timed", 10, 1, 4, 0, 5, NULL);
     g_time = 0;
@@ -120,6 +121,7 @@ START_TEST(test_x_axes) {
                   "no note saying why there is no wall-clock axis");
     free(html);
     free(d.e);
+    ck_assert_msg(moe_live_bytes() == live, "leak: %zu -> %zu", live, moe_live_bytes());
 }
 END_TEST
 
@@ -150,6 +152,7 @@ END_TEST
  * data-v written for every input point instead of the drawn ones (the counts differ on
  * the NaN step); the EMA drawn for val_loss. */
 START_TEST(test_hover_data) {
+    size_t live = moe_live_bytes();
     write_moe_run("run", 12, 1, 4, 5, 4, NULL);
     const char *dirs[] = {tmp_path("run")};
     Doc d;
@@ -181,6 +184,7 @@ START_TEST(test_hover_data) {
     ck_assert(strstr(html, "data-report") != NULL);
     free(html);
     free(d.e);
+    ck_assert_msg(moe_live_bytes() == live, "leak: %zu -> %zu", live, moe_live_bytes());
 }
 END_TEST
 
@@ -237,6 +241,7 @@ END_TEST
  * caught: comparing the files' text lines (model.n_layers: 4 written out vs left out
  * showed as a difference); printing every key. */
 START_TEST(test_config_diff) {
+    size_t live = moe_live_bytes();
     write_moe_run("a", 5, 1, 4, 0, 0, "model:\n  dim: 64\noptim:\n  lr: 0.001\n");
     write_moe_run("b", 5, 1, 4, 0, 0,
                   "# the same model, a higher learning rate\noptim:\n  lr: 3e-3\n"
@@ -295,6 +300,7 @@ START_TEST(test_config_diff) {
     }
     moe_free(yaml);
     config_free(&c);
+    ck_assert_msg(moe_live_bytes() == live, "leak: %zu -> %zu", live, moe_live_bytes());
 }
 END_TEST
 
@@ -303,6 +309,7 @@ END_TEST
  * Breaks seen caught: the applies-check removed (dense aux curve back); `varies` always 1
  * (the top-k run's constant curves back). */
 START_TEST(test_left_out) {
+    size_t live = moe_live_bytes();
     write_dense_run("dense", 6);
     g_experts_per_token = 2;
     write_moe_run("topk", 6, 2, 4, 0, 0, NULL);
@@ -331,6 +338,7 @@ START_TEST(test_left_out) {
     ck_assert_int_eq(find_svg(&d, "z_loss", NULL, -1), -1);
     free(html);
     free(d.e);
+    ck_assert_msg(moe_live_bytes() == live, "leak: %zu -> %zu", live, moe_live_bytes());
 }
 END_TEST
 
@@ -353,6 +361,7 @@ static double flag_load(int step, int layer, int e, int E) {
  * flagged); judging all steps instead of the last 10 (30 steps used, expert 3 not
  * flagged); the dead threshold 1/E instead of 0.1/E (all 8 experts flagged). */
 START_TEST(test_expert_flags) {
+    size_t live = moe_live_bytes();
     g_load = flag_load;
     write_moe_run("flags", 30, 2, 8, 0, 0, NULL);
     g_load = NULL;
@@ -392,6 +401,7 @@ START_TEST(test_expert_flags) {
     ck_assert(strstr(html, "<td>1 dead, 1 dominant</td>") != NULL);
     free(html);
     free(d.e);
+    ck_assert_msg(moe_live_bytes() == live, "leak: %zu -> %zu", live, moe_live_bytes());
 }
 END_TEST
 
