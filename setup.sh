@@ -4,15 +4,16 @@
 #      nothing is installed, and no password asked, when all are there);
 #   2. configures and builds build/ (cmake, two jobs).
 # --test: also installs what the test suite needs besides (clang and its sanitizer
-# runtime), then runs the whole suite, tests/run_all.sh, which does its own builds.
+# runtime; chromium, in which test_report_browser.sh opens a report), then runs the whole
+# suite, tests/run_all.sh, which does its own builds.
 set -euo pipefail
 cd "$(dirname "$0")"
 want=(build-essential cmake pkg-config libopenblas-dev libyaml-dev check libopenmpi-dev
       openmpi-bin libhdf5-dev hdf5-tools)
 case "${1:-}" in
   "") ;;
-  --test) want+=(clang libclang-rt-14-dev) ;;
-  -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  --test) want+=(clang libclang-rt-14-dev chromium) ;;
+  -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "setup.sh: unknown option '$1' (use --test or nothing)" >&2; exit 2 ;;
 esac
 missing=()

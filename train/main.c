@@ -40,7 +40,7 @@ static const char *MAIN_HELP =
     "                [--stop-at STEP]\n"
     "       moetrain ckpt info CKPT|RUN_DIR\n"
     "       moetrain config keys\n"
-    "       moetrain report RUN_DIR... [--out FILE.html] [--force]\n"
+    "       moetrain report RUN_DIR... [--out FILE.html] [--force] [--watch]\n"
     "       moetrain export CKPT OUT --format hf|gguf [--dtype T] [--max-shard-size BYTES]\n"
     "                       [--force]\n"
     "       moetrain sample MODEL --prompt TEXT [--max-tokens N --temperature T --top-p P\n"

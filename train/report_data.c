@@ -16,7 +16,7 @@
 /* the metrics.jsonl key of each column */
 static const char *const COL_KEY[REPORT_NCOLS] = {
     METRIC_STEP, METRIC_TOKENS, METRIC_LOSS, METRIC_LM_LOSS, METRIC_AUX_LOSS, METRIC_Z_LOSS,
-    METRIC_LR, METRIC_GRAD_NORM, METRIC_TOKENS_PER_S};
+    METRIC_LR, METRIC_GRAD_NORM, METRIC_TOKENS_PER_S, METRIC_TIME};
 
 static void grow_steps(RunData *r) {
     if (r->n < r->cap) return;
@@ -41,6 +41,7 @@ static void grow_val(RunData *r) {
     r->val_step = moe_realloc(r->val_step, r->val_cap * sizeof(double), nc * sizeof(double));
     r->val_tokens = moe_realloc(r->val_tokens, r->val_cap * sizeof(double), nc * sizeof(double));
     r->val_loss = moe_realloc(r->val_loss, r->val_cap * sizeof(double), nc * sizeof(double));
+    r->val_time = moe_realloc(r->val_time, r->val_cap * sizeof(double), nc * sizeof(double));
     r->val_cap = nc;
 }
 
@@ -163,6 +164,7 @@ static int read_jsonl(RunData *r, const char *path, int want_steps, MoeErr *err)
             r->val_step[r->n_val] = step;
             r->val_tokens[r->n_val] = json_get_num(&o, METRIC_TOKENS);
             r->val_loss[r->n_val] = json_get_num(&o, METRIC_VAL_LOSS);
+            r->val_time[r->n_val] = json_get_num(&o, METRIC_TIME);
             r->n_val++;
         } else if (want_steps && json_get(&o, METRIC_LOSS)) {
             grow_steps(r);
@@ -218,8 +220,11 @@ int report_load_run(RunData *r, const char *dir, MoeErr *err) {
     r->dir = moe_strdup(dir);
     r->name = base_name(dir);
     snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
+    int rc = -1;
+    if (access(path, F_OK) != 0 && errno == ENOENT) rc = REPORT_NO_STEPS; /* not started */
     if (read_jsonl(r, path, 1, err)) goto fail;
     if (r->n == 0) {
+        rc = REPORT_NO_STEPS;
         moe_errorf(err, "%s has no steps", path);
         moe_hintf(err, "the run has not logged a step yet (metrics.jsonl gets one line per "
                        "optimizer step); wait for the first step or check the run's output");
@@ -236,7 +241,28 @@ int report_load_run(RunData *r, const char *dir, MoeErr *err) {
     return 0;
 fail:
     report_run_free(r);
-    return -1;
+    return rc;
+}
+
+int report_load_runs(RunData *runs, const char *const *dirs, int n, MoeErr *err) {
+    for (int i = 0; i < n; i++) memset(&runs[i], 0, sizeof runs[i]);
+    for (int i = 0; i < n; i++) {
+        int rc = report_load_run(&runs[i], dirs[i], err);
+        if (rc) {
+            for (int k = 0; k < i; k++) report_run_free(&runs[k]);
+            return rc;
+        }
+    }
+    for (int a = 0; a < n; a++)
+        for (int b = a + 1; b < n; b++)
+            if (!strcmp(runs[a].name, runs[b].name)) {
+                for (int c = 0; c < n; c++) {
+                    moe_free(runs[c].name);
+                    runs[c].name = moe_strdup(runs[c].dir);
+                }
+                return 0;
+            }
+    return 0;
 }
 
 void report_run_free(RunData *r) {
@@ -251,6 +277,7 @@ void report_run_free(RunData *r) {
     moe_free(r->val_step);
     moe_free(r->val_tokens);
     moe_free(r->val_loss);
+    moe_free(r->val_time);
     moe_free(r->config);
     memset(r, 0, sizeof *r);
 }
