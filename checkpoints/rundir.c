@@ -296,6 +296,16 @@ fail:
     return rc;
 }
 
+bool rundir_is_locked(const char *run_dir) {
+    char lock[RUNDIR_PATH_MAX];
+    if (snprintf(lock, sizeof lock, "%s/.lock", run_dir) >= (int)sizeof lock) return false;
+    int fd = open(lock, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    const bool held = flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+    close(fd);   /* releases the shared lock when the probe got it */
+    return held;
+}
+
 void rundir_close(RunDir *rd) {
     if (rd->locked) close(rd->lock_fd);
     moe_free(rd->dir);

@@ -90,6 +90,11 @@ int rundir_open(RunDir *rd, const char *run_dir, bool fresh, MoeErr *err);
 /* Release the lock and free rd; safe on a zeroed or failed RunDir. */
 void rundir_close(RunDir *rd);
 
+/* Does a live process hold run_dir's lock now (the training that owns it)? Probes RUN/.lock
+ * with a shared non-blocking flock, released at once; false when the lock is free, the file
+ * is missing or cannot be probed. Changes nothing. */
+bool rundir_is_locked(const char *run_dir);
+
 /* ---- history ---- */
 
 /* The checkpoint `--resume auto` continues: the tip of the newest run = the readable

@@ -1,17 +1,15 @@
 /* report_watch.c: see report_watch.h. */
 #include "train/report_watch.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "checkpoints/rundir.h"
 #include "train/report.h"
 #include "train/report_data.h"
 
@@ -20,16 +18,6 @@ static volatile sig_atomic_t g_stop;   /* the signal that stops the watch, 0 = n
 static void on_signal(int sig) { g_stop = sig; }
 
 double report_watch_quiet(double interval) { return fmax(3.0 * interval, 2.0); }
-
-int report_run_locked(const char *dir) {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/.lock", dir);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    int held = flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
-    close(fd);   /* releases the shared lock when the probe got it */
-    return held;
-}
 
 /* What a look at one file sees; all zero when it does not exist. */
 typedef struct {
@@ -125,7 +113,7 @@ int report_watch(const char *const *dirs, int nd, const char *out, double interv
         }
         if (!have || moe_now() - last_change < quiet) continue;
         int locked = 0;
-        for (int i = 0; i < nd && !locked; i++) locked = report_run_locked(dirs[i]);
+        for (int i = 0; i < nd && !locked; i++) locked = rundir_is_locked(dirs[i]);
         if (!locked) {
             done = 1;
             break;

@@ -15,8 +15,8 @@
  * (metrics.jsonl missing or without a step) it waits for one; any other load error ends
  * the watch (after writing the last good data as the final page).
  *
- * The lock is probed with flock(LOCK_SH | LOCK_NB) and released at once: while a training
- * holds it the probe fails and takes nothing; a training that starts in the same
+ * The lock is probed with rundir_is_locked (checkpoints/rundir.h), released at once: while
+ * a training holds it the probe fails and takes nothing; a training that starts in the same
  * microsecond as a successful probe would be refused (exit 2, retry): the probe runs only
  * after the quiet time, and the watch ends right after it succeeds, so once per watch.
  * Non-goals: following runs on other hosts (see above), inotify (polling a few files every
@@ -32,8 +32,6 @@
 /* Quiet time before a run with a free lock counts as done: max(3 x interval, 2) s. */
 double report_watch_quiet(double interval);
 
-/* 1 when a process holds dir/.lock (flock), 0 when it is free, missing or cannot be probed. */
-int report_run_locked(const char *dir);
 
 /* Watches dirs[0..nd) and keeps out up to date (see above); interval in [0.1, 3600] s.
  * The page reloads every max(1, round(interval)) s while live. Prints one line per

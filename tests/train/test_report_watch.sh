@@ -10,7 +10,7 @@
 #      and SIGINT stops it at once with the final page;
 #   3. a free lock is not enough: while lines keep coming (a writer without the lock) the
 #      watch goes on, and stops once they stop.
-# Breaks seen caught: report_run_locked always 0 (case 1 stopped while the lock was held);
+# Breaks seen caught: rundir_is_locked always false (case 1 stopped while the lock was held);
 # the quiet time ignored (case 3 stopped while lines came); the final page written with
 # the reload tag; SIGINT handler not installed (case 2: killed, exit 130, live page left).
 # Usage: test_report_watch.sh PATH/TO/moetrain
