@@ -23,6 +23,7 @@
 
 #include <hdf5.h>
 
+#include "autograd/blas.h"
 #include "checkpoints/ckpt.h"
 #include "checkpoints/rundir.h"
 #include "core/fs.h"
@@ -456,7 +457,9 @@ static Suite *rundir_suite(void) {
     return s;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    (void)argc;
+    blas_init(argv);   /* start the BLAS as moetrain does: the kernels users run */
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     SRunner *sr = srunner_create(rundir_suite());
     srunner_run_all(sr, CK_NORMAL);

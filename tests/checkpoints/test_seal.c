@@ -24,6 +24,7 @@
 
 #include <hdf5.h>
 
+#include "autograd/blas.h"
 #include "checkpoints/ckpt.h"
 #include "checkpoints/h5io.h"
 #include "checkpoints/seal.h"
@@ -290,7 +291,9 @@ static Suite *seal_suite(void) {
     return s;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    (void)argc;
+    blas_init(argv);   /* start the BLAS as moetrain does: the kernels users run */
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     SRunner *sr = srunner_create(seal_suite());
     srunner_run_all(sr, CK_NORMAL);

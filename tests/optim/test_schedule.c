@@ -14,6 +14,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "autograd/blas.h"
 #include "optim/schedule.h"
 
 #define EQF(a, b) ck_assert_double_eq_tol((double)(a), (double)(b), 1e-6)
@@ -165,7 +166,9 @@ START_TEST(test_schedule_invariants) {
 }
 END_TEST
 
-int main(void) {
+int main(int argc, char **argv) {
+    (void)argc;
+    blas_init(argv);   /* start the BLAS as moetrain does: the kernels users run */
     Suite *s = suite_create("schedule");
     struct { const char *name; const TTest *fn; } cases[] = {
         {"cosine", test_cosine_by_hand}, {"linear", test_linear_by_hand},

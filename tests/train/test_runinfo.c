@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "autograd/blas.h"
 #include "core/fs.h"
 #include "core/json.h"
 #include "train/buildinfo.h"
@@ -169,7 +170,9 @@ START_TEST(test_version_text) {
 }
 END_TEST
 
-int main(void) {
+int main(int argc, char **argv) {
+    (void)argc;
+    blas_init(argv);   /* start the BLAS as moetrain does: the kernels users run */
     Suite *s = suite_create("runinfo");
     TCase *tc = tcase_create("runs_jsonl");
     tcase_add_test(tc, test_two_starts);
