@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 want=(build-essential cmake pkg-config libopenblas-dev libyaml-dev check libopenmpi-dev
-      openmpi-bin libhdf5-dev hdf5-tools)
+      openmpi-bin libhdf5-dev hdf5-tools libdnnl-dev)
 case "${1:-}" in
   "") ;;
   --test) want+=(clang libclang-rt-14-dev chromium) ;;

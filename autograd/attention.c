@@ -131,7 +131,12 @@ static void attention_backward_task(void *ctx, int task, int worker) {
 static void attention_backward(TapeOp *op) {
     Tensor *q = op->in[0], *k = op->in[1], *v = op->in[2];
     if (!q->requires_grad && !k->requires_grad && !v->requires_grad) return;
+    gemm_standin(q->data, q->n);   /* bf16: rounded once, as in forward */
+    gemm_standin(k->data, k->n);
+    gemm_standin(v->data, v->n);
+    gemm_standin(op->out->grad, op->out->n);
     pool_parallel_for(op->i[ATT_B] * op->i[ATT_HKV], attention_backward_task, op);
+    gemm_standins_clear();
 }
 
 /* Forward of one (batch b, kv head g) task; p is this worker's (ATT_BLK, T) scratch. */
@@ -212,7 +217,12 @@ Tensor *op_attention(Tape *t, Tensor *q, Tensor *k, Tensor *v, int B, int T, int
     float *p = arena_floats(&t->arena, score);              /* per worker (ATT_BLK, T) */
 
     AttFwd a = {q, k, v, out, lse, p, B, T, H, Hkv, D, W, scale};
+    /* bf16: Q, K, V rounded once (every task's products read slices of them many times) */
+    gemm_standin(q->data, q->n);
+    gemm_standin(k->data, k->n);
+    gemm_standin(v->data, v->n);
     pool_parallel_for(B * Hkv, attention_forward_task, &a);
+    gemm_standins_clear();
 
     if (need) {
         TapeOp *op = tape_push(t, "attention", attention_backward, out);

@@ -1,5 +1,7 @@
 /* params.c: parameter blocks. See params.h. */
 #include "autograd/params.h"
+#include "autograd/bf16.h"
+#include "autograd/gemm.h"
 
 #include "autograd/vmath.h"
 #include "core/pool.h"
@@ -166,8 +168,28 @@ int params_find(const ParamSet *ps, const char *name) {
     return -1;
 }
 
+void params_bf16_refresh(ParamSet *ps) {
+    if (gemm_precision() != GEMM_BF16) return;
+    for (int b = 0; b < PBLOCK_COUNT; b++) {
+        ParamBlock *pb = &ps->blocks[b];
+        if (!pb->n) continue;
+        if (!pb->bf16) pb->bf16 = moe_malloc(sizeof(uint16_t) * pb->n);
+        const size_t rows = pb->n / 4096, rest = pb->n - rows * 4096;
+        if (rows) bf16_pack(pb->data, (int)rows, 4096, 4096, pb->bf16);
+        if (rest) bf16_pack(pb->data + rows * 4096, 1, (int)rest, (int)rest, pb->bf16 + rows * 4096);
+        gemm_bf16_register(pb->data, pb->n, pb->bf16);
+    }
+}
+
+void params_bf16_drop(ParamSet *ps) {
+    for (int b = 0; b < PBLOCK_COUNT; b++)
+        if (ps->blocks[b].bf16) gemm_bf16_unregister(ps->blocks[b].data);
+}
+
 void params_free(ParamSet *ps) {
     for (int b = 0; b < PBLOCK_COUNT; b++) {
+        if (ps->blocks[b].bf16) gemm_bf16_unregister(ps->blocks[b].data);
+        moe_free(ps->blocks[b].bf16);
         moe_free(ps->blocks[b].data);
         moe_free(ps->blocks[b].grad);
         moe_free(ps->blocks[b].m);

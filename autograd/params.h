@@ -24,6 +24,8 @@ typedef struct ParamBlock {
     float *data;                  /* (n) owned: every tensor's values */
     float *grad, *m, *v;          /* (gn) each, owned: trainable tensors only */
     size_t n, gn;
+    uint16_t *bf16;               /* (n) owned or NULL: data rounded to bf16, registered
+                                     with the products (params_bf16_refresh) */
 } ParamBlock;
 
 /* INIT_UNIFORM draws from U(-init_std, init_std) (init_std is the bound). */
@@ -70,7 +72,18 @@ void params_set_trainable(ParamSet *ps, int idx, bool trainable);
 /* Total element counts. trainable_only counts only trainable tensors. */
 size_t params_count(const ParamSet *ps, bool trainable_only);
 int params_find(const ParamSet *ps, const char *name);   /* -1 if absent */
-void params_free(ParamSet *ps);
+void params_free(ParamSet *ps);   /* also unregisters the bf16 copies */
+
+/* In bf16 precision (autograd/gemm.h): round every block's values to bf16 (the copy
+ * allocated on first use) and register the copies as the products' stand-ins for the
+ * values, so a weight is rounded once per forward instead of at every product reading it;
+ * a no-op in fp32. Call after the values change and before the products read them: the
+ * model's forward does, first thing (weights do not change between a forward and its
+ * backward). */
+void params_bf16_refresh(ParamSet *ps);
+/* Unregister the copies (kept for the next refresh): call before the values change, so no
+ * product reads a stale copy (AdamW does). */
+void params_bf16_drop(ParamSet *ps);
 
 /* Sum of squared gradients of the trainable parameters in one block, in double; the same
  * at any thread count (fixed ranges, added in order). */

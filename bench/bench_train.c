@@ -53,6 +53,7 @@
 #include <time.h>
 
 #include "autograd/blas.h"
+#include "autograd/gemm.h"
 #include "layers/model.h"
 #include "optim/adamw.h"
 #include "layers/router_bias.h"
@@ -245,6 +246,11 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench_train: --compare: %s\n", err.msg);
             return 1;
         }
+    }
+    if (gemm_select((GemmBackend)c.compute.gemm, (GemmPrecision)c.compute.precision, &err)) {
+        if (root) fprintf(stderr, "bench_train: %s\n", err.msg);
+        comm_finalize(&comm);
+        return 1;
     }
     if (comm_setup(&comm, c.parallel.expert_parallel, c.moe.n_experts, c.train.micro_batch,
                    &err)) {

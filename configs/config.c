@@ -31,6 +31,8 @@ void config_defaults(Config *c) {
     c->data.val_fraction = 0.1;
     c->run.dir = moe_strdup("runs/default");
     c->parallel.expert_parallel = 0;
+    c->compute.gemm = 0;        /* GEMM_AUTO */
+    c->compute.precision = 0;   /* GEMM_FP32 */
     c->checkpoint = (ConfigCheckpoint){.every = 0, .keep = 3};
     c->init = (ConfigInit){.upcycle_from = NULL, .router_init_std = 0.02, .expert_noise = 0.0,
                            .granularity = 1};

@@ -55,9 +55,9 @@
 #include "layers/model.h"
 #include "optim/schedule.h"
 
-#define CONFIG_N_SECTIONS 10  /* model moe train optim data run parallel checkpoint init
-                                 finetune */
-#define CONFIG_N_KEYS 69      /* total number of keys over all sections (aliases included) */
+#define CONFIG_N_SECTIONS 11  /* model moe train optim data run parallel compute checkpoint
+                                 init finetune */
+#define CONFIG_N_KEYS 71      /* total number of keys over all sections (aliases included) */
 
 typedef struct ConfigModel {
     int vocab_size;     /* V, in [258, 65536] */
@@ -147,6 +147,11 @@ typedef struct ConfigParallel {
     int expert_parallel;  /* >= 0; 0 = auto (min(ranks, n_experts)) */
 } ConfigParallel;
 
+typedef struct ConfigCompute {
+    int gemm;             /* GemmBackend (autograd/gemm.h): auto (default), openblas, onednn */
+    int precision;        /* GemmPrecision: fp32 (default), bf16 */
+} ConfigCompute;
+
 typedef struct ConfigCheckpoint {
     int64_t every;        /* >= 0; 0 = only at the end and on SIGINT/SIGTERM */
     int keep;             /* >= 1 checkpoints kept */
@@ -184,6 +189,7 @@ typedef struct Config {
     ConfigData data;
     ConfigRun run;
     ConfigParallel parallel;
+    ConfigCompute compute;
     ConfigCheckpoint checkpoint;
     ConfigInit init;
     ConfigFinetune finetune;

@@ -18,8 +18,8 @@
 /* ---------------------------------------------------------------- key table */
 
 const char *const cfg_sections[CONFIG_N_SECTIONS] = {
-    "model", "moe", "train", "optim", "data", "run", "parallel", "checkpoint", "init",
-    "finetune"};
+    "model", "moe", "train", "optim", "data", "run", "parallel", "compute", "checkpoint",
+    "init", "finetune"};
 
 const char *const cfg_section_docs[CONFIG_N_SECTIONS] = {
     "the transformer's shape",
@@ -29,6 +29,7 @@ const char *const cfg_section_docs[CONFIG_N_SECTIONS] = {
     "the corpus and the tokenizer",
     "the run directory",
     "the layout of the MPI ranks",
+    "how the matrix products run: library and number format (docs/performance.md)",
     "how often checkpoints are written and how many are kept",
     "starting an MoE run from a dense checkpoint (sparse upcycling)",
     "starting from a trained checkpoint: full fine-tuning or LoRA adapters"};
@@ -55,6 +56,9 @@ const char *const cfg_section_docs[CONFIG_N_SECTIONS] = {
 static const char *const ROUTERS[] = {"topk", "topp", "expert_choice"};
 /* optim.schedule, in the order of CONFIG_SCHEDULE_* */
 static const char *const SCHEDULES[] = {"cosine", "wsd", "linear", "constant"};
+/* compute.gemm and compute.precision, in the order of GemmBackend and GemmPrecision */
+static const char *const GEMMS[] = {"auto", "openblas", "onednn"};
+static const char *const PRECISIONS[] = {"fp32", "bf16"};
 
 const KeySpec cfg_keys[] = {
     KI(S_MODEL, "vocab_size", model.vocab_size, 258, 65536, F_SHAPE,
@@ -191,6 +195,14 @@ const KeySpec cfg_keys[] = {
     KI(S_PARALLEL, "expert_parallel", parallel.expert_parallel, 0, INT_MAX, 0,
        "ranks an MoE layer's experts are sharded over; 0 = the largest size dividing both "
        "the rank count and n_experts"),
+
+    KE(S_COMPUTE, "gemm", compute.gemm, GEMMS, 0,
+       "matrix-product library: auto (oneDNN when built in, else OpenBLAS; logged with the "
+       "ISA and kernels), openblas, onednn"),
+    KE(S_COMPUTE, "precision", compute.precision, PRECISIONS, 0,
+       "number format of the products' inputs: fp32, or bf16 (inputs rounded to bfloat16, "
+       "fp32 accumulation; weights, optimizer, norms, softmax and losses stay fp32; needs "
+       "AVX512-BF16 or AMX unless compute.gemm is openblas, which emulates it slowly)"),
 
     KL(S_CHECKPOINT, "every", checkpoint.every, 0, INT64_MAX, 0,
        "steps between checkpoints; 0 = only at the end and on SIGINT/SIGTERM"),

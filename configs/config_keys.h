@@ -22,8 +22,8 @@
 typedef enum { T_INT, T_I64, T_FLOAT, T_BOOL, T_STR, T_LIST, T_ENUM } KeyType;
 
 /* Section indices, in the order of cfg_sections. */
-enum { S_MODEL, S_MOE, S_TRAIN, S_OPTIM, S_DATA, S_RUN, S_PARALLEL, S_CHECKPOINT, S_INIT,
-       S_FINETUNE };
+enum { S_MODEL, S_MOE, S_TRAIN, S_OPTIM, S_DATA, S_RUN, S_PARALLEL, S_COMPUTE, S_CHECKPOINT,
+       S_INIT, S_FINETUNE };
 
 enum {
     F_LO_OPEN = 1,   /* float lower bound is exclusive */

@@ -36,15 +36,27 @@ static struct {
     atomic_int next;      /* the next unclaimed task */
     unsigned long gen;    /* number of the region; a helper is started for one number */
     bool open;            /* helpers may still join */
+    bool split;           /* more than one worker: tasks' libraries run single-threaded */
     int active;           /* helpers that joined and have not left */
 } region;
 
+/* The calling thread's place in the running region (pool_in_task, pool_worker_index). */
+static _Thread_local bool t_in_task = false;
+static _Thread_local int t_worker = 0;
+
+bool pool_in_task(void) { return t_in_task; }
+int pool_worker_index(void) { return t_in_task ? t_worker : 0; }
+
 static void run_tasks(int worker) {
+    t_in_task = region.split;
+    t_worker = worker;
     for (;;) {
         const int i = atomic_fetch_add_explicit(&region.next, 1, memory_order_relaxed);
         if (i >= region.n_tasks) break;
         region.fn(region.ctx, i, worker);
     }
+    t_in_task = false;
+    t_worker = 0;
 }
 
 /* A helper thread (detached). arg packs (region number, worker index). It joins the region
@@ -80,6 +92,7 @@ void pool_parallel_for(int n_tasks, void (*fn)(void *ctx, int task, int worker),
     region.gen++;
     region.open = true;
     region.active = 0;
+    region.split = workers > 1;
     const unsigned long gen = region.gen;
     pthread_mutex_unlock(&region_mu);
     if (workers > 1) {

@@ -4,6 +4,7 @@
 #ifndef MOE_POOL_H
 #define MOE_POOL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #define POOL_MAX_WORKERS 16
@@ -32,6 +33,16 @@ int pool_workers(void);
  * per region (many small products split over the cores beat each small product split over
  * the cores). */
 void pool_parallel_for(int n_tasks, void (*fn)(void *ctx, int task, int worker), void *ctx);
+/* True on a thread while it runs a task of a region split over more than one worker (the
+ * caller's included), false elsewhere (and in a region run by the caller alone, where the
+ * inner library keeps its thread count): a library called inside a task runs single-threaded (autograd/gemm.c uses it
+ * for oneDNN, whose OpenMP thread count is a per-thread setting). */
+bool pool_in_task(void);
+/* The worker index of the calling thread inside a region (0 outside regions): per-worker
+ * state of a library (streams, scratch) can be indexed by it, as one region runs at a time
+ * and its workers have distinct indexes. */
+int pool_worker_index(void);
+
 /* Below this many elements a flat loop is not worth a thread (elementwise kernels, norms). */
 #define POOL_SPLIT_MIN ((size_t)1 << 16)
 /* Part `task` of `parts` equal contiguous ranges of [0, n): [*lo, *hi). The ranges depend

@@ -272,6 +272,7 @@ void model_forward(Model *m, Tape *t, const int32_t *inputs, const int32_t *targ
     const ModelShape *s = &m->s;
     const int N = shape_mul(B, T, "tokens B x T");
     memset(out, 0, sizeof *out);
+    params_bf16_refresh(&m->ps);   /* bf16 precision: the weights' copies, once per pass */
 
     Tensor *x = op_embedding(t, P(m, m->embed), inputs, N);          /* (N, C) */
     Tensor *aux = NULL, *z = NULL;

@@ -46,6 +46,8 @@ static void adamw_task(void *ctx, int task, int worker) {
 
 void adamw_step_scaled(ParamSet *ps, const AdamWConfig *cfg, float lr, long t, float gscale) {
     ASSERT(t >= 1, "adamw step t=%ld (1-based)", t);
+    params_bf16_drop(ps);   /* the weights change: their bf16 copies are stale until the
+                               next forward refreshes them */
     /* Bias corrections in double: b^t underflows gracefully and stays accurate. */
     AdamTask a = {ps, cfg, lr, (float)(1.0 / (1.0 - pow((double)cfg->beta1, (double)t))),
                   (float)(1.0 / (1.0 - pow((double)cfg->beta2, (double)t))), gscale,

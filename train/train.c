@@ -10,6 +10,8 @@
  */
 #include "train/train.h"
 
+#include "autograd/gemm.h"
+
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -270,8 +272,12 @@ static void print_banner(const Trainer *tr, double sgemm_gflops, double flops_to
     printf("layout: %d rank(s), expert parallel %d (each rank holds %d of %d experts), "
            "%d sequence(s) per rank\n", comm->size, comm->ep,
            shape->E > 0 ? shape->E / comm->ep : 0, shape->E, tr->Bl);
-    printf("machine: sgemm %.1f GFLOP/s on this model's training-shaped products; model "
-           "%.3g FLOPs/token\n", sgemm_gflops, flops_tok);
+    char how[768];
+    gemm_describe(how, sizeof how);
+    printf("compute: %s\n", how);
+    printf("machine: %.1f GFLOP/s on this model's training-shaped products (%s %s); model "
+           "%.3g FLOPs/token\n", sgemm_gflops, gemm_backend_name(gemm_backend()),
+           gemm_precision_name(gemm_precision()), flops_tok);
     printf("data: %zu train windows of %d tokens, %zu validation windows | batch %d x %d "
            "x accum %d = %ld tokens/step\n", loader_train_windows(&tr->data.loader), tr->T,
            loader_val_windows(&tr->data.loader), tr->B, tr->T, tr->A,

@@ -1,6 +1,8 @@
 /* trainer.c: see trainer.h. */
 #include "train/trainer.h"
 
+#include "autograd/gemm.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -222,6 +224,14 @@ int trainer_init(Trainer *tr, const Config *c, const Comm *comm, const char *res
     if (comm->rank != 0) bad = dataset_open(c, &tr->data, err);
     if (comm_max_world_i(comm, bad)) {
         if (!bad) moe_errorf(err, "another rank failed to open the data");
+        return -1;
+    }
+    /* the products' library and number format, before the first product */
+    bad = gemm_select((GemmBackend)c->compute.gemm, (GemmPrecision)c->compute.precision, err);
+    if (comm_max_world_i(comm, bad)) {
+        if (!bad) moe_errorf(err, "another rank cannot run compute.gemm = %s, compute.precision"
+                             " = %s", gemm_backend_name((GemmBackend)c->compute.gemm),
+                             gemm_precision_name((GemmPrecision)c->compute.precision));
         return -1;
     }
     tr->B = c->train.micro_batch;
