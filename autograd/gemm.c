@@ -5,6 +5,7 @@
 
 #include <cblas.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "autograd/bf16.h"
@@ -27,6 +28,13 @@ const char *gemm_precision_name(GemmPrecision p) {
 }
 GemmBackend gemm_backend(void) { return g_backend; }
 GemmPrecision gemm_precision(void) { return g_precision; }
+
+static int g_fp32_depth;   /* gemm_fp32_begin nesting */
+void gemm_fp32_begin(void) { g_fp32_depth++; }
+void gemm_fp32_end(void) {
+    ASSERT(g_fp32_depth > 0, "gemm_fp32_end without gemm_fp32_begin");
+    g_fp32_depth--;
+}
 
 int gemm_threads_now(void) { return pool_in_task() ? 1 : pool_threads(); }
 
@@ -203,10 +211,11 @@ void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, in
                                                                    : beta * C[(size_t)i * ldc + j];
         return;
     }
+    const bool bf16 = g_precision == GEMM_BF16 && g_fp32_depth == 0;
     if (g_backend == GEMM_ONEDNN)
-        onednn_gemm(g_precision == GEMM_BF16, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C,
+        onednn_gemm(bf16, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C,
                     ldc);
-    else if (g_precision == GEMM_BF16)
+    else if (bf16)
         openblas_gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     else
         openblas_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);

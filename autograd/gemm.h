@@ -70,6 +70,12 @@ void gemm_bf16_unregister(const float *f32);
 void gemm_standin(const float *x, size_t n);
 void gemm_standins_clear(void);
 
+/* Products made between gemm_fp32_begin() and gemm_fp32_end() take fp32 inputs whatever the
+ * precision (the router's logits: op_linear_fp32). Pairs nest; call them outside split
+ * regions. */
+void gemm_fp32_begin(void);
+void gemm_fp32_end(void);
+
 /* One line naming what the products run on: backend, precision, ISA, and the kernels used
  * so far (oneDNN implementation names, e.g. "brg:avx512_core_amx_bf16"), or OpenBLAS's
  * core name; "(emulated)" for bf16 through OpenBLAS. */

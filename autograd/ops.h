@@ -37,6 +37,10 @@
 /* y (N, out) = x (N, in) @ W^T, W (out, in) in the [out, in] layout of Hugging Face weights.
  * backward: dx += dy @ W; dW += dy^T @ x (skipped when W does not require grad). */
 Tensor *op_linear(Tape *t, Tensor *x, Tensor *w);
+/* op_linear with fp32 products whatever compute.precision (gemm_fp32_begin): the router's
+ * logits, whose top-k choice a bf16 rounding would flip (Fedus et al. 2021, Switch
+ * Transformers, sec. 2.4 "selective precision": the router in float32). */
+Tensor *op_linear_fp32(Tape *t, Tensor *x, Tensor *w);
 
 /* y (N, out) = r + x @ W^T (a projection added to the residual stream r): op_add(r,
  * op_linear(x, W)) bit for bit, without keeping the product (backward never reads it).

@@ -38,11 +38,13 @@ static void linear_backward(float *dx, float *dw, const float *dy, const float *
 
 static void op_linear_bw(TapeOp *op) {
     Tensor *x = op->in[0], *w = op->in[1];
+    if (op->i[3]) gemm_fp32_begin();
     linear_backward(grad_of(x), grad_of(w), op->out->grad, x->data, w->data, op->i[0],
                     op->i[1], op->i[2]);
+    if (op->i[3]) gemm_fp32_end();
 }
 
-Tensor *op_linear(Tape *t, Tensor *x, Tensor *w) {
+static Tensor *linear(Tape *t, Tensor *x, Tensor *w, bool fp32) {
     ASSERT(w->ndim == 2, "linear: weight must be 2-D, got %d dims", w->ndim);
     int in = tensor_cols(x), out = w->shape[0];
     ASSERT(w->shape[1] == in, "linear: x cols %d != W in %d (W is [out, in])", in, w->shape[1]);
@@ -55,7 +57,9 @@ Tensor *op_linear(Tape *t, Tensor *x, Tensor *w) {
     memcpy(shape, x->shape, sizeof shape);
     shape[x->ndim - 1] = out;
     Tensor *y = tape_tensor(t, x->ndim, shape, needs);
+    if (fp32) gemm_fp32_begin();
     if (N > 0) linear_forward(y->data, x->data, w->data, N, in, out);
+    if (fp32) gemm_fp32_end();
     if (needs && N > 0) {
         TapeOp *op = tape_push(t, "linear", op_linear_bw, y);
         op->in[0] = x;
@@ -63,9 +67,13 @@ Tensor *op_linear(Tape *t, Tensor *x, Tensor *w) {
         op->i[0] = N;
         op->i[1] = in;
         op->i[2] = out;
+        op->i[3] = fp32;
     }
     return y;
 }
+
+Tensor *op_linear(Tape *t, Tensor *x, Tensor *w) { return linear(t, x, w, false); }
+Tensor *op_linear_fp32(Tape *t, Tensor *x, Tensor *w) { return linear(t, x, w, true); }
 
 /* ---------------- fused swiglu + linear ---------------- */
 

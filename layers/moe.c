@@ -177,10 +177,10 @@ Tensor *moe_forward(Tape *t, Tensor *x, Tensor *router, Tensor *noise, Tensor *w
            "without an exchange every expert must be local");
 
     tape_region(t, REGION_ROUTER);
-    Tensor *clean = op_linear(t, x, router);                       /* (N, E) */
+    Tensor *clean = op_linear_fp32(t, x, router);                       /* (N, E) */
     Tensor *h = clean;
     if (a->noise) {
-        Tensor *std = op_softplus(t, op_linear(t, x, noise));       /* (N, E) */
+        Tensor *std = op_softplus(t, op_linear_fp32(t, x, noise));       /* (N, E) */
         int shape[2] = {N, E};
         Tensor *eps = tape_const(t, 2, shape);
         moe_router_noise(eps->data, N, E, a);

@@ -2,7 +2,8 @@
  * on the tiny shapes of model_test.h: per-layer activation recomputation
  * (StepCtx.recompute) gives bit-identical losses, gradients and routing statistics, and a
  * smaller arena; the chunked head + loss (StepCtx.loss_chunk) matches the unchunked one;
- * 1 and 2 threads agree (the row loops split over the cores).
+ * 1 and 2 threads agree (the row loops split over the cores); the product backends agree,
+ * and bf16 products stay within a stated bound of fp32.
  */
 #include <check.h>
 #include <math.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 
 #include "autograd/blas.h"
+#include "autograd/gemm.h"
 #include "core/pool.h"
 #include "layers/model.h"
 #include "model_test.h"
@@ -188,6 +190,142 @@ START_TEST(test_threads_agree) {
 }
 END_TEST
 
+/* ---- matrix-product backends and bf16 (autograd/gemm.h) ---- */
+
+/* One step of the test_threads_agree model (2 threads) on the given product path. */
+static void path_step(Model *m, const int32_t *in, const int32_t *tg, int B, int T,
+                      GemmBackend be, GemmPrecision pr, RunResult *r) {
+    MoeErr err;
+    ck_assert_msg(gemm_select(be, pr, &err) == 0, "%s", err.msg);
+    run_steps(m, in, tg, B, T, false, r);
+    ck_assert_msg(gemm_select(GEMM_OPENBLAS, GEMM_FP32, &err) == 0, "%s", err.msg);
+}
+
+/* Worst per-tensor gradient difference of a against b (of b's largest element) and the
+ * losses' relative difference. */
+static double grads_worst(const Model *m, const RunResult *a, const RunResult *b,
+                          const char **who) {
+    double worst = 0;
+    for (int i = 0; i < m->ps.count; i++) {
+        const Param *p = &m->ps.p[i];
+        const double d = grad_rel_diff(a->grad[p->block] + p->off, b->grad[p->block] + p->off,
+                                       p->t.n);
+        if (d > worst) {
+            worst = d;
+            *who = p->name;
+        }
+    }
+    return worst;
+}
+
+/* Two paths that differ only in the order of fp32 additions. fp32 (oneDNN against
+ * OpenBLAS): as 1 and 2 threads (test_threads_agree's tolerance and argument: 1e-5 relative
+ * on the losses, 3e-4 of each gradient tensor's largest element, routing identical).
+ * bf16 (oneDNN against OpenBLAS's emulation: the same rounded inputs, products exact in
+ * fp32): an order difference of ~1e-6 relative in an activation flips its bf16 rounding
+ * when it sits within that distance of a rounding boundary (a fraction ~1e-6 / 2^-9 ~ 5e-4
+ * of the values), and each flip moves that input by one bf16 step, 2^-8 relative; top-k
+ * choices could flip too, so the bf16 model selects all 4 of 4 experts (no discrete choice,
+ * every MoE kernel still runs). Measured: losses 3.4e-7 relative, gradients within 2.5e-3
+ * of each tensor's largest element; bounds 1e-4 and 1e-2. This also checks the bf16
+ * stand-ins (weights, attention's Q, K, V) are fresh and placed right: a stale or
+ * misplaced copy moves gradients by O(1). */
+START_TEST(test_backends_agree) {
+    if (!gemm_onednn_available(NULL)) {
+        fprintf(stderr, "oneDNN not built in: nothing to compare\n");
+        return;
+    }
+    const int B = 8, T = 128, N = B * T;
+    int32_t *in = malloc(sizeof(int32_t) * N), *tg = malloc(sizeof(int32_t) * N);
+    MoeRng r;
+    rng_seed(&r, 17);
+    for (int i = 0; i < N; i++) {
+        in[i] = (int32_t)(rng_next(&r) % 64);
+        tg[i] = (int32_t)(rng_next(&r) % 64);
+    }
+    const int keep = blas_set_threads(2);
+    for (int bf = 0; bf < 2; bf++) {
+        if (bf && !gemm_native_bf16()) continue;
+        const GemmPrecision pr = bf ? GEMM_BF16 : GEMM_FP32;
+        /* fp32: top-2 of 8 (routing identical); bf16: every expert selected (top-4 of 4),
+         * see below */
+        ModelShape s = {.V = 64, .C = 128, .L = 2, .H = 4, .Hkv = 2, .D = 32, .F = 32,
+                        .E = bf ? 4 : 8, .K = bf ? 4 : 2, .norm_eps = 1e-5f,
+                        .rope_theta = 10000.0f, .init_std = 0.02f, .router_noise = true,
+                        .aux_coef = 0.01f, .z_coef = 0.001f};
+        Model m;
+        model_init(&m, &s, 0, s.E, 808);
+        RunResult a, b;
+        path_step(&m, in, tg, B, T, GEMM_OPENBLAS, pr, &a);
+        path_step(&m, in, tg, B, T, GEMM_ONEDNN, pr, &b);
+        const char *who = "";
+        const double w = grads_worst(&m, &a, &b, &who);
+        fprintf(stderr, "backends %s: loss %.3g relative, worst gradient difference %.3g "
+                "(%s)\n", gemm_precision_name(pr), fabs(a.loss - b.loss) / fabs(b.loss), w, who);
+        const double tol_loss = bf ? 1e-4 : 1e-5, tol_grad = bf ? 1e-2 : 3e-4;
+        ck_assert_msg(fabs(a.loss - b.loss) <= tol_loss * fabs(b.loss), "%s: loss %.9g "
+                      "openblas, %.9g onednn", gemm_precision_name(pr), a.loss, b.loss);
+        ck_assert_msg(w <= tol_grad, "%s: gradient of %s differs between OpenBLAS and oneDNN "
+                      "by %.3g of its largest element", gemm_precision_name(pr), who, w);
+        ck_assert(memcmp(a.st.count, b.st.count, sizeof(double) * (size_t)s.L * s.E) == 0);
+        run_free(&a);
+        run_free(&b);
+        model_free(&m);
+    }
+    blas_set_threads(keep);
+    free(in);
+    free(tg);
+}
+END_TEST
+
+/* bf16 against fp32 on the whole model, dense and MoE (all 4 of 4 experts selected, so
+ * no top-k choice flips; the router's logits are fp32 in both: op_linear_fp32). Each
+ * product's inputs carry relative rounding errors up to 2^-9 each (8 significant bits), so
+ * a product term is off by up to 2^-8 ~ 3.9e-3 relative; over sums of random-signed terms
+ * the errors partly cancel, and two layers forward and backward carry them on. Measured
+ * (init_std 0.02 as the shipped configs): losses 1.3e-5 relative, gradients within 7.9e-3
+ * of each tensor's largest element. Bounds: losses 1e-3, each gradient tensor 5e-2 (six
+ * times the largest seen; 13 bf16 steps). And the difference must exceed 1e-4: fp32
+ * products (rounding skipped) agree with fp32 to ~1e-6 (test_backends_agree). */
+START_TEST(test_bf16_near_fp32) {
+    const int B = 4, T = 64, N = B * T;
+    int32_t *in = malloc(sizeof(int32_t) * N), *tg = malloc(sizeof(int32_t) * N);
+    MoeRng r;
+    rng_seed(&r, 23);
+    for (int i = 0; i < N; i++) {
+        in[i] = (int32_t)(rng_next(&r) % 64);
+        tg[i] = (int32_t)(rng_next(&r) % 64);
+    }
+    for (int moe = 0; moe < 2; moe++) {
+        ModelShape s = {.V = 64, .C = 128, .L = 2, .H = 4, .Hkv = 2, .D = 32, .F = 32,
+                        .E = moe ? 4 : 0, .K = moe ? 4 : 0, .norm_eps = 1e-5f,
+                        .rope_theta = 10000.0f, .init_std = 0.02f, .router_noise = true,
+                        .aux_coef = 0.01f, .z_coef = 0.001f};
+        if (!moe) s.F = 64;
+        Model m;
+        model_init(&m, &s, 0, s.E, 808);
+        RunResult a, b;
+        path_step(&m, in, tg, B, T, GEMM_OPENBLAS, GEMM_FP32, &a);
+        path_step(&m, in, tg, B, T, GEMM_OPENBLAS, GEMM_BF16, &b);
+        const char *who = "";
+        const double w = grads_worst(&m, &b, &a, &who);
+        fprintf(stderr, "bf16 vs fp32 (%s): loss %.3g relative, worst gradient difference "
+                "%.3g (%s)\n", moe ? "MoE" : "dense", fabs(a.loss - b.loss) / fabs(a.loss), w,
+                who);
+        ck_assert_msg(fabs(a.loss - b.loss) <= 1e-3 * fabs(a.loss), "loss %.9g fp32, %.9g "
+                      "bf16", a.loss, b.loss);
+        ck_assert_msg(w <= 5e-2, "gradient of %s: bf16 differs from fp32 by %.3g of its "
+                      "largest element", who, w);
+        ck_assert_msg(w > 1e-4, "bf16 gradients within %.3g of fp32: inputs not rounded?", w);
+        run_free(&a);
+        run_free(&b);
+        model_free(&m);
+    }
+    free(in);
+    free(tg);
+}
+END_TEST
+
 START_TEST(test_recompute_identical_moe) { check_recompute_identical(4, 0.0f); }
 END_TEST
 
@@ -301,6 +439,8 @@ int main(int argc, char **argv) {
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_recompute_identical_moe);
     tcase_add_test(tc, test_threads_agree);
+    tcase_add_test(tc, test_backends_agree);
+    tcase_add_test(tc, test_bf16_near_fp32);
     tcase_add_test(tc, test_recompute_identical_dense);
     tcase_add_test(tc, test_recompute_identical_capacity);
     tcase_add_test(tc, test_recompute_saves_memory);
