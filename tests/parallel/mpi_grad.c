@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "autograd/blas.h"
+#include "autograd/gemm.h"
 #include "layers/model.h"
 #include "layers/router_bias.h"
 #include "parallel/dp.h"
@@ -266,14 +267,30 @@ int main(int argc, char **argv) {
                            : !strcmp(argv[2], "expert_choice") ? MOE_ROUTER_EXPERT_CHOICE
                                                                 : MOE_ROUTER_TOPK;
     MoeErr err;
+    /* MOE_TEST_GEMM / MOE_TEST_PRECISION (ctest sets them): the products' backend and
+     * precision (autograd/gemm.h), for reference and distributed model alike */
+    const char *be = getenv("MOE_TEST_GEMM"), *pr = getenv("MOE_TEST_PRECISION");
+    if ((be && !strcmp(be, "onednn") && !gemm_onednn_available(NULL)) ||
+        (pr && !strcmp(pr, "bf16") && be && !strcmp(be, "onednn") && !gemm_native_bf16())) {
+        if (g_comm.rank == 0) printf("skipped: %s %s not available here\n", be, pr ? pr : "");
+        comm_finalize(&g_comm);
+        return 77;   /* ctest SKIP_RETURN_CODE */
+    }
+    if (gemm_select(be && !strcmp(be, "onednn") ? GEMM_ONEDNN : GEMM_OPENBLAS,
+                    pr && !strcmp(pr, "bf16") ? GEMM_BF16 : GEMM_FP32, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        comm_finalize(&g_comm);
+        return 1;
+    }
     if (comm_setup(&g_comm, g_ep, 4, GB, &err)) {
         fprintf(stderr, "%s\n", err.msg);
         comm_finalize(&g_comm);
         return 1;
     }
     if (g_comm.rank == 0)
-        printf("ranks %d, expert parallel %d, router %s\n", g_comm.size, g_comm.ep,
-               argc > 2 ? argv[2] : "topk");
+        printf("ranks %d, expert parallel %d, router %s, products %s %s\n", g_comm.size,
+               g_comm.ep, argc > 2 ? argv[2] : "topk", gemm_backend_name(gemm_backend()),
+               gemm_precision_name(gemm_precision()));
     Suite *s = suite_create("mpi_grad");
     TCase *tc = tcase_create("grads");
     tcase_add_test(tc, test_grads_match_single_process);
