@@ -113,11 +113,11 @@ static const AttCase k_cases[] = {
     {2, 9, 4, 2, 3, 0, 3},    /* GQA, short documents, two rows with different layouts */
     {1, 7, 2, 2, 4, 0, 1},    /* every token its own document: out = v */
     {1, 150, 2, 1, 2, 0, 30}, /* documents crossing the 64-row blocks: tiles cut at both */
-    {2, 200, 2, 1, 3, 0, -1}, /* starts at 63, 64, 65, 128, 129, 191 (row 1: one later), one-
+    {2, 200, 1, 1, 2, 0, -1}, /* starts at 63, 64, 65, 128, 129, 191 (row 1: one later), one-
                                  and three-token documents */
-    {2, 150, 4, 2, 2, 20, 40},/* documents and a window: a row sees the later of the two
+    {2, 150, 2, 1, 2, 20, 40},/* documents and a window: a row sees the later of the two
                                  bounds */
-    {1, 200, 1, 1, 3, 70, -1},/* a window wider than the block with the fixed starts */
+    {1, 200, 1, 1, 2, 70, -1},/* a window wider than the block with the fixed starts */
 };
 #define N_CASES ((int)(sizeof k_cases / sizeof k_cases[0]))
 
