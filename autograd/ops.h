@@ -16,6 +16,7 @@
  *   ops_loss.c         softmax, cross-entropy, the fused LM head + loss
  *   ops_reduce.c       sum, mean
  *   attention.c        fused causal grouped-query attention, optional sliding window
+ *                      and packed documents
  *   ops_moe.c          top-k gate (optional selection bias), combine
  *   ops_expert.c       grouped expert GEMMs, alone or fused with the SwiGLU or the gather
  *   ops_route.c        top-p and expert-choice gates
@@ -87,6 +88,13 @@ Tensor *op_rope(Tape *t, Tensor *x, int B, int T, int nh, int D, float base, int
  * reads x's values, i.e. x is consumed by this op alone and its producer's backward does not
  * read its output (true of op_linear). Bit-identical results to op_rope. */
 Tensor *op_rope_inplace(Tape *t, Tensor *x, int B, int T, int nh, int D, float base, int pos0);
+/* The same rotation with positions restarting at each document of a packed sequence:
+ * token (b, t) has position t - start[b*T + t], start (B, T) a layout of documents as in
+ * op_attention_docs (borrowed, read again in backward). in_place as op_rope_inplace.
+ * start NULL is op_rope / op_rope_inplace with pos0 = 0, bit for bit; so is a token whose
+ * document starts at 0 (the same cos/sin table row). */
+Tensor *op_rope_docs(Tape *t, Tensor *x, int B, int T, int nh, int D, float base,
+                     const int32_t *start, bool in_place);
 
 /* ---------------- ops_rows.c: row gathers ---------------- */
 
@@ -142,6 +150,15 @@ Tensor *op_mean(Tape *t, Tensor *x);
  * Saves lse (B, H, T); backward recomputes the probabilities from q, k and lse. */
 Tensor *op_attention(Tape *t, Tensor *q, Tensor *k, Tensor *v, int B, int T, int H, int Hkv,
                      int D, int W);
+/* The same with documents packed in each sequence (block-diagonal causal mask): query i of
+ * row b sees only keys j with start[b*T + i] <= j (and the causal and window bounds), where
+ * start (B, T) gives each position's document's first position: start[b*T] = 0 and each
+ * start[b*T + t] is t (a document begins at t) or start[b*T + t - 1] (ASSERTed). Borrowed,
+ * read again in backward. The work of masked key blocks is skipped (query rows go in
+ * tiles that stop at each document's start). start NULL, or one document per row (all 0),
+ * is op_attention bit for bit. */
+Tensor *op_attention_docs(Tape *t, Tensor *q, Tensor *k, Tensor *v, int B, int T, int H,
+                          int Hkv, int D, int W, const int32_t *start);
 /* Floats of one of op_attention's per-worker score buffers for sequences of T tokens (it
  * carves one in forward and, when recording, a second for backward): pool_workers() blocks
  * of min(T, 64) query rows x T keys. For memory plans (train/memplan.h). */

@@ -35,6 +35,22 @@ static inline Tensor *tape_scalar(Tape *t, bool needs) {
     return tape_tensor(t, 1, &one, needs);
 }
 
+/* ---------------- documents (attention.c, ops_rope.c) ---------------- */
+
+/* ASSERTs that start (B, T) is a layout of documents (ops.h, op_attention_docs): in each
+ * row start[0] = 0 and every start[t] is t (a document begins) or start[t-1] (the same
+ * one continues). O(B T), once per op call. */
+static inline void op_doc_starts_check(const int32_t *start, int B, int T) {
+    for (int b = 0; b < B; b++) {
+        const int32_t *s = start + (size_t)b * T;
+        ASSERT(s[0] == 0, "document starts: row %d begins at %d, not 0", b, (int)s[0]);
+        for (int t = 1; t < T; t++)
+            ASSERT(s[t] == t || s[t] == s[t - 1], "document starts: row %d position %d has "
+                   "start %d (neither %d nor the previous %d)", b, t, (int)s[t], t,
+                   (int)s[t - 1]);
+    }
+}
+
 /* ---------------- ops_linear.c ---------------- */
 
 /* y (N, out) = x (N, in) @ w^T, w (out, in): op_linear's forward, one gemm

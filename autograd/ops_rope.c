@@ -2,7 +2,9 @@
  * the rotate-half layout of Hugging Face Llama/Mixtral (dimension i pairs with i + D/2).
  *
  * The cos/sin table (T, D/2) of positions pos0 .. pos0+T-1 is built per call from angles
- * formed in double, and saved for backward, which applies the inverse rotation.
+ * formed in double, and saved for backward, which applies the inverse rotation. With
+ * packed documents (op_rope_docs) token t reads the table row of t - start[t], its
+ * position inside its document, so the positions restart at 0 with each document.
  * Single-threaded.
  * Non-goals: interleaved (GPT-J) pairing, scaled or extended-context frequency schedules,
  * per-sequence position offsets.
@@ -30,14 +32,20 @@ static void rope_table(float *cs, float *sn, int T, int D, float base, int pos0)
     }
 }
 
-/* x, y (B*T, nh*D): y[i] = x[i] c - x[i+h] s, y[i+h] = x[i+h] c + x[i] s, h = D/2.
- * y == x is allowed (in place). */
-static void rope_forward(float *y, const float *x, const float *cs, const float *sn, int B,
-                         int T, int nh, int D) {
+/* Table row of token (b, tt): tt, or tt - start[b*T + tt] with documents (start non-NULL). */
+static inline size_t rope_row(const int32_t *start, int b, int T, int tt) {
+    return (size_t)(start ? tt - start[(size_t)b * T + tt] : tt);
+}
+
+/* x, y (B*T, nh*D): y[i] = x[i] c - x[i+h] s, y[i+h] = x[i+h] c + x[i] s, h = D/2, with
+ * the cos/sin of the token's table row. y == x is allowed (in place). */
+static void rope_forward(float *y, const float *x, const float *cs, const float *sn,
+                         const int32_t *start, int B, int T, int nh, int D) {
     int half = D / 2;
     for (int b = 0; b < B; b++)
         for (int tt = 0; tt < T; tt++) {
-            const float *c = cs + (size_t)tt * half, *s = sn + (size_t)tt * half;
+            const size_t row = rope_row(start, b, T, tt);
+            const float *c = cs + row * half, *s = sn + row * half;
             for (int h = 0; h < nh; h++) {
                 size_t off = (((size_t)b * T + tt) * nh + h) * D;
                 const float *xa = x + off, *xb = xa + half;
@@ -53,12 +61,13 @@ static void rope_forward(float *y, const float *x, const float *cs, const float 
 
 /* Inverts the rotation (its transpose): dx[i] += dy[i] c + dy[i+h] s,
  * dx[i+h] += -dy[i] s + dy[i+h] c. */
-static void rope_backward(float *dx, const float *dy, const float *cs, const float *sn, int B,
-                          int T, int nh, int D) {
+static void rope_backward(float *dx, const float *dy, const float *cs, const float *sn,
+                          const int32_t *start, int B, int T, int nh, int D) {
     int half = D / 2;
     for (int b = 0; b < B; b++)
         for (int tt = 0; tt < T; tt++) {
-            const float *c = cs + (size_t)tt * half, *s = sn + (size_t)tt * half;
+            const size_t row = rope_row(start, b, T, tt);
+            const float *c = cs + row * half, *s = sn + row * half;
             for (int h = 0; h < nh; h++) {
                 size_t off = (((size_t)b * T + tt) * nh + h) * D;
                 const float *da = dy + off, *db = da + half;
@@ -75,11 +84,11 @@ static void op_rope_bw(TapeOp *op) {
     float *dx = grad_of(op->in[0]);
     if (dx)
         rope_backward(dx, op->out->grad, (const float *)op->aux[0], (const float *)op->aux[1],
-                      op->i[0], op->i[1], op->i[2], op->i[3]);
+                      (const int32_t *)op->aux[2], op->i[0], op->i[1], op->i[2], op->i[3]);
 }
 
 static Tensor *rope(Tape *t, Tensor *x, int B, int T, int nh, int D, float base, int pos0,
-                    bool in_place) {
+                    const int32_t *start, bool in_place) {
     ASSERT(B >= 0 && T >= 0 && nh > 0 && D > 0, "rope: B %d T %d nh %d D %d", B, T, nh, D);
     ASSERT(D % 2 == 0, "rope: head dim D = %d must be even", D);
     ASSERT(base > 0.0f, "rope: base %g", (double)base);
@@ -87,6 +96,7 @@ static Tensor *rope(Tape *t, Tensor *x, int B, int T, int nh, int D, float base,
     ASSERT(tensor_rows(x) == (size_t)B * T && tensor_cols(x) == nh * D,
            "rope: x is (%zu, %d), expected (%d, %d)", tensor_rows(x), tensor_cols(x), B * T,
            nh * D);
+    if (start) op_doc_starts_check(start, B, T);
     bool needs = tape_needs_grad(t, x, NULL, NULL);
     Tensor *y;
     if (in_place) {
@@ -100,7 +110,7 @@ static Tensor *rope(Tape *t, Tensor *x, int B, int T, int nh, int D, float base,
     size_t tab = (size_t)T * (D / 2);
     float *cs = arena_floats(&t->arena, tab), *sn = arena_floats(&t->arena, tab);
     rope_table(cs, sn, T, D, base, pos0);
-    rope_forward(y->data, x->data, cs, sn, B, T, nh, D);
+    rope_forward(y->data, x->data, cs, sn, start, B, T, nh, D);
     if (needs) {
         TapeOp *op = tape_push(t, "rope", op_rope_bw, y);
         op->in[0] = x;
@@ -112,14 +122,20 @@ static Tensor *rope(Tape *t, Tensor *x, int B, int T, int nh, int D, float base,
         op->f[0] = (double)base;
         op->aux[0] = cs;
         op->aux[1] = sn;
+        op->aux[2] = (void *)start;   /* borrowed, NULL without documents */
     }
     return y;
 }
 
 Tensor *op_rope(Tape *t, Tensor *x, int B, int T, int nh, int D, float base, int pos0) {
-    return rope(t, x, B, T, nh, D, base, pos0, false);
+    return rope(t, x, B, T, nh, D, base, pos0, NULL, false);
 }
 
 Tensor *op_rope_inplace(Tape *t, Tensor *x, int B, int T, int nh, int D, float base, int pos0) {
-    return rope(t, x, B, T, nh, D, base, pos0, true);
+    return rope(t, x, B, T, nh, D, base, pos0, NULL, true);
+}
+
+Tensor *op_rope_docs(Tape *t, Tensor *x, int B, int T, int nh, int D, float base,
+                     const int32_t *start, bool in_place) {
+    return rope(t, x, B, T, nh, D, base, 0, start, in_place);
 }

@@ -1,7 +1,11 @@
 /* bench_attention.c: the fused attention op (op_attention, forward + backward) alone, for
- * several sliding windows at one shape, to show what the window's block skipping saves.
+ * several sliding windows at one shape, to show what the window's block skipping saves;
+ * with --doc-len N also each window with the sequences packed with documents of N tokens
+ * (op_attention_docs, documents starting at multiples of N), to show what skipping the
+ * blocks between documents saves.
  *
- *   bench_attention [--B 8] [--T 256] [--H 8] [--Hkv 4] [--D 32] [--reps 15] [W ...]
+ *   bench_attention [--B 8] [--T 256] [--H 8] [--Hkv 4] [--D 32] [--reps 15] [--doc-len N]
+ *                   [W ...]
  *
  * Defaults are mixtral_tiny's per-layer shapes; W defaults to 0 (full causal), 64 and 128.
  * The W values are timed interleaved (rep by rep) and the best of --reps is printed, which
@@ -28,18 +32,18 @@ static int arg_int(const char *s, const char *name) {
 
 int main(int argc, char **argv) {
     blas_init(argv);
-    int B = 8, T = 256, H = 8, Hkv = 4, D = 32, reps = 15, nw = 0;
+    int B = 8, T = 256, H = 8, Hkv = 4, D = 32, reps = 15, nw = 0, doc_len = 0;
     int Ws[16];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int *dst = !strcmp(a, "--B") ? &B : !strcmp(a, "--T") ? &T : !strcmp(a, "--H") ? &H
                  : !strcmp(a, "--Hkv") ? &Hkv : !strcmp(a, "--D") ? &D
-                 : !strcmp(a, "--reps") ? &reps : NULL;
+                 : !strcmp(a, "--reps") ? &reps : !strcmp(a, "--doc-len") ? &doc_len : NULL;
         if (dst && i + 1 < argc) *dst = arg_int(argv[++i], a);
         else if (a[0] != '-' && nw < 16) Ws[nw++] = arg_int(a, "W");
         else {
             fprintf(stderr, "usage: bench_attention [--B N] [--T N] [--H N] [--Hkv N] [--D N] "
-                            "[--reps N] [W ...]\n");
+                            "[--reps N] [--doc-len N] [W ...]\n");
             return 2;
         }
     }
@@ -65,25 +69,36 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < nq; i++) q.data[i] = 0.5f * rng_normal(&r);
     for (size_t i = 0; i < nk; i++) k.data[i] = 0.5f * rng_normal(&r);
     for (size_t i = 0; i < nk; i++) v.data[i] = rng_normal(&r);
+    /* documents of doc_len tokens: each position's document starts at the multiple below */
+    int32_t *start = moe_malloc(sizeof(int32_t) * (size_t)N);
+    for (int i = 0; i < N; i++) start[i] = doc_len > 0 ? i % T - (i % T) % doc_len : 0;
+    const int nd = doc_len > 0 ? 2 : 1;   /* variants per W: plain, then with documents */
     Tape t;
     tape_init(&t, 0);
-    double best[16];
-    for (int w = 0; w < nw; w++) best[w] = 1e30;
+    double best[2][16];
+    for (int w = 0; w < nw; w++) best[0][w] = best[1][w] = 1e30;
     for (int rep = 0; rep < reps + 1; rep++)   /* rep 0 warms the arena up, not timed */
-        for (int w = 0; w < nw; w++) {
-            tape_reset(&t, true);
-            double t0 = moe_now();
-            Tensor *o = op_attention(&t, &q, &k, &v, B, T, H, Hkv, D, Ws[w]);
-            tape_backward(&t, o, NULL);
-            double dt = moe_now() - t0;
-            if (rep > 0 && dt < best[w]) best[w] = dt;
-        }
+        for (int w = 0; w < nw; w++)
+            for (int d = 0; d < nd; d++) {
+                tape_reset(&t, true);
+                double t0 = moe_now();
+                Tensor *o = op_attention_docs(&t, &q, &k, &v, B, T, H, Hkv, D, Ws[w],
+                                              d ? start : NULL);
+                tape_backward(&t, o, NULL);
+                double dt = moe_now() - t0;
+                if (rep > 0 && dt < best[d][w]) best[d][w] = dt;
+            }
     printf("op_attention forward + backward, B %d T %d H %d Hkv %d D %d, best of %d, %d "
            "thread(s)\n", B, T, H, Hkv, D, reps, pool_workers());
-    for (int w = 0; w < nw; w++)
-        printf("  W %-5d %8.2f ms  (%.2fx W %d)\n", Ws[w], 1e3 * best[w], best[w] / best[0],
-               Ws[0]);
+    for (int w = 0; w < nw; w++) {
+        printf("  W %-5d %8.2f ms  (%.2fx W %d)\n", Ws[w], 1e3 * best[0][w],
+               best[0][w] / best[0][0], Ws[0]);
+        if (doc_len > 0)
+            printf("  W %-5d %8.2f ms  (%.2fx W %d) with documents of %d tokens\n", Ws[w],
+                   1e3 * best[1][w], best[1][w] / best[0][0], Ws[0], doc_len);
+    }
     tape_free(&t);
+    moe_free(start);
     moe_free(buf);
     return 0;
 }

@@ -2,7 +2,7 @@
  * measured in the same run; under mpirun also the communication volume.
  *
  *   [mpirun -n R] bench_train [CONFIG] [--steps N] [--warmup N] [--set k=v ...]
- *                             [--compare k=v]
+ *                             [--compare k=v] [--doc-len N]
  *
  * 1. sgemm GFLOP/s on the model's own training-shaped products (train/mfu.h: every GEMM of
  *    one training step at this rank's batch, with the same thread count), summed over ranks
@@ -28,10 +28,13 @@
  *    OpenBLAS buffers (resident growth over the sgemm-rate run, whose matrices are freed),
  *    the parameter block (parameters, gradients, two AdamW moments), the tape arenas and the
  *    activation-gradient plans at their high-water marks, and the measured rest.
- * 5. --compare k=v (train.recompute or train.loss_chunk, the keys that only change how a
- *    step runs): after 1-4, the same model also steps in that setting on a second tape,
- *    the two settings' timed steps interleaved one by one, so both tokens/s come from the
- *    same minutes of a shared machine; the second setting's arena and plan bytes are printed.
+ * 5. --compare k=v (train.recompute, train.loss_chunk or data.doc_mask, the keys that only
+ *    change how a step runs): after 1-4, the same model also steps in that setting on a
+ *    second tape, the two settings' timed steps interleaved one by one, so both tokens/s
+ *    come from the same minutes of a shared machine; the second setting's arena and plan
+ *    bytes are printed. --doc-len N makes the random tokens documents of N tokens on
+ *    average (each token is the end-of-text id V-1 with probability 1/N), which is what
+ *    data.doc_mask cuts the sequences at; default: no end-of-text tokens (one document).
  * 6. LoRA fine-tuning (--set finetune.lora_rank=8 ...): the same step with adapters on a
  *    frozen, randomly initialised base (no init_from is read), to compare with the full
  *    fine-tuning step of the same config (lora_rank 0, every weight trained). CPU seconds
@@ -193,11 +196,10 @@ static double bench_eval(const Bench *bn, Tape *t, const StepCtx *proto, double 
     return dt;
 }
 
-static const char *setting_name(const StepCtx *c, char *buf, size_t cap) {
-    snprintf(buf, cap, "train.recompute=%s train.loss_chunk=%d", c->recompute ? "true" : "false",
-             c->loss_chunk);
+static const char *setting_name(const StepCtx *c, bool doc_mask, char *buf, size_t cap) {
+    snprintf(buf, cap, "train.recompute=%s train.loss_chunk=%d data.doc_mask=%s",
+             c->recompute ? "true" : "false", c->loss_chunk, doc_mask ? "true" : "false");
     return buf;
-
 }
 
 int main(int argc, char **argv) {
@@ -208,6 +210,7 @@ int main(int argc, char **argv) {
     const bool root = comm.rank == 0;
     const char *path = "configs/mixtral_tiny.yaml";
     int steps = 10, warmup = 3;   /* step 1 compacts the arena, step 2 faults its pages in */
+    int doc_len = 0;              /* --doc-len: mean synthetic document length, 0 = none */
     Config c;
     MoeErr err;
     memset(&c, 0, sizeof c);
@@ -221,6 +224,7 @@ int main(int argc, char **argv) {
     for (int i = first; i < argc; i++) {
         if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--warmup") && i + 1 < argc) warmup = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--doc-len") && i + 1 < argc) doc_len = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
             if (config_set(&c, argv[++i], &err)) {
                 fprintf(stderr, "bench_train: %s\n", err.msg);
@@ -230,16 +234,17 @@ int main(int argc, char **argv) {
             compare = argv[++i];
         } else {
             fprintf(stderr, "usage: bench_train [CONFIG] [--steps N] [--warmup N] [--set k=v] "
-                    "[--compare k=v]\n");
+                    "[--compare k=v] [--doc-len N]\n");
             return 2;
         }
     }
     Config c2;   /* the --compare setting */
     config_copy(&c2, &c);
     if (compare) {
-        if (strncmp(compare, "train.recompute=", 16) && strncmp(compare, "train.loss_chunk=", 17)) {
-            fprintf(stderr, "bench_train: --compare %s: only train.recompute and "
-                    "train.loss_chunk can be compared on one model\n", compare);
+        if (strncmp(compare, "train.recompute=", 16) && strncmp(compare, "train.loss_chunk=", 17) &&
+            strncmp(compare, "data.doc_mask=", 14)) {
+            fprintf(stderr, "bench_train: --compare %s: only train.recompute, train.loss_chunk "
+                    "and data.doc_mask can be compared on one model\n", compare);
             return 2;
         }
         if (config_set(&c2, compare, &err)) {
@@ -287,16 +292,27 @@ int main(int argc, char **argv) {
     struct MoeExchange ex = {.comm = &comm};
     if (comm.size > 1 && s.E > 0) m.exchange = &ex;
     m.use_router_bias = s.E > 0 && c.moe.bias_update_rate > 0;   /* as the trainer */
+    m.doc_mask = c.data.doc_mask;
+    m.eot = s.V - 1;   /* the end-of-text id of moetrain's tokenizer (data/tokenizer.h) */
     Tape t;
     tape_init(&t, 0);
     t.profile = true;
     int32_t *in = moe_malloc(sizeof(int32_t) * (size_t)N), *tgt = moe_malloc(sizeof(int32_t) * (size_t)N);
     MoeRng rng;
     rng_seed(&rng, 5 + (uint64_t)comm.rank);
+    int n_docs = 0;   /* end-of-text tokens in the inputs */
     for (int i = 0; i < N; i++) {
-        in[i] = (int32_t)(rng_next(&rng) % (uint64_t)s.V);
+        /* with --doc-len, end-of-text tokens only where drawn below */
+        in[i] = (int32_t)(rng_next(&rng) % (uint64_t)(doc_len > 0 ? s.V - 1 : s.V));
         tgt[i] = (int32_t)(rng_next(&rng) % (uint64_t)s.V);
+        if (doc_len > 0 && rng_uniform(&rng) * doc_len < 1.0) {
+            in[i] = m.eot;
+            n_docs++;
+        }
     }
+    if (root && doc_len > 0)
+        printf("--doc-len %d: %d end-of-text tokens in rank 0's %d input tokens (%d rows)\n",
+               doc_len, n_docs, N, Bl);
     Bench bn = {&m, &comm, in, tgt, Bl, T, N, {0.9f, 0.95f, 1e-8f, 0.1f},
                 (float)c.moe.bias_update_rate};
     const StepCtx proto = {.train = true, .seed = 1, .token_base = (long)comm.rank * N,
@@ -394,7 +410,7 @@ int main(int argc, char **argv) {
             "tape scratch (SwiGLU and gathered rows, recomputed)"};
         double sum = 0;
         printf("memory (rank 0, %s): peak resident %.1f MiB =\n",
-               setting_name(&proto, name, sizeof name), mib(peak));
+               setting_name(&proto, m.doc_mask, name, sizeof name), mib(peak));
         for (int i = 0; i < 7; i++) {
             printf("  %-52s %7.1f MiB\n", part_names[i], mib(parts[i]));
             sum += parts[i];
@@ -430,10 +446,14 @@ int main(int argc, char **argv) {
         Tape t2;
         tape_init(&t2, 0);
         t.profile = false;
-        for (int st = 0; st < warmup; st++) bench_step(&bn, &t2, &proto2, st, NULL);
         StepTimes a1 = {0}, a2 = {0};
+        const bool dm1 = c.data.doc_mask, dm2 = c2.data.doc_mask;
+        m.doc_mask = dm2;
+        for (int st = 0; st < warmup; st++) bench_step(&bn, &t2, &proto2, st, NULL);
         for (int st = warmup; st < warmup + steps; st++) {
+            m.doc_mask = dm1;
             bench_step(&bn, &t, &proto, st, &a1);
+            m.doc_mask = dm2;
             bench_step(&bn, &t2, &proto2, st, &a2);
         }
         if (root) {
@@ -441,11 +461,11 @@ int main(int argc, char **argv) {
             const double k1 = (double)B * T * steps / a1.all, k2 = (double)B * T * steps / a2.all;
             printf("comparison over %d interleaved steps each (same model and batch):\n", steps);
             printf("  %-44s %6.0f tokens/s (forward %.3f, backward %.3f s/step); arena %.1f + "
-                   "%.1f MiB, grad plans %.1f MiB\n", setting_name(&proto, n1, sizeof n1), k1,
+                   "%.1f MiB, grad plans %.1f MiB\n", setting_name(&proto, dm1, n1, sizeof n1), k1,
                    a1.f / steps, a1.b / steps, mib(tape_arena_bytes(&t)),
                    mib(sub_arena_bytes(&t)), mib(plan_bytes(&t)));
             printf("  %-44s %6.0f tokens/s (forward %.3f, backward %.3f s/step); arena %.1f + "
-                   "%.1f MiB, grad plans %.1f MiB\n", setting_name(&proto2, n2, sizeof n2), k2,
+                   "%.1f MiB, grad plans %.1f MiB\n", setting_name(&proto2, dm2, n2, sizeof n2), k2,
                    a2.f / steps, a2.b / steps, mib(tape_arena_bytes(&t2)),
                    mib(sub_arena_bytes(&t2)), mib(plan_bytes(&t2)));
             printf("  tokens/s ratio second/first %.3f; peak resident now %.1f MiB (both tapes)\n",

@@ -344,6 +344,10 @@ int model_source_load(ModelSource *src, const char *path, MoeErr *err) {
             rc = export_read_ckpt(path, &c, &src->model, &src->tok, false, err);
             src->has_tok = rc == 0;
             src->context_len = c.train.seq_len;
+            if (!rc) {   /* trained on packed documents: scored and sampled the same way */
+                src->model.doc_mask = c.data.doc_mask;
+                src->model.eot = tok_eot(&src->tok);
+            }
             config_free(&c);
         }
     }

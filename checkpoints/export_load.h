@@ -24,7 +24,8 @@ typedef struct ModelSource {
     ModelSourceKind kind;
     Model model;               /* all experts local; capacity_factor 0 (kept for expert
                                   choice), router noise off; a LoRA adapter checkpoint:
-                                  base + adapters (unmerged) */
+                                  base + adapters (unmerged); a checkpoint's data.doc_mask
+                                  (an export carries none: one causal sequence) */
     Tokenizer tok;             /* loaded when has_tok */
     bool has_tok;
     int context_len;           /* train.seq_len / max_position_embeddings / context_length */

@@ -57,7 +57,7 @@
 
 #define CONFIG_N_SECTIONS 11  /* model moe train optim data run parallel compute checkpoint
                                  init finetune */
-#define CONFIG_N_KEYS 71      /* total number of keys over all sections (aliases included) */
+#define CONFIG_N_KEYS 72      /* total number of keys over all sections (aliases included) */
 
 typedef struct ConfigModel {
     int vocab_size;     /* V, in [258, 65536] */
@@ -137,6 +137,8 @@ typedef struct ConfigData {
     char **shards;        /* owned array of n_shards owned paths (pre-encoded token shards) */
     size_t n_shards;
     double val_fraction;  /* (0, 0.5] */
+    bool doc_mask;        /* attention stays inside the documents of a window, which begin
+                             at each end-of-text token; RoPE positions restart with each */
 } ConfigData;
 
 typedef struct ConfigRun {

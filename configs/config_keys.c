@@ -187,6 +187,10 @@ const KeySpec cfg_keys[] = {
        "pre-encoded token shards (moetrain data encode); text or shards must be non-empty"),
     KF(S_DATA, "val_fraction", data.val_fraction, 0, 0.5, F_LO_OPEN,
        "fraction of the tokens held out for validation"),
+    KB(S_DATA, "doc_mask", data.doc_mask, 0,
+       "documents packed in a window do not see each other: each begins at an end-of-text "
+       "token, attends only inside itself (block-diagonal causal mask) and counts its RoPE "
+       "positions from 0; validation, eval and sample follow it (docs/training.md)"),
 
     KS(S_RUN, "dir", run.dir, "runs/<config name>",
        "run directory: logs, checkpoints, the effective config (config name: the config "

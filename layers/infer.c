@@ -99,6 +99,9 @@ static void infer_step_run(InferCache *c, Model *m, const int32_t *ids, int n, f
     ASSERT(m->e_local == s->E, "infer_step: every expert must be local");
     ASSERT(s->router != MOE_ROUTER_EXPERT_CHOICE,
            "infer_step: expert-choice routing is not causal (callers refuse it)");
+    for (int i = 0; m->doc_mask && i < n; i++)   /* documents: layers/infer.h */
+        ASSERT(ids[i] != m->eot || c->pos + i == 0, "infer_step: end-of-text token at "
+               "position %d of a document-masked model (infer_reset first)", c->pos + i);
     Tape *t = &c->tape;
     tape_reset(t, false);
     const int pos0 = c->pos, KD = c->KD;

@@ -15,6 +15,12 @@
  * positions and to their own keys straight from the step's (n, Hkv*D) rows; the cache is
  * written after each layer's attention, so a prefill longer than W needs no bigger ring.
  *
+ * Documents (m->doc_mask, data.doc_mask): the cache holds one document, the sequence
+ * model_forward would see after an end-of-text token: positions count from its first token
+ * and nothing before it is attended. So an end-of-text id may only come at position 0; a
+ * new document starts with infer_reset (ASSERTed; `moetrain sample` cuts a prompt at its
+ * last end-of-text token, and generation stops at one).
+ *
  * Non-goals: batching several sequences, expert parallelism, expert-choice routing (an
  * expert picks among all tokens of a batch, future ones included: there is no
  * token-by-token equivalent; the caller must refuse such a model); without a window the

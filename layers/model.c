@@ -207,6 +207,7 @@ typedef struct LayerCtx {
     int l, B, T;
     StepCtx ctx;
     bool loss;        /* targets given: the layer's aux and z loss terms are computed */
+    const int32_t *start;   /* (B, T) document layout in the tape's arena, or NULL */
 } LayerCtx;
 
 /* Transformer block l (a SegmentFn, autograd/tensor.h): x (N, C) -> out[0] (N, C) =
@@ -228,9 +229,15 @@ static void model_layer(Tape *t, void *arg, bool recompute, Tensor *x, Tensor **
     Tensor *k = model_proj(m, t, l, LORA_K, xn, ctx);             /* (N, Hkv*D) */
     Tensor *v = model_proj(m, t, l, LORA_V, xn, ctx);             /* (N, Hkv*D) */
     /* in place: the projections' backward reads their inputs, never their outputs */
-    q = op_rope_inplace(t, q, B, T, s->H, s->D, s->rope_theta, ctx->pos0);
-    k = op_rope_inplace(t, k, B, T, s->Hkv, s->D, s->rope_theta, ctx->pos0);
-    Tensor *o = op_attention(t, q, k, v, B, T, s->H, s->Hkv, s->D, s->W); /* (N, H*D) */
+    if (lc->start) {   /* packed documents: positions restart, attention stays inside */
+        q = op_rope_docs(t, q, B, T, s->H, s->D, s->rope_theta, lc->start, true);
+        k = op_rope_docs(t, k, B, T, s->Hkv, s->D, s->rope_theta, lc->start, true);
+    } else {
+        q = op_rope_inplace(t, q, B, T, s->H, s->D, s->rope_theta, ctx->pos0);
+        k = op_rope_inplace(t, k, B, T, s->Hkv, s->D, s->rope_theta, ctx->pos0);
+    }
+    Tensor *o = op_attention_docs(t, q, k, v, B, T, s->H, s->Hkv, s->D, s->W,
+                                  lc->start);                    /* (N, H*D) */
     if (lp->lora_a[LORA_O] < 0) {   /* x + o Wo^T; the product is not kept */
         x = op_linear_residual(t, x, o, P(m, lp->wo));
         tape_region(t, REGION_OTHER);
@@ -267,18 +274,33 @@ static void model_layer(Tape *t, void *arg, bool recompute, Tensor *x, Tensor **
     out[2] = z;
 }
 
+void model_doc_starts(const int32_t *inputs, int B, int T, int32_t eot, int32_t *start) {
+    for (int b = 0; b < B; b++) {
+        const int32_t *in = inputs + (size_t)b * T;
+        int32_t *st = start + (size_t)b * T;
+        st[0] = 0;
+        for (int t = 1; t < T; t++) st[t] = in[t] == eot ? t : st[t - 1];
+    }
+}
+
 void model_forward(Model *m, Tape *t, const int32_t *inputs, const int32_t *targets, int B,
                    int T, const StepCtx *ctx, ModelOut *out) {
     const ModelShape *s = &m->s;
     const int N = shape_mul(B, T, "tokens B x T");
     memset(out, 0, sizeof *out);
     params_bf16_refresh(&m->ps);   /* bf16 precision: the weights' copies, once per pass */
+    int32_t *start = NULL;   /* (B, T): lives until the tape's next reset, as backward needs */
+    if (m->doc_mask) {
+        ASSERT(ctx->pos0 == 0, "model_forward: documents with pos0 %d", ctx->pos0);
+        start = arena_ints(&t->arena, (size_t)N);
+        model_doc_starts(inputs, B, T, m->eot, start);
+    }
 
     Tensor *x = op_embedding(t, P(m, m->embed), inputs, N);          /* (N, C) */
     Tensor *aux = NULL, *z = NULL;
     const float ls = ctx->loss_scale;
     for (int l = 0; l < s->L; l++) {
-        LayerCtx lc = {m, l, B, T, *ctx, targets != NULL};
+        LayerCtx lc = {m, l, B, T, *ctx, targets != NULL, start};
         Tensor *o[3];   /* block output (N, C), aux and z loss terms (1) or NULL */
         if (ctx->recompute) {
             LayerCtx *kept = arena_alloc(&t->arena, sizeof lc);

@@ -4,7 +4,9 @@
  *
  * attention: GQA causal self-attention, q/k/v/o projections without bias, RoPE in the
  *   rotate-half layout (Hugging Face Llama/Mixtral convention, so exports need no permutation);
- *   optionally a sliding window of W keys (Mistral 7B, Jiang et al. 2023).
+ *   optionally a sliding window of W keys (Mistral 7B, Jiang et al. 2023); optionally
+ *   (data.doc_mask) attention kept inside the documents packed in a sequence, RoPE positions
+ *   restarting at each (model_doc_starts).
  * moe: noisy top-k router (Shazeer et al. 2017) + SwiGLU experts run as one GEMM per expert
  *   over its gathered tokens (layers/moe.h); n_experts = 0 gives one dense SwiGLU FFN.
  *   Optional shared experts (DeepSeekMoE, Dai et al. 2024, arXiv:2401.06066, sec. 3.2):
@@ -68,6 +70,14 @@ typedef struct Model {
                                  moe.bias_update_rate > 0, and by ckpt_load when the file
                                  holds /state/router_bias */
     LoraSpec lora;            /* adapters (layers/lora.h); rank 0 = none */
+    bool doc_mask;            /* data.doc_mask: each sequence is cut into documents at its
+                                 eot tokens (model_doc_starts); a position attends only to
+                                 its own document and its RoPE position counts from the
+                                 document's first token. Set by the trainer and by
+                                 model_source_load (a checkpoint's config); false = one
+                                 causal sequence (model_init's default) */
+    int32_t eot;              /* the end-of-text id (data/tokenizer.h tok_eot) that begins
+                                 each document; read only when doc_mask */
 } Model;
 
 
@@ -110,8 +120,20 @@ void model_free(Model *m);
  * dropout > 0). Shared by model_forward and KV-cache inference. */
 Tensor *model_proj(Model *m, Tape *t, int l, int target, Tensor *x, const StepCtx *ctx);
 
+/* Document layout of a packed batch, inputs (B, T) -> start (B, T) (overwritten): the
+ * first position of each token's document. A document begins at position 0 of each row and
+ * at every eot token: the end-of-text token OPENS the document that follows it (it is that
+ * document's position 0), so start[t] = t when inputs[t] == eot, else start[t - 1]. Then
+ * every next-token target is predictable from what its position sees: a document's last
+ * token predicts the eot after it (the document ends), and the eot, which sees only itself,
+ * predicts the first token of the next document (as `moetrain sample`'s empty prompt, a
+ * lone eot, asks). The layout op_attention_docs and op_rope_docs take. */
+void model_doc_starts(const int32_t *inputs, int B, int T, int32_t eot, int32_t *start);
+
 /* Forward over inputs (B, T) token ids. With targets (B, T) (entries < 0 ignored) the loss
- * terms are computed; targets may be NULL (logits only). Activations come from the tape. */
+ * terms are computed; targets may be NULL (logits only). Activations come from the tape.
+ * With m->doc_mask the document layout (model_doc_starts) is carved from the tape's arena
+ * and every layer's attention and RoPE follow it; ctx->pos0 must then be 0. */
 void model_forward(Model *m, Tape *t, const int32_t *inputs, const int32_t *targets, int B,
                    int T, const StepCtx *ctx, ModelOut *out);
 

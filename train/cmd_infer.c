@@ -59,7 +59,8 @@ static const char *SAMPLE_HELP =
     "\n"
     "Generates text from MODEL (a run directory, a checkpoint, an HF export directory or a\n"
     "GGUF file) with a KV cache; prints the prompt and the continuation, then tokens/s on\n"
-    "stderr. Stops at <|endoftext|> or after N tokens.\n"
+    "stderr. Stops at <|endoftext|> or after N tokens. A model trained with data.doc_mask\n"
+    "sees a prompt from its last <|endoftext|> token on (a document starts there).\n"
     "\n"
     "options:\n"
     "  --prompt TEXT       text to continue (may be empty: generation starts after\n"
@@ -413,6 +414,20 @@ int cmd_sample(int argc, char **argv) {
         pids = moe_malloc(sizeof(int32_t));
         pids[0] = eot;
         np = 1;
+    }
+    if (src.model.doc_mask) {
+        /* trained on packed documents (data.doc_mask): an end-of-text token opens a new
+         * document that sees nothing before it, so the prompt starts at its last one */
+        size_t cut = 0;
+        for (size_t i = 0; i < np; i++)
+            if (pids[i] == eot) cut = i;
+        if (cut > 0) {
+            memmove(pids, pids + cut, sizeof(int32_t) * (np - cut));
+            np -= cut;
+            fprintf(stderr, "moetrain: note: the model was trained with data.doc_mask: the "
+                            "prompt's %zu tokens before its last %s are not seen (a new "
+                            "document starts there)\n", cut, TOK_EOT_TEXT);
+        }
     }
     InferCache cache;
     infer_init(&cache, &src.model, (int)np + (int)max_tokens);

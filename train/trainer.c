@@ -248,6 +248,9 @@ int trainer_init(Trainer *tr, const Config *c, const Comm *comm, const char *res
     model_init_lora(&tr->model, &shape, &lora, comm->ep_rank * e_local, e_local,
                     (uint64_t)c->train.seed);
     tr->model.use_router_bias = shape.E > 0 && c->moe.bias_update_rate > 0;
+    /* documents begin at the tokenizer's end-of-text id (layers/model.h) */
+    tr->model.doc_mask = c->data.doc_mask;
+    tr->model.eot = tok_eot(&tr->data.tok);
     if (comm->size > 1 && shape.E > 0) {
         tr->ex.comm = comm;
         tr->model.exchange = &tr->ex;

@@ -1,7 +1,9 @@
 /* test_ops_norm.c: normalisation and position, autograd/ops_rmsnorm.c and ops_rope.c:
  * op_rmsnorm (double reference, a hand-computed row, central differences, the rows split
  * over the cores bit for bit) and op_rope / op_rope_inplace (double reference, the
- * rotation's properties, central differences, in place equal to out of place bit for bit).
+ * rotation's properties, central differences, in place equal to out of place bit for bit)
+ * and op_rope_docs (positions restarting at each packed document: double reference,
+ * a document rotated as if alone in its sequence bit for bit, central differences).
  * Tolerances: ops_test.h.
  */
 #include "ops_test.h"
@@ -242,6 +244,117 @@ START_TEST(rope_inplace_matches) {
 }
 END_TEST
 
+/* ---------------- rope with documents ---------------- */
+
+/* Row b of a (B, T) document layout: documents begin at position 0 and at the positions
+ * listed (each < T), every row the same. */
+static int32_t *doc_starts(int B, int T, const int *begins, int n) {
+    int32_t *st = malloc(sizeof(int32_t) * (size_t)B * T);
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            bool begin = t == 0;
+            for (int k = 0; k < n; k++) begin = begin || begins[k] == t;
+            st[(size_t)b * T + t] = begin ? t : st[(size_t)b * T + t - 1];
+        }
+    return st;
+}
+
+typedef struct { int B, T, nh, D; float base; const int32_t *start; bool in_place; } RopeDocCtx;
+static Tensor *b_rope_docs(Tape *t, Tensor **in, void *ctx) {
+    const RopeDocCtx *c = ctx;
+    /* in place through a copy (op_scale by 1), so that the FD re-runs see fresh x */
+    Tensor *x = c->in_place ? op_scale(t, in[0], 1.0f) : in[0];
+    return op_rope_docs(t, x, c->B, c->T, c->nh, c->D, c->base, c->start, c->in_place);
+}
+
+/* Each token rotated at t - start[t], its position in its document, against the double
+ * reference applied token by token (EW tolerances, as rope_forward_ref); a token that opens
+ * a document is at position 0, the identity, exactly; out of place and in place agree bit
+ * for bit. Documents of 1, 3 and 4 tokens and a last one of 3. */
+START_TEST(rope_docs_forward_ref) {
+    const int B = 2, T = 11, nh = 2, D = 6, begins[] = {1, 4, 8};
+    int32_t *st = doc_starts(B, T, begins, 3);
+    Tensor *x = rnd2(B * T, nh * D, TENSOR_CONST, "x", 80, -1, 1);
+    Tape t;
+    new_tape(&t, false);
+    Tensor *y = op_rope_docs(&t, x, B, T, nh, D, 10000.0f, st, false);
+    float *r = malloc(sizeof(float) * x->n);
+    const size_t row = (size_t)nh * D;
+    for (int n = 0; n < B * T; n++) {
+        const int pos = n % T - st[n];
+        ref_rope(r + n * row, x->data + n * row, 1, 1, nh, D, 10000.0, pos);
+        if (pos == 0)
+            ck_assert(!memcmp(y->data + n * row, x->data + n * row, row * sizeof(float)));
+    }
+    expect_close(y->data, r, x->n, EW_ATOL, EW_RTOL, "rope docs forward");
+    Tensor *x2 = rnd2(B * T, nh * D, TENSOR_CONST, "x2", 80, -1, 1);
+    Tensor *y2 = op_rope_docs(&t, x2, B, T, nh, D, 10000.0f, st, true);
+    ck_assert(!memcmp(y->data, y2->data, x->n * sizeof(float)));
+    free(r);
+    free(st);
+    tape_free(&t);
+    tt_free(x);
+    tt_free(x2);
+}
+END_TEST
+
+/* The positions restart: a document starting at s in a packed row is rotated exactly as
+ * op_rope rotates it alone at pos0 = 0 (the same table rows), bit for bit, values and
+ * gradients; one document per row (all starts 0), and start NULL, are op_rope itself. */
+START_TEST(rope_docs_restart_exact) {
+    const int T = 12, nh = 3, D = 4, s = 5, begins[] = {s};
+    int32_t *st = doc_starts(1, T, begins, 1);
+    int32_t *zero = calloc((size_t)T, sizeof(int32_t));
+    Tensor *x = rnd2(T, nh * D, TENSOR_PARAM, "x", 81, -1, 1);
+    Tensor *doc = rnd2(T - s, nh * D, TENSOR_PARAM, "doc", 82, -1, 1);
+    Tensor *r = rnd2(T, nh * D, TENSOR_CONST, "r", 83, -1, 1);
+    const size_t row = (size_t)nh * D;
+    memcpy(doc->data, x->data + s * row, (T - s) * row * sizeof(float));
+    Tape t;
+    new_tape(&t, true);
+    Tensor *y = op_rope_docs(&t, x, 1, T, nh, D, 10000.0f, st, false);
+    tape_backward(&t, y, r->data);
+    float *packed = malloc(sizeof(float) * x->n);
+    memcpy(packed, y->data, sizeof(float) * x->n);
+    tape_reset(&t, true);
+    Tensor *yd = op_rope(&t, doc, 1, T - s, nh, D, 10000.0f, 0);
+    tape_backward(&t, yd, r->data + s * row);
+    ck_assert(!memcmp(packed + s * row, yd->data, (T - s) * row * sizeof(float)));
+    ck_assert(!memcmp(x->grad + s * row, doc->grad, (T - s) * row * sizeof(float)));
+    /* without a document start the same tokens sit at positions s.. and rotate otherwise */
+    tape_reset(&t, false);
+    Tensor *yp = op_rope(&t, x, 1, T, nh, D, 10000.0f, 0);
+    ck_assert(memcmp(yp->data + s * row, yd->data, (T - s) * row * sizeof(float)) != 0);
+    Tensor *y0 = op_rope_docs(&t, x, 1, T, nh, D, 10000.0f, zero, false);
+    Tensor *yn = op_rope_docs(&t, x, 1, T, nh, D, 10000.0f, NULL, false);
+    ck_assert(!memcmp(yp->data, y0->data, x->n * sizeof(float)));
+    ck_assert(!memcmp(yp->data, yn->data, x->n * sizeof(float)));
+    free(packed);
+    free(st);
+    free(zero);
+    tape_free(&t);
+    tt_free(x);
+    tt_free(doc);
+    tt_free(r);
+}
+END_TEST
+
+/* Central differences through op_rope_docs, out of place and in place (FD_* tolerances, as
+ * rope_backward_fd: the rotation is linear in x, so only rounding remains). */
+START_TEST(rope_docs_backward_fd) {
+    const int B = 2, T = 7, begins[] = {2, 3, 6};
+    int32_t *st = doc_starts(B, T, begins, 3);
+    for (int ip = 0; ip < 2; ip++) {
+        RopeDocCtx c = {B, T, 2, 4, 10000.0f, st, ip == 1};
+        Tensor *x = rnd2(B * T, c.nh * c.D, TENSOR_PARAM, "x", 84 + (uint64_t)ip, -1, 1);
+        Tensor *in[1] = {x};
+        ck_assert_int_eq(tt_check_grad(b_rope_docs, &c, in, 1, FD_H, FD_ATOL, FD_RTOL,
+                                       ip ? "rope docs in place" : "rope docs"), 0);
+        tt_free(x);
+    }
+    free(st);
+}
+END_TEST
 
 /* ---------------- suite */
 
@@ -251,6 +364,8 @@ static Suite *ops_norm_suite(void) {
         {"rmsnorm", {rmsnorm_forward_ref, rmsnorm_hand, rmsnorm_backward_fd, rmsnorm_large_split,
                      NULL}},
         {"rope", {rope_forward_ref, rope_properties, rope_backward_fd, rope_inplace_matches, NULL}},
+        {"rope_docs", {rope_docs_forward_ref, rope_docs_restart_exact, rope_docs_backward_fd,
+                       NULL}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         TCase *tc = tcase_create(cases[i].name);
