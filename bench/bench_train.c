@@ -28,7 +28,12 @@
  *    OpenBLAS buffers (resident growth over the sgemm-rate run, whose matrices are freed),
  *    the parameter block (parameters, gradients, two AdamW moments), the tape arenas and the
  *    activation-gradient plans at their high-water marks, and the measured rest.
- * 5. --compare k=v (train.recompute, train.loss_chunk or data.doc_mask, the keys that only
+ * 0. At start, every product path the machine has (OpenBLAS fp32, oneDNN fp32 and bf16):
+ *    the best rate on a 2048^3 product (the path's peak here) and on the model's own
+ *    training-shaped products, with the ISA and kernel names; MFU is also given against the
+ *    peak of the configured path (its precision's peak as measured, not a data sheet's).
+ * 5. --compare k=v (train.recompute, train.loss_chunk, data.doc_mask, compute.gemm or
+ *    compute.precision, the keys that only
  *    change how a step runs): after 1-4, the same model also steps in that setting on a
  *    second tape, the two settings' timed steps interleaved one by one, so both tokens/s
  *    come from the same minutes of a shared machine; the second setting's arena and plan
@@ -57,6 +62,7 @@
 
 #include "autograd/blas.h"
 #include "autograd/gemm.h"
+#include "core/pool.h"
 #include "layers/model.h"
 #include "optim/adamw.h"
 #include "layers/router_bias.h"
@@ -77,10 +83,61 @@ static double rss_now(void) {
     return kb * 1024.0;
 }
 
+/* The resident set's high-water mark (VmHWM), bytes; rss_peak_reset starts it again from
+ * the current resident set (Linux: 5 written to /proc/self/clear_refs), so buffers of the
+ * product-rate table, freed before training, do not count in the training's peak. */
 static double rss_peak(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_maxrss * 1024.0;   /* Linux reports kilobytes */
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmHWM:", 6)) kb = atof(line + 6);
+    if (f) fclose(f);
+    if (kb == 0) {   /* no /proc: the process's peak */
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        kb = (double)ru.ru_maxrss;
+    }
+    return kb * 1024.0;
+}
+static void rss_peak_reset(void) {
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (f) {
+        fputs("5", f);
+        fclose(f);
+    }
+}
+
+/* A product path (autograd/gemm.h) and its rates. */
+typedef struct GemmPath { GemmBackend b; GemmPrecision p; } GemmPath;
+
+/* Rank 0 prints, for every path this machine has (OpenBLAS fp32; oneDNN fp32 and, with
+ * native bf16, bf16), the best rate on a 2048^3 product and on the model's training-shaped
+ * products, and returns the square rate of the configured path (the peak its precision
+ * reaches here: MFU's hardware denominator). Leaves the configured path selected. */
+static double path_table(const ModelShape *s, int N, GemmPath cfg, bool root) {
+    GemmPath ps[3];
+    int np = 0;
+    ps[np++] = (GemmPath){GEMM_OPENBLAS, GEMM_FP32};
+    if (gemm_onednn_available(NULL)) {
+        ps[np++] = (GemmPath){GEMM_ONEDNN, GEMM_FP32};
+        if (gemm_native_bf16()) ps[np++] = (GemmPath){GEMM_ONEDNN, GEMM_BF16};
+    }
+    MoeErr err;
+    double peak = 0;
+    if (root) printf("matrix products, best of 3, %d thread(s): 2048^3 square | this model's "
+                     "training-shaped products\n", pool_threads());
+    for (int i = 0; i < np; i++) {
+        gemm_select(ps[i].b, ps[i].p, &err);
+        const double sq = mfu_square_rate(2048, 3), sh = mfu_sgemm_rate(s, N, 3);
+        char how[512];
+        gemm_describe(how, sizeof how);
+        if (root) printf("  %-8s %-4s %8.1f | %8.1f GFLOP/s   %s\n", gemm_backend_name(ps[i].b),
+                         gemm_precision_name(ps[i].p), sq, sh, how);
+        if (ps[i].b == cfg.b && ps[i].p == cfg.p) peak = sq;
+    }
+    if (gemm_select(cfg.b, cfg.p, &err) == 0 && peak == 0) peak = mfu_square_rate(2048, 3);
+    return peak;
 }
 
 static double mib(double bytes) { return bytes / 1048576.0; }
@@ -242,9 +299,11 @@ int main(int argc, char **argv) {
     config_copy(&c2, &c);
     if (compare) {
         if (strncmp(compare, "train.recompute=", 16) && strncmp(compare, "train.loss_chunk=", 17) &&
-            strncmp(compare, "data.doc_mask=", 14)) {
-            fprintf(stderr, "bench_train: --compare %s: only train.recompute, train.loss_chunk "
-                    "and data.doc_mask can be compared on one model\n", compare);
+            strncmp(compare, "data.doc_mask=", 14) && strncmp(compare, "compute.gemm=", 13) &&
+            strncmp(compare, "compute.precision=", 18)) {
+            fprintf(stderr, "bench_train: --compare %s: only train.recompute, train.loss_chunk, "
+                    "data.doc_mask, compute.gemm and compute.precision can be compared on one "
+                    "model\n", compare);
             return 2;
         }
         if (config_set(&c2, compare, &err)) {
@@ -252,11 +311,15 @@ int main(int argc, char **argv) {
             return 1;
         }
     }
-    if (gemm_select((GemmBackend)c.compute.gemm, (GemmPrecision)c.compute.precision, &err)) {
+    const GemmPath path1 = {(GemmBackend)c.compute.gemm, (GemmPrecision)c.compute.precision};
+    GemmPath path2 = {(GemmBackend)c2.compute.gemm, (GemmPrecision)c2.compute.precision};
+    if (gemm_select(path2.b, path2.p, &err) == 0) path2.b = gemm_backend();   /* auto: which */
+    if (gemm_select(path1.b, path1.p, &err)) {
         if (root) fprintf(stderr, "bench_train: %s\n", err.msg);
         comm_finalize(&comm);
         return 1;
     }
+    const GemmPath gp = {gemm_backend(), gemm_precision()};   /* auto resolved */
     if (comm_setup(&comm, c.parallel.expert_parallel, c.moe.n_experts, c.train.micro_batch,
                    &err)) {
         if (root) fprintf(stderr, "bench_train: %s\n", err.msg);
@@ -270,6 +333,16 @@ int main(int argc, char **argv) {
         printf("config %s: %d rank(s), expert parallel %d, %d tokens per rank per step, "
                "OpenBLAS core %s, %d thread(s) per rank\n", path, comm.size, comm.ep, N,
                blas_core_name(), blas_threads());
+
+    /* ---- 0. every product path's rates; the peak of the configured one ---- */
+    double peak_rate = path_table(&s, N, gp, root);
+    comm_sum_world_d(&comm, &peak_rate, 1);
+    rss_peak_reset();   /* the table's buffers are freed: they do not count below */
+    char how[512];
+    gemm_describe(how, sizeof how);
+    if (root)
+        printf("this run's products: %s; peak %.1f GFLOP/s (2048^3, summed over ranks)\n", how,
+               peak_rate);
 
     /* ---- 1. sgemm rate on the training-shaped products ---- */
     double gflops = mfu_sgemm_rate(&s, N, 1);
@@ -388,6 +461,9 @@ int main(int argc, char **argv) {
         printf("model FLOPs/token %.3g -> %.1f GFLOP/s achieved; MFU = %.3f (%.3f against "
                "the best pass)\n", fpt, fpt * tok_s / 1e9, fpt * tok_s / 1e9 / gflops_mean,
                fpt * tok_s / 1e9 / gflops_best);
+        printf("MFU against the peak of %s %s on a 2048^3 product (%.1f GFLOP/s): %.3f\n",
+               gemm_backend_name(gp.b), gemm_precision_name(gp.p), peak_rate,
+               fpt * tok_s / 1e9 / peak_rate);
         printf("least disturbed rounds: fastest step %.0f tokens/s, MFU %.3f against the best "
                "pass; fastest evaluation %.0f tokens/s = %.2fx the fastest step\n", best_tok_s,
                fpt * best_tok_s / 1e9 / gflops_best, best_eval_tok_s,
@@ -449,24 +525,32 @@ int main(int argc, char **argv) {
         StepTimes a1 = {0}, a2 = {0};
         const bool dm1 = c.data.doc_mask, dm2 = c2.data.doc_mask;
         m.doc_mask = dm2;
+        gemm_select(path2.b, path2.p, &err);
         for (int st = 0; st < warmup; st++) bench_step(&bn, &t2, &proto2, st, NULL);
         for (int st = warmup; st < warmup + steps; st++) {
             m.doc_mask = dm1;
+            gemm_select(gp.b, gp.p, &err);
             bench_step(&bn, &t, &proto, st, &a1);
             m.doc_mask = dm2;
+            gemm_select(path2.b, path2.p, &err);
             bench_step(&bn, &t2, &proto2, st, &a2);
         }
+        gemm_select(gp.b, gp.p, &err);
         if (root) {
             char n1[96], n2[96];
             const double k1 = (double)B * T * steps / a1.all, k2 = (double)B * T * steps / a2.all;
             printf("comparison over %d interleaved steps each (same model and batch):\n", steps);
-            printf("  %-44s %6.0f tokens/s (forward %.3f, backward %.3f s/step); arena %.1f + "
-                   "%.1f MiB, grad plans %.1f MiB\n", setting_name(&proto, dm1, n1, sizeof n1), k1,
-                   a1.f / steps, a1.b / steps, mib(tape_arena_bytes(&t)),
+            printf("  %s compute.gemm=%s compute.precision=%s\n    %6.0f tokens/s (forward %.3f, "
+                   "backward %.3f s/step, CPU %.3f s/step); arena %.1f + %.1f MiB, grad plans "
+                   "%.1f MiB\n", setting_name(&proto, dm1, n1, sizeof n1),
+                   gemm_backend_name(gp.b), gemm_precision_name(gp.p), k1,
+                   a1.f / steps, a1.b / steps, a1.cpu / steps, mib(tape_arena_bytes(&t)),
                    mib(sub_arena_bytes(&t)), mib(plan_bytes(&t)));
-            printf("  %-44s %6.0f tokens/s (forward %.3f, backward %.3f s/step); arena %.1f + "
-                   "%.1f MiB, grad plans %.1f MiB\n", setting_name(&proto2, dm2, n2, sizeof n2), k2,
-                   a2.f / steps, a2.b / steps, mib(tape_arena_bytes(&t2)),
+            printf("  %s compute.gemm=%s compute.precision=%s\n    %6.0f tokens/s (forward %.3f, "
+                   "backward %.3f s/step, CPU %.3f s/step); arena %.1f + %.1f MiB, grad plans "
+                   "%.1f MiB\n", setting_name(&proto2, dm2, n2, sizeof n2),
+                   gemm_backend_name(path2.b), gemm_precision_name(path2.p), k2,
+                   a2.f / steps, a2.b / steps, a2.cpu / steps, mib(tape_arena_bytes(&t2)),
                    mib(sub_arena_bytes(&t2)), mib(plan_bytes(&t2)));
             printf("  tokens/s ratio second/first %.3f; peak resident now %.1f MiB (both tapes)\n",
                    k2 / k1, mib(rss_peak()));

@@ -30,4 +30,10 @@ double mfu_set_pass(MfuSet *m);
  * timed passes after one warm-up pass. Allocates its own buffers (call outside the step). */
 double mfu_sgemm_rate(const ModelShape *s, int N, int reps);
 
+/* GFLOP/s of gemm on one large square product C (n, n) = A B (fp32 arrays, the current
+ * backend and precision, pool_threads() threads): best of reps timed calls after one
+ * warm-up. Allocates its own buffers. The peak a path reaches on this machine, the
+ * denominator of MFU against the hardware rather than against the model's shapes. */
+double mfu_square_rate(int n, int reps);
+
 #endif
