@@ -92,8 +92,39 @@ void gemm_bf16_unregister(const float *f32) {
     if (i >= 0) memset(&g_reg[i], 0, sizeof g_reg[i]);
 }
 
+static struct {
+    const float *f32[GEMM_LOCAL_STANDINS];   /* NULL: free */
+    size_t n[GEMM_LOCAL_STANDINS];
+    int used;
+} g_local[POOL_MAX_WORKERS];
+
+void gemm_local_standin(const float *x, size_t n) {
+    if (g_precision != GEMM_BF16 || n == 0) return;
+    const int w = pool_worker_index();
+    const int i = g_local[w].used;
+    ASSERT(i < GEMM_LOCAL_STANDINS, "more than %d local stand-ins", GEMM_LOCAL_STANDINS);
+    /* slots 3.. of the worker's scratch (gemm_internal.h): the products' own slots 0-2
+     * are used by the products that read these */
+    uint16_t *h = gemm_scratch(3 + i, sizeof(uint16_t) * n);
+    bf16_pack(x, 1, (int)n, (int)n, h);
+    g_local[w].f32[i] = x;
+    g_local[w].n[i] = n;
+    g_local[w].used = i + 1;
+}
+
+void gemm_local_clear(void) {
+    const int w = pool_worker_index();
+    memset(&g_local[w], 0, sizeof g_local[w]);
+}
+
 const uint16_t *gemm_bf16_lookup(const float *x, int rows, int cols, int ld) {
     const size_t extent = (size_t)(rows - 1) * (size_t)ld + (size_t)cols;
+    const int w = pool_worker_index();
+    for (int i = 0; i < g_local[w].used; i++) {
+        const float *b = g_local[w].f32[i];
+        if (x >= b && x + extent <= b + g_local[w].n[i])
+            return (const uint16_t *)gemm_scratch(3 + i, 0) + (x - b);
+    }
     for (int i = 0; i < GEMM_STANDINS; i++) {
         const float *b = g_reg[i].f32;
         if (b && x >= b && x + extent <= b + g_reg[i].n) return g_reg[i].bf16 + (x - b);

@@ -70,6 +70,15 @@ void gemm_bf16_unregister(const float *f32);
 void gemm_standin(const float *x, size_t n);
 void gemm_standins_clear(void);
 
+/* The same inside a task of a split region, for the calling worker's products only: x
+ * (n contiguous floats) rounded once into a per-worker buffer (GEMM_LOCAL_STANDINS at
+ * once), read by this worker's products until gemm_local_clear(), which the task calls
+ * before it returns. For an operand a task multiplies twice (an expert's gathered rows by
+ * W1 and by W3). No effect in fp32. */
+#define GEMM_LOCAL_STANDINS 3
+void gemm_local_standin(const float *x, size_t n);
+void gemm_local_clear(void);
+
 /* Products made between gemm_fp32_begin() and gemm_fp32_end() take fp32 inputs whatever the
  * precision (the router's logits: op_linear_fp32). Pairs nest; call them outside split
  * regions. */

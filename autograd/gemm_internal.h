@@ -9,7 +9,7 @@
 /* Per-worker scratch (core/pool.h pool_worker_index): slot `which` (0 .. GEMM_SCRATCH_SLOTS-1)
  * of the calling worker, grown to at least `bytes` (never shrunk; growth allocates, so a
  * step allocates only when a product is larger than every one before it), 64-byte aligned. */
-#define GEMM_SCRATCH_SLOTS 3
+#define GEMM_SCRATCH_SLOTS 6   /* 0, 1: operands; 2: oneDNN scratchpad; 3-5: local stand-ins */
 void *gemm_scratch(int which, size_t bytes);
 
 /* In bf16 precision: the registered bf16 copy of the stored block X (rows, cols) with row

@@ -164,6 +164,7 @@ static void swiglu_expert_backward_task(void *ctx, int task, int worker) {
     const float *a = k->a + r0 * F, *b = k->b + r0 * F, *dy = k->dy + r0 * C;
     const float *w = k->w + (size_t)e * C * F;
     float *act = k->act + r0 * F;
+    if (k->dw && (k->da || k->db)) gemm_local_standin(dy, (size_t)m * C);   /* read twice */
     if (k->dw) {
         swiglu_forward(act, a, b, n);
         gemm(true, false, k->C, k->F, m, 1.0f, dy, k->C,
@@ -176,6 +177,7 @@ static void swiglu_expert_backward_task(void *ctx, int task, int worker) {
         swiglu_backward(k->da ? k->da + r0 * F : NULL, k->db ? k->db + r0 * F : NULL, act, a,
                         b, n);
     }
+    gemm_local_clear();
 }
 
 static void swiglu_expert_backward(TapeOp *op) {
@@ -266,11 +268,13 @@ static void expert_up_forward_task(void *ctx, int task, int worker) {
     const size_t r0 = (size_t)k->offs[e], C = (size_t)k->C, F = (size_t)k->F;
     expert_up_gather(k, r0, m);
     const float *xg = k->xg + r0 * C;
+    gemm_local_standin(xg, (size_t)m * C);   /* bf16: rounded once for both products */
     /* op_expert_linear's forward sgemm, for W1 then W3 */
     gemm(false, true, m, k->F, k->C, 1.0f, xg, k->C,
                 k->w1 + (size_t)e * F * C, k->C, 0.0f, k->h1 + r0 * F, k->F);
     gemm(false, true, m, k->F, k->C, 1.0f, xg, k->C,
                 k->w3 + (size_t)e * F * C, k->C, 0.0f, k->h3 + r0 * F, k->F);
+    gemm_local_clear();
 }
 
 /* Inverts h1_e = xg_e W1_e^T, h3_e = xg_e W3_e^T, xg = x[rows], with the float operations
@@ -289,8 +293,11 @@ static void expert_up_backward_task(void *ctx, int task, int worker) {
     float *xg = k->xg + r0 * C;
     const float *dh1 = k->dh1 + r0 * F, *dh3 = k->dh3 + r0 * F;
     const float *w1 = k->w1 + (size_t)e * F * C, *w3 = k->w3 + (size_t)e * F * C;
+    gemm_local_standin(dh3, (size_t)m * F);   /* bf16: each read twice, rounded once */
+    gemm_local_standin(dh1, (size_t)m * F);
     if (k->dw1 || k->dw3) {
         expert_up_gather(k, r0, m);
+        if (k->dw1 && k->dw3) gemm_local_standin(xg, (size_t)m * C);
         if (k->dw3)
             gemm(true, false, k->F, k->C, m, 1.0f, dh3, k->F,
                         xg, k->C, 1.0f, k->dw3 + (size_t)e * F * C, k->C);
@@ -305,6 +312,7 @@ static void expert_up_backward_task(void *ctx, int task, int worker) {
         gemm(false, false, m, k->C, k->F, 1.0f, dh1, k->F,
                     w1, k->C, 1.0f, xg, k->C);
     }
+    gemm_local_clear();
 }
 
 static void expert_up_backward(TapeOp *op) {

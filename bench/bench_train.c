@@ -2,7 +2,7 @@
  * measured in the same run; under mpirun also the communication volume.
  *
  *   [mpirun -n R] bench_train [CONFIG] [--steps N] [--warmup N] [--set k=v ...]
- *                             [--compare k=v] [--doc-len N]
+ *                             [--compare k=v ...] [--doc-len N]
  *
  * 1. sgemm GFLOP/s on the model's own training-shaped products (train/mfu.h: every GEMM of
  *    one training step at this rank's batch, with the same thread count), summed over ranks
@@ -33,8 +33,9 @@
  *    training-shaped products, with the ISA and kernel names; MFU is also given against the
  *    peak of the configured path (its precision's peak as measured, not a data sheet's).
  * 5. --compare k=v (train.recompute, train.loss_chunk, data.doc_mask, compute.gemm or
- *    compute.precision, the keys that only
- *    change how a step runs): after 1-4, the same model also steps in that setting on a
+ *    compute.precision, the keys that only change how a step runs; several --compare
+ *    options all apply to the second setting, e.g. compute.gemm=onednn and
+ *    compute.precision=bf16 against --set compute.gemm=openblas): after 1-4, the same model also steps in that setting on a
  *    second tape, the two settings' timed steps interleaved one by one, so both tokens/s
  *    come from the same minutes of a shared machine; the second setting's arena and plan
  *    bytes are printed. --doc-len N makes the random tokens documents of N tokens on
@@ -271,6 +272,8 @@ int main(int argc, char **argv) {
     Config c;
     MoeErr err;
     memset(&c, 0, sizeof c);
+    const char *compares[8];   /* --compare k=v, all applied to the second setting */
+    int n_compare = 0;
     const char *compare = NULL;
     int first = 1;
     if (argc > 1 && argv[1][0] != '-') { path = argv[1]; first = 2; }
@@ -287,8 +290,8 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "bench_train: %s\n", err.msg);
                 return 1;
             }
-        } else if (!strcmp(argv[i], "--compare") && i + 1 < argc) {
-            compare = argv[++i];
+        } else if (!strcmp(argv[i], "--compare") && i + 1 < argc && n_compare < 8) {
+            compare = compares[n_compare++] = argv[++i];
         } else {
             fprintf(stderr, "usage: bench_train [CONFIG] [--steps N] [--warmup N] [--set k=v] "
                     "[--compare k=v] [--doc-len N]\n");
@@ -297,7 +300,8 @@ int main(int argc, char **argv) {
     }
     Config c2;   /* the --compare setting */
     config_copy(&c2, &c);
-    if (compare) {
+    for (int ci = 0; ci < n_compare; ci++) {
+        compare = compares[ci];
         if (strncmp(compare, "train.recompute=", 16) && strncmp(compare, "train.loss_chunk=", 17) &&
             strncmp(compare, "data.doc_mask=", 14) && strncmp(compare, "compute.gemm=", 13) &&
             strncmp(compare, "compute.precision=", 18)) {
