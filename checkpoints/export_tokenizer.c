@@ -8,6 +8,7 @@
 
 #include "checkpoints/json_out.h"
 #include "core/fs.h"
+#include "data/pretokenize.h"
 
 /* A byte string and the token id it belongs to, ordered by bytes (memcmp, then length). */
 typedef struct StrId {
@@ -56,6 +57,7 @@ void export_tok_strings_free(char **s, int n) {
 }
 
 int export_tok_duplicates(const Tokenizer *t) {
+    if (t->kind == TOK_KIND_HF) return 0;  /* its own file is written back */
     const int V = tok_vocab_size(t);
     StrId *map = moe_malloc(sizeof(StrId) * (size_t)V);
     for (int i = 0; i < V; i++) {
@@ -73,6 +75,7 @@ int export_tok_duplicates(const Tokenizer *t) {
 }
 
 int export_tok_write_hf(const char *path, const Tokenizer *t, MoeErr *err) {
+    if (t->kind == TOK_KIND_HF) return tok_save(t, path, err);  /* the file, as it was read */
     FsAtomicFile af;
     if (fs_atomic_open(&af, path, err)) return -1;
     FILE *fp = af.fp;
@@ -121,6 +124,18 @@ int export_tok_from_strings(Tokenizer *t, const char *const *tok, const size_t *
     if (tok_len[V - 1] != strlen(TOK_EOT_TEXT) || memcmp(tok[V - 1], TOK_EOT_TEXT, tok_len[V - 1])) {
         moe_errorf(err, "%s: the last token is not %s", label, TOK_EOT_TEXT);
         return moe_hintf(err, "only tokenizers exported by moetrain can be read back");
+    }
+    /* ids 0..255 are the bytes in order: a GPT-2 style file with V - 257 merges is not ours */
+    for (int b = 0; b < 256; b++) {
+        char want[4];
+        uint32_t cp = tok_byte_to_unicode((uint8_t)b);
+        size_t wl = cp < 0x80 ? 1 : 2;
+        if (cp < 0x80) want[0] = (char)cp;
+        else { want[0] = (char)(0xC0 | (cp >> 6)); want[1] = (char)(0x80 | (cp & 0x3F)); }
+        if (tok_len[b] != wl || memcmp(tok[b], want, wl) != 0) {
+            moe_errorf(err, "%s: token %d is not byte %d: not moetrain's layout", label, b, b);
+            return moe_hintf(err, "only tokenizers exported by moetrain can be read back");
+        }
     }
     StrId *map = moe_malloc(sizeof(StrId) * (size_t)V);
     for (int i = 0; i < V; i++) map[i] = (StrId){tok[i], tok_len[i], i};

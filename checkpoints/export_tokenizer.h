@@ -11,9 +11,11 @@
  *                 writer adds the model, pre-tokenizer and special-token keys)
  * Reading back accepts only what moetrain writes: the 256 bytes first in byte order, merges
  * in id order, <|endoftext|> last.
+ * A tokenizer read from a tokenizer.json (TOK_KIND_HF, data/tokenizer.h) is exported as that
+ * file, byte for byte; its GGUF form is its ids' strings (added tokens as their text) and
+ * its merges, with the pre-tokenizer named for llama.cpp.
  *
- * Non-goals: tokenizers other than ours (SentencePiece, WordPiece, added tokens beyond
- * <|endoftext|>).
+ * Non-goals: tokenizers other than byte-level BPE (SentencePiece, WordPiece).
  */
 #ifndef MOE_EXPORT_TOKENIZER_H
 #define MOE_EXPORT_TOKENIZER_H
@@ -38,7 +40,8 @@ void export_tok_strings_free(char **s, int n);
  * HF's vocab is a map, so a tokenizer with any cannot be written as tokenizer.json. */
 int export_tok_duplicates(const Tokenizer *t);
 
-/* Write t as the tokenizer.json file path (atomically, core/fs.h). Fails (-1, err). */
+/* Write t as the tokenizer.json file path (atomically, core/fs.h): moetrain's form of a
+ * .bpe, or the tokenizer.json a TOK_KIND_HF was read from. Fails (-1, err). */
 int export_tok_write_hf(const char *path, const Tokenizer *t, MoeErr *err);
 
 /* Rebuild *t (zeroed or freed before) from its exported form: tok[0..V) the vocabulary
