@@ -180,8 +180,8 @@ static int check_split(HfLoad *L, const JsonValue *sp, int *pat) {
         snprintf(hint, sizeof hint, "moetrain has no regex engine; it knows the GPT-2, Llama 3 "
                  "/ cl100k and Qwen2 patterns (docs/tokenizers.md). A new pattern needs a "
                  "scanner in data/pretok_patterns.c");
-        return hf_fail(L, hint, "pre_tokenizer Split pattern is not one moetrain knows: \"%s\"",
-                       shown(re->str, buf, sizeof buf));
+        return hf_fail(L, hint, "pre_tokenizer Split pattern is not one moetrain knows: "
+                       "\"%.300s%s\"", re->str, strlen(re->str) > 300 ? "..." : "");
     }
     return 0;
 }
