@@ -31,7 +31,7 @@
  * DeepSeek (fullwidth bars, U+2581 between words); SentencePiece-style names. */
 static const char *const EOT_NAMES[] = {
     "<|endoftext|>", "<|end_of_text|>",
-    "<\xEF\xBD\x9C" "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>", "</s>", "<eos>"};
+    ("<\xEF\xBD\x9C" "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>"), "</s>", "<eos>"};
 #define N_EOT_NAMES (sizeof EOT_NAMES / sizeof EOT_NAMES[0])
 
 typedef struct HfLoad {

@@ -36,6 +36,10 @@ static int prepare_tokenizer(const Config *c, Tokenizer *tok, MoeErr *err) {
     if (tok_vocab_size(tok) != c->model.vocab_size) {
         moe_errorf(err, "%s: tokenizer has %d tokens but model.vocab_size is %d",
                    c->data.tokenizer, tok_vocab_size(tok), c->model.vocab_size);
+        if (tok->kind == TOK_KIND_HF)
+            return moe_hintf(err, "set model.vocab_size to %d (the tokenizer.json's ids "
+                             "0..%d, added tokens included)", tok_vocab_size(tok),
+                             tok_vocab_size(tok) - 1);
         return moe_hintf(err, "set model.vocab_size to %d, or point data.tokenizer at a new "
                          "file so a %d-token tokenizer is trained", tok_vocab_size(tok),
                          c->model.vocab_size);
