@@ -220,6 +220,7 @@ done:
 static int load_gguf(ModelSource *src, const char *path, MoeErr *err) {
     GgufFile f;
     int rc = -1;
+    int32_t *types = NULL;
     const char **tk = NULL, **mg = NULL;
     size_t *tkl = NULL, *mgl = NULL;
     float *scratch = NULL;
@@ -308,11 +309,31 @@ static int load_gguf(ModelSource *src, const char *path, MoeErr *err) {
         mgl = moe_calloc(sizeof(size_t) * (M + 1));
         for (size_t i = 0; i < V; i++) gguf_arr_str(&f, kt, i, &tk[i], &tkl[i]);
         for (size_t i = 0; i < M; i++) gguf_arr_str(&f, km, i, &mg[i], &mgl[i]);
-        if (export_tok_from_strings(&src->tok, tk, tkl, (int)V, mg, mgl, (int)M, path, err)) goto done;
+        /* moetrain's own layout, else (a model trained with a tokenizer.json) the
+         * tokenizer.json the tokens, types, merges and pre-tokenizer name stand for */
+        MoeErr ignored;
+        if (export_tok_from_strings(&src->tok, tk, tkl, (int)V, mg, mgl, (int)M, path,
+                                    &ignored) != 0) {
+            int ktt = gguf_find(&f, "tokenizer.ggml.token_type");
+            const char *pre = "gpt-2";
+            size_t pre_len = 5;
+            if (gguf_find(&f, "tokenizer.ggml.pre") >= 0 &&
+                gguf_get_str(&f, "tokenizer.ggml.pre", &pre, &pre_len, err))
+                goto done;
+            if (ktt >= 0 && f.kv[ktt].type == GGUF_T_ARRAY && f.kv[ktt].arr_type == GGUF_T_INT32 &&
+                f.kv[ktt].arr_n == V) {
+                types = moe_malloc(sizeof(int32_t) * V);
+                memcpy(types, f.buf + f.kv[ktt].off, sizeof(int32_t) * V);  /* little endian */
+            }
+            if (export_tok_from_gguf(&src->tok, tk, tkl, types, (int)V, mg, mgl, (int)M, pre,
+                                     pre_len, path, err))
+                goto done;
+        }
         src->has_tok = true;
     }
     rc = 0;
 done:
+    moe_free(types);
     moe_free(scratch);
     moe_free(tk);
     moe_free(tkl);

@@ -8,6 +8,7 @@
 
 #include "checkpoints/json_out.h"
 #include "core/fs.h"
+#include "data/pretok_patterns.h"
 #include "data/pretokenize.h"
 
 /* A byte string and the token id it belongs to, ordered by bytes (memcmp, then length). */
@@ -169,5 +170,65 @@ int export_tok_from_strings(Tokenizer *t, const char *const *tok, const size_t *
     moe_free(map);
     if (!rc) rc = tok_load_buffer(t, (const uint8_t *)txt, n, label, err);
     moe_free(txt);
+    return rc;
+}
+
+int export_tok_from_gguf(Tokenizer *t, const char *const *tok, const size_t *tok_len,
+                         const int32_t *types, int V, const char *const *mer,
+                         const size_t *mer_len, int M, const char *pre, size_t pre_len,
+                         const char *label, MoeErr *err) {
+    memset(t, 0, sizeof *t);
+    /* llama.cpp's pre-tokenizer names (tokenizer.ggml.pre) and the patterns they run */
+    TokPattern pat;
+    bool ignore_merges = false;
+    if (pre_len == 5 && !memcmp(pre, "gpt-2", 5)) pat = TOK_PAT_GPT2_WS;
+    else if (pre_len == 9 && !memcmp(pre, "llama-bpe", 9)) { pat = TOK_PAT_LLAMA3; ignore_merges = true; }
+    else if (pre_len == 5 && !memcmp(pre, "qwen2", 5)) pat = TOK_PAT_QWEN2;
+    else {
+        moe_errorf(err, "%s: tokenizer.ggml.pre is \"%.*s\", a pre-tokenizer moetrain does not "
+                   "know", label, (int)(pre_len < 60 ? pre_len : 60), pre);
+        return moe_hintf(err, "moetrain reads back gpt-2, llama-bpe and qwen2 (docs/tokenizers.md)");
+    }
+    char *txt = NULL;
+    size_t n = 0;
+    FILE *fp = open_memstream(&txt, &n);
+    ASSERT(fp != NULL, "open_memstream failed");
+    fputs("{\"added_tokens\": [", fp);
+    int na = 0;
+    for (int id = 0; id < V; id++)
+        if (types && (types[id] == 3 || types[id] == 4)) {  /* control, user-defined */
+            fprintf(fp, "%s{\"id\": %d, \"special\": %s, \"content\": ", na++ ? ", " : "", id,
+                    types[id] == 3 ? "true" : "false");
+            json_out_str(fp, tok[id], tok_len[id]);
+            fputc('}', fp);
+        }
+    fputs("], \"normalizer\": null, \"decoder\": {\"type\": \"ByteLevel\"}, ", fp);
+    if (pat == TOK_PAT_GPT2_WS) {
+        fputs("\"pre_tokenizer\": {\"type\": \"ByteLevel\", \"use_regex\": true}, ", fp);
+    } else {
+        const char *re = tok_pattern_regex(pat);
+        fputs("\"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": "
+              "\"Split\", \"behavior\": \"Isolated\", \"pattern\": {\"Regex\": ", fp);
+        json_out_str(fp, re, strlen(re));
+        fputs("}}, {\"type\": \"ByteLevel\", \"use_regex\": false}]}, ", fp);
+    }
+    fprintf(fp, "\"model\": {\"type\": \"BPE\", \"ignore_merges\": %s, \"vocab\": {",
+            ignore_merges ? "true" : "false");
+    int nv = 0;
+    for (int id = 0; id < V; id++) {
+        if (types && (types[id] == 3 || types[id] == 4)) continue;
+        if (nv++) fputs(", ", fp);
+        json_out_str(fp, tok[id], tok_len[id]);
+        fprintf(fp, ": %d", id);
+    }
+    fputs("}, \"merges\": [", fp);
+    for (int r = 0; r < M; r++) {
+        if (r) fputs(", ", fp);
+        json_out_str(fp, mer[r], mer_len[r]);
+    }
+    fputs("]}}", fp);
+    fclose(fp);
+    int rc = tok_load_buffer(t, (const uint8_t *)txt, n, label, err);
+    free(txt);  /* open_memstream's buffer comes from malloc */
     return rc;
 }

@@ -53,4 +53,16 @@ int export_tok_from_strings(Tokenizer *t, const char *const *tok, const size_t *
                             const char *const *mer, const size_t *mer_len, int M,
                             const char *label, MoeErr *err);
 
+/* Rebuild *t (zeroed or freed before) from a GGUF tokenizer that is not moetrain's own
+ * layout (one a model trained with a tokenizer.json was exported with): tok[0..V) the token
+ * strings, types[0..V) llama.cpp's token types (3 control -> a special added token, 4
+ * user-defined -> an added token; NULL: none), mer[0..M) the merges "A B", pre[0..pre_len)
+ * the tokenizer.ggml.pre name (gpt-2, llama-bpe with ignore_merges as llama.cpp runs it,
+ * qwen2), all borrowed; read as the tokenizer.json they stand for (data/tokenizer_hf.c),
+ * whose checks and messages apply. Fails (-1, err with hint); *t is then zeroed. */
+int export_tok_from_gguf(Tokenizer *t, const char *const *tok, const size_t *tok_len,
+                         const int32_t *types, int V, const char *const *mer,
+                         const size_t *mer_len, int M, const char *pre, size_t pre_len,
+                         const char *label, MoeErr *err);
+
 #endif

@@ -377,6 +377,40 @@ START_TEST(test_hash_and_save) {
 }
 END_TEST
 
+/* The GGUF form (token strings, llama.cpp token types, merges, pre-tokenizer name) read
+ * back gives the same tokenizer, hash included; an unknown pre-tokenizer name is refused. */
+START_TEST(test_gguf_strings_read_back) {
+    Tokenizer t, back;
+    load_fixture(&t);
+    const int V = tok_vocab_size(&t), M = tok_n_merges(&t);
+    char **vocab = export_tok_vocab(&t), **mer = export_tok_merges(&t, vocab);
+    size_t *vl = moe_malloc(sizeof(size_t) * (size_t)V), *ml = moe_malloc(sizeof(size_t) * (size_t)M);
+    int32_t *types = moe_malloc(sizeof(int32_t) * (size_t)V);
+    for (int i = 0; i < V; i++) {
+        vl[i] = strlen(vocab[i]);
+        types[i] = tok_added(&t, i) == TOK_ADDED_SPECIAL ? 3 : 1;
+    }
+    for (int r = 0; r < M; r++) ml[r] = strlen(mer[r]);
+    MoeErr err;
+    ck_assert_msg(export_tok_from_gguf(&back, (const char *const *)vocab, vl, types, V,
+                                       (const char *const *)mer, ml, M, "llama-bpe", 9, "m.gguf",
+                                       &err) == 0, "%s", err.msg);
+    ck_assert(tok_hash(&back) == tok_hash(&t));
+    ck_assert_int_eq(tok_eot(&back), 271);
+    tok_free(&back);
+    ck_assert(export_tok_from_gguf(&back, (const char *const *)vocab, vl, types, V,
+                                   (const char *const *)mer, ml, M, "deepseek-v3", 11, "m.gguf",
+                                   &err) != 0);
+    ck_assert_msg(strstr(err.msg, "m.gguf") && strstr(err.msg, "deepseek-v3"), "%s", err.msg);
+    export_tok_strings_free(mer, M);
+    export_tok_strings_free(vocab, V);
+    moe_free(vl);
+    moe_free(ml);
+    moe_free(types);
+    tok_free(&t);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- refusals */
 
 /* Loading the fixture with from -> to must fail, naming the file, with want in the message. */
@@ -524,6 +558,7 @@ static Suite *tokenizer_hf_suite(void) {
         {"fixture_ids", test_fixture_ids},
         {"fixture_variants", test_fixture_variants},
         {"hash_and_save", test_hash_and_save},
+        {"gguf_strings_read_back", test_gguf_strings_read_back},
         {"refusals", test_refusals},
         {"export_reads_back", test_export_reads_back},
         {"roundtrip", test_roundtrip},
