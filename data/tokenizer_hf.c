@@ -468,7 +468,8 @@ int tok_load_hf(Tokenizer *t, const uint8_t *buf, size_t n, const char *label, M
     JsonValue root;
     Slot *sl = NULL;
     int V = 0, rc = -1;
-    if (json_parse(&root, (const char *)buf, n, label, 1, err)) {
+    size_t bom = n >= 3 && buf[0] == 0xEF && buf[1] == 0xBB && buf[2] == 0xBF ? 3 : 0;
+    if (json_parse(&root, (const char *)buf + bom, n - bom, label, 1, err)) {
         moe_hintf(err, "the file is not valid JSON (a Hugging Face tokenizer.json is); "
                   "download or export it again");
         return -1;
