@@ -274,6 +274,9 @@ static int read_vocab(HfLoad *L, const JsonValue *model, const JsonValue *added,
         if (id >= V) V = id + 1;
     }
     if (V < 256) return hf_fail(L, HINT_BPE, "%d tokens: a byte-level BPE has at least 256", V);
+    if ((size_t)V > vocab->n + n_added)  /* before allocating V slots: a gap for sure */
+        return hf_fail(L, HINT_BPE, "ids go up to %d but there are %zu tokens (ids must be "
+                       "0..N-1 without gaps)", V - 1, vocab->n + n_added);
     Slot *sl = moe_calloc(sizeof(Slot) * (size_t)V);
     *out = sl;
     *V_out = V;

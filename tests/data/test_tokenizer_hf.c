@@ -457,9 +457,17 @@ START_TEST(test_refusals) {
     expect_refused(b, "[\"\xC4\xA0\", \"x\"]", "[\"x\", \"\xC4\xA0\"]",
                    "makes a token that is not in model.vocab");
     expect_refused(b, "[\"4\", \"5\"]", "[\"4\", \"Q5\"]", "\"Q5\" is not in model.vocab");
-    expect_refused(b, "\"!\": 0,", "", "no token has id 0");
-    /* id 300 leaves 256 and 272..299 empty: the first gap is named */
-    expect_refused(b, "\"\\u0120world\": 256", "\"\\u0120world\": 300", "no token has id 256");
+    expect_refused(b, "\"!\": 0,", "", "ids go up to 271 but there are 271 tokens");
+    /* ids beyond the number of tokens: a gap, refused before V slots are allocated */
+    expect_refused(b, "\"\\u0120world\": 256", "\"\\u0120world\": 300",
+                   "ids go up to 300 but there are 272 tokens");
+    /* an added token on a vocabulary id with the same text (allowed, as GPT-2's
+     * <|endoftext|>) leaves id 270 empty: the gap is named */
+    expect_refused(b, "{\"id\": 270, \"content\": \"<|begin_of_text|>\"",
+                   "{\"id\": 269, \"content\": \"ll\"", "no token has id 270");
+    /* a huge id is refused before V slots are allocated */
+    expect_refused(b, "\"\\u0120world\": 256", "\"\\u0120world\": 1073741823",
+                   "ids go up to 1073741823 but there are 272 tokens");
     expect_refused(b, "\"\\u0120world\": 256", "\"\\u2581world\": 256", "byte alphabet");
     expect_refused(b, "\"\\u0120world\": 256", "\"\\u0120world\": -1", "no id");
     expect_refused(b, "{\"type\": \"Split\"", "{\"type\": \"Digits\"", "Digits");
