@@ -227,8 +227,8 @@ fail:
  * low enough that the trainer's arithmetic on them (step + 1, tokens_seen += B*T*A,
  * epoch + windows / n_windows) cannot overflow, and that loader_epoch never equals the
  * loader's "no permutation yet" sentinel UINT64_MAX. The byte datasets are capped far above
- * any config (a few KiB of YAML) or tokenizer file (a BPE file of 65536 tokens, the largest
- * vocabulary the uint16 token shards hold, is about a MiB), so a reader never allocates
+ * any config (a few KiB of YAML) or tokenizer file (a BPE file of 65536 tokens is about a
+ * MiB, a tokenizer.json of 200k tokens about 9 MiB), so a reader never allocates
  * what an absurd file declares. */
 #define CKPT_MAX_COUNT ((uint64_t)1 << 62)
 #define CKPT_MAX_CONFIG_BYTES ((uint64_t)16 << 20)

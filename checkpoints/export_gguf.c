@@ -7,6 +7,7 @@
 #include "checkpoints/export_names.h"
 #include "checkpoints/export_tokenizer.h"
 #include "configs/config.h"
+#include "data/pretok_patterns.h"
 #include "data/tokenizer.h"
 #include "layers/model.h"
 
@@ -40,9 +41,15 @@ static void put_tokenizer(GgufWriter *w, const Tokenizer *tok) {
     const int V = tok_vocab_size(tok), M = tok_n_merges(tok), eot = tok_eot(tok);
     char **vocab = export_tok_vocab(tok);
     int32_t *types = moe_malloc(sizeof(int32_t) * (size_t)V);
-    for (int id = 0; id < V; id++) types[id] = id == eot ? 3 : 1;
+    /* llama.cpp's types: 1 normal, 3 control (special added tokens), 4 user-defined */
+    for (int id = 0; id < V; id++)
+        types[id] = tok_added(tok, id) == TOK_ADDED_SPECIAL ? 3
+                    : tok_added(tok, id) == TOK_ADDED_NORMAL ? 4 : 1;
+    /* llama.cpp's names for the pre-tokenizer patterns (its llama-vocab.cpp) */
+    const char *pre = tok->pattern == TOK_PAT_LLAMA3  ? "llama-bpe"
+                      : tok->pattern == TOK_PAT_QWEN2 ? "qwen2" : "gpt-2";
     gguf_w_str(w, "tokenizer.ggml.model", "gpt2");
-    gguf_w_str(w, "tokenizer.ggml.pre", "gpt-2");
+    gguf_w_str(w, "tokenizer.ggml.pre", pre);
     gguf_w_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)vocab, (size_t)V);
     gguf_w_arr_i32(w, "tokenizer.ggml.token_type", types, (size_t)V);
     moe_free(types);

@@ -130,10 +130,17 @@ static int write_small_json(const char *dir, const char *name, const char *text,
     return fs_atomic_commit(&af, err);
 }
 
-/* generation_config.json, tokenizer.json, tokenizer_config.json, special_tokens_map.json */
+/* generation_config.json, tokenizer.json, tokenizer_config.json, special_tokens_map.json.
+ * The end-of-text token's text goes into JSON unescaped: it is "<|endoftext|>" or, for a
+ * tokenizer.json, one of the names data/tokenizer_hf.c picks it by (no quote, backslash or
+ * control character in any). */
 static int write_tokenizer_files(const char *dir, const Tokenizer *tok, int seq_len,
                                  MoeErr *err) {
     const int eot = tok_eot(tok);
+    size_t el;
+    const uint8_t *eb = tok_token_bytes(tok, eot, &el);
+    char et[64];
+    snprintf(et, sizeof et, "%.*s", (int)(el < sizeof et ? el : sizeof et - 1), (const char *)eb);
     char gen[512], tcfg[2048], smap[512], path[4096];
     snprintf(gen, sizeof gen, "{\n  \"_from_model_config\": true,\n  \"bos_token_id\": %d,\n"
                               "  \"eos_token_id\": %d\n}\n", eot, eot);
@@ -146,10 +153,9 @@ static int write_tokenizer_files(const char *dir, const Tokenizer *tok, int seq_
              "  \"added_tokens_decoder\": {\"%d\": {\"content\": \"%s\", \"lstrip\": false, "
              "\"normalized\": false, \"rstrip\": false, \"single_word\": false, "
              "\"special\": true}}\n}\n",
-             TOK_EOT_TEXT, TOK_EOT_TEXT, TOK_EOT_TEXT, seq_len, eot, TOK_EOT_TEXT);
+             et, et, et, seq_len, eot, et);
     snprintf(smap, sizeof smap, "{\n  \"bos_token\": \"%s\",\n  \"eos_token\": \"%s\",\n"
-                                "  \"unk_token\": \"%s\"\n}\n", TOK_EOT_TEXT, TOK_EOT_TEXT,
-             TOK_EOT_TEXT);
+                                "  \"unk_token\": \"%s\"\n}\n", et, et, et);
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
     if (write_small_json(dir, "generation_config.json", gen, err) ||
         export_tok_write_hf(path, tok, err) ||

@@ -73,6 +73,7 @@ static int load_hf(ModelSource *src, const char *dir, MoeErr *err) {
     JsonValue cfg;
     int rc = json_parse(&cfg, (const char *)buf, n, path, 1, err);
     moe_free(buf);
+    buf = NULL;
     if (rc) return -1;
     rc = -1;
     StModel st;
@@ -154,53 +155,56 @@ static int load_hf(ModelSource *src, const char *dir, MoeErr *err) {
             st_entry_to_f32(sf, en, p->t.data + (size_t)e * per);
         }
     }
-    /* Tokenizer (optional: logits needs none). */
+    /* Tokenizer (optional: logits needs none): moetrain's own layout (exported from a .bpe)
+     * comes back as that tokenizer, with its hash; any other byte-level BPE tokenizer.json
+     * (a model trained with one: the export wrote its file back) is read as such. */
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
     struct stat sb;
     if (stat(path, &sb) == 0) {
         if (fs_read_file(path, &buf, &n, err)) goto done;
         int prc = json_parse(&tj, (const char *)buf, n, path, 1, err);
-        moe_free(buf);
         if (prc) goto done;
         const JsonValue *model = json_get(&tj, "model");
         const JsonValue *vocab = json_get(model, "vocab"), *merges = json_get(model, "merges");
-        if (!vocab || vocab->type != JSON_OBJ || !merges || merges->type != JSON_ARR ||
-            (int)vocab->n != s.V) {
-            moe_errorf(err, "%s: model.vocab (%d entries expected) or model.merges is missing",
-                       path, s.V);
-            moe_hintf(err, "export the model again");
-            goto done;
+        bool ours = vocab && vocab->type == JSON_OBJ && merges && merges->type == JSON_ARR &&
+                    (int)vocab->n == s.V;
+        if (ours) {
+            tk = moe_calloc(sizeof(char *) * (size_t)s.V);
+            tkl = moe_calloc(sizeof(size_t) * (size_t)s.V);
+            mg = moe_calloc(sizeof(char *) * (merges->n + 1));
+            mgl = moe_calloc(sizeof(size_t) * (merges->n + 1));
         }
-        tk = moe_calloc(sizeof(char *) * (size_t)s.V);
-        tkl = moe_calloc(sizeof(size_t) * (size_t)s.V);
-        mg = moe_calloc(sizeof(char *) * (merges->n + 1));
-        mgl = moe_calloc(sizeof(size_t) * (merges->n + 1));
-        for (size_t i = 0; i < vocab->n; i++) {
+        for (size_t i = 0; ours && i < vocab->n; i++) {
             const JsonValue *v = &vocab->items[i];
-            if (v->type != JSON_NUM || v->num < 0 || v->num >= s.V || v->num != floor(v->num) ||
-                tk[(int)v->num]) {
-                moe_errorf(err, "%s: vocab entry '%s' has a bad or repeated id", path, vocab->keys[i]);
-                moe_hintf(err, "export the model again");
-                goto done;
-            }
+            ours = v->type == JSON_NUM && v->num >= 0 && v->num < s.V && v->num == floor(v->num) &&
+                   !tk[(int)v->num];
+            if (!ours) break;
             tk[(int)v->num] = vocab->keys[i];
             tkl[(int)v->num] = strlen(vocab->keys[i]);
         }
-        for (size_t i = 0; i < merges->n; i++) {
-            if (merges->items[i].type != JSON_STR) {
-                moe_errorf(err, "%s: merge %zu is not a string \"a b\"", path, i);
-                moe_hintf(err, "export the model again");
-                goto done;
-            }
+        for (size_t i = 0; ours && i < merges->n; i++) {
+            ours = merges->items[i].type == JSON_STR;
+            if (!ours) break;
             mg[i] = merges->items[i].str;
             mgl[i] = strlen(mg[i]);
         }
-        if (export_tok_from_strings(&src->tok, tk, tkl, s.V, mg, mgl, (int)merges->n, path, err))
-            goto done;
+        MoeErr ignored;
+        if (!ours || export_tok_from_strings(&src->tok, tk, tkl, s.V, mg, mgl,
+                                             (int)merges->n, path, &ignored) != 0) {
+            if (tok_load_buffer(&src->tok, buf, n, path, err)) goto done;
+            if (tok_vocab_size(&src->tok) != s.V) {
+                moe_errorf(err, "%s: %d tokens, but config.json's vocab_size is %d", path,
+                           tok_vocab_size(&src->tok), s.V);
+                moe_hintf(err, "export the model again");
+                tok_free(&src->tok);
+                goto done;
+            }
+        }
         src->has_tok = true;
     }
     rc = 0;
 done:
+    moe_free(buf);
     moe_free(tk);
     moe_free(tkl);
     moe_free(mg);
@@ -216,6 +220,7 @@ done:
 static int load_gguf(ModelSource *src, const char *path, MoeErr *err) {
     GgufFile f;
     int rc = -1;
+    int32_t *types = NULL;
     const char **tk = NULL, **mg = NULL;
     size_t *tkl = NULL, *mgl = NULL;
     float *scratch = NULL;
@@ -304,11 +309,31 @@ static int load_gguf(ModelSource *src, const char *path, MoeErr *err) {
         mgl = moe_calloc(sizeof(size_t) * (M + 1));
         for (size_t i = 0; i < V; i++) gguf_arr_str(&f, kt, i, &tk[i], &tkl[i]);
         for (size_t i = 0; i < M; i++) gguf_arr_str(&f, km, i, &mg[i], &mgl[i]);
-        if (export_tok_from_strings(&src->tok, tk, tkl, (int)V, mg, mgl, (int)M, path, err)) goto done;
+        /* moetrain's own layout, else (a model trained with a tokenizer.json) the
+         * tokenizer.json the tokens, types, merges and pre-tokenizer name stand for */
+        MoeErr ignored;
+        if (export_tok_from_strings(&src->tok, tk, tkl, (int)V, mg, mgl, (int)M, path,
+                                    &ignored) != 0) {
+            int ktt = gguf_find(&f, "tokenizer.ggml.token_type");
+            const char *pre = "gpt-2";
+            size_t pre_len = 5;
+            if (gguf_find(&f, "tokenizer.ggml.pre") >= 0 &&
+                gguf_get_str(&f, "tokenizer.ggml.pre", &pre, &pre_len, err))
+                goto done;
+            if (ktt >= 0 && f.kv[ktt].type == GGUF_T_ARRAY && f.kv[ktt].arr_type == GGUF_T_INT32 &&
+                f.kv[ktt].arr_n == V) {
+                types = moe_malloc(sizeof(int32_t) * V);
+                memcpy(types, f.buf + f.kv[ktt].off, sizeof(int32_t) * V);  /* little endian */
+            }
+            if (export_tok_from_gguf(&src->tok, tk, tkl, types, (int)V, mg, mgl, (int)M, pre,
+                                     pre_len, path, err))
+                goto done;
+        }
         src->has_tok = true;
     }
     rc = 0;
 done:
+    moe_free(types);
     moe_free(scratch);
     moe_free(tk);
     moe_free(tkl);

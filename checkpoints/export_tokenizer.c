@@ -8,6 +8,8 @@
 
 #include "checkpoints/json_out.h"
 #include "core/fs.h"
+#include "data/pretok_patterns.h"
+#include "data/pretokenize.h"
 
 /* A byte string and the token id it belongs to, ordered by bytes (memcmp, then length). */
 typedef struct StrId {
@@ -56,6 +58,7 @@ void export_tok_strings_free(char **s, int n) {
 }
 
 int export_tok_duplicates(const Tokenizer *t) {
+    if (t->kind == TOK_KIND_HF) return 0;  /* its own file is written back */
     const int V = tok_vocab_size(t);
     StrId *map = moe_malloc(sizeof(StrId) * (size_t)V);
     for (int i = 0; i < V; i++) {
@@ -73,6 +76,7 @@ int export_tok_duplicates(const Tokenizer *t) {
 }
 
 int export_tok_write_hf(const char *path, const Tokenizer *t, MoeErr *err) {
+    if (t->kind == TOK_KIND_HF) return tok_save(t, path, err);  /* the file, as it was read */
     FsAtomicFile af;
     if (fs_atomic_open(&af, path, err)) return -1;
     FILE *fp = af.fp;
@@ -122,6 +126,18 @@ int export_tok_from_strings(Tokenizer *t, const char *const *tok, const size_t *
         moe_errorf(err, "%s: the last token is not %s", label, TOK_EOT_TEXT);
         return moe_hintf(err, "only tokenizers exported by moetrain can be read back");
     }
+    /* ids 0..255 are the bytes in order: a GPT-2 style file with V - 257 merges is not ours */
+    for (int b = 0; b < 256; b++) {
+        char want[4];
+        uint32_t cp = tok_byte_to_unicode((uint8_t)b);
+        size_t wl = cp < 0x80 ? 1 : 2;
+        if (cp < 0x80) want[0] = (char)cp;
+        else { want[0] = (char)(0xC0 | (cp >> 6)); want[1] = (char)(0x80 | (cp & 0x3F)); }
+        if (tok_len[b] != wl || memcmp(tok[b], want, wl) != 0) {
+            moe_errorf(err, "%s: token %d is not byte %d: not moetrain's layout", label, b, b);
+            return moe_hintf(err, "only tokenizers exported by moetrain can be read back");
+        }
+    }
     StrId *map = moe_malloc(sizeof(StrId) * (size_t)V);
     for (int i = 0; i < V; i++) map[i] = (StrId){tok[i], tok_len[i], i};
     qsort(map, (size_t)V, sizeof *map, cmp_strid);
@@ -154,5 +170,65 @@ int export_tok_from_strings(Tokenizer *t, const char *const *tok, const size_t *
     moe_free(map);
     if (!rc) rc = tok_load_buffer(t, (const uint8_t *)txt, n, label, err);
     moe_free(txt);
+    return rc;
+}
+
+int export_tok_from_gguf(Tokenizer *t, const char *const *tok, const size_t *tok_len,
+                         const int32_t *types, int V, const char *const *mer,
+                         const size_t *mer_len, int M, const char *pre, size_t pre_len,
+                         const char *label, MoeErr *err) {
+    memset(t, 0, sizeof *t);
+    /* llama.cpp's pre-tokenizer names (tokenizer.ggml.pre) and the patterns they run */
+    TokPattern pat;
+    bool ignore_merges = false;
+    if (pre_len == 5 && !memcmp(pre, "gpt-2", 5)) pat = TOK_PAT_GPT2_WS;
+    else if (pre_len == 9 && !memcmp(pre, "llama-bpe", 9)) { pat = TOK_PAT_LLAMA3; ignore_merges = true; }
+    else if (pre_len == 5 && !memcmp(pre, "qwen2", 5)) pat = TOK_PAT_QWEN2;
+    else {
+        moe_errorf(err, "%s: tokenizer.ggml.pre is \"%.*s\", a pre-tokenizer moetrain does not "
+                   "know", label, (int)(pre_len < 60 ? pre_len : 60), pre);
+        return moe_hintf(err, "moetrain reads back gpt-2, llama-bpe and qwen2 (docs/tokenizers.md)");
+    }
+    char *txt = NULL;
+    size_t n = 0;
+    FILE *fp = open_memstream(&txt, &n);
+    ASSERT(fp != NULL, "open_memstream failed");
+    fputs("{\"added_tokens\": [", fp);
+    int na = 0;
+    for (int id = 0; id < V; id++)
+        if (types && (types[id] == 3 || types[id] == 4)) {  /* control, user-defined */
+            fprintf(fp, "%s{\"id\": %d, \"special\": %s, \"content\": ", na++ ? ", " : "", id,
+                    types[id] == 3 ? "true" : "false");
+            json_out_str(fp, tok[id], tok_len[id]);
+            fputc('}', fp);
+        }
+    fputs("], \"normalizer\": null, \"decoder\": {\"type\": \"ByteLevel\"}, ", fp);
+    if (pat == TOK_PAT_GPT2_WS) {
+        fputs("\"pre_tokenizer\": {\"type\": \"ByteLevel\", \"use_regex\": true}, ", fp);
+    } else {
+        const char *re = tok_pattern_regex(pat);
+        fputs("\"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": "
+              "\"Split\", \"behavior\": \"Isolated\", \"pattern\": {\"Regex\": ", fp);
+        json_out_str(fp, re, strlen(re));
+        fputs("}}, {\"type\": \"ByteLevel\", \"use_regex\": false}]}, ", fp);
+    }
+    fprintf(fp, "\"model\": {\"type\": \"BPE\", \"ignore_merges\": %s, \"vocab\": {",
+            ignore_merges ? "true" : "false");
+    int nv = 0;
+    for (int id = 0; id < V; id++) {
+        if (types && (types[id] == 3 || types[id] == 4)) continue;
+        if (nv++) fputs(", ", fp);
+        json_out_str(fp, tok[id], tok_len[id]);
+        fprintf(fp, ": %d", id);
+    }
+    fputs("}, \"merges\": [", fp);
+    for (int r = 0; r < M; r++) {
+        if (r) fputs(", ", fp);
+        json_out_str(fp, mer[r], mer_len[r]);
+    }
+    fputs("]}}", fp);
+    fclose(fp);
+    int rc = tok_load_buffer(t, (const uint8_t *)txt, n, label, err);
+    free(txt);  /* open_memstream's buffer comes from malloc */
     return rc;
 }

@@ -7,8 +7,6 @@
 
 /* ---------------------------------------------------------------- UTF-8 and classes */
 
-enum { CL_OTHER = 0, CL_LETTER, CL_NUMBER, CL_SPACE };
-
 static bool in_ranges(const uint32_t (*r)[2], size_t n, uint32_t cp) {
     size_t lo = 0, hi = n;
     while (lo < hi) {
@@ -21,11 +19,13 @@ static bool in_ranges(const uint32_t (*r)[2], size_t n, uint32_t cp) {
 }
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
-static int cp_class(uint32_t cp) {
+static int cp_class(uint32_t cp, bool white_space) {
     if (cp < 128) {  /* ASCII fast path; agrees with the tables */
         if ((cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z')) return CL_LETTER;
         if (cp >= '0' && cp <= '9') return CL_NUMBER;
-        if (cp == ' ' || (cp >= 9 && cp <= 13) || (cp >= 0x1C && cp <= 0x1F)) return CL_SPACE;
+        if (cp == ' ' || (cp >= 9 && cp <= 13)) return CL_SPACE;
+        /* U+001C..U+001F: str.isspace says yes, the White_Space property says no */
+        if (cp >= 0x1C && cp <= 0x1F) return white_space ? CL_OTHER : CL_SPACE;
         return CL_OTHER;
     }
     if (in_ranges(UNI_LETTER, NELEM(UNI_LETTER), cp)) return CL_LETTER;
@@ -34,14 +34,10 @@ static int cp_class(uint32_t cp) {
     return CL_OTHER;
 }
 
-typedef struct { uint32_t cp; int cls; size_t len; } Cp;
-
-/* Decode the codepoint at s[i] (i < n). Invalid UTF-8 (bad lead, bad continuation,
- * truncated, overlong, surrogate, > U+10FFFF) is one byte of class "other". */
-static Cp cp_at(const uint8_t *s, size_t n, size_t i) {
-    Cp r = {s[i], CL_OTHER, 1};
+TokCp tok_cp_at(const uint8_t *s, size_t n, size_t i, bool white_space) {
+    TokCp r = {s[i], CL_OTHER, 1};
     uint8_t c = s[i];
-    if (c < 0x80) { r.cls = cp_class(c); return r; }
+    if (c < 0x80) { r.cls = cp_class(c, white_space); return r; }
     size_t len;
     uint32_t v, min;
     if (c >= 0xC2 && c <= 0xDF) { len = 2; v = c & 0x1Fu; min = 0x80; }
@@ -54,7 +50,7 @@ static Cp cp_at(const uint8_t *s, size_t n, size_t i) {
         v = (v << 6) | (s[i + k] & 0x3Fu);
     }
     if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return r;
-    r.cp = v; r.cls = cp_class(v); r.len = len;
+    r.cp = v; r.cls = cp_class(v, white_space); r.len = len;
     return r;
 }
 
@@ -70,24 +66,29 @@ static size_t contraction_len(const uint8_t *s, size_t n) {
 
 void tok_pretokenize(const uint8_t *s, size_t n,
                      void (*fn)(const uint8_t *piece, size_t len, void *ctx), void *ctx) {
+    tok_pretokenize_gpt2(s, n, false, fn, ctx);
+}
+
+void tok_pretokenize_gpt2(const uint8_t *s, size_t n, bool ws,
+                          void (*fn)(const uint8_t *piece, size_t len, void *ctx), void *ctx) {
     size_t i = 0;
     while (i < n) {
         if (s[i] == '\'') {
             size_t k = contraction_len(s + i, n - i);
             if (k) { fn(s + i, k, ctx); i += k; continue; }
         }
-        Cp c = cp_at(s, n, i);
+        TokCp c = tok_cp_at(s, n, i, ws);
         /* " ?\p{L}+ | ?\p{N}+ | ?[^\s\p{L}\p{N}]+": an optional U+0020 then a run of one class */
         size_t j = i;
-        Cp first = c;
+        TokCp first = c;
         if (c.cp == ' ' && i + 1 < n) {
-            Cp d = cp_at(s, n, i + 1);
+            TokCp d = tok_cp_at(s, n, i + 1, ws);
             if (d.cls != CL_SPACE) { j = i + 1; first = d; }
         }
         if (first.cls != CL_SPACE) {
             size_t k = j + first.len;
             while (k < n) {
-                Cp e = cp_at(s, n, k);
+                TokCp e = tok_cp_at(s, n, k, ws);
                 if (e.cls != first.cls) break;
                 k += e.len;
             }
@@ -99,7 +100,7 @@ void tok_pretokenize(const uint8_t *s, size_t n,
          * character to the next token (unless the run is one character long). */
         size_t k = i, last = i, count = 0;
         while (k < n) {
-            Cp e = cp_at(s, n, k);
+            TokCp e = tok_cp_at(s, n, k, ws);
             if (e.cls != CL_SPACE) break;
             last = k;
             k += e.len;

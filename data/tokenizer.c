@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/fs.h"
+#include "data/pretok_patterns.h"
 #include "data/pretokenize.h"
 #include "data/wordmap.h"
 
@@ -22,16 +23,21 @@ void tok_free(Tokenizer *t) {
     if (!t) return;
     sources_free(t->sources, t->n_sources);
     moe_free(t->merges); moe_free(t->tok_off); moe_free(t->tok_len); moe_free(t->tok_bytes);
-    moe_free(t->rank_keys); moe_free(t->rank_vals);
+    moe_free(t->rank_keys); moe_free(t->rank_vals); moe_free(t->merge_id); moe_free(t->added);
+    moe_free(t->word_slots); moe_free(t->file);
     memset(t, 0, sizeof *t);
 }
 
-/* Insert merge (a, b) with rank r into the rank table; false if the pair is already there. */
-static bool rank_insert(Tokenizer *t, int32_t a, int32_t b, int32_t r) {
+/* Insert merge (a, b) with rank r into the rank table; false if the pair is already there
+ * (its rank then becomes r when last_wins). */
+static bool rank_insert(Tokenizer *t, int32_t a, int32_t b, int32_t r, bool last_wins) {
     uint64_t key = tok_pair_key(a, b) + 1;
     size_t s = moe_hash64(key) & (t->rank_cap - 1);
     while (t->rank_keys[s]) {
-        if (t->rank_keys[s] == key) return false;
+        if (t->rank_keys[s] == key) {
+            if (last_wins) t->rank_vals[s] = r;
+            return false;
+        }
         s = (s + 1) & (t->rank_cap - 1);
     }
     t->rank_keys[s] = key;
@@ -49,11 +55,59 @@ static int32_t rank_of(const Tokenizer *t, int32_t a, int32_t b) {
     return -1;
 }
 
+static uint64_t word_hash(const uint8_t *b, size_t n) {
+    return wordmap_fnv1a(WORDMAP_FNV_OFFSET, b, n);
+}
+
+int32_t tok_token_id(const Tokenizer *t, const uint8_t *bytes, size_t len) {
+    if (!t->word_cap) return -1;
+    size_t s = word_hash(bytes, len) & (t->word_cap - 1);
+    for (; t->word_slots[s]; s = (s + 1) & (t->word_cap - 1)) {
+        int32_t id = (int32_t)t->word_slots[s] - 1;
+        if (t->tok_len[id] == len && !memcmp(t->tok_bytes + t->tok_off[id], bytes, len))
+            return id;
+    }
+    return -1;
+}
+
+int tok_index_ranks(Tokenizer *t, bool last_wins) {
+    t->rank_cap = 64;
+    while (t->rank_cap < 2 * (size_t)t->n_merges) t->rank_cap *= 2;
+    t->rank_keys = moe_calloc(t->rank_cap * sizeof(uint64_t));
+    t->rank_vals = moe_malloc(t->rank_cap * sizeof(int32_t));
+    for (int r = 0; r < t->n_merges; r++)
+        if (!rank_insert(t, t->merges[2 * r], t->merges[2 * r + 1], r, last_wins) && !last_wins)
+            return r;
+    return -1;
+}
+
+void tok_index_words(Tokenizer *t) {
+    t->word_cap = 64;
+    while (t->word_cap < 2 * (size_t)t->vocab_size) t->word_cap *= 2;
+    t->word_slots = moe_calloc(t->word_cap * sizeof(uint32_t));
+    for (int id = 0; id < t->vocab_size; id++) {
+        size_t len = t->tok_len[id];
+        const uint8_t *b = t->tok_bytes + t->tok_off[id];
+        if (t->added[id] != TOK_ORDINARY || tok_token_id(t, b, len) >= 0) continue;
+        size_t s = word_hash(b, len) & (t->word_cap - 1);
+        while (t->word_slots[s]) s = (s + 1) & (t->word_cap - 1);
+        t->word_slots[s] = (uint32_t)id + 1;
+    }
+}
+
 int tok_build(Tokenizer *t, int V, int32_t *merges) {
     memset(t, 0, sizeof *t);
+    t->kind = TOK_KIND_BPE;
     t->vocab_size = V;
     t->n_merges = V - 257;
     t->merges = merges;
+    t->eot = V - 1;
+    t->pattern = TOK_PAT_GPT2;
+    for (int b = 0; b < 256; b++) t->byte_id[b] = b;
+    t->merge_id = moe_malloc((size_t)(t->n_merges ? t->n_merges : 1) * sizeof(int32_t));
+    for (int r = 0; r < t->n_merges; r++) t->merge_id[r] = 256 + r;
+    t->added = moe_calloc((size_t)V);
+    t->added[V - 1] = TOK_ADDED_SPECIAL;
     t->tok_off = moe_malloc((size_t)V * sizeof(uint32_t));
     t->tok_len = moe_malloc((size_t)V * sizeof(uint32_t));
     size_t total = 256 + sizeof TOK_EOT_TEXT - 1;
@@ -80,12 +134,9 @@ int tok_build(Tokenizer *t, int V, int32_t *merges) {
     t->tok_off[V - 1] = (uint32_t)off;
     memcpy(t->tok_bytes + off, TOK_EOT_TEXT, sizeof TOK_EOT_TEXT - 1);
 
-    t->rank_cap = 64;
-    while (t->rank_cap < 2 * (size_t)t->n_merges) t->rank_cap *= 2;
-    t->rank_keys = moe_calloc(t->rank_cap * sizeof(uint64_t));
-    t->rank_vals = moe_malloc(t->rank_cap * sizeof(int32_t));
-    for (int r = 0; r < t->n_merges; r++)
-        if (!rank_insert(t, merges[2 * r], merges[2 * r + 1], r)) return r;
+    int dup = tok_index_ranks(t, false);
+    if (dup >= 0) return dup;
+    tok_index_words(t);
 
     uint64_t h = wordmap_fnv1a(WORDMAP_FNV_OFFSET, "moetrain-bpe 1", 14);
     uint8_t le[4];
@@ -114,7 +165,29 @@ static size_t utf8_put(uint32_t cp, char *buf) {
     return 3;  /* the alphabet stays below U+0800 */
 }
 
-int tok_eot(const Tokenizer *t) { return t->vocab_size - 1; }
+int tok_eot(const Tokenizer *t) { return t->eot; }
+
+int tok_added(const Tokenizer *t, int id) {
+    ASSERT(id >= 0 && id < t->vocab_size, "token id %d outside [0, %d)", id, t->vocab_size);
+    return t->added[id];
+}
+
+size_t tok_describe(const Tokenizer *t, char *out, size_t cap) {
+    if (t->kind == TOK_KIND_BPE)
+        return (size_t)snprintf(out, cap, "moetrain-bpe, %d tokens, pattern %s", t->vocab_size,
+                                tok_pattern_name((TokPattern)t->pattern));
+    size_t len;
+    const uint8_t *b = tok_token_bytes(t, t->eot, &len);
+    char shown[48];
+    size_t k = 0;
+    for (size_t i = 0; i < len && i < 40; i++)
+        shown[k++] = b[i] >= 0x20 && b[i] < 0x7F ? (char)b[i] : '?';
+    shown[k] = 0;
+    return (size_t)snprintf(out, cap, "tokenizer.json (byte-level BPE), %d tokens, %d merges, "
+                            "pattern %s, end of text %s%s = %d", t->vocab_size, t->n_merges,
+                            tok_pattern_name((TokPattern)t->pattern), shown,
+                            len > 40 ? "..." : "", t->eot);
+}
 int tok_vocab_size(const Tokenizer *t) { return t->vocab_size; }
 int tok_n_merges(const Tokenizer *t) { return t->n_merges; }
 uint64_t tok_hash(const Tokenizer *t) { return t->hash; }
@@ -138,7 +211,7 @@ size_t tok_token_gpt2_str(const Tokenizer *t, int id, char *out, size_t cap) {
     for (size_t i = 0; i < len; i++) {
         char buf[4];
         size_t k = 1;
-        if (id == t->vocab_size - 1) buf[0] = (char)bytes[i];  /* literal "<|endoftext|>" */
+        if (t->added[id] != TOK_ORDINARY) buf[0] = (char)bytes[i];  /* literal text */
         else k = utf8_put(tok_byte_to_unicode(bytes[i]), buf);
         for (size_t j = 0; j < k; j++, w++)
             if (w + 1 < cap) out[w] = buf[j];
@@ -197,7 +270,7 @@ static void cand_consider(EncodeCtx *c, size_t *nh, size_t len, int32_t i) {
     if (r >= 0) cand_push(c, nh, (MergeCand){r, (uint32_t)i});
 }
 
-/* BPE on one pre-token: apply merges lowest rank first (leftmost first within a rank, which
+/* BPE on one pre-token (or, with ignore_merges, the token it is when it is one): apply merges lowest rank first (leftmost first within a rank, which
  * equals "merge every occurrence of the best pair left to right, repeat"). Linked list plus a
  * candidate heap, O(len log len). Result left in c->ids following c->next from 0; returns
  * the token count. */
@@ -211,9 +284,17 @@ static size_t bpe_piece(EncodeCtx *c, const uint8_t *p, size_t len) {
         c->heap = moe_malloc(3 * c->scratch_cap * sizeof(MergeCand));
     }
     ASSERT(len < INT32_MAX, "pre-token of %zu bytes is too long", len);
+    if (c->t->ignore_merges) {  /* HF's ignore_merges: a whole-word token wins */
+        int32_t id = tok_token_id(c->t, p, len);
+        if (id >= 0) {
+            c->ids[0] = id;
+            c->next[0] = (int32_t)len;
+            return 1;
+        }
+    }
     size_t nh = 0, count = len;
     for (size_t i = 0; i < len; i++) {
-        c->ids[i] = p[i]; c->next[i] = (int32_t)i + 1; c->prev[i] = (int32_t)i - 1;
+        c->ids[i] = c->t->byte_id[p[i]]; c->next[i] = (int32_t)i + 1; c->prev[i] = (int32_t)i - 1;
     }
     for (size_t i = 0; i + 1 < len; i++) cand_consider(c, &nh, len, (int32_t)i);
     while (nh > 0) {
@@ -223,7 +304,7 @@ static size_t bpe_piece(EncodeCtx *c, const uint8_t *p, size_t len) {
         int32_t j = c->next[i];
         if (c->t->merges[2 * m.rank] != c->ids[i] || c->t->merges[2 * m.rank + 1] != c->ids[j])
             continue;  /* stale candidate */
-        c->ids[i] = 256 + m.rank;
+        c->ids[i] = c->t->merge_id[m.rank];
         c->ids[j] = -1;
         c->next[i] = c->next[j];
         if (c->next[j] < (int32_t)len) c->prev[c->next[j]] = i;
@@ -269,7 +350,7 @@ int tok_encode(const Tokenizer *t, const uint8_t *text, size_t n, int32_t *out, 
     EncodeCtx c;
     memset(&c, 0, sizeof c);
     c.t = t; c.out = out; c.cap = cap;
-    tok_pretokenize(text, n, encode_piece, &c);
+    tok_pattern_split((TokPattern)t->pattern, text, n, encode_piece, &c);
     wordmap_free(&c.cache);
     moe_free(c.cache_ids); moe_free(c.ids); moe_free(c.next); moe_free(c.prev); moe_free(c.heap);
     *n_out = c.n_out;
@@ -332,6 +413,10 @@ int tok_sources_match(const Tokenizer *t, const TokSource *texts, int n) {
 int tok_save(const Tokenizer *t, const char *path, MoeErr *err) {
     FsAtomicFile af;
     if (fs_atomic_open(&af, path, err) != 0) return -1;
+    if (t->kind == TOK_KIND_HF) {
+        fwrite(t->file, 1, t->file_n, af.fp);
+        return fs_atomic_commit(&af, err);
+    }
     fprintf(af.fp, "moetrain-bpe 1\nvocab_size %d\nspecial %d %s\n", t->vocab_size,
             t->vocab_size - 1, TOK_EOT_TEXT);
     if (t->n_sources > 0) {
@@ -473,9 +558,19 @@ int tok_load(Tokenizer *t, const char *path, MoeErr *err) {
     return rc;
 }
 
+/* Whether buf[0..n) is a tokenizer.json: '{' is its first non-blank byte (after an optional
+ * UTF-8 byte order mark). */
+static bool looks_like_json(const uint8_t *buf, size_t n) {
+    size_t i = 0;
+    if (n >= 3 && buf[0] == 0xEF && buf[1] == 0xBB && buf[2] == 0xBF) i = 3;
+    while (i < n && (buf[i] == ' ' || buf[i] == '\t' || buf[i] == '\n' || buf[i] == '\r')) i++;
+    return i < n && buf[i] == '{';
+}
+
 int tok_load_buffer(Tokenizer *t, const uint8_t *buf, size_t n, const char *path,
                     MoeErr *err) {
     memset(t, 0, sizeof *t);
+    if (n > 0 && looks_like_json(buf, n)) return tok_load_hf(t, buf, n, path, err);
     LineReader r = {path, buf, n, 0, 0, NULL, 0};
     int32_t *merges = NULL;
     TokSource *src = NULL;

@@ -28,9 +28,18 @@ static int prepare_tokenizer(const Config *c, Tokenizer *tok, MoeErr *err) {
         if (tok_save(tok, c->data.tokenizer, err)) return -1;
         printf("tokenizer trained in %.1f s\n", moe_now() - t0);
     }
+    if (tok->kind == TOK_KIND_HF) {  /* a .bpe names its training text (check_tokenizer_text) */
+        char line[512];
+        tok_describe(tok, line, sizeof line);
+        printf("tokenizer: %s: %s\n", c->data.tokenizer, line);
+    }
     if (tok_vocab_size(tok) != c->model.vocab_size) {
         moe_errorf(err, "%s: tokenizer has %d tokens but model.vocab_size is %d",
                    c->data.tokenizer, tok_vocab_size(tok), c->model.vocab_size);
+        if (tok->kind == TOK_KIND_HF)
+            return moe_hintf(err, "set model.vocab_size to %d (the tokenizer.json's ids "
+                             "0..%d, added tokens included)", tok_vocab_size(tok),
+                             tok_vocab_size(tok) - 1);
         return moe_hintf(err, "set model.vocab_size to %d, or point data.tokenizer at a new "
                          "file so a %d-token tokenizer is trained", tok_vocab_size(tok),
                          c->model.vocab_size);

@@ -29,6 +29,7 @@
 #include "train/cmd_config.h"
 #include "train/cmd_infer.h"
 #include "train/cmd_report.h"
+#include "train/cmd_tokenizer.h"
 #include "train/cmd_upcycle.h"
 #include "configs/config.h"
 #include "train/memplan.h"
@@ -51,6 +52,8 @@ static const char *MAIN_HELP =
     "       moetrain upcycle DENSE_CKPT OUT_CKPT --experts E --top-k K [--granularity G]\n"
     "                [--router-init-std S] [--expert-noise X] [--seed N] [--force]\n"
     "       moetrain tokenizer train --vocab N --out FILE [--force] TEXT_FILE...\n"
+    "       moetrain tokenizer info FILE\n"
+    "       moetrain tokenizer encode --tokenizer FILE [TEXT_FILE]\n"
     "       moetrain data encode --tokenizer FILE --out SHARD [--force] TEXT_FILE...\n"
     "       moetrain --version\n"
     "\n"
@@ -73,6 +76,7 @@ static const char *MAIN_HELP =
     "\n"
     "subcommands:\n"
     "  tokenizer train          train a byte-level BPE tokenizer (GPT-2 scheme)\n"
+    "  tokenizer info / encode  name a tokenizer (.bpe or HF tokenizer.json), print ids\n"
     "  data encode              encode text files into a binary token shard\n"
     "  ckpt info                show and verify a checkpoint\n"
     "  report                   HTML report (inline SVG plots) of one or more run dirs\n"
@@ -91,6 +95,8 @@ static const char *MAIN_HELP =
 
 static const char *TOK_HELP =
     "usage: moetrain tokenizer train --vocab N --out FILE [--force] TEXT_FILE...\n"
+    "       moetrain tokenizer info FILE\n"
+    "       moetrain tokenizer encode --tokenizer FILE [TEXT_FILE]\n"
     "\n"
     "Trains a byte-level BPE tokenizer (GPT-2 byte-to-unicode alphabet and pre-tokenizer,\n"
     "ranked merges) with N tokens: 256 bytes, N-257 merges and <|endoftext|>.\n"
@@ -108,7 +114,8 @@ static const char *ENC_HELP =
     "shard that data.shards can list.\n"
     "\n"
     "options:\n"
-    "  --tokenizer FILE   tokenizer made by `moetrain tokenizer train`\n"
+    "  --tokenizer FILE   tokenizer made by `moetrain tokenizer train`, or a Hugging Face\n"
+    "                     tokenizer.json holding a byte-level BPE (docs/tokenizers.md)\n"
     "  --out SHARD        output shard (written atomically); never the tokenizer or one of\n"
     "                     the text files\n"
     "  --force            replace an existing SHARD\n";
@@ -139,9 +146,11 @@ static int cmd_tokenizer(int argc, char **argv) {
         fputs(TOK_HELP, stdout);
         return 0;
     }
+    if (!strcmp(argv[0], "info")) return cmd_tokenizer_info(argc, argv);
+    if (!strcmp(argv[0], "encode")) return cmd_tokenizer_encode(argc, argv);
     if (strcmp(argv[0], "train") != 0)
-        return cli_usage("tokenizer", "unknown tokenizer command '%s' (expected train)",
-                         argv[0]);
+        return cli_usage("tokenizer", "unknown tokenizer command '%s' (expected train, info "
+                         "or encode)", argv[0]);
     long vocab = 0;
     const char *out = NULL;
     bool force = false;

@@ -67,6 +67,13 @@ put("tokenizer", "encode_text", b"\1" + text)
 put("tokenizer", "decode_ids", b"\2" + struct.pack("<8i", 0, 1, 255, 256, 299, -1, 1 << 30, 65))
 put("tokenizer", "train_text", b"\3\x20" + text[:300])
 
+# ---- tokenizer_json: mode byte + payload (see fuzz_tokenizer_json.c)
+tj = read("tests/data/fixtures/tiny_llama3.json")
+put("tokenizer_json", "fixture_llama3", b"\0" + tj)
+put("tokenizer_json", "fixture_qwen2", b"\0" + tj.replace(b"\\p{N}{1,3}", b"\\p{N}"))
+put("tokenizer_json", "fixture_bad_pattern", b"\0" + tj.replace(b"\\p{N}{1,3}", b"\\p{N}{1,4}"))
+put("tokenizer_json", "text", b"\1" + text + "IT'S 'll \u017f 12345\r\n\x1c \u00a0x\n".encode())
+
 # ---- ckpt: edit lists (see fuzz_ckpt.c; byte 0 = load optimizer, then op, name, args...)
 put("ckpt", "noop", b"\1")
 put("ckpt", "attr_delete", b"\1\0\0\3")
