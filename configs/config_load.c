@@ -119,6 +119,8 @@ static int parse_weighted(yaml_document_t *d, yaml_node_t *it, const Src *src, c
         const char *key = kn->type == YAML_SCALAR_NODE ? (const char *)kn->data.scalar.value : "";
         bool scalar = vn->type == YAML_SCALAR_NODE && !scalar_is_null(vn) &&
                       strlen((const char *)vn->data.scalar.value) == vn->data.scalar.length;
+        if (strcmp(key, "path") == 0 || strcmp(key, "weight") == 0)
+            src_loc(src, vn->start_mark, loc, sizeof loc);   /* a bad value: point at it */
         if (!strcmp(key, "path")) {
             if (!scalar || *out) {
                 moe_free(*out);

@@ -13,10 +13,18 @@
 
 typedef struct CountJob {
     const RecReader *r;
-    const uint8_t *take;   /* (n_items) 1 = count this item */
+    const size_t *take;    /* (n_items) bytes of each item's start to count */
     WordMap *maps;         /* (tasks) */
     int tasks;
 } CountJob;
+
+/* The longest prefix of text no longer than want that ends after a space or newline (a
+ * sample cut between words), or 0 when there is none in the last 4 kB before want. */
+static size_t sample_prefix(const uint8_t *text, size_t want) {
+    for (size_t p = want; p > 0 && want - p < 4096; p--)
+        if (text[p - 1] == ' ' || text[p - 1] == '\n') return p;
+    return 0;
+}
 
 static void count_piece(const uint8_t *piece, size_t len, void *ctx) {
     WordMap *m = ctx;
@@ -32,7 +40,7 @@ static void count_task(void *ctx, int k, int worker) {
     pool_range(j->r->n_items, k, j->tasks, &lo, &hi);
     for (size_t i = lo; i < hi; i++)
         if (j->take[i])
-            tok_pretokenize(j->r->text + j->r->items[i].off, j->r->items[i].len, count_piece,
+            tok_pretokenize(j->r->text + j->r->items[i].off, j->take[i], count_piece,
                             &j->maps[k]);
 }
 
@@ -69,7 +77,7 @@ int tok_train_files(Tokenizer *t, const char *const *paths, int n, int vocab_siz
     uint64_t done_bytes = 0;
     WordMap words;
     memset(&words, 0, sizeof words);
-    uint8_t *take = NULL;
+    size_t *take = NULL;
     size_t take_cap = 0;
     WordMap maps[COUNT_TASKS];
     if (progress) progress_start(progress, "tokenizer: counting", total);
@@ -81,14 +89,15 @@ int tok_train_files(Tokenizer *t, const char *const *paths, int n, int vocab_siz
             if (r.n_items > take_cap) {
                 moe_free(take);
                 take_cap = r.n_items;
-                take = moe_malloc(take_cap);
+                take = moe_malloc(take_cap * sizeof(size_t));
             }
             for (size_t i = 0; i < r.n_items; i++) {
-                if (!sample) { take[i] = 1; continue; }
-                const double len = (double)r.items[i].len;
-                credit += len * ratio;
-                take[i] = credit >= len;
-                if (take[i]) credit -= len;
+                const size_t len = r.items[i].len;
+                if (!sample) { take[i] = len; continue; }
+                credit += (double)len * ratio;
+                take[i] = credit >= (double)len ? len : sample_prefix(r.text + r.items[i].off,
+                                                                      (size_t)credit);
+                credit -= (double)take[i];
             }
             int tasks = r.n_items < COUNT_TASKS ? (int)r.n_items : COUNT_TASKS;
             memset(maps, 0, sizeof maps);

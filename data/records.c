@@ -45,7 +45,7 @@ int rec_open(RecReader *r, const char *path, RecFormat fmt, size_t chunk_bytes, 
     r->path = moe_strdup(path);
     r->fmt = rec_resolve(fmt, path);
     r->chunk = chunk_bytes ? chunk_bytes : REC_CHUNK;
-    r->cap = REC_BLOCK;
+    r->cap = 16 * r->chunk;   /* REC_BLOCK for the default chunk */
     r->buf = moe_malloc(r->cap);
     r->line = 1;
     r->size = (uint64_t)st.st_size;

@@ -34,8 +34,8 @@ typedef enum { REC_AUTO, REC_FILE, REC_PARAGRAPH, REC_JSONL } RecFormat;
 #define REC_N_FORMATS 4
 extern const char *const rec_format_names[REC_N_FORMATS];   /* "auto", "file", ... */
 
-#define REC_BLOCK ((size_t)16 << 20)          /* bytes read per block */
 #define REC_CHUNK ((size_t)1 << 20)           /* default piece of a file document */
+#define REC_BLOCK (16 * REC_CHUNK)            /* bytes read per block: 16 pieces */
 
 /* The format used for path: f itself, or for REC_AUTO jsonl when path ends in ".jsonl"
  * and file otherwise. */
@@ -66,7 +66,8 @@ typedef struct RecReader {
 } RecReader;
 
 /* Open path for reading in format fmt (REC_AUTO resolved here); chunk_bytes 0 means
- * REC_CHUNK. Fails (-1, err naming the file) when it cannot be opened or is empty. */
+ * REC_CHUNK, and blocks are 16 chunks (tests make both small to reach the block edges).
+ * Fails (-1, err naming the file) when it cannot be opened or is empty. */
 int rec_open(RecReader *r, const char *path, RecFormat fmt, size_t chunk_bytes, MoeErr *err);
 
 /* The next batch of items into r->text / r->items. Returns 1 with a batch (n_items >= 1),

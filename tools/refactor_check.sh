@@ -24,8 +24,8 @@ head -c 200000 "$ROOT/data/tinyshakespeare.txt" > "$W/corpus.txt"
 common=(--set train.steps=4 --set train.log_every=1 --set train.eval_every=2
         --set train.eval_batches=2 --set checkpoint.every=0 --set "data.text=[$W/corpus.txt]"
         --set "data.tokenizer=$W/tok.bpe" --set model.vocab_size=512)
-# strip what legitimately varies between runs: times, rates, memory, MFU
-filt() { sed -E 's/"(tokens_per_s|mfu|step_time|time|wall_time)":[^,}]*,?//g' "$1"; }
+# strip what legitimately varies between runs: times, rates (tokens/s, achieved TFLOP/s), MFU
+filt() { sed -E 's/"(tokens_per_s|mfu|step_time|time|wall_time|model_tflops)":[^,}]*,?//g' "$1"; }
 status=0
 run_one() {   # NAME SIDE(base|new) BIN CONFIG [launcher...] -- [extra --set...]
   local name=$1 side=$2 bin=$3 cfg=$4; shift 4
