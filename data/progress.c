@@ -17,7 +17,8 @@ void progress_start(Progress *p, const char *what, uint64_t total) {
     p->on = isatty(2) != 0;
     p->what = what;
     p->total = total;
-    p->t0 = p->last = moe_now();
+    p->t0 = moe_now();
+    p->last = p->t0 - 1.0;   /* the first update draws at once */
     p->drawn = false;
 }
 
