@@ -243,8 +243,11 @@ static int cmd_tokenizer(int argc, char **argv) {
     Progress pr;
     int rc = tok_train_files(&tok, files, nf, (int)vocab, fmt, max_bytes, &pr, &err);
     if (!rc) rc = tok_save(&tok, out, &err);
+    char budget[64] = "";
+    if (max_bytes) snprintf(budget, sizeof budget, " (counted a sample of at most %llu bytes)",
+                            (unsigned long long)max_bytes);
     if (!rc) printf("trained %ld-token tokenizer on %d file(s)%s in %.1f s -> %s\n", vocab, nf,
-                    max_bytes ? " (a sample of --max-bytes)" : "", moe_now() - t0, out);
+                    budget, moe_now() - t0, out);
     tok_free(&tok);
     free(files);
     return rc ? fail(&err) : 0;
