@@ -9,10 +9,10 @@
  * pieces cut at safe cuts pre-tokenize exactly as the whole text does.
  *
  * Sampling (max_bytes > 0 and below the corpus size): a running credit grows by
- * max_bytes/total per byte read; an item (a piece of about 1 MiB, or a record) the credit
+ * max_bytes/total per byte read; an item (a piece of about 256 KiB, or a record) the credit
  * covers is counted whole, otherwise the credit's worth of its start (cut after a space or
  * newline), and what is counted is taken from the credit. So about max_bytes bytes spread
- * evenly over every file (at least a part of every 1 MiB piece) are counted; every byte is
+ * evenly over every file (at least a part of every 256 KiB piece) are counted; every byte is
  * still read once (to hash the files for the trained_on record and to find the items).
  *
  * Non-goals: parallel merging (the merge loop, data/bpe_train.c, is sequential).

@@ -34,7 +34,7 @@ typedef enum { REC_AUTO, REC_FILE, REC_PARAGRAPH, REC_JSONL } RecFormat;
 #define REC_N_FORMATS 4
 extern const char *const rec_format_names[REC_N_FORMATS];   /* "auto", "file", ... */
 
-#define REC_CHUNK ((size_t)1 << 20)           /* default piece of a file document */
+#define REC_CHUNK ((size_t)256 << 10)         /* default piece of a file document */
 #define REC_BLOCK (16 * REC_CHUNK)            /* bytes read per block: 16 pieces */
 
 /* The format used for path: f itself, or for REC_AUTO jsonl when path ends in ".jsonl"

@@ -107,7 +107,7 @@ START_TEST(test_chunks_equal_whole) {
     ck_assert_uint_eq(n_got, n_want);
     ck_assert(memcmp(got, want, n_want * sizeof(int32_t)) == 0);
     free(got);
-    /* the default pieces (1 MiB, one block) give the same */
+    /* the default pieces (256 KiB, 4 MiB blocks) give the same */
     got = encode_ids(&t, path, REC_AUTO, 0, &n_got);
     ck_assert_uint_eq(n_got, n_want);
     ck_assert(memcmp(got, want, n_want * sizeof(int32_t)) == 0);
