@@ -424,7 +424,7 @@ void cfg_describe(const KeySpec *k, char *out, size_t cap) {
     case T_STR: snprintf(out, cap, "a non-empty string"); break;
     case T_LIST:
         if (k->off_w)
-            snprintf(out, cap, "a list of paths such as [a.txt, b.txt] ([] for none); an "
+            snprintf(out, cap, "a list of strings such as [a.txt, b.txt] ([] for none); an "
                      "entry may be {path: a.txt, weight: 0.3}");
         else
             snprintf(out, cap, "a list of strings such as [a.txt, b.txt] ([] for none)");

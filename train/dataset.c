@@ -92,15 +92,15 @@ static int open_shard(const Config *c, DataSet *d, const char *path, const char 
     d->n_shards++;
     const Shard *s = &d->shards[d->n_shards - 1];
     if ((int)s->vocab_size != c->model.vocab_size) {
-        moe_errorf(err, "%s: the shard (%s) was encoded with a %u-token vocabulary but "
-                   "model.vocab_size is %d", path, key, s->vocab_size, c->model.vocab_size);
+        moe_errorf(err, "%s: shard was encoded with a %u-token vocabulary but "
+                   "model.vocab_size is %d (%s)", path, s->vocab_size, c->model.vocab_size, key);
         return moe_hintf(err, "set model.vocab_size to %u and data.tokenizer to the tokenizer "
                          "that encoded it, or re-encode it with `moetrain data encode "
                          "--tokenizer %s`", s->vocab_size, c->data.tokenizer);
     }
     if (s->tok_hash != tok_hash(&d->tok)) {
-        moe_errorf(err, "%s: the shard (%s) was encoded by a different tokenizer than "
-                   "data.tokenizer %s", path, key, c->data.tokenizer);
+        moe_errorf(err, "%s: shard was encoded by a different tokenizer than "
+                   "data.tokenizer %s (%s)", path, c->data.tokenizer, key);
         return moe_hintf(err, "set data.tokenizer to the tokenizer that encoded it, or "
                          "re-encode it with `moetrain data encode --tokenizer %s`",
                          c->data.tokenizer);
