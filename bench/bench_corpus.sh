@@ -28,9 +28,13 @@ echo "the header donor" > "$W/h.txt"
 
 # le64 N: N as 8 little-endian bytes (printf escapes)
 le64() { local n=$1 s=""; for _ in 1 2 3 4 5 6 7 8; do s+=$(printf '\\%03o' $((n & 255))); n=$((n >> 8)); done; printf "$s"; }
-# make_shard N PATH: the donor's header with n_tokens = N, then 2N random bytes
+# make_shard N PATH: the donor's header with n_tokens = N, then 2N random bytes (the donor
+# is format 2, or format 1 when MOETRAIN is an earlier version: then the header ends
+# after the hash, so the same script measures both)
+ver=$(od -A n -t u4 -j 8 -N 4 "$W/h.tok" | tr -d ' ')
+rest=$([ "$ver" = 1 ] && echo 8 || echo 16)
 make_shard() {
-  { head -c 16 "$W/h.tok"; le64 "$1"; tail -c +25 "$W/h.tok" | head -c 16; head -c $((2 * $1)) /dev/urandom; } > "$2"
+  { head -c 16 "$W/h.tok"; le64 "$1"; tail -c +25 "$W/h.tok" | head -c "$rest"; head -c $((2 * $1)) /dev/urandom; } > "$2"
 }
 
 cat > "$W/c.yaml" <<YAML
