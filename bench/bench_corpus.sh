@@ -2,10 +2,12 @@
 # bench_corpus.sh: start-up time and anonymous memory of a training process against the
 # corpus size. Synthetic shards of 10^6, 10^8 and 10^9 16-bit tokens (10^9 = 2 GB on disk,
 # random ids of a 65536-token vocabulary; written one at a time and deleted after its run)
-# each train a tiny model for 5 steps. Per corpus: the seconds from launch to the first
-# logged step (set-up: config, memory plan, sgemm probe, opening the data, first step),
-# the peak RssAnon (anonymous resident memory, /proc/PID/status, polled every 20 ms) and
-# the peak RssFile (mapped file pages: the page cache of the windows read, reclaimable).
+# each train a tiny model for 8 steps. Per corpus: the seconds from launch to the first
+# logged step (set-up: config, memory plan, sgemm probe, opening the data, first step);
+# RssAnon (anonymous resident memory, /proc/PID/status, polled every 20 ms) once step 4 is
+# logged (training: what the corpus costs) and its peak over the run (the set-up's sgemm
+# probe and memory plan may peak higher); the peak RssFile (mapped file pages: the page
+# cache of what was read, reclaimable).
 # The loader maps the shard and reads only the windows it trains on, so both stay flat.
 # Usage: bench/bench_corpus.sh [MOETRAIN] [SIZES...]   (default build/moetrain 1e6 1e8 1e9)
 # BENCH_DIR picks the scratch directory (default a new /tmp/moe_bench_corpus.*; removed).
@@ -40,13 +42,14 @@ make_shard() {
 cat > "$W/c.yaml" <<YAML
 model: {vocab_size: 65536, dim: 32, n_layers: 2, n_heads: 4, n_kv_heads: 2, head_dim: 8}
 moe: {n_experts: 4, top_k: 2, hidden: 64}
-train: {seq_len: 64, micro_batch: 8, steps: 5, log_every: 1, eval_every: 0}
+train: {seq_len: 64, micro_batch: 8, steps: 8, log_every: 1, eval_every: 0}
 optim: {warmup_steps: 1}
 data: {tokenizer: $W/tok.bpe, shards: []}
 checkpoint: {every: 0}
 YAML
 
-printf '%-14s %10s %9s %14s %12s %12s\n' tokens "shard MB" "make s" "start-up s" "RssAnon MB" "RssFile MB"
+printf '%-12s %9s %7s %11s %16s %13s %13s\n' tokens "shard MB" "make s" "start-up s" \
+  "RssAnon@step4 MB" "RssAnon peak" "RssFile peak"
 for N in "${SIZES[@]}"; do
   N=$(printf '%.0f' "$N")
   t0=$(date +%s.%N)
@@ -57,7 +60,7 @@ for N in "${SIZES[@]}"; do
   start=$(date +%s.%N)
   "$BIN" "$W/c.yaml" --set "data.shards=[$W/s.tok]" --set "run.dir=$W/run" > "$W/log" 2>&1 &
   pid=$!
-  anon=0 file=0 first=""
+  anon=0 file=0 first="" atstep=""
   while kill -0 $pid 2>/dev/null; do
     if [ -r /proc/$pid/status ]; then
       a=$(awk '/^RssAnon/ {print $2}' /proc/$pid/status 2>/dev/null || echo 0)
@@ -66,13 +69,14 @@ for N in "${SIZES[@]}"; do
       [ "${f:-0}" -gt "$file" ] && file=$f
     fi
     [ -z "$first" ] && grep -q '^step  *1/' "$W/log" 2>/dev/null && first=$(date +%s.%N)
+    [ -z "$atstep" ] && grep -q '^step  *4/' "$W/log" 2>/dev/null && atstep=${a:-0}
     sleep 0.02
   done
   wait $pid || { echo "training on $N tokens failed:"; tail -5 "$W/log"; exit 1; }
   [ -n "$first" ] || first=$(date +%s.%N)
-  printf '%-14s %10.0f %9.1f %14.2f %12.1f %12.1f\n' "$N" "$(echo "$N * 2 / 1000000" | bc -l)" \
-    "$(echo "$t1 - $t0" | bc -l)" "$(echo "$first - $start" | bc -l)" "$(echo "$anon / 1024" | bc -l)" \
-    "$(echo "$file / 1024" | bc -l)"
+  printf '%-12s %9.0f %7.1f %11.2f %16.1f %13.1f %13.1f\n' "$N" "$(echo "$N * 2 / 1000000" | bc -l)" \
+    "$(echo "$t1 - $t0" | bc -l)" "$(echo "$first - $start" | bc -l)" "$(echo "${atstep:-0} / 1024" | bc -l)" \
+    "$(echo "$anon / 1024" | bc -l)" "$(echo "$file / 1024" | bc -l)"
   grep -E '^data:' "$W/log" | sed 's/^/    /'
   rm -f "$W/s.tok"
 done
