@@ -53,6 +53,12 @@ void config_free(Config *c) {
     moe_free(c->data.text);
     for (size_t i = 0; i < c->data.n_shards; i++) moe_free(c->data.shards[i]);
     moe_free(c->data.shards);
+    moe_free(c->data.text_weight);
+    moe_free(c->data.shards_weight);
+    for (size_t i = 0; i < c->data.n_val_text; i++) moe_free(c->data.val_text[i]);
+    moe_free(c->data.val_text);
+    for (size_t i = 0; i < c->data.n_val_shards; i++) moe_free(c->data.val_shards[i]);
+    moe_free(c->data.val_shards);
     moe_free(c->run.dir);
     moe_free(c->init.upcycle_from);
     moe_free(c->finetune.init_from);
@@ -61,6 +67,13 @@ void config_free(Config *c) {
     for (int i = 0; i < CONFIG_N_KEYS; i++) moe_free(c->key_loc[i]);
     for (int i = 0; i < CONFIG_N_SECTIONS; i++) moe_free(c->section_loc[i]);
     memset(c, 0, sizeof *c);
+}
+
+static double *copy_weights(const double *w, size_t n) {
+    if (!w) return NULL;
+    double *r = moe_calloc((n ? n : 1) * sizeof(double));
+    if (n) memcpy(r, w, n * sizeof(double));
+    return r;
 }
 
 static char **copy_list(char *const *l, size_t n) {
@@ -77,6 +90,10 @@ void config_copy(Config *dst, const Config *src) {
     dst->data.tokenizer = src->data.tokenizer ? moe_strdup(src->data.tokenizer) : NULL;
     dst->data.text = copy_list(src->data.text, src->data.n_text);
     dst->data.shards = copy_list(src->data.shards, src->data.n_shards);
+    dst->data.text_weight = copy_weights(src->data.text_weight, src->data.n_text);
+    dst->data.shards_weight = copy_weights(src->data.shards_weight, src->data.n_shards);
+    dst->data.val_text = copy_list(src->data.val_text, src->data.n_val_text);
+    dst->data.val_shards = copy_list(src->data.val_shards, src->data.n_val_shards);
     dst->run.dir = src->run.dir ? moe_strdup(src->run.dir) : NULL;
     dst->init.upcycle_from = src->init.upcycle_from ? moe_strdup(src->init.upcycle_from) : NULL;
     dst->finetune.init_from = src->finetune.init_from ? moe_strdup(src->finetune.init_from)

@@ -57,10 +57,10 @@
 
 #define CONFIG_N_SECTIONS 11  /* model moe train optim data run parallel compute checkpoint
                                  init finetune */
-#define CONFIG_N_KEYS 72      /* total number of keys over all sections (aliases included) */
+#define CONFIG_N_KEYS 75      /* total number of keys over all sections (aliases included) */
 
 typedef struct ConfigModel {
-    int vocab_size;     /* V, in [258, 65536] */
+    int vocab_size;     /* V, in [258, 2^30] */
     int dim;            /* C, >= 1 */
     int n_layers;       /* L, >= 1 */
     int n_heads;        /* H, >= 1 */
@@ -134,12 +134,24 @@ typedef struct ConfigData {
     char *tokenizer;      /* owned; required (trained on data.text when the file is missing) */
     char **text;          /* owned array of n_text owned paths (raw text files) */
     size_t n_text;
+    double *text_weight;  /* owned (n_text) sampling weights, 0 = not given; NULL when no
+                             entry has one ({path: P, weight: W} entries) */
     char **shards;        /* owned array of n_shards owned paths (pre-encoded token shards) */
     size_t n_shards;
-    double val_fraction;  /* (0, 0.5] */
+    double *shards_weight;  /* owned (n_shards) as text_weight, or NULL */
+    double val_fraction;  /* (0, 0.5]; used when val_text and val_shards are empty */
+    char **val_text;      /* owned (n_val_text) text files that only validate */
+    size_t n_val_text;
+    char **val_shards;    /* owned (n_val_shards) shards that only validate */
+    size_t n_val_shards;
+    int records;          /* CONFIG_RECORDS_*: how text files split into documents */
     bool doc_mask;        /* attention stays inside the documents of a window, which begin
                              at each end-of-text token; RoPE positions restart with each */
 } ConfigData;
+
+/* data.records, the values of RecFormat (data/records.h) */
+enum { CONFIG_RECORDS_AUTO = 0, CONFIG_RECORDS_FILE = 1, CONFIG_RECORDS_PARAGRAPH = 2,
+       CONFIG_RECORDS_JSONL = 3 };
 
 typedef struct ConfigRun {
     char *dir;            /* owned; default "runs/<config name>" */

@@ -35,22 +35,27 @@ const char *const cfg_section_docs[CONFIG_N_SECTIONS] = {
     "starting from a trained checkpoint: full fine-tuning or LoRA adapters"};
 
 #define KI(s, n, fld, lo, hi, fl, d) \
-    {s, n, T_INT, offsetof(Config, fld), 0, lo, hi, 0, 0, fl, d, NULL, NULL}
+    {s, n, T_INT, offsetof(Config, fld), 0, lo, hi, 0, 0, fl, d, NULL, NULL, 0}
 #define KL(s, n, fld, lo, hi, fl, d) \
-    {s, n, T_I64, offsetof(Config, fld), 0, lo, hi, 0, 0, fl, d, NULL, NULL}
+    {s, n, T_I64, offsetof(Config, fld), 0, lo, hi, 0, 0, fl, d, NULL, NULL, 0}
 #define KF(s, n, fld, lo, hi, fl, d) \
-    {s, n, T_FLOAT, offsetof(Config, fld), 0, 0, 0, lo, hi, fl, d, NULL, NULL}
+    {s, n, T_FLOAT, offsetof(Config, fld), 0, 0, 0, lo, hi, fl, d, NULL, NULL, 0}
 #define KB(s, n, fld, fl, d) \
-    {s, n, T_BOOL, offsetof(Config, fld), 0, 0, 0, 0, 0, fl, d, NULL, NULL}
+    {s, n, T_BOOL, offsetof(Config, fld), 0, 0, 0, 0, 0, fl, d, NULL, NULL, 0}
 /* A string; dflt: how the reference shows its default (NULL: config_defaults' value). */
 #define KS(s, n, fld, dflt, d) \
-    {s, n, T_STR, offsetof(Config, fld), 0, 0, 0, 0, 0, 0, d, NULL, dflt}
+    {s, n, T_STR, offsetof(Config, fld), 0, 0, 0, 0, 0, 0, d, NULL, dflt, 0}
 #define KLS(s, n, fld, cnt, fl, d) \
-    {s, n, T_LIST, offsetof(Config, fld), offsetof(Config, cnt), 0, 0, 0, 0, fl, d, NULL, NULL}
+    {s, n, T_LIST, offsetof(Config, fld), offsetof(Config, cnt), 0, 0, 0, 0, fl, d, NULL, NULL, \
+     0}
+/* A list whose entries are a path or a mapping {path: P, weight: W}; wfld the weights. */
+#define KLW(s, n, fld, cnt, wfld, fl, d) \
+    {s, n, T_LIST, offsetof(Config, fld), offsetof(Config, cnt), 0, 0, 0, 0, fl, d, NULL, \
+     NULL, offsetof(Config, wfld)}
 /* An enumeration: written as one of the names, stored as its index (an int field). */
 #define KE(s, n, fld, names, fl, d) \
     {s, n, T_ENUM, offsetof(Config, fld), 0, 0, \
-     (int64_t)(sizeof(names) / sizeof(names)[0]) - 1, 0, 0, fl, d, names, NULL}
+     (int64_t)(sizeof(names) / sizeof(names)[0]) - 1, 0, 0, fl, d, names, NULL, 0}
 
 /* moe.router, in the order of CONFIG_ROUTER_* */
 static const char *const ROUTERS[] = {"topk", "topp", "expert_choice"};
@@ -59,9 +64,11 @@ static const char *const SCHEDULES[] = {"cosine", "wsd", "linear", "constant"};
 /* compute.gemm and compute.precision, in the order of GemmBackend and GemmPrecision */
 static const char *const GEMMS[] = {"auto", "openblas", "onednn"};
 static const char *const PRECISIONS[] = {"fp32", "bf16"};
+/* data.records, in the order of RecFormat (data/records.h) */
+static const char *const RECORDS[] = {"auto", "file", "paragraph", "jsonl"};
 
 const KeySpec cfg_keys[] = {
-    KI(S_MODEL, "vocab_size", model.vocab_size, 258, 65536, F_SHAPE,
+    KI(S_MODEL, "vocab_size", model.vocab_size, 258, 1073741824, F_SHAPE,
        "V: tokenizer vocabulary size (256 byte tokens, V - 257 merges, one end-of-text token)"),
     KI(S_MODEL, "dim", model.dim, 1, INT_MAX, F_SHAPE, "C: model (residual stream) width"),
     KI(S_MODEL, "n_layers", model.n_layers, 1, INT_MAX, F_SHAPE, "L: transformer blocks"),
@@ -182,15 +189,27 @@ const KeySpec cfg_keys[] = {
 
     KS(S_DATA, "tokenizer", data.tokenizer, "(required)",
        "BPE tokenizer file; when missing it is trained on data.text and written there"),
-    KLS(S_DATA, "text", data.text, data.n_text, 0, "raw UTF-8 text files to tokenize"),
-    KLS(S_DATA, "shards", data.shards, data.n_shards, 0,
-       "pre-encoded token shards (moetrain data encode); text or shards must be non-empty"),
+    KLW(S_DATA, "text", data.text, data.n_text, data.text_weight, 0,
+        "raw UTF-8 text files to tokenize; an entry {path: a.txt, weight: 2} is a source of "
+        "a weighted mixture (docs/data.md)"),
+    KLW(S_DATA, "shards", data.shards, data.n_shards, data.shards_weight, 0,
+        "pre-encoded token shards (moetrain data encode); text or shards must be non-empty; "
+        "entries may carry a weight as in data.text"),
     KF(S_DATA, "val_fraction", data.val_fraction, 0, 0.5, F_LO_OPEN,
-       "fraction of the tokens held out for validation"),
+       "fraction of the tokens held out for validation (the tail of each source) when "
+       "data.val_text and data.val_shards are empty"),
     KB(S_DATA, "doc_mask", data.doc_mask, 0,
        "documents packed in a window do not see each other: each begins at an end-of-text "
        "token, attends only inside itself (block-diagonal causal mask) and counts its RoPE "
        "positions from 0; validation, eval and sample follow it (docs/training.md)"),
+    KLS(S_DATA, "val_text", data.val_text, data.n_val_text, 0,
+        "raw UTF-8 text files that validate (encoded with data.tokenizer; none of it trains)"),
+    KLS(S_DATA, "val_shards", data.val_shards, data.n_val_shards, 0,
+        "pre-encoded token shards that validate, after data.val_text"),
+    KE(S_DATA, "records", data.records, RECORDS, 0,
+       "how text files split into documents (each followed by <|endoftext|>): file (whole "
+       "file), paragraph (blank-line separated), jsonl (a \"text\" field per line), auto "
+       "(jsonl for .jsonl names, else file)"),
 
     KS(S_RUN, "dir", run.dir, "runs/<config name>",
        "run directory: logs, checkpoints, the effective config (config name: the config "
@@ -369,10 +388,19 @@ void cfg_fmt_value(Buf *b, const Config *c, const KeySpec *k) {
     case T_LIST: {
         char *const *l = *(char **const *)base;
         size_t n = *(const size_t *)((const char *)c + k->off_n);
+        const double *w = k->off_w ? *(double *const *)((const char *)c + k->off_w) : NULL;
         cfg_buf_printf(b, "[");
         for (size_t i = 0; i < n; i++) {
             if (i) cfg_buf_printf(b, ", ");
-            fmt_quoted(b, l[i]);
+            if (w && w[i] > 0) {
+                char wnum[32];
+                cfg_fmt_double(w[i], wnum, sizeof wnum);
+                cfg_buf_printf(b, "{path: ");
+                fmt_quoted(b, l[i]);
+                cfg_buf_printf(b, ", weight: %s}", wnum);
+            } else {
+                fmt_quoted(b, l[i]);
+            }
         }
         cfg_buf_printf(b, "]");
         break;
@@ -411,7 +439,11 @@ void cfg_describe(const KeySpec *k, char *out, size_t cap) {
     }
     case T_STR: snprintf(out, cap, "a non-empty string"); break;
     case T_LIST:
-        snprintf(out, cap, "a list of strings such as [a.txt, b.txt] ([] for none)");
+        if (k->off_w)
+            snprintf(out, cap, "a list of strings such as [a.txt, b.txt] ([] for none); an "
+                     "entry may be {path: a.txt, weight: 0.3}");
+        else
+            snprintf(out, cap, "a list of strings such as [a.txt, b.txt] ([] for none)");
         break;
     }
 }
@@ -454,6 +486,7 @@ const char *cfg_closest(const char *s, const char *const *names, int n) {
 
 void cfg_value_free(Value *v) {
     moe_free(v->s);
+    moe_free(v->w);
     for (size_t j = 0; j < v->n; j++) moe_free(v->list[j]);
     moe_free(v->list);
     memset(v, 0, sizeof *v);

@@ -47,6 +47,9 @@ typedef struct KeySpec {
     const char *const *choices;   /* T_ENUM: the names of values 0 .. imax */
     const char *default_doc;      /* the reference's default when config_defaults' value
                                      does not say it (NULL: that value) */
+    size_t off_w;                 /* T_LIST whose entries may carry a sampling weight: offset
+                                     of the double * weights array ((count) entries, 0 = no
+                                     weight given; NULL when none has one); 0: plain list */
 } KeySpec;
 
 extern const KeySpec cfg_keys[CONFIG_N_KEYS];
@@ -82,7 +85,10 @@ const char *cfg_closest(const char *s, const char *const *names, int n);
 
 /* A parsed value before it is stored: i (T_INT, T_I64, T_ENUM), f, b, s (T_STR) or
  * list[n] (T_LIST); owns s and list (cfg_value_free) unless it came from cfg_peek. */
-typedef struct Value { int64_t i; double f; bool b; char *s; char **list; size_t n; } Value;
+typedef struct Value {
+    int64_t i; double f; bool b; char *s; char **list; size_t n;
+    double *w;   /* (n) weights of a weighted list's entries (0 = none given), or NULL */
+} Value;
 void cfg_value_free(Value *v);
 /* The current value of key k in c as a borrowed Value (never freed; lists not read). */
 Value cfg_peek(const Config *c, const KeySpec *k);

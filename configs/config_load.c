@@ -101,6 +101,63 @@ static bool parse_float(const char *s, double *out) {
 
 /* Range check of a parsed value (ints and floats; strings need to be non-empty). */
 
+/* A weighted list entry {path: P, weight: W} (node it, entry j of key path) into *out
+ * (owned) and *w (> 0); weight may be left out (then 0: not given). Errors name the entry
+ * and what it accepts. */
+static int parse_weighted(yaml_document_t *d, yaml_node_t *it, const Src *src, const char *path,
+                          size_t j, char **out, double *w, MoeErr *err) {
+    char loc[1100];
+    const char *hint = "write the entry as a path, or as {path: a.txt, weight: 0.3} (a weight "
+                       "is a number > 0 and at most 1e9, relative to the other entries')";
+    *out = NULL;
+    *w = 0;
+    for (yaml_node_pair_t *p = it->data.mapping.pairs.start; p < it->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *kn = yaml_document_get_node(d, p->key);
+        yaml_node_t *vn = yaml_document_get_node(d, p->value);
+        src_loc(src, kn->start_mark, loc, sizeof loc);
+        const char *key = kn->type == YAML_SCALAR_NODE ? (const char *)kn->data.scalar.value : "";
+        bool scalar = vn->type == YAML_SCALAR_NODE && !scalar_is_null(vn) &&
+                      strlen((const char *)vn->data.scalar.value) == vn->data.scalar.length;
+        if (strcmp(key, "path") == 0 || strcmp(key, "weight") == 0)
+            src_loc(src, vn->start_mark, loc, sizeof loc);   /* a bad value: point at it */
+        if (!strcmp(key, "path")) {
+            if (!scalar || *out) {
+                moe_free(*out);
+                *out = NULL;
+                moe_errorf(err, "%s: %s[%zu].path: %s", loc, path, j,
+                           scalar ? "given twice" : "expected a non-empty string");
+                return moe_hintf(err, "%s", hint);
+            }
+            *out = moe_strdup((const char *)vn->data.scalar.value);
+        } else if (!strcmp(key, "weight")) {
+            double f = 0;
+            if (!scalar || vn->data.scalar.style != YAML_PLAIN_SCALAR_STYLE ||
+                !parse_float((const char *)vn->data.scalar.value, &f) || !(f > 0) || f > 1e9) {
+                moe_free(*out);
+                *out = NULL;
+                moe_errorf(err, "%s: %s[%zu].weight: expected a number > 0 and <= 1e9, got "
+                           "'%s'", loc, path, j,
+                           scalar ? (const char *)vn->data.scalar.value : node_kind(vn));
+                return moe_hintf(err, "%s", hint);
+            }
+            *w = f;
+        } else {
+            moe_free(*out);
+            *out = NULL;
+            moe_errorf(err, "%s: %s[%zu]: unknown key '%s' (an entry has path and weight)", loc,
+                       path, j, key);
+            return moe_hintf(err, "%s", hint);
+        }
+    }
+    if (!*out) {
+        src_loc(src, it->start_mark, loc, sizeof loc);
+        moe_errorf(err, "%s: %s[%zu]: the entry has no path", loc, path, j);
+        return moe_hintf(err, "%s", hint);
+    }
+    return 0;
+}
+
 /* Converts node n (of document d) into a value of key k; type errors only. */
 static int parse_node(const KeySpec *k, yaml_document_t *d, yaml_node_t *n, const Src *src,
                       const char *path, Value *v, MoeErr *err) {
@@ -123,6 +180,16 @@ static int parse_node(const KeySpec *k, yaml_document_t *d, yaml_node_t *n, cons
             yaml_node_t *it = yaml_document_get_node(d, n->data.sequence.items.start[j]);
             char iloc[1100];
             src_loc(src, it->start_mark, iloc, sizeof iloc);
+            if (k->off_w && it->type == YAML_MAPPING_NODE) {
+                if (!v->w) v->w = moe_calloc((cnt ? cnt : 1) * sizeof(double));
+                if (parse_weighted(d, it, src, path, j, &v->list[j], &v->w[j], err)) {
+                    v->n = j;
+                    cfg_value_free(v);
+                    return -1;
+                }
+                v->n = j + 1;
+                continue;
+            }
             if (it->type != YAML_SCALAR_NODE || scalar_is_null(it) ||
                 strlen((const char *)it->data.scalar.value) != it->data.scalar.length) {
                 moe_errorf(err, "%s: %s[%zu]: expected a non-empty string, got %s", iloc, path, j,
@@ -225,6 +292,12 @@ static void store(Config *c, const KeySpec *k, Value *v) {
         moe_free(*lp);
         *lp = v->list;
         *np = v->n;
+        if (k->off_w) {   /* the weights travel with their list (NULL: none given) */
+            double **wp = (double **)((char *)c + k->off_w);
+            moe_free(*wp);
+            *wp = v->w;
+            v->w = NULL;
+        }
         v->list = NULL;
         v->n = 0;
         break;

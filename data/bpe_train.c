@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/fs.h"
+#include "data/bpe_corpus.h"
 #include "data/pretokenize.h"
 #include "data/wordmap.h"
 
@@ -141,8 +142,16 @@ static void word_pairs(Trainer *tr, size_t w, int64_t sign) {
 
 int tok_train_buffers(Tokenizer *t, const uint8_t *const *bufs, const size_t *lens, int n_bufs,
                       int vocab_size, MoeErr *err) {
+    WordMap words;
+    memset(&words, 0, sizeof words);
+    for (int d = 0; d < n_bufs; d++) tok_pretokenize(bufs[d], lens[d], train_count_piece, &words);
+    return tok_train_words(t, &words, vocab_size, err);
+}
+
+int tok_train_words(Tokenizer *t, WordMap *words, int vocab_size, MoeErr *err) {
     memset(t, 0, sizeof *t);
     if (vocab_size < TOK_MIN_VOCAB || vocab_size > TOK_MAX_VOCAB) {
+        wordmap_free(words);
         moe_errorf(err, "tokenizer vocab_size %d is outside [%d, %d] (256 bytes + at least one "
                    "merge + <|endoftext|>)", vocab_size, TOK_MIN_VOCAB, TOK_MAX_VOCAB);
         return moe_hintf(err, "set vocab_size between %d and %d (typical: 4096..65536)",
@@ -150,7 +159,8 @@ int tok_train_buffers(Tokenizer *t, const uint8_t *const *bufs, const size_t *le
     }
     Trainer tr;
     memset(&tr, 0, sizeof tr);
-    for (int d = 0; d < n_bufs; d++) tok_pretokenize(bufs[d], lens[d], train_count_piece, &tr.words);
+    tr.words = *words;   /* taken over: trainer_free releases it */
+    memset(words, 0, sizeof *words);
 
     size_t nw = tr.words.n;
     tr.word_off = moe_malloc((nw + 1) * sizeof(size_t));
@@ -244,37 +254,7 @@ int tok_train_buffers(Tokenizer *t, const uint8_t *const *bufs, const size_t *le
 }
 
 int tok_train(Tokenizer *t, const char *const *paths, int n_paths, int vocab_size, MoeErr *err) {
-    memset(t, 0, sizeof *t);
-    if (n_paths <= 0) {
-        moe_errorf(err, "tokenizer training needs at least one text file (got %d)", n_paths);
-        return moe_hintf(err, "list the training text files under data.text");
-    }
-    uint8_t **bufs = moe_calloc((size_t)n_paths * sizeof(uint8_t *));
-    size_t *lens = moe_calloc((size_t)n_paths * sizeof(size_t));
-    int rc = -1;
-    for (int i = 0; i < n_paths; i++) {
-        if (fs_read_file(paths[i], &bufs[i], &lens[i], err) != 0) goto done;
-        if (lens[i] == 0) {
-            moe_errorf(err, "%s is empty", paths[i]);
-            moe_hintf(err, "remove it from the file list or put the training text in it");
-            goto done;
-        }
-    }
-    rc = tok_train_buffers(t, (const uint8_t *const *)bufs, lens, n_paths, vocab_size, err);
-    if (rc == 0) {   /* the record tok_save writes (trained_on) */
-        t->sources = moe_calloc((size_t)n_paths * sizeof(TokSource));
-        t->n_sources = n_paths;
-        for (int i = 0; i < n_paths; i++) {
-            size_t nl = strlen(paths[i]);
-            t->sources[i].name = moe_malloc(nl + 1);
-            memcpy(t->sources[i].name, paths[i], nl + 1);
-            t->sources[i].size = lens[i];
-            t->sources[i].hash = tok_text_hash(bufs[i], lens[i]);
-        }
-    }
-done:
-    for (int i = 0; i < n_paths; i++) moe_free(bufs[i]);
-    moe_free(bufs);
-    moe_free(lens);
-    return rc;
+    /* whole files, every byte: the streamed trainer counts exactly what reading each file
+     * whole would (safe cuts, data/records.h) */
+    return tok_train_files(t, paths, n_paths, vocab_size, REC_FILE, 0, NULL, err);
 }

@@ -251,7 +251,6 @@ static int eval_split(ModelSource *src, const char *arg, const char *model,
     size_t count = n_win < 0 ? nw : n_win > 0 ? (size_t)n_win : trainer;
     if (count > nw && (n_win != 0 || !val)) count = nw;   /* only the trainer's wraps */
     const size_t T = (size_t)c.train.seq_len;
-    const size_t first = val ? l->n_train : 0, last = val ? l->n_tokens : l->n_train;
     printf("eval %s: split %s, %zu windows of %zu tokens (", model, val ? "val" : "train",
            count, T);
     if (val && n_win == 0)
@@ -262,9 +261,11 @@ static int eval_split(ModelSource *src, const char *arg, const char *model,
         printf("in order from the first");
     else
         printf("spread evenly");
-    printf(") of its %zu %s windows: tokens [%zu, %zu) of the run's %zu-token stream (%s)\n",
-           nw, val ? "validation" : "training", first, last, l->n_tokens,
-           val ? "its last data.val_fraction, held out from training" : "the part trained on");
+    printf(") of its %zu %s windows: %zu tokens (%s)\n", nw, val ? "validation" : "training",
+           val ? l->n_val_tokens : l->n_train_tokens,
+           !val ? "the part trained on"
+           : l->has_val_src ? "data.val_text / data.val_shards"
+                            : "the last data.val_fraction of each source, held out from training");
     if (c.moe.n_experts > 0 && c.moe.capacity_factor > 0 &&
         c.moe.router != CONFIG_ROUTER_EXPERT_CHOICE)
         fprintf(stderr, "moetrain: note: the run routed with moe.capacity_factor %g (tokens "

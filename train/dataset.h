@@ -1,14 +1,19 @@
 /* dataset.h: a run's data, ready for the loader.
  *
  * Prepares what data.* names: loads data.tokenizer, or trains it on data.text when the file
- * does not exist yet; opens data.shards, refusing one encoded with another vocabulary or
- * tokenizer; encodes data.text into one cached shard run.dir/tokens/text-<hash>.tok (the
- * hash covers the text and the tokenizer, so a change of either re-encodes); then splits the
- * windows into training and validation (data/loader.h).
+ * does not exist yet; opens data.shards and data.val_shards, refusing one encoded with
+ * another vocabulary or tokenizer; encodes each data.text and data.val_text file into its
+ * own cached shard run.dir/tokens/text-<hash>.tok (data/encode.h; the hash covers the
+ * file's bytes, the tokenizer and the record format, so a change of any re-encodes that
+ * file only); then hands the loader its sources (data/loader.h): without weights one
+ * source, data.shards then data.text in order (the stream earlier versions trained on);
+ * when any entry carries a weight, one source per entry (an entry without a weight counts
+ * 1). data.val_text / data.val_shards, when given, are the validation source; otherwise
+ * the loader holds out data.val_fraction of each source's tail.
  * A trained run's data can be opened again for scoring (`moetrain eval --split`):
  * dataset_open_run, from the config and tokenizer stored in its checkpoint, cuts the same
  * windows; dataset_window reads any one of them.
- * Non-goals: streaming corpora; ordering and splitting the windows (the loader's).
+ * Non-goals: ordering and splitting the windows (the loader's).
  */
 #ifndef MOE_DATASET_H
 #define MOE_DATASET_H
@@ -28,7 +33,13 @@ typedef struct DataSet {
     char tok_warning[1024];   /* "" or why the tokenizer looks made for other text (its
                                  trained_on record differs from data.text): the caller
                                  prints it as a warning */
+    char tok_note[1024];      /* which tokenizer: trained here, or loaded (and on what) */
+    char src_note[1024];      /* which tokens train: the sources and their weights */
+    char val_note[1024];      /* which tokens validate, and from where */
 } DataSet;
+
+/* Print d's notes (tokenizer, training sources, validation), one line each, to f. */
+void dataset_describe(const DataSet *d, FILE *f);
 
 /* Open c's data into d (zeroed first), training the tokenizer and encoding the text first
  * when needed (progress lines on stdout; rank 0 goes first under MPI, the other ranks then
@@ -55,9 +66,9 @@ int dataset_open_run(const Config *c, const char *label, const uint8_t *tok_byte
 
 typedef enum { DATASET_TRAIN, DATASET_VAL } DataSplit;
 
-/* Window w of a split, cut as the loader cuts them (data/loader.h): training window w is
- * tokens [w T, w T + T] of the stream, validation window w tokens [n_train + w T, ... + T].
- * inputs (T) and targets (T, the inputs shifted by one) overwritten. ASSERTs w is below
+/* Window w of a split, cut as the loader cuts them (loader_window: training windows in
+ * source order, validation windows as validation batches number them). inputs (T) and
+ * targets (T, the inputs shifted by one) overwritten. ASSERTs w is below
  * loader_train_windows / loader_val_windows. */
 void dataset_window(const DataSet *d, DataSplit split, size_t w, int32_t *inputs,
                     int32_t *targets);

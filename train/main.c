@@ -13,6 +13,7 @@
  * command's inputs) and a config whose planned memory does not fit the machine
  * (train/memplan.h): their fix is on the command line too.
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,9 @@
 
 #include "autograd/blas.h"
 #include "core/fs.h"
+#include "core/pool.h"
+#include "data/bpe_corpus.h"
+#include "data/encode.h"
 #include "data/shard.h"
 #include "data/tokenizer.h"
 #include "parallel/comm.h"
@@ -94,30 +98,44 @@ static const char *MAIN_HELP =
     "output only with --force (exit 2 otherwise).\n";
 
 static const char *TOK_HELP =
-    "usage: moetrain tokenizer train --vocab N --out FILE [--force] TEXT_FILE...\n"
+    "usage: moetrain tokenizer train --vocab N --out FILE [--max-bytes N] [--records FMT]\n"
+    "                                [--force] TEXT_FILE...\n"
     "       moetrain tokenizer info FILE\n"
     "       moetrain tokenizer encode --tokenizer FILE [TEXT_FILE]\n"
     "\n"
     "Trains a byte-level BPE tokenizer (GPT-2 byte-to-unicode alphabet and pre-tokenizer,\n"
-    "ranked merges) with N tokens: 256 bytes, N-257 merges and <|endoftext|>.\n"
+    "ranked merges) with N tokens: 256 bytes, N-257 merges and <|endoftext|>. The files are\n"
+    "read in blocks and their pre-tokens counted on all cores (OPENBLAS_NUM_THREADS\n"
+    "threads); on a terminal a progress line shows MB/s and the time left.\n"
     "\n"
     "options:\n"
-    "  --vocab N     vocabulary size, 258..65536 (model.vocab_size must match)\n"
-    "  --out FILE    where to write the tokenizer (written atomically); never one of the\n"
-    "                text files\n"
-    "  --force       replace an existing FILE\n";
+    "  --vocab N       vocabulary size, 258..1073741824 (model.vocab_size must match)\n"
+    "  --out FILE      where to write the tokenizer (written atomically); never one of the\n"
+    "                  text files\n"
+    "  --max-bytes N   count only about N bytes, sampled evenly over all the files (suffix\n"
+    "                  k, M or G for 10^3, 10^6, 10^9); default: every byte\n"
+    "  --records FMT   auto (default), file, paragraph or jsonl: how files split into\n"
+    "                  documents (see docs/data.md)\n"
+    "  --force         replace an existing FILE\n";
 
 static const char *ENC_HELP =
-    "usage: moetrain data encode --tokenizer FILE --out SHARD [--force] TEXT_FILE...\n"
+    "usage: moetrain data encode --tokenizer FILE --out SHARD [--records FMT] [--force]\n"
+    "                            TEXT_FILE...\n"
     "\n"
-    "Encodes the text files (an <|endoftext|> token after each) into one binary token\n"
-    "shard that data.shards can list.\n"
+    "Encodes the text files into one binary token shard that data.shards can list: an\n"
+    "<|endoftext|> token after each document (a whole file, or each record with --records\n"
+    "paragraph / jsonl). Ids are 16-bit when the vocabulary has at most 65536 tokens, 32-bit\n"
+    "otherwise. The files are read in blocks (memory does not grow with their size) and\n"
+    "encoded on all cores (OPENBLAS_NUM_THREADS threads; the shard is the same for any\n"
+    "count); on a terminal a progress line shows MB/s and the time left.\n"
     "\n"
     "options:\n"
     "  --tokenizer FILE   tokenizer made by `moetrain tokenizer train`, or a Hugging Face\n"
     "                     tokenizer.json holding a byte-level BPE (docs/tokenizers.md)\n"
     "  --out SHARD        output shard (written atomically); never the tokenizer or one of\n"
     "                     the text files\n"
+    "  --records FMT      auto (default: jsonl for .jsonl files, else file), file,\n"
+    "                     paragraph or jsonl (a \"text\" field per line)\n"
     "  --force            replace an existing SHARD\n";
 
 static Comm g_comm;
@@ -132,9 +150,35 @@ static int fail(const MoeErr *err) {
 
 static bool is_help(const char *a) { return !strcmp(a, "-h") || !strcmp(a, "--help"); }
 
+/* --records NAME into *f; false when NAME is not a format. */
+static bool parse_records(const char *s, RecFormat *f) {
+    for (int i = 0; i < REC_N_FORMATS; i++)
+        if (!strcmp(s, rec_format_names[i])) {
+            *f = (RecFormat)i;
+            return true;
+        }
+    return false;
+}
+
+/* A byte count with an optional k/M/G (10^3, 10^6, 10^9) suffix, > 0; false otherwise. */
+static bool parse_bytes(const char *s, uint64_t *out) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (end == s || errno || *s == '-') return false;
+    uint64_t mul = 1;
+    if (*end == 'k') mul = 1000ULL, end++;
+    else if (*end == 'M') mul = 1000000ULL, end++;
+    else if (*end == 'G') mul = 1000000000ULL, end++;
+    if (*end || v == 0 || v > UINT64_MAX / mul) return false;
+    *out = (uint64_t)v * mul;
+    return true;
+}
+
 /* What is wrong with an option a command did not take: its own name, or its missing value. */
 static const char *option_problem(const char *a) {
-    static const char *const with_value[] = {"--vocab", "--out", "--tokenizer"};
+    static const char *const with_value[] = {"--vocab", "--out", "--tokenizer", "--max-bytes",
+                                             "--records"};
     for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
         if (!strcmp(a, with_value[k])) return "missing value after";
     return "unknown option";
@@ -154,19 +198,33 @@ static int cmd_tokenizer(int argc, char **argv) {
     long vocab = 0;
     const char *out = NULL;
     bool force = false;
+    uint64_t max_bytes = 0;
+    RecFormat fmt = REC_AUTO;
     const char **files = calloc((size_t)argc, sizeof(char *));
     int nf = 0;
     for (int i = 1; i < argc; i++) {
         if (is_help(argv[i])) { fputs(TOK_HELP, stdout); free(files); return 0; }
         if (!strcmp(argv[i], "--force")) {
             force = true;
+        } else if (!strcmp(argv[i], "--max-bytes") && i + 1 < argc) {
+            if (!parse_bytes(argv[++i], &max_bytes)) {
+                free(files);
+                return cli_usage("tokenizer train", "--max-bytes must be a positive byte "
+                                 "count such as 100000000 or 100M, got '%s'", argv[i]);
+            }
+        } else if (!strcmp(argv[i], "--records") && i + 1 < argc) {
+            if (!parse_records(argv[++i], &fmt)) {
+                free(files);
+                return cli_usage("tokenizer train", "--records must be auto, file, paragraph "
+                                 "or jsonl, got '%s'", argv[i]);
+            }
         } else if (!strcmp(argv[i], "--vocab") && i + 1 < argc) {
             char *end;
             vocab = strtol(argv[++i], &end, 10);
-            if (*end || vocab < 258 || vocab > 65536) {
+            if (*end || vocab < 258 || vocab > TOK_MAX_VOCAB) {
                 free(files);
                 return cli_usage("tokenizer train", "--vocab must be an integer in [258, "
-                                 "65536], got '%s'", argv[i]);
+                                 "%d], got '%s'", TOK_MAX_VOCAB, argv[i]);
             }
         } else if (!strcmp(argv[i], "--out") && i + 1 < argc) {
             out = argv[++i];
@@ -191,10 +249,14 @@ static int cmd_tokenizer(int argc, char **argv) {
     MoeErr err;
     memset(&tok, 0, sizeof tok);
     double t0 = moe_now();
-    int rc = tok_train(&tok, files, nf, (int)vocab, &err);
+    Progress pr;
+    int rc = tok_train_files(&tok, files, nf, (int)vocab, fmt, max_bytes, &pr, &err);
     if (!rc) rc = tok_save(&tok, out, &err);
-    if (!rc) printf("trained %ld-token tokenizer on %d file(s) in %.1f s -> %s\n", vocab, nf,
-                    moe_now() - t0, out);
+    char budget[64] = "";
+    if (max_bytes) snprintf(budget, sizeof budget, " (counted a sample of at most %llu bytes)",
+                            (unsigned long long)max_bytes);
+    if (!rc) printf("trained %ld-token tokenizer on %d file(s)%s in %.1f s -> %s\n", vocab, nf,
+                    budget, moe_now() - t0, out);
     tok_free(&tok);
     free(files);
     return rc ? fail(&err) : 0;
@@ -210,6 +272,7 @@ static int cmd_data(int argc, char **argv) {
         return cli_usage("data", "unknown data command '%s' (expected encode)", argv[0]);
     const char *tokp = NULL, *out = NULL;
     bool force = false;
+    RecFormat fmt = REC_AUTO;
     /* files[0] is kept for the tokenizer: the output guard checks it with the texts */
     const char **files = calloc((size_t)argc + 1, sizeof(char *));
     int nf = 0;
@@ -218,7 +281,13 @@ static int cmd_data(int argc, char **argv) {
         if (!strcmp(argv[i], "--force")) force = true;
         else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) tokp = argv[++i];
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
-        else if (argv[i][0] == '-') {
+        else if (!strcmp(argv[i], "--records") && i + 1 < argc) {
+            if (!parse_records(argv[++i], &fmt)) {
+                free(files);
+                return cli_usage("data encode", "--records must be auto, file, paragraph or "
+                                 "jsonl, got '%s'", argv[i]);
+            }
+        } else if (argv[i][0] == '-') {
             free(files);
             return cli_usage("data encode", "%s '%s'", option_problem(argv[i]), argv[i]);
         } else files[1 + nf++] = argv[i];
@@ -238,8 +307,15 @@ static int cmd_data(int argc, char **argv) {
     MoeErr err;
     memset(&tok, 0, sizeof tok);
     int rc = tok_load(&tok, tokp, &err);
-    if (!rc) rc = shard_encode_files(&tok, files + 1, nf, out, &err);
-    if (!rc) printf("encoded %d file(s) -> %s\n", nf, out);
+    Progress pr;
+    EncodeStats st;
+    if (!rc) rc = encode_files(&tok, files + 1, nf, fmt, 0, out, &pr, &st, &err);
+    if (!rc) printf("encoded %d file(s) -> %s: %llu tokens (%d-bit ids), %llu document(s), "
+                    "%.1f MB in %.2f s = %.1f MB/s on %d thread(s)\n", nf, out,
+                    (unsigned long long)st.tokens, 8 * shard_width_for((uint32_t)
+                    tok_vocab_size(&tok)), (unsigned long long)st.docs, (double)st.bytes / 1e6,
+                    st.seconds, st.seconds > 0 ? (double)st.bytes / 1e6 / st.seconds : 0.0,
+                    pool_workers());
     tok_free(&tok);
     free(files);
     return rc ? fail(&err) : 0;

@@ -282,6 +282,7 @@ static void print_banner(const Trainer *tr, double sgemm_gflops, double flops_to
            "x accum %d = %ld tokens/step\n", loader_train_windows(&tr->data.loader), tr->T,
            loader_val_windows(&tr->data.loader), tr->B, tr->T, tr->A,
            (long)tr->B * tr->T * tr->A);
+    dataset_describe(&tr->data, stdout);
     if (tr->model.doc_mask)
         printf("documents: a window's documents do not see each other; each begins at an "
                "end-of-text token (id %d) and counts its positions from 0 (data.doc_mask)\n",

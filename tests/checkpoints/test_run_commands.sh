@@ -116,7 +116,7 @@ n=$(grep -o "of its [0-9]* validation windows" "$TMP/all" | grep -o "[0-9]*")
   && ok || { bad "--windows 3"; cat "$TMP/w3"; }
 # the token cache is rebuilt when missing (same figure), a missing corpus is named
 rm -f "$R"/tokens/text-*.tok
-"$BIN" eval "$R" --split val > "$TMP/v20b" 2> "$TMP/err" && grep -q "^encoding 1 text file(s) -> $R/tokens/text-" "$TMP/err" \
+"$BIN" eval "$R" --split val > "$TMP/v20b" 2> "$TMP/err" && grep -q "^encoding $TMP/corpus.txt (.*) -> $R/tokens/text-" "$TMP/err" \
   && [ "$(nll "$TMP/v20b")" = "$(nll "$TMP/v20")" ] && ok || { bad "token cache rebuilt"; cat "$TMP/err"; }
 mv "$TMP/corpus.txt" "$TMP/corpus.moved"
 expect_fail "corpus missing" 1 "the run's data.text file $TMP/corpus.txt does not exist" -- "$BIN" eval "$R" --split val

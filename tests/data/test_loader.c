@@ -1,7 +1,8 @@
-/* test_loader.c: the data loader (data/loader.c).
+/* test_loader.c: the data loader (data/loader.c) over one source (no weights).
  *
  * The token stream is tok[i] = i (mod 65536), so a window's first input token is its start
- * offset and every expected value follows from the position alone. */
+ * offset and every expected value follows from the position alone. Mixtures, validation
+ * sources and 32-bit shards: test_loader_mix.c. */
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,12 +17,19 @@ static void fill_tokens(void) {
     for (int i = 0; i < NTOK; i++) g_tok[i] = (uint16_t)i;
 }
 
-/* Loader over g_tok[0..n) as one span. */
+/* The shard views loaders borrow: a ring of 16, more than any test holds at once. */
+static Shard g_view[16];
+static int g_next_view;
+
+/* Loader over g_tok[0..n) as one shard (a view, vocab 65536) of one source. */
 static void init_loader(Loader *l, size_t n, double val_fraction, uint64_t seed) {
     fill_tokens();
-    const uint16_t *spans[1] = {g_tok};
+    Shard *s = &g_view[g_next_view++ % 16];
+    shard_close(s);
+    shard_view(s, g_tok, n, 2, 65536, 1, "g_tok");
+    LoaderSource src = {s, 1, 1.0, "g_tok"};
     MoeErr err;
-    ck_assert_msg(loader_init(l, spans, &n, 1, T, val_fraction, seed, &err) == 0, "%s", err.msg);
+    ck_assert_msg(loader_init(l, &src, 1, NULL, T, val_fraction, seed, &err) == 0, "%s", err.msg);
 }
 
 START_TEST(test_split_sizes) {
@@ -29,8 +37,8 @@ START_TEST(test_split_sizes) {
     init_loader(&l, NTOK, 0.1, 1);
     /* 10% of 1000 = 100 validation tokens; 900 training tokens make (900-1)/8 = 112 windows
      * and 100 validation tokens (100-1)/8 = 12 windows */
-    ck_assert_uint_eq(l.n_train, 900);
-    ck_assert_uint_eq(l.n_val, 100);
+    ck_assert_uint_eq(l.n_train_tokens, 900);
+    ck_assert_uint_eq(l.n_val_tokens, 100);
     ck_assert_uint_eq(loader_train_windows(&l), 112);
     ck_assert_uint_eq(loader_val_windows(&l), 12);
     loader_free(&l);
@@ -211,12 +219,19 @@ START_TEST(test_validation_batches) {
 END_TEST
 
 START_TEST(test_multi_span_concat) {
+    /* three shards (one of a single token, so windows span two boundaries) read as one
+     * stream, with the middle one stored as 32-bit ids: the same windows as one shard */
     fill_tokens();
-    const uint16_t *spans[3] = {g_tok, g_tok + 300, g_tok + 301};
-    size_t lens[3] = {300, 1, 699};
+    static uint32_t wide[1];
+    wide[0] = g_tok[300];
+    Shard sh[3];
+    shard_view(&sh[0], g_tok, 300, 2, 65536, 1, "a");
+    shard_view(&sh[1], wide, 1, 4, 65536, 1, "b");
+    shard_view(&sh[2], g_tok + 301, 699, 2, 65536, 1, "c");
+    LoaderSource src = {sh, 3, 1.0, "abc"};
     Loader a, b;
     MoeErr err;
-    ck_assert_int_eq(loader_init(&a, spans, lens, 3, T, 0.1, 21, &err), 0);
+    ck_assert_int_eq(loader_init(&a, &src, 1, NULL, T, 0.1, 21, &err), 0);
     init_loader(&b, NTOK, 0.1, 21);
     int32_t in[6 * T], tg[6 * T], in2[6 * T], tg2[6 * T];
     for (int s = 0; s < 30; s++) {
@@ -226,19 +241,23 @@ START_TEST(test_multi_span_concat) {
     }
     loader_free(&a);
     loader_free(&b);
+    for (int i = 0; i < 3; i++) shard_close(&sh[i]);
 }
 END_TEST
 
 static void expect_init_error(size_t n, double val_fraction, const char *w1, const char *w2) {
     fill_tokens();
-    const uint16_t *spans[1] = {g_tok};
+    Shard sh;
+    shard_view(&sh, g_tok, n, 2, 65536, 1, "g_tok");
+    LoaderSource src = {&sh, 1, 1.0, "g_tok"};
     Loader l;
     MoeErr err;
-    ck_assert_int_eq(loader_init(&l, spans, &n, 1, T, val_fraction, 1, &err), -1);
+    ck_assert_int_eq(loader_init(&l, &src, 1, NULL, T, val_fraction, 1, &err), -1);
     ck_assert_msg(strstr(err.msg, w1) != NULL, "want \"%s\" in: %s", w1, err.msg);
     ck_assert_msg(!w2 || strstr(err.msg, w2) != NULL, "want \"%s\" in: %s", w2, err.msg);
     ck_assert(err.hint[0] != 0);
-    ck_assert_ptr_null(l.perm);
+    ck_assert_ptr_null(l.src);   /* left zeroed */
+    shard_close(&sh);
 }
 
 START_TEST(test_too_short) {

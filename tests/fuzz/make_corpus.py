@@ -55,6 +55,18 @@ put("shard", "empty", shard([]))
 put("shard", "bad_id", shard([0, 300]))
 put("shard", "truncated", shard([1, 2, 3], n=4))
 
+# format 2: 40-byte header (+ width, reserved), ids of 2 or 4 bytes
+def shard2(ids, vocab=300, n=None, width=None, reserved=0):
+    n = len(ids) if n is None else n
+    width = (2 if vocab <= 65536 else 4) if width is None else width
+    head = b"MOETOK1\0" + struct.pack("<IIQQII", 2, vocab, n, 0x1234, width, reserved)
+    return head + struct.pack("<%d%s" % (len(ids), "H" if width == 2 else "I"), *ids)
+
+put("shard", "v2_valid16", shard2([0, 1, 299, 256, 17]))
+put("shard", "v2_valid32", shard2([0, 70000, 199999, 65536, 3], vocab=200000))
+put("shard", "v2_bad_id32", shard2([0, 200000], vocab=200000))
+put("shard", "v2_bad_width", shard2([1, 2], width=4))
+
 # ---- tokenizer: mode byte + payload (see fuzz_tokenizer.c)
 lines = read("data/tokenizer_4096.bpe").split(b"\n")
 merges = lines[4:4 + 40]

@@ -220,7 +220,7 @@ END_TEST
 START_TEST(test_out_of_range) {
     /* "  vocab_size: 100": column 15 */
     expect_error("model:\n  vocab_size: 100\n", "2:15", "model.vocab_size",
-                 "expected an integer in [258, 65536]");
+                 "expected an integer in [258, 1073741824]");
     /* "  head_dim: 33": column 13, odd */
     expect_error("model:\n  head_dim: 33\n", "2:13", "model.head_dim", "even integer >= 2");
     /* "  beta1: 1.0": column 10 */
