@@ -180,7 +180,19 @@ const KeySpec cfg_keys[] = {
        "BPE tokenizer file; when missing it is trained on data.text and written there"),
     KLS(S_DATA, "text", data.text, data.n_text, 0, "raw UTF-8 text files to tokenize"),
     KLS(S_DATA, "shards", data.shards, data.n_shards, 0,
-       "pre-encoded token shards (moetrain data encode); text or shards must be non-empty"),
+       "pre-encoded token shards (moetrain data encode); text, shards or sft must be "
+       "non-empty"),
+    KLS(S_DATA, "sft", data.sft, data.n_sft, 0,
+       "supervised fine-tuning records: JSON Lines files of {prompt, completion} or "
+       "{messages} objects; the loss is taken on the completion (assistant) tokens only "
+       "(docs/finetuning.md); not with text or shards"),
+    KS(S_DATA, "prompt_key", data.prompt_key, "prompt",
+       "data.sft: the field of a record that holds the prompt"),
+    KS(S_DATA, "completion_key", data.completion_key, "completion",
+       "data.sft: the field of a record that holds the completion"),
+    KS(S_DATA, "sft_separator", data.sft_separator, "(none)",
+       "data.sft: text put between a record's prompt and its completion, not trained on "
+       "(e.g. \"\\n\")"),
     KF(S_DATA, "val_fraction", data.val_fraction, 0, 0.5, F_LO_OPEN,
        "fraction of the tokens held out for validation"),
 

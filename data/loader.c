@@ -119,12 +119,22 @@ static void ensure_perm(Loader *l, uint64_t e) {
     l->perm_epoch = e;
 }
 
-/* Copy the window starting at token start: inputs[0..T) = tok[start..], targets shifted by one. */
-static void copy_window(const Loader *l, size_t start, int32_t *in, int32_t *tgt) {
+void loader_set_mask(Loader *l, const uint8_t *mask) { l->mask = mask; }
+bool loader_has_mask(const Loader *l) { return l->mask != NULL; }
+
+/* inputs[0..T) = tok[start..], targets shifted by one (LOSS_IGNORE where masked). */
+void loader_window(const Loader *l, size_t start, int32_t *in, int32_t *tgt) {
+    ASSERT(start + (size_t)l->T < l->n_tokens, "window at %zu + %d outside %zu tokens", start,
+           l->T, l->n_tokens);
     const uint16_t *w = l->tokens + start;
     for (int t = 0; t < l->T; t++) {
         in[t] = w[t];
         tgt[t] = w[t + 1];
+    }
+    if (l->mask) {
+        const uint8_t *m = l->mask + start + 1;
+        for (int t = 0; t < l->T; t++)
+            if (!m[t]) tgt[t] = LOSS_IGNORE;
     }
 }
 
@@ -137,7 +147,7 @@ void loader_next(Loader *l, int global_B, int row0, int nrows, int32_t *inputs, 
         uint64_t p = l->cursor + (uint64_t)(row0 + r);
         ensure_perm(l, l->epoch + p / nw);
         size_t start = (size_t)l->perm[p % nw] * (size_t)l->T;
-        copy_window(l, start, inputs + (size_t)r * (size_t)l->T, targets + (size_t)r * (size_t)l->T);
+        loader_window(l, start, inputs + (size_t)r * (size_t)l->T, targets + (size_t)r * (size_t)l->T);
     }
     uint64_t p = l->cursor + (uint64_t)global_B;
     l->epoch += p / nw;
@@ -154,7 +164,7 @@ void loader_val_batch(const Loader *l, int b_index, int B, int row0, int nrows, 
            "bad validation batch %d rows [%d, %d) of %d", b_index, row0, row0 + nrows, B);
     for (int r = 0; r < nrows; r++) {
         size_t k = ((size_t)b_index * (size_t)B + (size_t)(row0 + r)) % l->n_val_windows;
-        copy_window(l, l->n_train + k * (size_t)l->T, inputs + (size_t)r * (size_t)l->T,
+        loader_window(l, l->n_train + k * (size_t)l->T, inputs + (size_t)r * (size_t)l->T,
                     targets + (size_t)r * (size_t)l->T);
     }
 }

@@ -17,6 +17,11 @@
  * Validation: sequential non-overlapping windows (starts at multiples of T in the validation
  * region), batch b holding windows b*B .. b*B+B-1 modulo loader_val_windows().
  *
+ * Loss mask (optional, loader_set_mask): where mask[i] is 0, token i is never a target:
+ * a window's target t is LOSS_IGNORE when mask[start + t + 1] is 0 (fine-tuning records,
+ * data/sft.h: only completion tokens are trained on). Without a mask every target is a
+ * token id.
+ *
  * Non-goals: document-aware masking or packing, shuffling within windows, streaming corpora
  * larger than memory/address space (shards are memory-mapped whole).
  */
@@ -36,6 +41,7 @@ typedef struct Loader {
     uint64_t seed;
     const uint16_t *tokens;   /* (n_tokens) train region then validation region; a view, or owned */
     uint16_t *owned;          /* (n_tokens) concatenation buffer when there were several spans */
+    const uint8_t *mask;      /* (n_tokens) borrowed loss mask (0 = not a target), or NULL */
     size_t n_tokens;
     size_t n_train;           /* tokens [0, n_train) are training */
     size_t n_val;             /* tokens [n_train, n_tokens) are validation */
@@ -59,6 +65,18 @@ int loader_init(Loader *l, const uint16_t *const *spans, const size_t *lens, int
  * the shards disagree on vocab_size or tokenizer hash. */
 int loader_init_shards(Loader *l, const Shard *shards, int n_shards, int T, double val_fraction,
                        uint64_t seed, MoeErr *err);
+
+/* Borrow mask (n_tokens entries, 0 = the token is not a loss target; it must outlive the
+ * loader) for every window from now on: training and validation targets are LOSS_IGNORE
+ * where it is 0. NULL removes it. */
+void loader_set_mask(Loader *l, const uint8_t *mask);
+/* Whether a mask is set (targets may be LOSS_IGNORE). */
+bool loader_has_mask(const Loader *l);
+
+/* Window at token start of the stream: inputs (T) = tokens [start, start + T), targets (T)
+ * the tokens one further, or LOSS_IGNORE where the mask says so; overwritten. ASSERTs the
+ * window is inside the stream. */
+void loader_window(const Loader *l, size_t start, int32_t *inputs, int32_t *targets);
 
 /* Release and zero. Safe on a zeroed or half-built loader. */
 void loader_free(Loader *l);

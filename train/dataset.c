@@ -12,6 +12,12 @@ static int prepare_tokenizer(const Config *c, Tokenizer *tok, MoeErr *err) {
     if (fs_exists(c->data.tokenizer)) {
         if (tok_load(tok, c->data.tokenizer, err)) return -1;
     } else {
+        if (c->data.n_sft > 0) {
+            moe_errorf(err, "data.tokenizer: %s does not exist; fine-tuning records (data.sft) "
+                       "do not train a tokenizer", c->data.tokenizer);
+            return moe_hintf(err, "point data.tokenizer at the tokenizer of the model being "
+                             "fine-tuned (the base run's data.tokenizer)");
+        }
         if (c->data.n_text == 0) {
             moe_errorf(err, "%s: tokenizer file does not exist and data.text lists no text "
                        "to train it on", c->data.tokenizer);
@@ -81,10 +87,39 @@ static void check_tokenizer_text(const Config *c, DataSet *d, const TokSource *t
 
 void dataset_free(DataSet *d) {
     loader_free(&d->loader);
+    sft_free(&d->sft);
     for (int i = 0; i < d->n_shards; i++) shard_close(&d->shards[i]);
     moe_free(d->shards);
     tok_free(&d->tok);
     memset(d, 0, sizeof *d);
+}
+
+/* data.sft: the records, packed into one stream with its loss mask (data/sft.h), held out
+ * by whole records for validation, under the loader. */
+static int open_sft(const Config *c, DataSet *d, MoeErr *err) {
+    SftOpts o = {c->data.prompt_key, c->data.completion_key, c->data.sft_separator};
+    if (sft_load(&d->sft, &d->tok, (const char *const *)c->data.sft, (int)c->data.n_sft, &o,
+                 err))
+        return -1;
+    const SftData *s = &d->sft;
+    if (s->n_records < 2) {
+        moe_errorf(err, "data.sft: %zu record in all: a fine-tuning run needs two or more (one "
+                   "or more held out for validation)", s->n_records);
+        return moe_hintf(err, "add records to the data.sft files");
+    }
+    const size_t val0 = sft_val_start(s, c->data.val_fraction);
+    const uint16_t *span = s->tokens;
+    const size_t n = s->n_tokens;
+    /* the loader holds out round(f n) tokens: f = (n - val0) / n is that count exactly
+       (n < 2^52), so validation starts on the record boundary val0 */
+    const double f = (double)(n - val0) / (double)n;
+    if (loader_init(&d->loader, &span, &n, 1, c->train.seq_len, f, (uint64_t)c->train.seed,
+                    err))
+        return -1;
+    ASSERT(d->loader.n_train == val0, "sft validation at %zu, loader at %zu", val0,
+           d->loader.n_train);
+    loader_set_mask(&d->loader, s->mask);
+    return 0;
 }
 
 /* Everything after the tokenizer: the shards (checked against it), data.text's cached
@@ -92,6 +127,7 @@ void dataset_free(DataSet *d) {
  * just trained on data.text (no need to compare its record of training text). */
 static int open_tokens(const Config *c, DataSet *d, bool trained_here, FILE *log,
                        MoeErr *err) {
+    if (c->data.n_sft > 0) return open_sft(c, d, err);   /* alone (config_validate) */
     int n = (int)c->data.n_shards + (c->data.n_text > 0 ? 1 : 0);
     d->shards = moe_calloc(sizeof(Shard) * (size_t)n);
     for (size_t i = 0; i < c->data.n_shards; i++) {
@@ -145,13 +181,14 @@ int dataset_open(const Config *c, DataSet *d, MoeErr *err) {
 int dataset_open_run(const Config *c, const char *label, const uint8_t *tok_bytes, size_t n,
                      FILE *log, DataSet *d, MoeErr *err) {
     memset(d, 0, sizeof *d);
-    for (int k = 0; k < 2; k++) {
-        char *const *list = k ? c->data.shards : c->data.text;
-        const size_t cnt = k ? c->data.n_shards : c->data.n_text;
+    for (int k = 0; k < 3; k++) {
+        static const char *const key[3] = {"text", "shards", "sft"};
+        char *const *list = k == 2 ? c->data.sft : k ? c->data.shards : c->data.text;
+        const size_t cnt = k == 2 ? c->data.n_sft : k ? c->data.n_shards : c->data.n_text;
         for (size_t i = 0; i < cnt; i++)
             if (!fs_exists(list[i])) {
-                moe_errorf(err, "%s: the run's data.%s file %s does not exist", label,
-                           k ? "shards" : "text", list[i]);
+                moe_errorf(err, "%s: the run's data.%s file %s does not exist", label, key[k],
+                           list[i]);
                 return moe_hintf(err, "the checkpoint's stored config names its data as "
                                  "training saw it (a relative path is relative to the "
                                  "directory training ran in): run from there, or score a "
@@ -173,12 +210,8 @@ void dataset_window(const DataSet *d, DataSplit split, size_t w, int32_t *inputs
     const size_t nw = split == DATASET_VAL ? loader_val_windows(l) : loader_train_windows(l);
     ASSERT(w < nw, "dataset_window %zu of %zu (%s)", w, nw, split == DATASET_VAL ? "val"
                                                                                  : "train");
-    const size_t T = (size_t)l->T;
-    const uint16_t *tok = l->tokens + (split == DATASET_VAL ? l->n_train : 0) + w * T;
-    for (size_t j = 0; j < T; j++) {
-        inputs[j] = tok[j];
-        targets[j] = tok[j + 1];
-    }
+    loader_window(l, (split == DATASET_VAL ? l->n_train : 0) + w * (size_t)l->T, inputs,
+                  targets);
 }
 
 /* Do the files at a and b hold the same bytes? (false when either cannot be read) */

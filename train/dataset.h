@@ -4,7 +4,9 @@
  * does not exist yet; opens data.shards, refusing one encoded with another vocabulary or
  * tokenizer; encodes data.text into one cached shard run.dir/tokens/text-<hash>.tok (the
  * hash covers the text and the tokenizer, so a change of either re-encodes); then splits the
- * windows into training and validation (data/loader.h).
+ * windows into training and validation (data/loader.h). data.sft's fine-tuning records
+ * (data/sft.h) are tokenized in memory instead, into one stream with a loss mask whose last
+ * whole records (about data.val_fraction of the tokens) validate.
  * A trained run's data can be opened again for scoring (`moetrain eval --split`):
  * dataset_open_run, from the config and tokenizer stored in its checkpoint, cuts the same
  * windows; dataset_window reads any one of them.
@@ -17,6 +19,7 @@
 
 #include "configs/config.h"
 #include "data/loader.h"
+#include "data/sft.h"
 #include "data/shard.h"
 #include "data/tokenizer.h"
 
@@ -24,7 +27,8 @@ typedef struct DataSet {
     Tokenizer tok;
     Shard *shards;      /* (n_shards) owned, open */
     int n_shards;
-    Loader loader;      /* over shards[0..n_shards) */
+    Loader loader;      /* over shards[0..n_shards), or over sft's stream with its mask */
+    SftData sft;        /* data.sft's records (n_records 0 without data.sft) */
     char tok_warning[1024];   /* "" or why the tokenizer looks made for other text (its
                                  trained_on record differs from data.text): the caller
                                  prints it as a warning */
@@ -57,8 +61,9 @@ typedef enum { DATASET_TRAIN, DATASET_VAL } DataSplit;
 
 /* Window w of a split, cut as the loader cuts them (data/loader.h): training window w is
  * tokens [w T, w T + T] of the stream, validation window w tokens [n_train + w T, ... + T].
- * inputs (T) and targets (T, the inputs shifted by one) overwritten. ASSERTs w is below
- * loader_train_windows / loader_val_windows. */
+ * inputs (T) and targets (T, the inputs shifted by one; LOSS_IGNORE where the loss mask of
+ * data.sft says so) overwritten. ASSERTs w is below loader_train_windows /
+ * loader_val_windows. */
 void dataset_window(const DataSet *d, DataSplit split, size_t w, int32_t *inputs,
                     int32_t *targets);
 

@@ -54,20 +54,20 @@ START_TEST(cross_entropy_forward_ref) {
     const int32_t tgt[4] = {2, -1, 0, 4};
     Tape t;
     new_tape(&t, false);
-    Tensor *y = op_cross_entropy(&t, x, tgt, 1.0f);
+    Tensor *y = op_cross_entropy(&t, x, tgt, 1.0f, 0);
     ck_assert_int_eq((int)y->n, 1);
     float r = (float)ref_cross_entropy(x->data, tgt, 4, 5, 1.0);
     expect_close(y->data, &r, 1, RED_ATOL, RED_RTOL, "cross_entropy forward");
-    Tensor *y2 = op_cross_entropy(&t, x, tgt, 0.25f);
+    Tensor *y2 = op_cross_entropy(&t, x, tgt, 0.25f, 0);
     float r2 = (float)ref_cross_entropy(x->data, tgt, 4, 5, 0.25);
     expect_close(y2->data, &r2, 1, RED_ATOL, RED_RTOL, "cross_entropy forward scale");
     /* All targets ignored: loss 0 (no division by zero). */
     const int32_t none[4] = {-1, -1, -1, -1};
-    Tensor *y3 = op_cross_entropy(&t, x, none, 1.0f);
+    Tensor *y3 = op_cross_entropy(&t, x, none, 1.0f, 0);
     EXPECT_EQ(y3->data[0], 0.0f);
     /* Large logits: log-sum-exp with the row max stays finite. */
     for (size_t j = 0; j < x->n; j++) x->data[j] += 500.0f;
-    Tensor *y4 = op_cross_entropy(&t, x, tgt, 1.0f);
+    Tensor *y4 = op_cross_entropy(&t, x, tgt, 1.0f, 0);
     ck_assert_msg(isfinite(y4->data[0]) && fabsf(y4->data[0] - r) <= 1e-3f,
                   "shifted CE %g vs %g", (double)y4->data[0], (double)r);
     tape_free(&t);
@@ -85,7 +85,7 @@ START_TEST(cross_entropy_hand) {
     const int32_t tgt[1] = {1};
     Tape t;
     new_tape(&t, false);
-    Tensor *y = op_cross_entropy(&t, x, tgt, 1.0f);
+    Tensor *y = op_cross_entropy(&t, x, tgt, 1.0f, 0);
     EXPECT_NEAR(y->data[0], 0.6931472f, 1e-6f);
     tape_free(&t);
     tt_free(x);
@@ -95,7 +95,7 @@ END_TEST
 START_TEST(cross_entropy_backward_fd) {
     Tensor *x = rnd2(4, 5, TENSOR_PARAM, "logits", 71, -2, 2);
     const int32_t tgt[4] = {3, -1, 0, -1};
-    CeCtx c = {tgt, 1.0f};
+    CeCtx c = {tgt, 1.0f, 0};
     Tensor *in[1] = {x};
     ck_assert_int_eq(tt_check_grad(b_cross_entropy, &c, in, 1, FD_H, FD_ATOL, FD_RTOL, "ce"), 0);
     /* Ignored rows get exactly zero gradient. */
@@ -104,11 +104,11 @@ START_TEST(cross_entropy_backward_fd) {
         EXPECT_EQ(x->grad[3 * 5 + v], 0.0f);
     }
     /* scale != 1 (and > 1, so a missing scale factor is well outside the tolerance). */
-    CeCtx c2 = {tgt, 2.5f};
+    CeCtx c2 = {tgt, 2.5f, 0};
     ck_assert_int_eq(tt_check_grad(b_cross_entropy, &c2, in, 1, FD_H, FD_ATOL, FD_RTOL, "ce x2.5"),
                      0);
     const int32_t all[4] = {1, 4, 2, 0};
-    CeCtx c3 = {all, 0.5f};
+    CeCtx c3 = {all, 0.5f, 0};
     ck_assert_int_eq(tt_check_grad(b_cross_entropy, &c3, in, 1, FD_H, FD_ATOL, FD_RTOL, "ce all"),
                      0);
     tt_free(x);
@@ -119,7 +119,7 @@ END_TEST
 
 static Tensor *b_linear_ce(Tape *t, Tensor **in, void *ctx) {
     const CeCtx *c = ctx;
-    return op_linear_cross_entropy(t, in[0], in[1], c->tgt, c->scale, NULL);
+    return op_linear_cross_entropy(t, in[0], in[1], c->tgt, c->scale, c->denom, NULL);
 }
 
 /* The fused op against its unfused composition op_cross_entropy(op_linear(x, W)): same
@@ -132,7 +132,7 @@ START_TEST(linear_ce_matches_composition) {
     Tape t;
     new_tape(&t, true);
     Tensor *logits = (Tensor *)1;
-    Tensor *yf = op_linear_cross_entropy(&t, x, w, tgt, 0.75f, &logits);
+    Tensor *yf = op_linear_cross_entropy(&t, x, w, tgt, 0.75f, 0, &logits);
     ck_assert_ptr_null(logits);
     tape_backward(&t, yf, NULL);
     float lf = yf->data[0];
@@ -142,20 +142,20 @@ START_TEST(linear_ce_matches_composition) {
     memset(x->grad, 0, x->n * sizeof(float));
     memset(w->grad, 0, w->n * sizeof(float));
     tape_reset(&t, true);
-    Tensor *yu = op_cross_entropy(&t, op_linear(&t, x, w), tgt, 0.75f);
+    Tensor *yu = op_cross_entropy(&t, op_linear(&t, x, w), tgt, 0.75f, 0);
     tape_backward(&t, yu, NULL);
     expect_close(&lf, yu->data, 1, RED_ATOL, RED_RTOL, "fused loss");
     expect_close(gx, x->grad, x->n, RED_ATOL, RED_RTOL, "fused dx");
     expect_close(gw, w->grad, w->n, RED_ATOL, RED_RTOL, "fused dW");
     /* not recording: the logits come back and equal x W^T */
     tape_reset(&t, false);
-    Tensor *ye = op_linear_cross_entropy(&t, x, w, tgt, 0.75f, &logits);
+    Tensor *ye = op_linear_cross_entropy(&t, x, w, tgt, 0.75f, 0, &logits);
     ck_assert_ptr_nonnull(logits);
     expect_close(ye->data, yu->data, 1, RED_ATOL, RED_RTOL, "fused loss, eval");
     Tensor *lu = op_linear(&t, x, w);
     expect_close(logits->data, lu->data, lu->n, RED_ATOL, RED_RTOL, "fused logits");
     tape_free(&t);
-    CeCtx c = {tgt, 2.5f};
+    CeCtx c = {tgt, 2.5f, 0};
     Tensor *in[2] = {x, w};
     ck_assert_int_eq(tt_check_grad(b_linear_ce, &c, in, 2, FD_H, FD_ATOL, FD_RTOL, "linear_ce"),
                      0);
@@ -171,11 +171,11 @@ END_TEST
  * loss and grads within the reduction tolerance (dW is summed over chunks, a different
  * float32 order), a constant x (no dX kept), forward-only loss, finite differences, and the
  * arena it needs (no (N, V) buffer). */
-typedef struct ChunkCtx { const int32_t *tgt; float scale; int chunk; } ChunkCtx;
+typedef struct ChunkCtx { const int32_t *tgt; float scale; int chunk; double denom; } ChunkCtx;
 
 static Tensor *b_linear_ce_chunked(Tape *t, Tensor **in, void *ctx) {
     const ChunkCtx *c = ctx;
-    return op_linear_cross_entropy_chunked(t, in[0], in[1], c->tgt, c->scale, c->chunk);
+    return op_linear_cross_entropy_chunked(t, in[0], in[1], c->tgt, c->scale, c->denom, c->chunk);
 }
 
 START_TEST(linear_ce_chunked_matches_fused) {
@@ -184,7 +184,7 @@ START_TEST(linear_ce_chunked_matches_fused) {
     const int32_t tgt[6] = {3, -1, 0, 6, 2, 2};
     Tape t;
     new_tape(&t, true);
-    Tensor *yf = op_linear_cross_entropy(&t, x, w, tgt, 0.75f, NULL);
+    Tensor *yf = op_linear_cross_entropy(&t, x, w, tgt, 0.75f, 0, NULL);
     tape_backward(&t, yf, NULL);
     const float lf = yf->data[0];
     float *gx = malloc(x->n * sizeof(float)), *gw = malloc(w->n * sizeof(float));
@@ -195,14 +195,14 @@ START_TEST(linear_ce_chunked_matches_fused) {
         memset(x->grad, 0, x->n * sizeof(float));
         memset(w->grad, 0, w->n * sizeof(float));
         tape_reset(&t, true);
-        Tensor *yc = op_linear_cross_entropy_chunked(&t, x, w, tgt, 0.75f, chunks[i]);
+        Tensor *yc = op_linear_cross_entropy_chunked(&t, x, w, tgt, 0.75f, 0, chunks[i]);
         tape_backward(&t, yc, NULL);
         expect_close(yc->data, &lf, 1, RED_ATOL, RED_RTOL, "chunked loss");
         expect_close(x->grad, gx, x->n, RED_ATOL, RED_RTOL, "chunked dx");
         expect_close(w->grad, gw, w->n, RED_ATOL, RED_RTOL, "chunked dW");
         /* forward only: the same loss, nothing recorded */
         tape_reset(&t, false);
-        Tensor *ye = op_linear_cross_entropy_chunked(&t, x, w, tgt, 0.75f, chunks[i]);
+        Tensor *ye = op_linear_cross_entropy_chunked(&t, x, w, tgt, 0.75f, 0, chunks[i]);
         expect_close(ye->data, &lf, 1, RED_ATOL, RED_RTOL, "chunked loss, forward only");
         ck_assert_int_eq(t.n, 0);
     }
@@ -210,11 +210,11 @@ START_TEST(linear_ce_chunked_matches_fused) {
     Tensor *xc = rnd2(6, 5, TENSOR_CONST, "xc", 84, -1, 1);
     memset(w->grad, 0, w->n * sizeof(float));
     tape_reset(&t, true);
-    tape_backward(&t, op_linear_cross_entropy_chunked(&t, xc, w, tgt, 0.75f, 4), NULL);
+    tape_backward(&t, op_linear_cross_entropy_chunked(&t, xc, w, tgt, 0.75f, 0, 4), NULL);
     expect_close(w->grad, gw, w->n, RED_ATOL, RED_RTOL, "chunked dW, constant x");
     tape_free(&t);
     for (int i = 0; i < 3; i++) {
-        ChunkCtx c = {tgt, 2.5f, chunks[i + 1]};
+        ChunkCtx c = {tgt, 2.5f, chunks[i + 1], 0};
         Tensor *in[2] = {x, w};
         ck_assert_int_eq(tt_check_grad(b_linear_ce_chunked, &c, in, 2, FD_H, FD_ATOL, FD_RTOL,
                                        "linear_ce_chunked"), 0);
@@ -227,8 +227,8 @@ START_TEST(linear_ce_chunked_matches_fused) {
     size_t used[2];
     for (int ck = 0; ck < 2; ck++) {
         new_tape(&t, true);
-        if (ck) op_linear_cross_entropy_chunked(&t, xb, wb, tb, 1.0f, 8);
-        else op_linear_cross_entropy(&t, xb, wb, tb, 1.0f, NULL);
+        if (ck) op_linear_cross_entropy_chunked(&t, xb, wb, tb, 1.0f, 0, 8);
+        else op_linear_cross_entropy(&t, xb, wb, tb, 1.0f, 0, NULL);
         used[ck] = arena_used(&t.arena);
         tape_free(&t);
     }
