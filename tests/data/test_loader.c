@@ -261,6 +261,51 @@ START_TEST(test_too_short) {
 }
 END_TEST
 
+/* A loss mask: targets are LOSS_IGNORE exactly where mask[position of the target token] is
+ * 0, in training and validation windows, and the inputs and the window order are those of
+ * the unmasked loader (the same seed). */
+START_TEST(test_mask) {
+    Loader l, plain;
+    init_loader(&l, NTOK, 0.1, 5);
+    init_loader(&plain, NTOK, 0.1, 5);
+    static uint8_t mask[NTOK];
+    for (int i = 0; i < NTOK; i++) mask[i] = (uint8_t)(i % 3 != 0 && i % 7 != 2);
+    ck_assert(!loader_has_mask(&l));
+    loader_set_mask(&l, mask);
+    ck_assert(loader_has_mask(&l));
+    int32_t in[4 * T], tg[4 * T], in2[4 * T], tg2[4 * T];
+    int ignored = 0;
+    for (int step = 0; step < 40; step++) {   /* crosses an epoch of 112 windows */
+        loader_next(&l, 4, 0, 4, in, tg);
+        loader_next(&plain, 4, 0, 4, in2, tg2);
+        ck_assert(memcmp(in, in2, sizeof in) == 0);
+        for (int j = 0; j < 4 * T; j++) {
+            const int pos = in[j] + 1;   /* the target's position in the stream (tok[i] = i) */
+            ck_assert_int_eq(tg[j], mask[pos] ? tg2[j] : LOSS_IGNORE);
+            ck_assert_int_eq(tg2[j], pos);
+            ignored += tg[j] == LOSS_IGNORE;
+        }
+    }
+    ck_assert_int_gt(ignored, 0);
+    for (int b = 0; b < 3; b++) {
+        loader_val_batch(&l, b, 4, 0, 4, in, tg);
+        for (int j = 0; j < 4 * T; j++) {
+            const int pos = in[j] + 1;
+            ck_assert_int_ge(pos, 901);
+            ck_assert_int_eq(tg[j], mask[pos] ? pos : LOSS_IGNORE);
+        }
+    }
+    /* loader_window is the window any start cuts */
+    loader_window(&l, 10, in, tg);
+    for (int t = 0; t < T; t++) {
+        ck_assert_int_eq(in[t], 10 + t);
+        ck_assert_int_eq(tg[t], mask[11 + t] ? 11 + t : LOSS_IGNORE);
+    }
+    loader_free(&l);
+    loader_free(&plain);
+}
+END_TEST
+
 static Suite *loader_suite(void) {
     Suite *s = suite_create("loader");
     struct { const char *name; const TTest *fn; } cases[] = {
@@ -274,6 +319,7 @@ static Suite *loader_suite(void) {
         {"validation_batches", test_validation_batches},
         {"multi_span_concat", test_multi_span_concat},
         {"too_short", test_too_short},
+        {"mask", test_mask},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         TCase *tc = tcase_create(cases[i].name);
