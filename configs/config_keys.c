@@ -194,7 +194,8 @@ const KeySpec cfg_keys[] = {
        "data.sft: text put between a record's prompt and its completion, not trained on "
        "(e.g. \"\\n\")"),
     KF(S_DATA, "val_fraction", data.val_fraction, 0, 0.5, F_LO_OPEN,
-       "fraction of the tokens held out for validation"),
+       "fraction of the tokens held out for validation (data.sft: the last whole records, "
+       "the boundary nearest this fraction)"),
 
     KS(S_RUN, "dir", run.dir, "runs/<config name>",
        "run directory: logs, checkpoints, the effective config (config name: the config "

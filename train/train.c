@@ -275,6 +275,10 @@ static void on_signal(int sig) { g_signal = sig; }
 static int eval_and_log(Trainer *tr, Logger *lg, bool root, MoeErr *err) {
     double t1 = moe_now();
     double vl = evaluate(tr);
+    if (root && isnan(vl))
+        logger_warn(lg, "step %ld: the validation windows hold no completion token to score "
+                    "(data.sft: the loss counts completions only): val_loss is nan; raise "
+                    "train.eval_batches", tr->step);
     int bad = root ? logger_eval(lg, tr->step, (long)tr->c->train.steps, tr->tokens_seen, vl,
                                  t1, err)
                    : 0;

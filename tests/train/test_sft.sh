@@ -14,7 +14,8 @@
 #   adapters and moments bit-identical, on 1 rank and on -n 2;
 # - full fine-tuning (lora_rank 0) on the same records written as conversations
 #   ({"messages": [user, assistant]}): the validation loss falls;
-# - a global batch without any completion token: a warning, the run goes on, losses finite;
+# - a global batch without any completion token, and validation windows without one: a
+#   warning each, the run goes on, the step losses stay finite;
 # - a malformed record: "FILE:LINE: ..." and exit 1; the config refusals (data.sft with
 #   data.text, data.prompt_key without data.sft, equal field names, no tokenizer file).
 # Usage: test_sft.sh PATH/TO/moetrain
@@ -119,6 +120,9 @@ for i in 1 2 3 4; do printf '{"prompt": "%s", "completion": " ok"}\n' "$long"; d
   --set train.micro_batch=2 --set train.grad_accum=1 --set train.eval_batches=1 > "$TMP/long.log" 2>&1 \
   && ok || { bad "the long-prompt run failed"; tail -5 "$TMP/long.log"; }
 grep -q "the global batch holds no completion token" "$TMP/long.log" && ok || bad "no warning for a batch without completion tokens"
+# its 32 validation targets are the start of the last record's long prompt: nothing to score
+grep -q "the validation windows hold no completion token to score" "$TMP/long.log" && ok \
+  || bad "no warning for validation windows without completion tokens"
 [ "$(losses "$TMP/long" 1 20 | grep -cvE '^[0-9.e+-]+$')" = 0 ] && [ "$(losses "$TMP/long" 1 20 | wc -l)" = 20 ] \
   && ok || bad "non-finite or missing losses in the long-prompt run"
 
