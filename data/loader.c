@@ -147,7 +147,8 @@ void loader_next(Loader *l, int global_B, int row0, int nrows, int32_t *inputs, 
         uint64_t p = l->cursor + (uint64_t)(row0 + r);
         ensure_perm(l, l->epoch + p / nw);
         size_t start = (size_t)l->perm[p % nw] * (size_t)l->T;
-        loader_window(l, start, inputs + (size_t)r * (size_t)l->T, targets + (size_t)r * (size_t)l->T);
+        loader_window(l, start, inputs + (size_t)r * (size_t)l->T,
+                      targets + (size_t)r * (size_t)l->T);
     }
     uint64_t p = l->cursor + (uint64_t)global_B;
     l->epoch += p / nw;

@@ -101,10 +101,10 @@ START_TEST(test_chat) {
     MoeErr err;
     SftOpts o = {NULL, NULL, NULL};
     const char *rec =
-        "{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", "
-        "\"content\": \"What is two plus two?\"}, {\"role\": \"assistant\", \"content\": \"four\"}, "
-        "{\"role\": \"user\", \"content\": \"and the cat?\"}, {\"role\": \"assistant\", \"content\": "
-        "\"on the mat <|endoftext|> sat\"}]}\n"
+        "{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": "
+        "\"user\", \"content\": \"What is two plus two?\"}, {\"role\": \"assistant\", "
+        "\"content\": \"four\"}, {\"role\": \"user\", \"content\": \"and the cat?\"}, "
+        "{\"role\": \"assistant\", \"content\": \"on the mat <|endoftext|> sat\"}]}\n"
         "{\"messages\": [{\"role\": \"assistant\", \"content\": \"hi\"}, {\"role\": \"user\", "
         "\"content\": \"bye\"}]}\n";
     ck_assert_msg(parse(&d, rec, &o, &err) == 0, "%s", err.msg);

@@ -21,7 +21,8 @@ if [ $# -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL[@]}"); fi
 max_len() {
   case $1 in
     config) echo 4096 ;; tokenizer) echo 4096 ;; shard) echo 1024 ;; json) echo 2048 ;;
-    sft) echo 2048 ;; ckpt) echo 512 ;; ckpt_raw) echo 262144 ;; safetensors) echo 2048 ;; gguf) echo 2048 ;;
+    sft) echo 2048 ;;
+    ckpt) echo 512 ;; ckpt_raw) echo 262144 ;; safetensors) echo 2048 ;; gguf) echo 2048 ;;
     *) echo 4096 ;;
   esac
 }
