@@ -111,19 +111,27 @@ Tensor *op_gather_rows(Tape *t, Tensor *x, const int32_t *rows, int M);
 /* Row-wise softmax over the last dimension: x (N, M) -> y (N, M). */
 Tensor *op_softmax(Tape *t, Tensor *x);
 
-/* Mean cross-entropy of logits (N, V) against targets (N) in [0, V) -> scalar (1).
- * targets < 0 are ignored (not counted in the mean). Fused, numerically stable
- * (log-sum-exp with the row max); saves lse (N). If scale != 1 the result is scale * mean
- * (used for gradient-accumulation weighting). */
-Tensor *op_cross_entropy(Tape *t, Tensor *logits, const int32_t *targets, float scale);
+/* The language-model loss over targets (N): an id in [0, V), or LOSS_IGNORE (core/common.h),
+ * which contributes nothing to the loss or to any gradient (its logits row gets exactly
+ * zero gradient, whatever its values) and is not counted. The result is
+ *   scale / d * sum over the non-ignored n of -log softmax(logits[n])[targets[n]]
+ * with d = denom when denom > 0, else this call's count of non-ignored targets: a caller
+ * that splits one batch over ranks and accumulated micro-batches passes the same denom
+ * (the global count, divided by the number of calls, see train/train.c) to every call, so
+ * the mean is over the whole batch's targets. With d = 0 (no target at all) the loss is 0
+ * and no gradient flows. ASSERTs LOSS_IGNORE <= targets[n] < V. */
 
-/* Fused LM head + mean cross-entropy: logits (N, V) = x (N, C) W^T with W (V, C), then
- * the loss of op_cross_entropy (targets < 0 ignored, times scale). When recording, the
- * logits buffer is overwritten in place by the loss gradient (no separate (N, V) grad
+/* That loss of logits (N, V) -> scalar (1). Fused, numerically stable (log-sum-exp with
+ * the row max); saves lse (N). */
+Tensor *op_cross_entropy(Tape *t, Tensor *logits, const int32_t *targets, float scale,
+                         double denom);
+
+/* Fused LM head + that loss: logits (N, V) = x (N, C) W^T with W (V, C). When recording,
+ * the logits buffer is overwritten in place by the loss gradient (no separate (N, V) grad
  * buffer, one exp per element) and *logits (if given) is set to NULL; otherwise *logits
  * gets the (N, V) logits. Equal to op_cross_entropy(op_linear(x, W)). */
 Tensor *op_linear_cross_entropy(Tape *t, Tensor *x, Tensor *w, const int32_t *targets,
-                                float scale, Tensor **logits);
+                                float scale, double denom, Tensor **logits);
 
 /* The same loss with the rows processed `chunk` at a time through a (chunk, V) buffer, so no
  * (N, V) logits exist (for training with a large vocabulary). When recording, each chunk's
@@ -132,7 +140,7 @@ Tensor *op_linear_cross_entropy(Tape *t, Tensor *x, Tensor *w, const int32_t *ta
  * instead of N V. The logits are never returned. Same loss and gradients as
  * op_linear_cross_entropy up to float32 summation order (dW is a sum over chunks). */
 Tensor *op_linear_cross_entropy_chunked(Tape *t, Tensor *x, Tensor *w, const int32_t *targets,
-                                        float scale, int chunk);
+                                        float scale, double denom, int chunk);
 
 /* ---------------- ops_reduce.c ---------------- */
 

@@ -9,6 +9,12 @@
  * partial, added in range order afterwards: the partition, and so the last bits of the
  * loss, depend on the worker count; the gradients do not. The head products are
  * gemm calls (autograd/gemm.h).
+ * The ignore label: a target LOSS_IGNORE (core/common.h) contributes nothing to the loss or
+ * to any gradient (its row of the loss gradient is exactly zero), and is not counted in the
+ * mean. The mean divides by `denom` when the caller gives one (> 0:
+ * the count of non-ignored targets over a whole data-parallel, accumulated batch, so that
+ * every call of it shares one denominator), else by this call's own count; with nothing to
+ * divide by (no non-ignored target) the loss is 0 and no gradient flows.
  * Non-goals: label smoothing, class weights, a softmax over other axes.
  * Reference: llm.c's fused classifier (Karpathy 2024, train_gpt2.cu: the softmax, the
  * loss and its gradient in one pass over the logits).
@@ -78,15 +84,19 @@ Tensor *op_softmax(Tape *t, Tensor *x) {
 
 /* ---------------- cross-entropy ---------------- */
 
-/* loss = scale / count * sum_{n: tgt[n] >= 0} (lse[n] - logits[n, tgt[n]]), with
- * lse = max + log(sum exp(x - max)) (no overflow). Writes lse (N) (rows with an ignored
- * target are skipped and left unset) and returns the loss; *count gets the valid rows. */
+/* The divisor of the mean: denom when given (> 0), else the call's own count (0: none). */
+static double loss_divisor(double denom, int count) { return denom > 0 ? denom : count; }
+
+/* loss = scale / d * sum_{n: tgt[n] != LOSS_IGNORE} (lse[n] - logits[n, tgt[n]]) with d =
+ * loss_divisor(denom, count), lse = max + log(sum exp(x - max)) (no overflow). Writes lse (N)
+ * (rows with an ignored target are skipped and left unset) and returns the loss (0 when d is
+ * 0); *count gets the valid rows. */
 static float cross_entropy_forward(float *lse, const float *logits, const int32_t *tgt, int N,
-                                   int V, float scale, int *count) {
+                                   int V, float scale, double denom, int *count) {
     double loss = 0.0;
     int cnt = 0;
     for (int n = 0; n < N; n++) {
-        if (tgt[n] < 0) continue;
+        if (tgt[n] == LOSS_IGNORE) continue;
         const float *xr = logits + (size_t)n * V;
         float mx = -INFINITY;
         for (int v = 0; v < V; v++) mx = fmaxf(mx, xr[v]);
@@ -98,15 +108,16 @@ static float cross_entropy_forward(float *lse, const float *logits, const int32_
         cnt++;
     }
     *count = cnt;
-    return cnt ? (float)((double)scale * loss / cnt) : 0.0f;
+    const double d = loss_divisor(denom, cnt);
+    return d > 0 ? (float)((double)scale * loss / d) : 0.0f;
 }
 
 /* Inverts the loss: dlogits[n] += (softmax(logits[n]) - onehot(tgt[n])) * k,
- * k = scale * dloss / count; ignored rows get nothing. */
+ * k = scale * dloss / divisor; ignored rows get nothing. */
 static void cross_entropy_backward(float *dlogits, const float *logits, const float *lse,
                                    const int32_t *tgt, int N, int V, float k) {
     for (int n = 0; n < N; n++) {
-        if (tgt[n] < 0) continue;
+        if (tgt[n] == LOSS_IGNORE) continue;
         const float *xr = logits + (size_t)n * V;
         float *dr = dlogits + (size_t)n * V;
         float l = lse[n];
@@ -117,27 +128,29 @@ static void cross_entropy_backward(float *dlogits, const float *logits, const fl
 
 static void op_cross_entropy_bw(TapeOp *op) {
     float *dx = grad_of(op->in[0]);
-    int count = op->i[2];
-    if (!dx || count == 0) return;
-    float k = (float)(op->f[0] * (double)op->out->grad[0] / count);
+    const double d = op->f[1];
+    if (!dx || op->i[2] == 0 || d <= 0) return;   /* no valid row: no gradient */
+    float k = (float)(op->f[0] * (double)op->out->grad[0] / d);
     cross_entropy_backward(dx, op->in[0]->data, (const float *)op->aux[0],
                            (const int32_t *)op->aux[1], op->i[0], op->i[1], k);
 }
 
-Tensor *op_cross_entropy(Tape *t, Tensor *logits, const int32_t *targets, float scale) {
+Tensor *op_cross_entropy(Tape *t, Tensor *logits, const int32_t *targets, float scale,
+                         double denom) {
     int V = tensor_cols(logits);
     size_t rows = tensor_rows(logits);
     ASSERT(V > 0, "cross_entropy: empty vocab");
     ASSERT(rows <= (size_t)INT32_MAX, "cross_entropy: %zu rows", rows);
     int N = (int)rows;
     for (int n = 0; n < N; n++)
-        ASSERT(targets[n] < V, "cross_entropy: targets[%d] = %d >= V = %d", n,
+        ASSERT(targets[n] >= LOSS_IGNORE && targets[n] < V,
+               "cross_entropy: targets[%d] = %d outside [LOSS_IGNORE, V = %d)", n,
                (int)targets[n], V);
     bool needs = tape_needs_grad(t, logits, NULL, NULL);
     Tensor *y = tape_scalar(t, needs);
     float *lse = arena_floats(&t->arena, (size_t)N);
     int count = 0;
-    y->data[0] = cross_entropy_forward(lse, logits->data, targets, N, V, scale, &count);
+    y->data[0] = cross_entropy_forward(lse, logits->data, targets, N, V, scale, denom, &count);
     if (needs) {
         TapeOp *op = tape_push(t, "cross_entropy", op_cross_entropy_bw, y);
         op->in[0] = logits;
@@ -145,6 +158,7 @@ Tensor *op_cross_entropy(Tape *t, Tensor *logits, const int32_t *targets, float 
         op->i[1] = V;
         op->i[2] = count;
         op->f[0] = (double)scale;
+        op->f[1] = loss_divisor(denom, count);
         op->aux[0] = lse;
         op->aux[1] = (void *)targets; /* borrowed: valid until backward */
     }
@@ -155,7 +169,7 @@ Tensor *op_cross_entropy(Tape *t, Tensor *logits, const int32_t *targets, float 
 
 /* Fused LM head and cross-entropy: the (N, V) buffer holds the logits, and when recording
  * is then overwritten in place by d(loss)/d(logits) per unit upstream gradient,
- * (softmax - onehot) * scale / count, which is all backward needs: the logits never get
+ * (softmax - onehot) * scale / divisor, which is all backward needs: the logits never get
  * a separate gradient buffer and each exp is computed once (llm.c's fused classifier). */
 static void op_linear_ce_bw(TapeOp *op) {
     Tensor *x = op->in[0], *w = op->in[1];
@@ -176,7 +190,7 @@ typedef struct LceTask {
     float *L;                 /* (N, V) logits in, loss gradient out (when needs) */
     const int32_t *targets;
     int N, V;
-    float k;                  /* scale / count */
+    float k;                  /* scale / divisor (0 when there is none) */
     bool needs;
     double loss[POOL_MAX_WORKERS];   /* per task: sum of (lse - logit[target]) */
     int workers;
@@ -195,7 +209,7 @@ static void linear_ce_rows(void *ctx, int task, int worker) {
     for (int n = k0; n < k1; n++) {
         float *r = a->L + (size_t)n * V;
         const int tg = a->targets[n];
-        if (tg < 0) {
+        if (tg == LOSS_IGNORE) {
             if (a->needs) memset(r, 0, sizeof(float) * (size_t)V);   /* no gradient */
             continue;
         }
@@ -224,7 +238,7 @@ static void linear_ce_rows(void *ctx, int task, int worker) {
 }
 
 Tensor *op_linear_cross_entropy(Tape *t, Tensor *x, Tensor *w, const int32_t *targets,
-                                float scale, Tensor **logits) {
+                                float scale, double denom, Tensor **logits) {
     ASSERT(w->ndim == 2, "linear_cross_entropy: weight must be 2-D");
     const int C = tensor_cols(x), V = w->shape[0];
     ASSERT(w->shape[1] == C, "linear_cross_entropy: x cols %d != W in %d", C, w->shape[1]);
@@ -233,21 +247,23 @@ Tensor *op_linear_cross_entropy(Tape *t, Tensor *x, Tensor *w, const int32_t *ta
     const int N = (int)rows;
     int count = 0;
     for (int n = 0; n < N; n++) {
-        ASSERT(targets[n] < V, "linear_cross_entropy: targets[%d] = %d >= V = %d", n,
+        ASSERT(targets[n] >= LOSS_IGNORE && targets[n] < V,
+               "linear_cross_entropy: targets[%d] = %d outside [LOSS_IGNORE, V = %d)", n,
                (int)targets[n], V);
-        count += targets[n] >= 0;
+        count += targets[n] != LOSS_IGNORE;
     }
     const bool needs = tape_needs_grad(t, x, w, NULL);
     Tensor *L = tape_tensor2(t, N, V, false);                      /* (N, V) */
     Tensor *y = tape_scalar(t, needs);
     if (N > 0) linear_forward(L->data, x->data, w->data, N, C, V);
-    LceTask task = {L->data, targets, N, V, count ? scale / (float)count : 0.0f, needs,
+    const double d = loss_divisor(denom, count);
+    LceTask task = {L->data, targets, N, V, d > 0 ? scale / (float)d : 0.0f, needs,
                     {0.0}, pool_workers()};
     /* rows are independent: split them over the cores (no BLAS inside) */
     pool_parallel_for(task.workers, linear_ce_rows, &task);
     double loss = 0.0;
     for (int j = 0; j < task.workers; j++) loss += task.loss[j];   /* fixed order */
-    y->data[0] = count ? (float)((double)scale * loss / count) : 0.0f;
+    y->data[0] = d > 0 ? (float)((double)scale * loss / d) : 0.0f;
     if (logits) *logits = needs ? NULL : L;
     if (needs && N > 0) {
         TapeOp *op = tape_push(t, "linear_cross_entropy", op_linear_ce_bw, y);
@@ -278,7 +294,7 @@ static void op_linear_ce_chunked_bw(TapeOp *op) {
 }
 
 Tensor *op_linear_cross_entropy_chunked(Tape *t, Tensor *x, Tensor *w, const int32_t *targets,
-                                        float scale, int chunk) {
+                                        float scale, double denom, int chunk) {
     ASSERT(w->ndim == 2, "linear_cross_entropy_chunked: weight must be 2-D");
     ASSERT(chunk >= 1, "linear_cross_entropy_chunked: chunk %d", chunk);
     const int C = tensor_cols(x), V = w->shape[0];
@@ -289,9 +305,10 @@ Tensor *op_linear_cross_entropy_chunked(Tape *t, Tensor *x, Tensor *w, const int
     const int N = (int)rows;
     int count = 0;
     for (int n = 0; n < N; n++) {
-        ASSERT(targets[n] < V, "linear_cross_entropy_chunked: targets[%d] = %d >= V = %d", n,
-               (int)targets[n], V);
-        count += targets[n] >= 0;
+        ASSERT(targets[n] >= LOSS_IGNORE && targets[n] < V,
+               "linear_cross_entropy_chunked: targets[%d] = %d outside [LOSS_IGNORE, V = %d)",
+               n, (int)targets[n], V);
+        count += targets[n] != LOSS_IGNORE;
     }
     const bool needs = tape_needs_grad(t, x, w, NULL);
     const int R = chunk < N ? chunk : (N > 0 ? N : 1);
@@ -299,7 +316,8 @@ Tensor *op_linear_cross_entropy_chunked(Tape *t, Tensor *x, Tensor *w, const int
     float *L = arena_floats(&t->arena, (size_t)R * V);                    /* (R, V) scratch */
     float *dX = needs && x->requires_grad ? arena_floats(&t->arena, (size_t)N * C + 1) : NULL;
     float *dW = needs && w->requires_grad ? arena_zeros(&t->arena, (size_t)V * C) : NULL;
-    const float k = count ? scale / (float)count : 0.0f;
+    const double d = loss_divisor(denom, count);
+    const float k = d > 0 ? scale / (float)d : 0.0f;
     double loss = 0.0;
     for (int r0 = 0; r0 < N; r0 += R) {
         const int m = N - r0 < R ? N - r0 : R;
@@ -316,7 +334,7 @@ Tensor *op_linear_cross_entropy_chunked(Tape *t, Tensor *x, Tensor *w, const int
             gemm(true, false, V, C, m, 1.0f, L, V, xr, C,
                         1.0f, dW, C);
     }
-    y->data[0] = count ? (float)((double)scale * loss / count) : 0.0f;
+    y->data[0] = d > 0 ? (float)((double)scale * loss / d) : 0.0f;
     if (needs && N > 0) {
         TapeOp *op = tape_push(t, "linear_cross_entropy_chunked", op_linear_ce_chunked_bw, y);
         op->in[0] = x;

@@ -59,6 +59,11 @@ void config_free(Config *c) {
     moe_free(c->data.val_text);
     for (size_t i = 0; i < c->data.n_val_shards; i++) moe_free(c->data.val_shards[i]);
     moe_free(c->data.val_shards);
+    for (size_t i = 0; i < c->data.n_sft; i++) moe_free(c->data.sft[i]);
+    moe_free(c->data.sft);
+    moe_free(c->data.prompt_key);
+    moe_free(c->data.completion_key);
+    moe_free(c->data.sft_separator);
     moe_free(c->run.dir);
     moe_free(c->init.upcycle_from);
     moe_free(c->finetune.init_from);
@@ -94,6 +99,12 @@ void config_copy(Config *dst, const Config *src) {
     dst->data.shards_weight = copy_weights(src->data.shards_weight, src->data.n_shards);
     dst->data.val_text = copy_list(src->data.val_text, src->data.n_val_text);
     dst->data.val_shards = copy_list(src->data.val_shards, src->data.n_val_shards);
+    dst->data.sft = copy_list(src->data.sft, src->data.n_sft);
+    dst->data.prompt_key = src->data.prompt_key ? moe_strdup(src->data.prompt_key) : NULL;
+    dst->data.completion_key = src->data.completion_key ? moe_strdup(src->data.completion_key)
+                                                        : NULL;
+    dst->data.sft_separator = src->data.sft_separator ? moe_strdup(src->data.sft_separator)
+                                                      : NULL;
     dst->run.dir = src->run.dir ? moe_strdup(src->run.dir) : NULL;
     dst->init.upcycle_from = src->init.upcycle_from ? moe_strdup(src->init.upcycle_from) : NULL;
     dst->finetune.init_from = src->finetune.init_from ? moe_strdup(src->finetune.init_from)

@@ -31,7 +31,8 @@
  *     ...
  *     config_free(&c);
  * config_load does NOT run the cross-field checks (n_kv_heads | n_heads, top_k <= n_experts,
- * min_lr <= lr) nor the required-key checks (data.tokenizer, data.text or data.shards):
+ * min_lr <= lr) nor the required-key checks (data.tokenizer; data.text, data.shards or
+ * data.sft):
  * the caller must call config_validate once after all overrides.
  *
  * Non-goals: no environment-variable expansion, no includes/merging of several files, no
@@ -57,7 +58,7 @@
 
 #define CONFIG_N_SECTIONS 11  /* model moe train optim data run parallel compute checkpoint
                                  init finetune */
-#define CONFIG_N_KEYS 75      /* total number of keys over all sections (aliases included) */
+#define CONFIG_N_KEYS 79      /* total number of keys over all sections (aliases included) */
 
 typedef struct ConfigModel {
     int vocab_size;     /* V, in [258, 2^30] */
@@ -147,6 +148,12 @@ typedef struct ConfigData {
     int records;          /* CONFIG_RECORDS_*: how text files split into documents */
     bool doc_mask;        /* attention stays inside the documents of a window, which begin
                              at each end-of-text token; RoPE positions restart with each */
+    char **sft;           /* owned array of n_sft owned paths (JSONL fine-tuning records,
+                             data/sft.h); not with text, shards, val_text or val_shards */
+    size_t n_sft;
+    char *prompt_key;     /* owned or NULL (= "prompt"): the prompt field of a record */
+    char *completion_key; /* owned or NULL (= "completion"): the completion field */
+    char *sft_separator;  /* owned or NULL (= none): text between prompt and completion */
 } ConfigData;
 
 /* data.records, the values of RecFormat (data/records.h) */

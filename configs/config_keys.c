@@ -193,11 +193,12 @@ const KeySpec cfg_keys[] = {
         "raw UTF-8 text files to tokenize; an entry {path: a.txt, weight: 2} is a source of "
         "a weighted mixture (docs/data.md)"),
     KLW(S_DATA, "shards", data.shards, data.n_shards, data.shards_weight, 0,
-        "pre-encoded token shards (moetrain data encode); text or shards must be non-empty; "
-        "entries may carry a weight as in data.text"),
+        "pre-encoded token shards (moetrain data encode); text, shards or sft must be "
+        "non-empty; entries may carry a weight as in data.text"),
     KF(S_DATA, "val_fraction", data.val_fraction, 0, 0.5, F_LO_OPEN,
        "fraction of the tokens held out for validation (the tail of each source) when "
-       "data.val_text and data.val_shards are empty"),
+       "data.val_text and data.val_shards are empty (data.sft: the last whole records, the "
+       "boundary nearest this fraction)"),
     KB(S_DATA, "doc_mask", data.doc_mask, 0,
        "documents packed in a window do not see each other: each begins at an end-of-text "
        "token, attends only inside itself (block-diagonal causal mask) and counts its RoPE "
@@ -210,6 +211,17 @@ const KeySpec cfg_keys[] = {
        "how text files split into documents (each followed by <|endoftext|>): file (whole "
        "file), paragraph (blank-line separated), jsonl (a \"text\" field per line), auto "
        "(jsonl for .jsonl names, else file)"),
+    KLS(S_DATA, "sft", data.sft, data.n_sft, 0,
+       "supervised fine-tuning records: JSON Lines files of {prompt, completion} or "
+       "{messages} objects; the loss is taken on the completion (assistant) tokens only "
+       "(docs/finetuning.md); not with text, shards, val_text or val_shards"),
+    KS(S_DATA, "prompt_key", data.prompt_key, "prompt",
+       "data.sft: the field of a record that holds the prompt"),
+    KS(S_DATA, "completion_key", data.completion_key, "completion",
+       "data.sft: the field of a record that holds the completion"),
+    KS(S_DATA, "sft_separator", data.sft_separator, "(none)",
+       "data.sft: text put between a record's prompt and its completion, not trained on "
+       "(e.g. \"\\n\")"),
 
     KS(S_RUN, "dir", run.dir, "runs/<config name>",
        "run directory: logs, checkpoints, the effective config (config name: the config "

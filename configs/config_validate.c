@@ -66,6 +66,57 @@ static int validate_finetune(const Config *c, MoeErr *err) {
     return 0;
 }
 
+/* data.sft and its field keys (data/sft.h). */
+static int validate_sft(const Config *c, MoeErr *err) {
+    const ConfigData *d = &c->data;
+    int ks = cfg_key_index(S_DATA, "sft"), kt = cfg_key_index(S_DATA, "text"),
+        ksh = cfg_key_index(S_DATA, "shards"), kp = cfg_key_index(S_DATA, "prompt_key"),
+        kc = cfg_key_index(S_DATA, "completion_key"),
+        kse = cfg_key_index(S_DATA, "sft_separator");
+    if (d->n_sft > 0 && (d->n_text > 0 || d->n_shards > 0)) {
+        moe_errorf(err, "%s: data.sft, data.%s: fine-tuning records are trained on alone, not "
+                   "mixed with pretraining %s", loc_of(c, ks, d->n_text ? kt : ksh),
+                   d->n_text ? "text" : "shards", d->n_text ? "text" : "shards");
+        return moe_hintf(err, "set data.text: [] and data.shards: [] for a fine-tuning run on "
+                              "data.sft (or leave data.sft empty to train on the text)");
+    }
+    if (d->n_sft > 0 && (d->n_val_text > 0 || d->n_val_shards > 0)) {
+        const int kv = cfg_key_index(S_DATA, d->n_val_text ? "val_text" : "val_shards");
+        moe_errorf(err, "%s: data.sft, data.%s: a fine-tuning run validates on its own last "
+                   "records (scored on their completion tokens only), not on separate "
+                   "pretraining %s", loc_of(c, ks, kv), d->n_val_text ? "val_text" : "val_shards",
+                   d->n_val_text ? "text" : "shards");
+        return moe_hintf(err, "set data.val_text: [] and data.val_shards: [] for a run on "
+                              "data.sft; data.val_fraction sets how many of its records are "
+                              "held out (to validate on other records, append them to the "
+                              "last data.sft file)");
+    }
+    const int only[3] = {kp, kc, kse};
+    const char *const val[3] = {d->prompt_key, d->completion_key, d->sft_separator};
+    for (int i = 0; i < 3; i++)
+        if (val[i] && d->n_sft == 0) {
+            moe_errorf(err, "%s: data.%s applies to data.sft records, and data.sft is empty",
+                       loc_of(c, only[i], ks), cfg_keys[only[i]].name);
+            return moe_hintf(err, "list the JSONL files under data.sft, or remove data.%s",
+                             cfg_keys[only[i]].name);
+        }
+    const char *pk = d->prompt_key ? d->prompt_key : "prompt";
+    const char *ck = d->completion_key ? d->completion_key : "completion";
+    if (!strcmp(pk, ck)) {
+        moe_errorf(err, "%s: data.prompt_key, data.completion_key: both name the field \"%s\"",
+                   loc_of(c, kp, kc), pk);
+        return moe_hintf(err, "the prompt and the completion are two fields of a record");
+    }
+    if (!strcmp(pk, "messages") || !strcmp(ck, "messages")) {
+        moe_errorf(err, "%s: data.%s: \"messages\" is the field of a conversation record",
+                   loc_of(c, !strcmp(pk, "messages") ? kp : kc, -1),
+                   !strcmp(pk, "messages") ? "prompt_key" : "completion_key");
+        return moe_hintf(err, "records with \"messages\" are read as conversations (chat "
+                              "template, docs/finetuning.md) without these keys");
+    }
+    return 0;
+}
+
 /* Tensor dimensions and the counts kernels loop over are ints (autograd/tensor.h): the
  * products they are made of are checked here in 64 bits, so that no int overflow is
  * reachable from a config that validates (layers/model.c asserts the same). Each factor is
@@ -134,14 +185,16 @@ int config_validate(const Config *c, MoeErr *err) {
         return moe_hintf(err, "set data.tokenizer to a BPE file path, e.g. "
                               "data/tokenizer_4096.bpe (trained on data.text if missing)");
     }
-    if (c->data.n_text == 0 && c->data.n_shards == 0) {
+    if (c->data.n_text == 0 && c->data.n_shards == 0 && c->data.n_sft == 0) {
         const char *l = c->key_loc[ktext] ? c->key_loc[ktext]
                       : c->key_loc[kshards] ? c->key_loc[kshards]
                       : data_loc ? data_loc : fallback;
-        moe_errorf(err, "%s: data.text, data.shards: both are empty", l);
-        return moe_hintf(err, "list at least one text file (data.text: [corpus.txt]) or "
-                              "token shard (data.shards: [...])");
+        moe_errorf(err, "%s: data.text, data.shards, data.sft: all are empty", l);
+        return moe_hintf(err, "list at least one text file (data.text: [corpus.txt]), token "
+                              "shard (data.shards: [...]) or fine-tuning JSONL file "
+                              "(data.sft: [records.jsonl])");
     }
+    if (validate_sft(c, err)) return -1;
     int kh = cfg_key_index(S_MODEL, "n_heads"), kkv = cfg_key_index(S_MODEL, "n_kv_heads");
     if (c->model.n_heads % c->model.n_kv_heads != 0) {
         moe_errorf(err, "%s: model.n_kv_heads, model.n_heads: n_kv_heads = %d does not divide "

@@ -5,7 +5,8 @@
  *     H query heads, Hkv key/value heads, D head dim, F expert hidden width, E experts,
  *     K experts per token, V vocab, L layers, R ranks; W attention window (0 = full),
  *     Fs total hidden width of the shared experts (0 = none).
- * Tensors are row-major and contiguous unless a comment says otherwise.
+ * Tensors are row-major and contiguous unless a comment says otherwise. LOSS_IGNORE is the
+ * target id the loss skips.
  */
 #ifndef MOE_COMMON_H
 #define MOE_COMMON_H
@@ -18,5 +19,10 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/rng.h"
+
+/* A target id that the language-model loss ignores (autograd/ops.h): no loss, no gradient,
+ * not counted in the mean. The loader writes it where a token is not trained on (a prompt
+ * token of a fine-tuning record, data/sft.h). */
+#define LOSS_IGNORE (-1)
 
 #endif

@@ -36,6 +36,7 @@ static int part_stream(LoaderPart *p, const LoaderSource *s, MoeErr *err) {
     }
     p->shards = s->shards;
     p->n_shards = s->n_shards;
+    p->mask = s->mask;
     p->start = moe_malloc(sizeof(size_t) * ((size_t)s->n_shards + 1));
     p->start[0] = 0;
     for (int i = 0; i < s->n_shards; i++) p->start[i + 1] = p->start[i] + s->shards[i].n_tokens;
@@ -212,14 +213,20 @@ static void part_read(const LoaderPart *p, size_t off, size_t n, int32_t *out) {
     }
 }
 
-/* The window starting at stream offset start: inputs[0..T), targets shifted by one. in and
- * tgt are (T) each; the T+1 tokens are read into tgt[-1..T) by way of in. */
+/* The window starting at stream offset start: inputs[0..T), targets shifted by one
+ * (LOSS_IGNORE where p's mask is 0). in and tgt are (T) each; the T+1 tokens are read into
+ * tgt[-1..T) by way of in. */
 static void copy_window(const Loader *l, const LoaderPart *p, size_t start, int32_t *in,
                         int32_t *tgt) {
     const int T = l->T;
     part_read(p, start, (size_t)T, in);
     for (int t = 0; t + 1 < T; t++) tgt[t] = in[t + 1];
     part_read(p, start + (size_t)T, 1, tgt + T - 1);
+    if (p->mask) {
+        const uint8_t *m = p->mask + start + 1;
+        for (int t = 0; t < T; t++)
+            if (!m[t]) tgt[t] = LOSS_IGNORE;
+    }
 }
 
 void loader_next(Loader *l, int global_B, int row0, int nrows, int32_t *inputs, int32_t *targets) {
@@ -252,6 +259,12 @@ void loader_next(Loader *l, int global_B, int row0, int nrows, int32_t *inputs, 
     uint64_t q = l->cursor + (uint64_t)global_B;
     l->epoch += q / nw;
     l->cursor = q % nw;
+}
+
+bool loader_has_mask(const Loader *l) {
+    for (int i = 0; i < l->n_src; i++)
+        if (l->src[i].mask) return true;
+    return l->has_val_src && l->val_src.mask;
 }
 
 size_t loader_train_windows(const Loader *l) { return l->n_windows; }

@@ -32,6 +32,12 @@
  * (4 MiB). Ids are checked against the vocabulary as windows are read; a shard with an id
  * out of range stops the run with a message naming the shard and the token index.
  *
+ * Loss mask (optional, per source: LoaderSource.mask). Where a source's mask[i] is 0, token
+ * i of its stream is never a target: a window's target t is LOSS_IGNORE when the mask of
+ * the token it names (stream offset start + t + 1) is 0 (fine-tuning records, data/sft.h:
+ * only completion tokens are trained on). Inputs and the window order do not depend on it.
+ * Without a mask every target is a token id.
+ *
  * Data parallelism: loader_next consumes a whole global batch of global_B windows and writes
  * only the rows [row0, row0+nrows) of it, so R ranks taking disjoint row slices see exactly
  * the tokens one rank with the whole batch sees, and every rank's state stays identical.
@@ -59,6 +65,8 @@ typedef struct LoaderSource {
     int n_shards;
     double weight;         /* sampling weight, > 0; read only when there are >= 2 sources */
     const char *name;      /* label for messages (copied) */
+    const uint8_t *mask;   /* (the stream's n_tokens) loss mask, 0 = not a target, or NULL;
+                              borrowed for the loader's life */
 } LoaderSource;
 
 /* One source inside the loader. */
@@ -73,6 +81,7 @@ typedef struct LoaderPart {
     size_t n_windows;      /* training windows, (n_train - 1) / T, or 0 when n_train == 0 */
     size_t n_val_windows;  /* validation windows, (n_val - 1) / T, or 0 when n_val == 0 */
     WindowOrder order;     /* the epochs' window order (training sources only) */
+    const uint8_t *mask;   /* (n_tokens) borrowed loss mask, or NULL */
     char *name;            /* owned */
 } LoaderPart;
 
@@ -114,6 +123,9 @@ void loader_free(Loader *l);
  * overwritten. Never allocates. ASSERTs 0 <= row0, nrows >= 0, row0 + nrows <= global_B. */
 void loader_next(Loader *l, int global_B, int row0, int nrows, int32_t *inputs, int32_t *targets);
 
+/* Whether some source has a loss mask (targets may be LOSS_IGNORE). */
+bool loader_has_mask(const Loader *l);
+
 /* Number of training windows per epoch (summed over sources) and of validation windows. */
 size_t loader_train_windows(const Loader *l);
 size_t loader_val_windows(const Loader *l);
@@ -127,7 +139,8 @@ void loader_val_batch(const Loader *l, int b_index, int B, int row0, int nrows, 
 
 /* Window w of a split in source order (training: source 0's windows [0, n_windows_0) from
  * its first token, then source 1's, ...; validation: as loader_val_batch numbers them):
- * inputs (T) and targets (T) overwritten. ASSERTs w is below the split's window count. */
+ * inputs (T) and targets (T, LOSS_IGNORE where the source's mask says so) overwritten.
+ * ASSERTs w is below the split's window count. */
 void loader_window(const Loader *l, bool val, size_t w, int32_t *inputs, int32_t *targets);
 
 /* The resumable position. set_state fails (-1, err) when cursor >= n_windows, i.e. the state

@@ -161,8 +161,10 @@ static int jsonl_items(RecReader *r, size_t use, MoeErr *err) {
             if (v.type != JSON_OBJ || !t || t->type != JSON_STR) {
                 json_free(&v);
                 moe_errorf(err, "%s:%ld: the record has no \"text\" string", r->path, line);
-                return moe_hintf(err, "pretraining reads {\"text\": \"...\"} per line; for "
-                                 "other records set data.records to file or paragraph");
+                return moe_hintf(err, "pretraining reads {\"text\": \"...\"} per line; "
+                                 "fine-tuning records ({prompt, completion} or {messages}) "
+                                 "go under data.sft; for other text set data.records to "
+                                 "file or paragraph");
             }
             size_t len = strlen(t->str);
             if (len) add_item(r, (const uint8_t *)t->str, len, true);

@@ -324,8 +324,9 @@ void model_forward(Model *m, Tape *t, const int32_t *inputs, const int32_t *targ
     /* fused head + loss: logits are kept only when not training (out->logits NULL then) */
     Tensor *lm = ctx->loss_chunk > 0
                      ? op_linear_cross_entropy_chunked(t, xf, P(m, m->head), targets, ls,
-                                                       ctx->loss_chunk)
-                     : op_linear_cross_entropy(t, xf, P(m, m->head), targets, ls, &out->logits);
+                                                       ctx->lm_denom, ctx->loss_chunk)
+                     : op_linear_cross_entropy(t, xf, P(m, m->head), targets, ls,
+                                               ctx->lm_denom, &out->logits);
     Tensor *loss = lm;
     out->lm_loss = (double)lm->data[0] / (double)ls;
     if (aux) {

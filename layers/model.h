@@ -88,6 +88,9 @@ typedef struct StepCtx {
     long step;                /* optimizer step: keys the router noise */
     long token_base;          /* global index of this call's first token (noise key) */
     float loss_scale;         /* multiplies every loss term (1/grad_accum) */
+    double lm_denom;          /* > 0: the LM loss is loss_scale x (sum of the non-ignored
+                                 targets' -log p) / lm_denom (the batch-wide mean, see
+                                 autograd/ops.h); 0: the mean over this call's targets */
     int pos0;                 /* position of the first token (KV-cache sampling) */
     bool recompute;           /* each block is a checkpointed segment (tape_checkpoint): its
                                  activations are freed after its forward and recomputed in
@@ -130,8 +133,9 @@ Tensor *model_proj(Model *m, Tape *t, int l, int target, Tensor *x, const StepCt
  * lone eot, asks). The layout op_attention_docs and op_rope_docs take. */
 void model_doc_starts(const int32_t *inputs, int B, int T, int32_t eot, int32_t *start);
 
-/* Forward over inputs (B, T) token ids. With targets (B, T) (entries < 0 ignored) the loss
- * terms are computed; targets may be NULL (logits only). Activations come from the tape.
+/* Forward over inputs (B, T) token ids. With targets (B, T) (in [0, V), or LOSS_IGNORE: not
+ * trained on; the LM loss divides by ctx->lm_denom) the loss terms are computed; targets
+ * may be NULL (logits only). Activations come from the tape.
  * With m->doc_mask the document layout (model_doc_starts) is carved from the tape's arena
  * and every layer's attention and RoPE follow it; ctx->pos0 must then be 0. */
 void model_forward(Model *m, Tape *t, const int32_t *inputs, const int32_t *targets, int B,

@@ -40,13 +40,14 @@ static const char *EVAL_HELP =
     "in each chunk the predictions of tokens N/2+1 .. N-1.\n"
     "\n"
     "--split: a checkpoint's own data, opened from the config stored in it as the trainer\n"
-    "opened it (its data.text / data.shards files must exist; run from the directory\n"
-    "training ran in when they are relative). Windows of train.seq_len tokens, every\n"
-    "target scored. val: the windows the trainer validates on (train.eval_batches x\n"
-    "train.global_micro_batch of them, in order from the start of the validation tokens,\n"
-    "wrapping around as the trainer does), so the figure is the run's val_loss (dropless\n"
-    "routing; one window per forward). train: as many training windows, spread evenly\n"
-    "over the training tokens.\n"
+    "opened it (its data.text / data.shards / data.sft files must exist; run from the\n"
+    "directory training ran in when they are relative). Windows of train.seq_len tokens,\n"
+    "every target scored (with data.sft records only the completion tokens, the loss the\n"
+    "run trained and validated on). val: the windows the trainer validates on\n"
+    "(train.eval_batches x train.global_micro_batch of them, in order from the start of the\n"
+    "validation tokens, wrapping around as the trainer does), so the figure is the run's\n"
+    "val_loss (dropless routing; one window per forward). train: as many training windows,\n"
+    "spread evenly over the training tokens.\n"
     "\n"
     "options:\n"
     "  --text FILE           text to evaluate\n"
@@ -266,6 +267,9 @@ static int eval_split(ModelSource *src, const char *arg, const char *model,
            !val ? "the part trained on"
            : l->has_val_src ? "data.val_text / data.val_shards"
                             : "the last data.val_fraction of each source, held out from training");
+    if (c.data.n_sft > 0)
+        printf("fine-tuning records (data.sft): only completion tokens are scored, as in "
+               "training\n");
     if (c.moe.n_experts > 0 && c.moe.capacity_factor > 0 &&
         c.moe.router != CONFIG_ROUTER_EXPERT_CHOICE)
         fprintf(stderr, "moetrain: note: the run routed with moe.capacity_factor %g (tokens "
@@ -286,14 +290,23 @@ static int eval_split(ModelSource *src, const char *arg, const char *model,
         const size_t w = val ? i % nw : (size_t)((double)i * (double)nw / (double)count);
         dataset_window(&d, split, w, in, tg);
         const float *lg = cli_forward_logits(m, &t, in, (int)T);
-        for (size_t j = 0; j < T; j++) nll += cli_nll_row(lg + j * (size_t)V, V, tg[j]);
-        scored += T;
+        for (size_t j = 0; j < T; j++) {
+            if (tg[j] == LOSS_IGNORE) continue;   /* data.sft: a prompt token */
+            nll += cli_nll_row(lg + j * (size_t)V, V, tg[j]);
+            scored++;
+        }
         eval_progress(&pr, i + 1, count);
     }
     eval_progress_end(&pr);
     tape_free(&t);
     moe_free(in);
     moe_free(tg);
+    if (scored == 0) {
+        moe_errorf(&err, "%s: the %zu %s windows hold no completion token to score (data.sft "
+                   "scores completions only)", model, count, val ? "validation" : "training");
+        moe_hintf(&err, "score more windows (--windows all)");
+        goto fail;
+    }
     eval_result(count, scored, t0, nll);
     rc = 0;
 fail:

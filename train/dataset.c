@@ -24,6 +24,12 @@ static int prepare_tokenizer(const Config *c, DataSet *d, MoeErr *err) {
                  "not trained again; %d tokens%s%s)", c->data.tokenizer, tok_vocab_size(tok),
                  was[0] ? ", trained on " : "", was);
     } else {
+        if (c->data.n_sft > 0) {
+            moe_errorf(err, "data.tokenizer: %s does not exist; fine-tuning records (data.sft) "
+                       "do not train a tokenizer", c->data.tokenizer);
+            return moe_hintf(err, "point data.tokenizer at the tokenizer of the model being "
+                             "fine-tuned (the base run's data.tokenizer)");
+        }
         if (c->data.n_text == 0) {
             moe_errorf(err, "%s: tokenizer file does not exist and data.text lists no text "
                        "to train it on", c->data.tokenizer);
@@ -87,6 +93,7 @@ static void check_tokenizer_text(const Config *c, DataSet *d, const TokSource *t
 
 void dataset_free(DataSet *d) {
     loader_free(&d->loader);
+    sft_free(&d->sft);
     for (int i = 0; i < d->n_shards; i++) shard_close(&d->shards[i]);
     moe_free(d->shards);
     tok_free(&d->tok);
@@ -165,20 +172,22 @@ static int make_loader(const Config *c, DataSet *d, int n_train_shards, MoeErr *
     LoaderSource *src = moe_calloc(sizeof(LoaderSource) * ((size_t)n_train_shards + 1));
     int n_src = 0;
     if (!weighted) {
-        src[n_src++] = (LoaderSource){d->shards, n_train_shards, 1.0, "the training data"};
+        src[n_src++] = (LoaderSource){d->shards, n_train_shards, 1.0, "the training data",
+                                      NULL};
     } else {   /* entry order = shard order: data.shards, then data.text */
         for (size_t i = 0; i < D->n_shards; i++, n_src++)
             src[n_src] = (LoaderSource){&d->shards[n_src], 1,
                                         D->shards_weight && D->shards_weight[i] > 0
-                                            ? D->shards_weight[i] : 1.0, D->shards[i]};
+                                            ? D->shards_weight[i] : 1.0, D->shards[i], NULL};
         for (size_t i = 0; i < D->n_text; i++, n_src++)
             src[n_src] = (LoaderSource){&d->shards[n_src], 1,
                                         D->text_weight && D->text_weight[i] > 0
-                                            ? D->text_weight[i] : 1.0, D->text[i]};
+                                            ? D->text_weight[i] : 1.0, D->text[i], NULL};
     }
     const bool has_val = D->n_val_text + D->n_val_shards > 0;
     LoaderSource val = {&d->shards[n_train_shards], d->n_shards - n_train_shards, 1.0,
-                        D->n_val_text ? D->val_text[0] : has_val ? D->val_shards[0] : ""};
+                        D->n_val_text ? D->val_text[0] : has_val ? D->val_shards[0] : "",
+                        NULL};
     int rc = loader_init(&d->loader, src, n_src, has_val ? &val : NULL, c->train.seq_len,
                          D->val_fraction, (uint64_t)c->train.seed, err);
     if (!rc) {
@@ -224,11 +233,45 @@ static int make_loader(const Config *c, DataSet *d, int n_train_shards, MoeErr *
     return rc;
 }
 
+/* data.sft: the records, packed into one stream with its loss mask (data/sft.h), as the one
+ * source of the loader (a 4-byte shard view of the stream, the mask beside it), held out
+ * by whole records for validation. */
+static int open_sft(const Config *c, DataSet *d, MoeErr *err) {
+    SftOpts o = {c->data.prompt_key, c->data.completion_key, c->data.sft_separator};
+    if (sft_load(&d->sft, &d->tok, (const char *const *)c->data.sft, (int)c->data.n_sft, &o,
+                 err))
+        return -1;
+    const SftData *s = &d->sft;
+    if (s->n_records < 2) {
+        moe_errorf(err, "data.sft: %zu record in all: a fine-tuning run needs two or more (one "
+                   "or more held out for validation)", s->n_records);
+        return moe_hintf(err, "add records to the data.sft files");
+    }
+    const size_t val0 = sft_val_start(s, c->data.val_fraction);
+    const size_t n = s->n_tokens;
+    d->shards = moe_calloc(sizeof(Shard));
+    shard_view(&d->shards[0], s->tokens, n, 4, (uint32_t)tok_vocab_size(&d->tok),
+               tok_hash(&d->tok), "data.sft");
+    d->n_shards = 1;
+    /* the loader holds out round(f n) tokens: f = (n - val0) / n is that count exactly
+       (n < 2^52), so validation starts on the record boundary val0 */
+    const double f = (double)(n - val0) / (double)n;
+    LoaderSource src = {d->shards, 1, 1.0, "data.sft", s->mask};
+    if (loader_init(&d->loader, &src, 1, NULL, c->train.seq_len, f, (uint64_t)c->train.seed,
+                    err))
+        return -1;
+    ASSERT(d->loader.src[0].n_train == val0, "sft validation at %zu, loader at %zu", val0,
+           d->loader.src[0].n_train);
+    /* the trainer's banner describes the records (train.c) */
+    return 0;
+}
+
 /* Everything after the tokenizer: the shards (checked against it), the text files' cached
  * encodings (made when missing, a line on log), the loader. trained_here: the tokenizer was
  * just trained on data.text (no need to compare its record of training text). */
 static int open_tokens(const Config *c, DataSet *d, bool trained_here, FILE *log,
                        MoeErr *err) {
+    if (c->data.n_sft > 0) return open_sft(c, d, err);   /* alone (config_validate) */
     const ConfigData *D = &c->data;
     size_t n = D->n_shards + D->n_text + D->n_val_text + D->n_val_shards;
     d->shards = moe_calloc(sizeof(Shard) * (n ? n : 1));
@@ -267,12 +310,14 @@ int dataset_open(const Config *c, DataSet *d, MoeErr *err) {
 int dataset_open_run(const Config *c, const char *label, const uint8_t *tok_bytes, size_t n,
                      FILE *log, DataSet *d, MoeErr *err) {
     memset(d, 0, sizeof *d);
-    static const char *const keys[4] = {"text", "shards", "val_text", "val_shards"};
-    for (int k = 0; k < 4; k++) {
+    static const char *const keys[5] = {"text", "shards", "val_text", "val_shards", "sft"};
+    for (int k = 0; k < 5; k++) {
         char *const *list = k == 0 ? c->data.text : k == 1 ? c->data.shards
-                          : k == 2 ? c->data.val_text : c->data.val_shards;
+                          : k == 2 ? c->data.val_text : k == 3 ? c->data.val_shards
+                          : c->data.sft;
         const size_t cnt = k == 0 ? c->data.n_text : k == 1 ? c->data.n_shards
-                         : k == 2 ? c->data.n_val_text : c->data.n_val_shards;
+                         : k == 2 ? c->data.n_val_text : k == 3 ? c->data.n_val_shards
+                         : c->data.n_sft;
         for (size_t i = 0; i < cnt; i++)
             if (!fs_exists(list[i])) {
                 moe_errorf(err, "%s: the run's data.%s file %s does not exist", label,

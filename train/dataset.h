@@ -9,7 +9,10 @@
  * source, data.shards then data.text in order (the stream earlier versions trained on);
  * when any entry carries a weight, one source per entry (an entry without a weight counts
  * 1). data.val_text / data.val_shards, when given, are the validation source; otherwise
- * the loader holds out data.val_fraction of each source's tail.
+ * the loader holds out data.val_fraction of each source's tail. data.sft's fine-tuning
+ * records (data/sft.h; alone, config_validate) are tokenized in memory instead, into one
+ * stream with a loss mask: the loader's one source, whose last whole records (about
+ * data.val_fraction of the tokens) validate.
  * A trained run's data can be opened again for scoring (`moetrain eval --split`):
  * dataset_open_run, from the config and tokenizer stored in its checkpoint, cuts the same
  * windows; dataset_window reads any one of them.
@@ -22,6 +25,7 @@
 
 #include "configs/config.h"
 #include "data/loader.h"
+#include "data/sft.h"
 #include "data/shard.h"
 #include "data/tokenizer.h"
 
@@ -29,7 +33,8 @@ typedef struct DataSet {
     Tokenizer tok;
     Shard *shards;      /* (n_shards) owned, open */
     int n_shards;
-    Loader loader;      /* over shards[0..n_shards) */
+    Loader loader;      /* over shards[0..n_shards), or over sft's stream with its mask */
+    SftData sft;        /* data.sft's records (n_records 0 without data.sft) */
     char tok_warning[1024];   /* "" or why the tokenizer looks made for other text (its
                                  trained_on record differs from data.text): the caller
                                  prints it as a warning */
@@ -56,10 +61,11 @@ void dataset_free(DataSet *d);
  * c is the config stored in one of its checkpoints (label: that file, for messages) with
  * run.dir set to where the run directory is now; tok_bytes (n) is the tokenizer file stored
  * in the checkpoint, used in place of data.tokenizer (which is neither read nor trained).
- * Every data.shards and data.text file must exist (err names the key, the file and that
- * relative paths are relative to the directory training ran in). Shards are checked as in
- * dataset_open; data.text's cached encoding run.dir/tokens/text-<hash>.tok is opened, or
- * written again when it is missing (a line on log). Fails (-1, err with a hint); d is then
+ * Every file of data.text, data.shards, data.val_text, data.val_shards and data.sft must
+ * exist (err names the key, the file and that relative paths are relative to the directory
+ * training ran in). Shards are checked as in dataset_open; each text file's cached encoding
+ * run.dir/tokens/text-<hash>.tok is opened, or written again when it is missing (a line on
+ * log); data.sft's records are read again. Fails (-1, err with a hint); d is then
  * half-built (dataset_free). */
 int dataset_open_run(const Config *c, const char *label, const uint8_t *tok_bytes, size_t n,
                      FILE *log, DataSet *d, MoeErr *err);
@@ -68,8 +74,8 @@ typedef enum { DATASET_TRAIN, DATASET_VAL } DataSplit;
 
 /* Window w of a split, cut as the loader cuts them (loader_window: training windows in
  * source order, validation windows as validation batches number them). inputs (T) and
- * targets (T, the inputs shifted by one) overwritten. ASSERTs w is below
- * loader_train_windows / loader_val_windows. */
+ * targets (T, the inputs shifted by one; LOSS_IGNORE where the loss mask of data.sft says
+ * so) overwritten. ASSERTs w is below loader_train_windows / loader_val_windows. */
 void dataset_window(const DataSet *d, DataSplit split, size_t w, int32_t *inputs,
                     int32_t *targets);
 

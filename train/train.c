@@ -1,7 +1,8 @@
 /* train.c: the training loop. See train.h.
  *
- * One step = grad_accum micro-batches of micro_batch sequences: forward + backward each
- * (parameter grads accumulate, every loss term scaled by 1/grad_accum), then the global
+ * One step = grad_accum micro-batches of micro_batch sequences, all read first: forward +
+ * backward each (parameter grads accumulate, every loss term scaled by 1/grad_accum; the LM
+ * loss is the mean over the whole step's non-ignored targets, lm_denominator), then the global
  * gradient norm, clipping, one AdamW update with the scheduled learning rate, and logging.
  * Nothing in the step allocates after the first one: the tape's arena and op list keep
  * their memory, batches go into buffers made at start.
@@ -29,27 +30,57 @@
 #include "train/runinfo.h"
 #include "train/trainer.h"
 
-/* Mean validation LM loss over eval_batches global batches (no router noise, no tape),
- * averaged over ranks. */
+/* Number of targets the loss trains on (not LOSS_IGNORE) among tg (n). */
+static long count_targets(const int32_t *tg, size_t n) {
+    long k = 0;
+    for (size_t i = 0; i < n; i++) k += tg[i] != LOSS_IGNORE;
+    return k;
+}
+
+/* Validation LM loss over eval_batches global batches (no router noise, no tape): the sum
+ * of -log p over every scored target of all batches and ranks, divided by their count (with
+ * data.sft only the completion tokens are scored). NaN when no target is scored. */
 static double evaluate(Trainer *tr) {
     const Config *c = tr->c;
     Model *m = &tr->model;
-    double sum = 0;
+    double acc[2] = {0, 0};   /* sum of -log p, targets scored */
     MoeStats keep = m->stats;  /* validation does not count in the training statistics */
     moe_stats_init(&m->stats, m->s.L, m->s.E);
     for (int b = 0; b < c->train.eval_batches; b++) {
         loader_val_batch(&tr->data.loader, b, tr->B, tr->row0, tr->Bl, tr->in, tr->tg);
         tape_reset(&tr->tape, false);
+        /* lm_denom 1: the loss comes back as the sum over this batch's targets */
         StepCtx ctx = {.train = false, .seed = (uint64_t)c->train.seed, .loss_scale = 1.0f,
-                       .recompute = c->train.recompute, .loss_chunk = c->train.loss_chunk};
+                       .lm_denom = 1.0, .recompute = c->train.recompute,
+                       .loss_chunk = c->train.loss_chunk};
         ModelOut out;
         model_forward(m, &tr->tape, tr->in, tr->tg, tr->Bl, tr->T, &ctx, &out);
-        sum += out.lm_loss;
+        acc[0] += out.lm_loss;
+        acc[1] += (double)count_targets(tr->tg, (size_t)tr->Bl * tr->T);
     }
     moe_stats_free(&m->stats);
     m->stats = keep;
-    comm_sum_world_d(tr->comm, &sum, 1);
-    return sum / c->train.eval_batches / tr->comm->size;
+    comm_sum_world_d(tr->comm, acc, 2);
+    return acc[1] > 0 ? acc[0] / acc[1] : (double)NAN;
+}
+
+/* The LM loss's divisor for each of the step's A x R calls (autograd/ops.h), from the
+ * step's targets tg (A, Bl, T) on this rank. The step's loss is to be the mean over every
+ * non-ignored target of the global batch (all ranks, all micro-batches): with N of them in
+ * all, each call divides its sum by N / (R A) (and is scaled by 1/A, and dp_reduce_grads
+ * averages over R), so that the step's gradient is (1/N) x the sum over all of them,
+ * whatever the layout. Without a loss mask every call holds B T / R targets, N / (R A) is
+ * that count, and 0 (the call's own count, the same value) is returned without
+ * communication. With one (data.sft) the counts are summed over the ranks (one
+ * all-reduce); N = 0 (no completion token in the whole batch) returns 0 too: every call
+ * then has no target, its loss is 0 and no LM gradient flows (*none set). */
+static double lm_denominator(const Trainer *tr, bool *none) {
+    *none = false;
+    if (!loader_has_mask(&tr->data.loader)) return 0.0;
+    double n = (double)count_targets(tr->tg, (size_t)tr->A * tr->Bl * tr->T);
+    comm_sum_world_d(tr->comm, &n, 1);
+    *none = n == 0;
+    return n / ((double)tr->comm->size * tr->A);
 }
 
 /* Warn of this rank's non-finite loss terms and gradient tensors, naming them (any rank:
@@ -96,15 +127,24 @@ static void train_step(Trainer *tr, StepLog *sl, const Logger *lg) {
     params_zero_grad(&m->ps);
     moe_stats_reset(&m->stats);
     double sums[3] = {0, 0, 0};   /* lm, aux, z */
+    const size_t bt = (size_t)tr->Bl * tr->T;
+    for (int a = 0; a < tr->A; a++)
+        loader_next(&tr->data.loader, tr->B, tr->row0, tr->Bl, tr->in + a * bt,
+                    tr->tg + a * bt);
+    bool none;
+    const double denom = lm_denominator(tr, &none);
+    if (none && comm->rank == 0)
+        logger_warn(lg, "step %ld: the global batch holds no completion token (every target "
+                    "is a prompt token): no language-model gradient this step", step + 1);
     for (int a = 0; a < tr->A; a++) {
-        loader_next(&tr->data.loader, tr->B, tr->row0, tr->Bl, tr->in, tr->tg);
         tape_reset(&tr->tape, true);
         StepCtx ctx = {.train = true, .seed = (uint64_t)c->train.seed, .step = step,
                        .token_base = ((long)a * tr->B + tr->row0) * tr->T,
-                       .loss_scale = 1.0f / (float)tr->A,
+                       .loss_scale = 1.0f / (float)tr->A, .lm_denom = denom,
                        .recompute = c->train.recompute, .loss_chunk = c->train.loss_chunk};
         ModelOut out;
-        model_forward(m, &tr->tape, tr->in, tr->tg, tr->Bl, tr->T, &ctx, &out);
+        model_forward(m, &tr->tape, tr->in + a * bt, tr->tg + a * bt, tr->Bl, tr->T, &ctx,
+                      &out);
         tape_backward(&tr->tape, out.loss, NULL);
         sums[0] += out.lm_loss / tr->A;
         sums[1] += out.aux_loss / tr->A;
@@ -237,6 +277,10 @@ static void on_signal(int sig) { g_signal = sig; }
 static int eval_and_log(Trainer *tr, Logger *lg, bool root, MoeErr *err) {
     double t1 = moe_now();
     double vl = evaluate(tr);
+    if (root && isnan(vl))
+        logger_warn(lg, "step %ld: the validation windows hold no completion token to score "
+                    "(data.sft: the loss counts completions only): val_loss is nan; raise "
+                    "train.eval_batches", tr->step);
     int bad = root ? logger_eval(lg, tr->step, (long)tr->c->train.steps, tr->tokens_seen, vl,
                                  t1, err)
                    : 0;
@@ -283,6 +327,19 @@ static void print_banner(const Trainer *tr, double sgemm_gflops, double flops_to
            loader_val_windows(&tr->data.loader), tr->B, tr->T, tr->A,
            (long)tr->B * tr->T * tr->A);
     dataset_describe(&tr->data, stdout);
+    const SftData *sd = &tr->data.sft;
+    if (sd->n_records > 0) {
+        const size_t n_train = tr->data.loader.src[0].n_train;
+        size_t val_recs = 0;
+        for (size_t r = 0; r < sd->n_records; r++) val_recs += sd->rec_end[r] > n_train;
+        printf("sft: %zu records (%zu prompt/completion, %zu conversations) from %zu file(s), "
+               "packed into %zu tokens, %zu of them trained on (%.1f%%: completions and their "
+               "end-of-text; the rest is masked from the loss); validation: the last %zu "
+               "records (%zu tokens)\n", sd->n_records, sd->n_pairs, sd->n_chats,
+               c->data.n_sft, sd->n_tokens, sd->n_trained,
+               100.0 * (double)sd->n_trained / (double)sd->n_tokens, val_recs,
+               sd->n_tokens - n_train);
+    }
     if (tr->model.doc_mask)
         printf("documents: a window's documents do not see each other; each begins at an "
                "end-of-text token (id %d) and counts its positions from 0 (data.doc_mask)\n",

@@ -256,8 +256,10 @@ int trainer_init(Trainer *tr, const Config *c, const Comm *comm, const char *res
         tr->model.exchange = &tr->ex;
     }
     tape_init(&tr->tape, 0);
-    tr->in = moe_malloc(sizeof(int32_t) * (size_t)tr->Bl * tr->T);
-    tr->tg = moe_malloc(sizeof(int32_t) * (size_t)tr->Bl * tr->T);
+    /* a step's A micro-batches are read before its first forward (train.c: the loss's
+     * divisor counts every target of the step) */
+    tr->in = moe_malloc(sizeof(int32_t) * (size_t)tr->A * tr->Bl * tr->T);
+    tr->tg = moe_malloc(sizeof(int32_t) * (size_t)tr->A * tr->Bl * tr->T);
     tr->ac = (AdamWConfig){(float)c->optim.beta1, (float)c->optim.beta2, (float)c->optim.eps,
                            (float)c->optim.weight_decay};
     config_lr_schedule(c, &tr->sched);

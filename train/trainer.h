@@ -30,7 +30,7 @@ typedef struct Trainer {
     struct MoeExchange ex; /* model.exchange points here when R > 1 and E > 0 */
     int B, T, A;           /* global micro-batch, sequence length, accumulation */
     int Bl, row0;          /* this rank's rows of each global micro-batch */
-    int32_t *in, *tg;      /* (Bl, T) */
+    int32_t *in, *tg;      /* (A, Bl, T): a step's micro-batches, this rank's rows */
     AdamWConfig ac;
     LrSchedule sched;
     long step;             /* optimizer steps done */

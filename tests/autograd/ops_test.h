@@ -110,18 +110,25 @@ static inline void ref_softmax(float *y, const float *x, int N, int M) {
     }
 }
 
-static inline double ref_cross_entropy(const float *x, const int32_t *tgt, int N, int V,
-                                double scale) {
+/* scale / d * sum over targets != LOSS_IGNORE of -log softmax; d = denom when > 0, else
+ * the count of those targets (0: the loss is 0). */
+static inline double ref_cross_entropy_d(const float *x, const int32_t *tgt, int N, int V,
+                                         double scale, double denom) {
     double loss = 0;
     int cnt = 0;
     for (int n = 0; n < N; n++) {
-        if (tgt[n] < 0) continue;
+        if (tgt[n] == LOSS_IGNORE) continue;
         double s = 0;
         for (int v = 0; v < V; v++) s += exp((double)x[n * V + v]);
         loss += log(s) - (double)x[n * V + tgt[n]];
         cnt++;
     }
-    return cnt ? scale * loss / cnt : 0.0;
+    const double d = denom > 0 ? denom : cnt;
+    return d > 0 ? scale * loss / d : 0.0;
+}
+static inline double ref_cross_entropy(const float *x, const int32_t *tgt, int N, int V,
+                                double scale) {
+    return ref_cross_entropy_d(x, tgt, N, V, scale, 0.0);
 }
 
 /* ---------------- graph builders ---------------- */
@@ -170,10 +177,11 @@ static inline Tensor *b_softmax(Tape *t, Tensor **in, void *ctx) {
     (void)ctx;
     return op_softmax(t, in[0]);
 }
-typedef struct { const int32_t *tgt; float scale; } CeCtx;
+/* denom: the loss's divisor (> 0), or 0 for the call's own count (autograd/ops.h) */
+typedef struct { const int32_t *tgt; float scale; double denom; } CeCtx;
 static inline Tensor *b_cross_entropy(Tape *t, Tensor **in, void *ctx) {
     const CeCtx *c = ctx;
-    return op_cross_entropy(t, in[0], c->tgt, c->scale);
+    return op_cross_entropy(t, in[0], c->tgt, c->scale, c->denom);
 }
 static inline Tensor *b_sum(Tape *t, Tensor **in, void *ctx) {
     (void)ctx;

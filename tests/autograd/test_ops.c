@@ -37,7 +37,7 @@ static Tensor *b_chain(Tape *t, Tensor **in, void *ctx) {
     Tensor *x = op_add(t, h, r);
     Tensor *p = op_mul(t, op_softmax(t, x), x);
     Tensor *logits = op_linear(t, op_scale(t, p, 1.5f), wo);  /* (N, 5) */
-    Tensor *ce = op_cross_entropy(t, logits, c->tgt, 0.5f);
+    Tensor *ce = op_cross_entropy(t, logits, c->tgt, 0.5f, 0);
     return op_add(t, ce, op_mean(t, op_softplus(t, op_silu(t, logits))));
 }
 
@@ -130,7 +130,7 @@ START_TEST(every_backward_accumulates) {
     RopeCtx rc = {1, 3, 1, 4, 2, 10000.0f}; /* applied to r (3, 4) below */
     const int32_t ids[3] = {3, 0, 3}, tgt[3] = {4, -1, 0};
     EmbCtx ec = {ids, 3};
-    CeCtx cc = {tgt, 0.5f};
+    CeCtx cc = {tgt, 0.5f, 0};
     check_accumulates(b_linear, NULL, aw, 2, "linear accumulates");
     check_accumulates(b_add, NULL, ab, 2, "add accumulates");
     check_accumulates(b_mul, NULL, ab, 2, "mul accumulates");
@@ -212,7 +212,7 @@ static Tensor *b_plan(Tape *t, Tensor **in, void *ctx) {
         (void)op_silu(t, f);                                      /* never consumed */
         x = op_add(t, x, op_scale(t, op_mul(t, f, op_softmax(t, f)), 0.5f));
     }
-    Tensor *ce = op_cross_entropy(t, op_linear(t, x, emb), c->tgt, 0.5f);
+    Tensor *ce = op_cross_entropy(t, op_linear(t, x, emb), c->tgt, 0.5f, 0);
     return op_add(t, ce, op_mean(t, op_softplus(t, x)));
 }
 

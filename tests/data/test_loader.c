@@ -27,7 +27,7 @@ static void init_loader(Loader *l, size_t n, double val_fraction, uint64_t seed)
     Shard *s = &g_view[g_next_view++ % 16];
     shard_close(s);
     shard_view(s, g_tok, n, 2, 65536, 1, "g_tok");
-    LoaderSource src = {s, 1, 1.0, "g_tok"};
+    LoaderSource src = {s, 1, 1.0, "g_tok", NULL};
     MoeErr err;
     ck_assert_msg(loader_init(l, &src, 1, NULL, T, val_fraction, seed, &err) == 0, "%s", err.msg);
 }
@@ -228,7 +228,7 @@ START_TEST(test_multi_span_concat) {
     shard_view(&sh[0], g_tok, 300, 2, 65536, 1, "a");
     shard_view(&sh[1], wide, 1, 4, 65536, 1, "b");
     shard_view(&sh[2], g_tok + 301, 699, 2, 65536, 1, "c");
-    LoaderSource src = {sh, 3, 1.0, "abc"};
+    LoaderSource src = {sh, 3, 1.0, "abc", NULL};
     Loader a, b;
     MoeErr err;
     ck_assert_int_eq(loader_init(&a, &src, 1, NULL, T, 0.1, 21, &err), 0);
@@ -249,7 +249,7 @@ static void expect_init_error(size_t n, double val_fraction, const char *w1, con
     fill_tokens();
     Shard sh;
     shard_view(&sh, g_tok, n, 2, 65536, 1, "g_tok");
-    LoaderSource src = {&sh, 1, 1.0, "g_tok"};
+    LoaderSource src = {&sh, 1, 1.0, "g_tok", NULL};
     Loader l;
     MoeErr err;
     ck_assert_int_eq(loader_init(&l, &src, 1, NULL, T, val_fraction, 1, &err), -1);
@@ -280,6 +280,80 @@ START_TEST(test_too_short) {
 }
 END_TEST
 
+/* A loss mask: targets are LOSS_IGNORE exactly where mask[position of the target token] is
+ * 0, in training and validation windows, and the inputs and the window order are those of
+ * the unmasked loader (the same seed). The masked source is two shards (500 + 500 tokens),
+ * so the mask, indexed by stream offset, is also checked across a shard boundary; a
+ * separate validation source carries its own mask. */
+START_TEST(test_mask) {
+    Loader l, plain;
+    init_loader(&plain, NTOK, 0.1, 5);
+    static uint8_t mask[NTOK];
+    for (int i = 0; i < NTOK; i++) mask[i] = (uint8_t)(i % 3 != 0 && i % 7 != 2);
+    ck_assert(!loader_has_mask(&plain));
+    static Shard two[2];
+    shard_view(&two[0], g_tok, 500, 2, 65536, 1, "g_tok[0:500]");
+    shard_view(&two[1], g_tok + 500, 500, 2, 65536, 1, "g_tok[500:]");
+    LoaderSource src = {two, 2, 1.0, "g_tok", mask};
+    MoeErr err;
+    ck_assert_msg(loader_init(&l, &src, 1, NULL, T, 0.1, 5, &err) == 0, "%s", err.msg);
+    ck_assert(loader_has_mask(&l));
+    int32_t in[4 * T], tg[4 * T], in2[4 * T], tg2[4 * T];
+    int ignored = 0;
+    for (int step = 0; step < 40; step++) {   /* crosses an epoch of 112 windows */
+        loader_next(&l, 4, 0, 4, in, tg);
+        loader_next(&plain, 4, 0, 4, in2, tg2);
+        ck_assert(memcmp(in, in2, sizeof in) == 0);
+        for (int j = 0; j < 4 * T; j++) {
+            const int pos = in[j] + 1;   /* the target's position in the stream (tok[i] = i) */
+            ck_assert_int_eq(tg[j], mask[pos] ? tg2[j] : LOSS_IGNORE);
+            ck_assert_int_eq(tg2[j], pos);
+            ignored += tg[j] == LOSS_IGNORE;
+        }
+    }
+    ck_assert_int_gt(ignored, 0);
+    for (int b = 0; b < 3; b++) {
+        loader_val_batch(&l, b, 4, 0, 4, in, tg);
+        for (int j = 0; j < 4 * T; j++) {
+            const int pos = in[j] + 1;
+            ck_assert_int_ge(pos, 901);
+            ck_assert_int_eq(tg[j], mask[pos] ? pos : LOSS_IGNORE);
+        }
+    }
+    /* loader_window: training window 62 holds tokens [496, 504], across the two shards */
+    loader_window(&l, false, 62, in, tg);
+    for (int t = 0; t < T; t++) {
+        ck_assert_int_eq(in[t], 496 + t);
+        ck_assert_int_eq(tg[t], mask[497 + t] ? 497 + t : LOSS_IGNORE);
+    }
+    loader_free(&l);
+    /* a separate validation source: its own mask, indexed from its own first token */
+    static uint8_t vmask[200];
+    for (int i = 0; i < 200; i++) vmask[i] = (uint8_t)(i % 2);
+    Shard *ts = &g_view[g_next_view++ % 16], *vs = &g_view[g_next_view++ % 16];
+    shard_close(ts);
+    shard_close(vs);
+    shard_view(ts, g_tok, 800, 2, 65536, 1, "train");
+    shard_view(vs, g_tok + 800, 200, 2, 65536, 1, "val");
+    LoaderSource tsrc = {ts, 1, 1.0, "train", NULL}, vsrc = {vs, 1, 1.0, "val", vmask};
+    ck_assert_msg(loader_init(&l, &tsrc, 1, &vsrc, T, 0.0, 5, &err) == 0, "%s", err.msg);
+    ck_assert(loader_has_mask(&l));
+    loader_next(&l, 4, 0, 4, in, tg);
+    for (int j = 0; j < 4 * T; j++) ck_assert_int_eq(tg[j], in[j] + 1);   /* no mask */
+    for (size_t w = 0; w < loader_val_windows(&l); w++) {
+        loader_window(&l, true, w, in, tg);
+        for (int t = 0; t < T; t++) {
+            const int pos = in[t] + 1 - 800;   /* in the validation source */
+            ck_assert_int_eq(tg[t], vmask[pos] ? pos + 800 : LOSS_IGNORE);
+        }
+    }
+    loader_free(&l);
+    loader_free(&plain);
+    shard_close(&two[0]);
+    shard_close(&two[1]);
+}
+END_TEST
+
 static Suite *loader_suite(void) {
     Suite *s = suite_create("loader");
     struct { const char *name; const TTest *fn; } cases[] = {
@@ -293,6 +367,7 @@ static Suite *loader_suite(void) {
         {"validation_batches", test_validation_batches},
         {"multi_span_concat", test_multi_span_concat},
         {"too_short", test_too_short},
+        {"mask", test_mask},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         TCase *tc = tcase_create(cases[i].name);

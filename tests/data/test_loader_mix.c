@@ -22,7 +22,7 @@ static void make_sources(LoaderSource *src, const double *w) {
         for (size_t i = 0; i < LEN[s]; i++) g_tok[s][i] = (uint32_t)(s * 10000 + (int)i);
         shard_close(&g_sh[s]);
         shard_view(&g_sh[s], g_tok[s], LEN[s], 4, 40000, 7, "src");
-        src[s] = (LoaderSource){&g_sh[s], 1, w[s], s == 0 ? "a" : s == 1 ? "b" : "c"};
+        src[s] = (LoaderSource){&g_sh[s], 1, w[s], s == 0 ? "a" : s == 1 ? "b" : "c", NULL};
     }
 }
 
@@ -181,7 +181,7 @@ START_TEST(test_val_regions) {
     for (int i = 0; i < 81; i++) vt[i] = (uint16_t)(30000 + i);
     Shard vs;
     shard_view(&vs, vt, 81, 2, 40000, 7, "val.txt");
-    LoaderSource src[NS], val = {&vs, 1, 1.0, "val.txt"};
+    LoaderSource src[NS], val = {&vs, 1, 1.0, "val.txt", NULL};
     make_sources(src, w);
     MoeErr err;
     ck_assert_msg(loader_init(&l, src, 1, &val, T, 0.1, 3, &err) == 0, "%s", err.msg);
@@ -214,7 +214,7 @@ START_TEST(test_wide_ids) {
     for (int i = 0; i < 33; i++) ids[i] = 150000u + (uint32_t)i * 1000u;
     Shard s;
     shard_view(&s, ids, 33, 4, 200000, 1, "wide");
-    LoaderSource src = {&s, 1, 1.0, "wide"};
+    LoaderSource src = {&s, 1, 1.0, "wide", NULL};
     Loader l;
     MoeErr err;
     ck_assert_msg(loader_init(&l, &src, 1, NULL, T, 0.0, 5, &err) == 0, "%s", err.msg);
@@ -284,7 +284,7 @@ START_TEST(test_large_source_constant_memory) {
     for (size_t i = 0; i < n; i++) tok[i] = (uint16_t)(i & 0xffff);
     Shard s;
     shard_view(&s, tok, n, 2, 65536, 1, "big");
-    LoaderSource src = {&s, 1, 1.0, "big"};
+    LoaderSource src = {&s, 1, 1.0, "big", NULL};
     Loader l;
     MoeErr err;
     size_t live = moe_live_bytes();
@@ -322,7 +322,7 @@ START_TEST(test_corrupt_id_stops) {
     tok[5] = 300;   /* vocab 256 */
     Shard s;
     shard_view(&s, tok, 17, 2, 256, 1, "corrupt.tok");
-    LoaderSource src = {&s, 1, 1.0, "corrupt"};
+    LoaderSource src = {&s, 1, 1.0, "corrupt", NULL};
     Loader l;
     MoeErr err;
     ck_assert_msg(loader_init(&l, &src, 1, NULL, T, 0.0, 5, &err) == 0, "%s", err.msg);

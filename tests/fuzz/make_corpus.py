@@ -38,6 +38,16 @@ put("config", "sets.yaml",
     "moe.router_noise=false\noptim.lr=1e-3\nrun.dir=\"q\"\n")
 put("config", "bad.yaml", "model: {dim: 1.5, dim: 2}\n---\nmoe: [1]\n")
 
+# ---- sft: option byte + JSONL records (pairs, conversations, custom fields, bad lines)
+put("sft", "pairs.jsonl", b"\x00" + b'{"prompt": "What is 2 + 3?", "completion": " 5"}\n\n'
+    b'{"prompt": "a", "completion": "b", "id": 7}\r\n')
+put("sft", "gsm8k.jsonl", b"\x03" + b"\n".join(read("data/gsm8k_train.jsonl").split(b"\n")[:2]))
+put("sft", "chat.jsonl", b"\x00" + b'{"messages": [{"role": "system", "content": "Be brief."}, '
+    b'{"role": "user", "content": "Hi <|endoftext|>"}, {"role": "assistant", "content": "Hello"}, '
+    b'{"role": "user", "content": "bye"}]}\n')
+put("sft", "bad.jsonl", b"\x00" + b'{"prompt": "a", "completion": "b"}\n{"messages": '
+    b'[{"role": "tool", "content": 1}]}\n')
+
 # ---- json: real metrics / eval lines and the extensions
 m = read("tests/train/fixtures/mixtral_tiny/metrics.jsonl").split(b"\n")
 put("json", "metrics.json", m[0])

@@ -13,7 +13,7 @@ cd "$(dirname "$0")/../.."
 DURATION=${1:?usage: tests/fuzz/run_fuzz.sh DURATION_SECONDS [TARGET...]}
 shift
 BUILD_DIR=${BUILD_DIR:-build-fuzz}
-ALL=(config tokenizer tokenizer_json shard json ckpt ckpt_raw safetensors gguf)
+ALL=(config tokenizer tokenizer_json shard json sft ckpt ckpt_raw safetensors gguf)
 if [ $# -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL[@]}"); fi
 
 # -max_len per target: long enough for the seeds and the structures that matter (ckpt_raw:
@@ -22,6 +22,7 @@ max_len() {
   case $1 in
     config) echo 4096 ;; tokenizer) echo 4096 ;; tokenizer_json) echo 8192 ;;
     shard) echo 1024 ;; json) echo 2048 ;;
+    sft) echo 2048 ;;
     ckpt) echo 512 ;; ckpt_raw) echo 262144 ;; safetensors) echo 2048 ;; gguf) echo 2048 ;;
     *) echo 4096 ;;
   esac

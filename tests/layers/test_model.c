@@ -9,6 +9,8 @@
  * - the load-balancing loss reads exactly coef at uniform router probabilities, and the
  *   z-loss matches a hand computation;
  * - k accumulated micro-batches give the same gradients as one big batch;
+ * - a token seen only by ignored targets (LOSS_IGNORE; the last of each sequence in a dense
+ *   causal model) changes neither the loss nor any gradient, bit for bit;
  * - a capacity limit drops exactly the overflow and counts it;
  * - after the first step nothing allocates (every router, with and without per-layer
  *   recomputation, with and without shared experts and a window);
@@ -401,6 +403,52 @@ START_TEST(test_grad_accumulation_equals_big_batch) {
 }
 END_TEST
 
+/* Fine-tuning's masking end to end: in a dense model (no router, whose load-balancing loss
+ * would see every token) the last input token of a sequence is seen only by its own
+ * position (causal attention), whose target is ignored. Two batches that differ only in
+ * those tokens, with more targets ignored elsewhere and the loss divided by a given count,
+ * give bit-identical losses and gradients: an ignored position adds exact zeros (the same
+ * arithmetic on both); a changed input with a live target is seen (checked, so the test can
+ * fail). */
+START_TEST(test_ignored_tokens_change_nothing) {
+    ModelShape s = tiny_shape(0);
+    make_batch(s.V);
+    Model m;
+    model_init(&m, &s, 0, 0, 4321);
+    Tape t;
+    tape_init(&t, 1 << 20);
+    int32_t in[3][TB * TT], tg[TB * TT];
+    memcpy(tg, g_tg, sizeof tg);
+    tg[1] = LOSS_IGNORE;   /* a prompt token inside the first sequence, too */
+    for (int b = 0; b < TB; b++) tg[b * TT + TT - 1] = LOSS_IGNORE;
+    for (int k = 0; k < 3; k++) memcpy(in[k], g_in, sizeof g_in);
+    for (int b = 0; b < TB; b++) in[1][b * TT + TT - 1] = (g_in[b * TT + TT - 1] + 3) % s.V;
+    in[2][TT - 2] = (g_in[TT - 2] + 3) % s.V;   /* seen by a live target */
+    const size_t n = m.ps.blocks[PBLOCK_DENSE].n;
+    float *g[3], loss[3];
+    for (int k = 0; k < 3; k++) {
+        params_zero_grad(&m.ps);
+        StepCtx ctx = {.train = true, .seed = 7, .step = 3, .loss_scale = 0.5f,
+                       .lm_denom = 4.0};
+        ModelOut out;
+        tape_reset(&t, true);
+        model_forward(&m, &t, in[k], tg, TB, TT, &ctx, &out);
+        tape_backward(&t, out.loss, NULL);
+        loss[k] = out.loss->data[0];
+        g[k] = moe_malloc(n * sizeof(float));
+        memcpy(g[k], m.ps.blocks[PBLOCK_DENSE].grad, n * sizeof(float));
+    }
+    ck_assert_msg(isfinite(loss[0]) && loss[0] == loss[1], "loss %.9g vs %.9g", (double)loss[0],
+                  (double)loss[1]);
+    ck_assert_msg(!memcmp(g[0], g[1], n * sizeof(float)), "a gradient differs");
+    ck_assert_msg(loss[2] != loss[0] && memcmp(g[0], g[2], n * sizeof(float)),
+                  "a changed token under a live target changed nothing");
+    for (int k = 0; k < 3; k++) moe_free(g[k]);
+    tape_free(&t);
+    model_free(&m);
+}
+END_TEST
+
 /* capacity_factor 0.5 with N*K = 20 slots over E = 4 experts: cap = ceil(20/4*0.5) = 3,
  * so at most 12 slots are kept; dropped = 20 - sum_e min(count_e, 3). */
 START_TEST(test_capacity_drops_overflow) {
@@ -509,6 +557,7 @@ int main(int argc, char **argv) {
     suite_add_tcase(s, tc);
     tc = tcase_create("invariants");
     tcase_add_test(tc, test_grad_accumulation_equals_big_batch);
+    tcase_add_test(tc, test_ignored_tokens_change_nothing);
     tcase_add_test(tc, test_capacity_drops_overflow);
     tcase_add_loop_test(tc, test_no_allocation_after_first_step, 0, 6);
     suite_add_tcase(s, tc);

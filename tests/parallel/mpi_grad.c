@@ -14,6 +14,10 @@
  * accumulated): what the distributed step must equal.
  * With per-layer recomputation the distributed gradients are bit-identical to those
  * without it.
+ * With LOSS_IGNORE targets spread unevenly over the ranks (fine-tuning's prompt tokens),
+ * each rank dividing its sum by the global count / R (StepCtx.lm_denom, train/train.c's
+ * normalisation) gives the single process's mean over the whole batch's targets, loss and
+ * gradients: a per-rank mean would weight the ranks' targets unequally.
  * Run by ctest as `mpirun -n 4 mpi_grad EP [ROUTER]` for EP = 1, 2, 4 (EP = 1: pure data
  * parallel).
  */
@@ -45,13 +49,22 @@ static ModelShape shape(void) {
     return s;
 }
 
-static void check_grads_match(ModelShape s) {
+/* masked: targets LOSS_IGNORE unevenly (row 0 keeps 1 of its T, row 1 all, rows 2.. every
+ * other one), and every call divides by the whole batch's count over the calls. */
+static void check_grads_match_m(ModelShape s, bool masked) {
     int32_t in[GB * T], tg[GB * T];
     MoeRng r;
     rng_seed(&r, 42);   /* same batch on every rank */
     for (int i = 0; i < GB * T; i++) {
         in[i] = (int32_t)(rng_next(&r) % 13);
         tg[i] = (int32_t)(rng_next(&r) % 13);
+    }
+    int n_scored = 0;
+    for (int i = 0; i < GB * T; i++) {
+        const int row = i / T, col = i % T;
+        if (masked && ((row == 0 && col != 2) || (row >= 2 && col % 2 == 1)))
+            tg[i] = LOSS_IGNORE;
+        n_scored += tg[i] != LOSS_IGNORE;
     }
     /* reference: one process, all experts, whole batch (expert choice: the R rank
      * batches in turn, see the file comment) */
@@ -71,6 +84,7 @@ static void check_grads_match(ModelShape s) {
         StepCtx bctx = ctx;
         bctx.token_base = (long)b * rows * T;
         bctx.loss_scale = 1.0f / (float)parts;
+        bctx.lm_denom = masked ? (double)n_scored / parts : 0.0;
         tape_reset(&t, true);
         model_forward(&ref, &t, in + b * rows * T, tg + b * rows * T, rows, T, &bctx, &out);
         tape_backward(&t, out.loss, NULL);
@@ -82,6 +96,7 @@ static void check_grads_match(ModelShape s) {
     if (c->size > 1) dm.exchange = &ex;
     StepCtx dctx = ctx;
     dctx.token_base = (long)row0 * T;
+    dctx.lm_denom = masked ? (double)n_scored / c->size : 0.0;
     params_zero_grad(&dm.ps);
     tape_reset(&t, true);
     model_forward(&dm, &t, in + row0 * T, tg + row0 * T, Bl, T, &dctx, &out);
@@ -118,7 +133,12 @@ static void check_grads_match(ModelShape s) {
     model_free(&ref);
 }
 
+static void check_grads_match(ModelShape s) { check_grads_match_m(s, false); }
+
 START_TEST(test_grads_match_single_process) { check_grads_match(shape()); }
+END_TEST
+
+START_TEST(test_grads_match_masked_targets) { check_grads_match_m(shape(), true); }
 END_TEST
 
 START_TEST(test_grads_match_shared_window) {
@@ -295,6 +315,7 @@ int main(int argc, char **argv) {
     TCase *tc = tcase_create("grads");
     tcase_add_test(tc, test_grads_match_single_process);
     tcase_add_test(tc, test_grads_match_shared_window);
+    tcase_add_test(tc, test_grads_match_masked_targets);
     /* the selection bias balances top-k routing only (config_validate refuses the others) */
     if (g_router == MOE_ROUTER_TOPK) tcase_add_test(tc, test_router_bias_same_everywhere);
     tcase_add_test(tc, test_recompute_matches_plain);

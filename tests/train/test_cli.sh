@@ -170,8 +170,10 @@ expect_fail "n_heads x head_dim overflow" 1 "n_heads x head_dim = 65536 x 65536"
   "$BIN" "$TMP/small.yaml" --set model.n_heads=65536 --set model.head_dim=65536 --set model.n_kv_heads=1
 # the shipped configs are planned and not refused (they then stop at the missing corpus)
 for cfg in "$SRC"/configs/*.yaml; do
+  data="data.text=[$TMP/no_such_corpus.txt]"   # a fine-tuning-records config: missing records
+  grep -q "^  sft: \[" "$cfg" && data="data.sft=[$TMP/no_such_records.jsonl]"
   "$BIN" "$cfg" --set "run.dir=$TMP/cfg_run" --set "data.tokenizer=$TMP/cfg_tok.bpe" \
-    --set "data.text=[$TMP/no_such_corpus.txt]" > "$TMP/out" 2> "$TMP/err"; rc=$?
+    --set "$data" > "$TMP/out" 2> "$TMP/err"; rc=$?
   if [ $rc != 2 ] && grep -q "^memory plan per rank" "$TMP/out" && ! grep -q "planned memory" "$TMP/err"; then ok
   else bad "$(basename "$cfg") refused or not planned (exit $rc)"; cat "$TMP/err"; fi
 done
