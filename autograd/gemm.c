@@ -169,6 +169,16 @@ bool gemm_onednn_available(const char **isa) {
     return g_onednn_state == 1;
 }
 
+void gemm_onednn_version(char *buf, size_t cap) {
+    const char *isa = "";
+    const bool have = gemm_onednn_available(&isa);
+    if (!onednn_version(buf, cap)) snprintf(buf, cap, "%s", isa);
+    else if (have) {
+        const size_t n = strlen(buf);
+        snprintf(buf + n, cap - n, ", ISA %s", isa);
+    }
+}
+
 bool gemm_native_bf16(void) { return gemm_onednn_available(NULL) && g_native_bf16; }
 
 int gemm_select(GemmBackend backend, GemmPrecision precision, MoeErr *err) {

@@ -93,6 +93,8 @@ void gemm_describe(char *buf, size_t cap);
 /* True when oneDNN is built in and starts (engine created) on this machine; *isa then
  * names the instruction set its kernels use ("avx512_core_amx", ...). */
 bool gemm_onednn_available(const char **isa);
+/* "oneDNN 2.6.3 (runtime OMP, ISA ...)", or why it is not available (moetrain --version). */
+void gemm_onednn_version(char *buf, size_t cap);
 /* True when the CPU multiplies bf16 natively (AVX512-BF16 or AMX, as oneDNN reports). */
 bool gemm_native_bf16(void);
 

@@ -25,6 +25,8 @@ bool onednn_start(const char **isa, bool *native_bf16);
 void onednn_gemm(bool bf16, bool ta, bool tb, int M, int N, int K, float alpha,
                  const float *A, int lda, const float *B, int ldb, float beta, float *C,
                  int ldc);
+/* "oneDNN X.Y.Z (runtime R)" (false without oneDNN). */
+bool onednn_version(char *buf, size_t cap);
 /* The distinct implementation names of the primitives made so far, ", "-separated. */
 void onednn_kernels(char *buf, size_t cap);
 

@@ -92,6 +92,13 @@ bool onednn_start(const char **isa, bool *native_bf16) {
     return true;
 }
 
+bool onednn_version(char *buf, size_t cap) {
+    const dnnl_version_t *v = dnnl_version();
+    snprintf(buf, cap, "oneDNN %d.%d.%d (runtime %s)", v->major, v->minor, v->patch,
+             v->cpu_runtime == DNNL_RUNTIME_OMP ? "OpenMP" : "other");
+    return true;
+}
+
 void onednn_kernels(char *buf, size_t cap) {
     pthread_mutex_lock(&g_mu);
     buf[0] = 0;
@@ -285,6 +292,10 @@ void onednn_gemm(bool bf16, bool ta, bool tb, int M, int N, int K, float alpha,
 }
 void onednn_kernels(char *buf, size_t cap) {
     if (cap) buf[0] = 0;
+}
+bool onednn_version(char *buf, size_t cap) {
+    if (cap) buf[0] = 0;
+    return false;
 }
 
 #endif

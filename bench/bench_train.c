@@ -22,10 +22,11 @@
  *    bursts: the minimum of each is the least disturbed, as timeit advises); the time
  *    split of training (forward + backward per region) and of evaluation;
  *    allocations during the timed rounds, peak allocated bytes.
- * 4. The memory split of rank 0: its peak resident set (getrusage ru_maxrss, read after the
- *    warm-up steps and one evaluation, before the sgemm set's operands exist) as the sum of
- *    named parts: the program with its shared libraries and MPI (resident at start), the
- *    OpenBLAS buffers (resident growth over the sgemm-rate run, whose matrices are freed),
+ * 4. The memory split of rank 0: its peak resident set (VmHWM, counted from after the
+ *    rate table of 0, read after the warm-up steps and one evaluation, before the sgemm
+ *    set's operands exist) as the sum of named parts: the program with its shared
+ *    libraries, MPI and the product libraries' kernels and buffers (resident after the rate
+ *    table, whose matrices are freed and trimmed), the growth over the sgemm-rate run,
  *    the parameter block (parameters, gradients, two AdamW moments), the tape arenas and the
  *    activation-gradient plans at their high-water marks, and the measured rest.
  * 0. At start, every product path the machine has (OpenBLAS fp32, oneDNN fp32 and bf16):
@@ -54,6 +55,7 @@
  *    + expert block (if replicated).
  * Not a test: numbers depend on the machine and its load.
  */
+#include <malloc.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -264,7 +266,6 @@ int main(int argc, char **argv) {
     blas_init(argv);
     Comm comm;
     comm_init(&comm, &argc, &argv);
-    const double rss_start = rss_now();
     const bool root = comm.rank == 0;
     const char *path = "configs/mixtral_tiny.yaml";
     int steps = 10, warmup = 3;   /* step 1 compacts the arena, step 2 faults its pages in */
@@ -341,7 +342,9 @@ int main(int argc, char **argv) {
     /* ---- 0. every product path's rates; the peak of the configured one ---- */
     double peak_rate = path_table(&s, N, gp, root);
     comm_sum_world_d(&comm, &peak_rate, 1);
-    rss_peak_reset();   /* the table's buffers are freed: they do not count below */
+    malloc_trim(0);     /* the table's buffers are freed: return them to the system, */
+    rss_peak_reset();   /* so they count neither in the resident set nor in its peak */
+    const double rss_start = rss_now();
     char how[512];
     gemm_describe(how, sizeof how);
     if (root)
@@ -481,8 +484,8 @@ int main(int argc, char **argv) {
                 12.0 * (double)(m.ps.blocks[0].gn + m.ps.blocks[1].gn),
             tape_arena_bytes(&t), sub_arena_bytes(&t), plan_bytes(&t), scratch};
         const char *const part_names[7] = {
-            "program, shared libraries, MPI (resident at start)",
-            "OpenBLAS buffers (growth over the sgemm-rate run)",
+            "program, libraries, MPI, product kernels (at start)",
+            "product-library buffers (growth over sgemm-rate run)",
             "parameters + gradients + AdamW moments (trainable)",
             "tape arena (kept activations, high water)",
             "recomputation arena (one layer, high water)",

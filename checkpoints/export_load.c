@@ -372,6 +372,8 @@ int model_source_load(ModelSource *src, const char *path, MoeErr *err) {
             if (!rc) {   /* trained on packed documents: scored and sampled the same way */
                 src->model.doc_mask = c.data.doc_mask;
                 src->model.eot = tok_eot(&src->tok);
+                src->gemm = c.compute.gemm;   /* and with the run's products */
+                src->precision = c.compute.precision;
             }
             config_free(&c);
         }

@@ -29,6 +29,8 @@ typedef struct ModelSource {
     Tokenizer tok;             /* loaded when has_tok */
     bool has_tok;
     int context_len;           /* train.seq_len / max_position_embeddings / context_length */
+    int gemm, precision;       /* a checkpoint's compute.gemm / compute.precision (GemmBackend,
+                                  GemmPrecision of autograd/gemm.h); auto / fp32 for exports */
 } ModelSource;
 
 /* Detect the kind (a directory = HF export, GGUF magic = GGUF, else HDF5 checkpoint) and

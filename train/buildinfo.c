@@ -1,6 +1,8 @@
 /* buildinfo.c: see buildinfo.h. */
 #include "train/buildinfo.h"
 
+#include "autograd/gemm.h"
+
 #include <cpuid.h>
 #include <hdf5.h>
 #include <mpi.h>
@@ -102,6 +104,7 @@ void buildinfo_get(BuildInfo *bi) {
         snprintf(bi->mpi, sizeof bi->mpi, "unknown");
     }
     snprintf(bi->libyaml, sizeof bi->libyaml, "%s", yaml_get_version_string());
+    gemm_onednn_version(bi->onednn, sizeof bi->onednn);
     read_cpu(bi);
 }
 
@@ -130,6 +133,7 @@ void buildinfo_print(const BuildInfo *bi, FILE *f) {
     fprintf(f, "hdf5:     %s\n", bi->hdf5);
     fprintf(f, "mpi:      %s\n", bi->mpi);
     fprintf(f, "libyaml:  %s\n", bi->libyaml);
+    fprintf(f, "onednn:   %s\n", bi->onednn);
     fprintf(f, "cpu:      %s\n", bi->cpu[0] ? bi->cpu : "unknown");
     fprintf(f, "isa:      %s%s%s%s\n", isa, amx[0] ? " (AMX:" : "", amx, amx[0] ? ")" : "");
 }
@@ -151,6 +155,7 @@ void buildinfo_json(const BuildInfo *bi, FILE *f) {
     json_member(f, "hdf5", bi->hdf5, false);
     json_member(f, "mpi", bi->mpi, false);
     json_member(f, "libyaml", bi->libyaml, false);
+    json_member(f, "onednn", bi->onednn, false);
     fprintf(f, "}");
     json_member(f, "cpu", bi->cpu, false);
     const char *names[6] = {"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"};

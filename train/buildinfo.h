@@ -26,6 +26,7 @@ typedef struct BuildInfo {
     char hdf5[32];           /* H5get_libversion, "1.10.8" */
     char mpi[256];           /* the first line of MPI_Get_library_version */
     char libyaml[32];        /* yaml_get_version_string() */
+    char onednn[192];        /* gemm_onednn_version(): version, runtime, ISA */
     char cpu[64];            /* the CPU's brand string (cpuid), "" when it has none */
     bool avx2, avx512f, avx512bf16, amx_tile, amx_bf16, amx_int8;   /* as cpuid reports */
 } BuildInfo;

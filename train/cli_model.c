@@ -1,6 +1,8 @@
 /* cli_model.c: see cli_model.h. */
 #include "train/cli_model.h"
 
+#include "autograd/gemm.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -50,6 +52,16 @@ int cli_load_model(ModelSource *src, const char *path, bool need_tok, bool token
     if (model_source_load(src, path, &err)) {
         model_source_free(src);
         return cli_fail(&err);
+    }
+    /* the products as the run made them (a bf16 run is scored in bf16, as its logged
+     * validation loss was); where that path is missing here, fp32 on the fastest library,
+     * said on stderr */
+    if (gemm_select((GemmBackend)src->gemm, (GemmPrecision)src->precision, &err)) {
+        fprintf(stderr, "moetrain: note: %s was trained with compute.gemm = %s, "
+                "compute.precision = %s, which this machine cannot run; using fp32\n", path,
+                gemm_backend_name((GemmBackend)src->gemm),
+                gemm_precision_name((GemmPrecision)src->precision));
+        if (gemm_select(GEMM_AUTO, GEMM_FP32, &err)) return cli_fail(&err);
     }
     if (need_tok && !src->has_tok) {
         moe_errorf(&err, "%s: no tokenizer found (tokenizer.json / tokenizer.ggml.*)", path);

@@ -68,7 +68,7 @@ one_line "upcycle: unknown last option" "upcycle" -- "$BIN" upcycle a b --foo
 "$BIN" -V > "$TMP/v2" 2>&1 && cmp -s "$TMP/v" "$TMP/v2" && ok || bad "-V differs from --version"
 head -1 "$TMP/v" | grep -qE '^moetrain [0-9]+\.[0-9]+\.[0-9]+$' && ok || bad "first line: $(head -1 "$TMP/v")"
 field() { sed -n "s/^$1: *//p" "$TMP/v"; }
-for k in commit compiler openblas hdf5 mpi libyaml cpu isa; do
+for k in commit compiler openblas hdf5 mpi libyaml onednn cpu isa; do
   [ -n "$(field $k)" ] && ok || bad "--version has no $k line"
 done
 if git -C "$SRC" rev-parse --git-dir > /dev/null 2>&1; then
@@ -84,6 +84,9 @@ field openblas | grep -q "OpenBLAS .*(core [A-Za-z0-9]*, [0-9]* thread" && ok ||
 field hdf5 | grep -qE '^[0-9]+\.[0-9]+\.[0-9]+$' && ok || bad "hdf5: $(field hdf5)"
 field mpi | grep -qi "mpi" && ok || bad "mpi: $(field mpi)"
 field libyaml | grep -qE '^[0-9]+\.[0-9]+' && ok || bad "libyaml: $(field libyaml)"
+# oneDNN: its version and ISA, or why it is not there (a build without libdnnl-dev)
+field onednn | grep -qE '^oneDNN [0-9]+\.[0-9]+\.[0-9]+ \(runtime [A-Za-z]+\), ISA |not built in' \
+  && ok || bad "onednn: $(field onednn)"
 # the ISA as the CPU reports it: each name present exactly when /proc/cpuinfo has the flag
 flags=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2) "
 isa=" $(field isa | sed 's/(AMX:.*//') "
