@@ -140,18 +140,25 @@ static double grad_rel_diff(const float *a, const float *b, size_t n) {
     return bmax > 0 ? dmax / bmax : dmax;
 }
 
+/* N random input and target ids below V (malloc'ed: free both), drawn from seed. */
+static void random_batch(int32_t **in, int32_t **tg, int N, int V, uint64_t seed) {
+    *in = malloc(sizeof(int32_t) * (size_t)N);
+    *tg = malloc(sizeof(int32_t) * (size_t)N);
+    MoeRng r;
+    rng_seed(&r, seed);
+    for (int i = 0; i < N; i++) {
+        (*in)[i] = (int32_t)(rng_next(&r) % (uint64_t)V);
+        (*tg)[i] = (int32_t)(rng_next(&r) % (uint64_t)V);
+    }
+}
+
 START_TEST(test_threads_agree) {
     ModelShape s = {.V = 64, .C = 128, .L = 2, .H = 4, .Hkv = 2, .D = 32, .F = 32, .E = 8,
                     .K = 2, .norm_eps = 1e-5f, .rope_theta = 10000.0f, .init_std = 0.3f,
                     .router_noise = true, .aux_coef = 0.01f, .z_coef = 0.001f};
     const int B = 8, T = 128, N = B * T;
-    int32_t *in = malloc(sizeof(int32_t) * N), *tg = malloc(sizeof(int32_t) * N);
-    MoeRng r;
-    rng_seed(&r, 17);
-    for (int i = 0; i < N; i++) {
-        in[i] = (int32_t)(rng_next(&r) % (uint64_t)s.V);
-        tg[i] = (int32_t)(rng_next(&r) % (uint64_t)s.V);
-    }
+    int32_t *in, *tg;
+    random_batch(&in, &tg, N, s.V, 17);
     const int keep = blas_threads();
     for (int cap = 0; cap < 2; cap++) {
         s.capacity_factor = cap ? 0.5f : 0.0f;
@@ -236,13 +243,8 @@ START_TEST(test_backends_agree) {
         return;
     }
     const int B = 8, T = 128, N = B * T;
-    int32_t *in = malloc(sizeof(int32_t) * N), *tg = malloc(sizeof(int32_t) * N);
-    MoeRng r;
-    rng_seed(&r, 17);
-    for (int i = 0; i < N; i++) {
-        in[i] = (int32_t)(rng_next(&r) % 64);
-        tg[i] = (int32_t)(rng_next(&r) % 64);
-    }
+    int32_t *in, *tg;
+    random_batch(&in, &tg, N, 64, 17);
     const int keep = blas_set_threads(2);
     for (int bf = 0; bf < 2; bf++) {
         if (bf && !gemm_native_bf16()) continue;
@@ -289,13 +291,8 @@ END_TEST
  * products (rounding skipped) agree with fp32 to ~1e-6 (test_backends_agree). */
 START_TEST(test_bf16_near_fp32) {
     const int B = 4, T = 64, N = B * T;
-    int32_t *in = malloc(sizeof(int32_t) * N), *tg = malloc(sizeof(int32_t) * N);
-    MoeRng r;
-    rng_seed(&r, 23);
-    for (int i = 0; i < N; i++) {
-        in[i] = (int32_t)(rng_next(&r) % 64);
-        tg[i] = (int32_t)(rng_next(&r) % 64);
-    }
+    int32_t *in, *tg;
+    random_batch(&in, &tg, N, 64, 23);
     for (int moe = 0; moe < 2; moe++) {
         ModelShape s = {.V = 64, .C = 128, .L = 2, .H = 4, .Hkv = 2, .D = 32, .F = 32,
                         .E = moe ? 4 : 0, .K = moe ? 4 : 0, .norm_eps = 1e-5f,
