@@ -5,8 +5,8 @@
 #      is fatal; tests/lsan.supp lists Open MPI's own allocations), except the *_2threads
 #      repeats of tests that already ran with one thread;
 #   3. stage 1's tests again with each other OpenBLAS kernel set this CPU runs (Haswell:
-#      AVX2, SkylakeX: AVX-512; and the library's own choice when the host sets
-#      OPENBLAS_CORETYPE): results through a BLAS differ in rounding between kernels and
+#      AVX2, SkylakeX: AVX-512, except the one stage 1 ran with; and the library's own
+#      choice when the host sets OPENBLAS_CORETYPE): results through a BLAS differ in rounding between kernels and
 #      thread counts, and the suite must pass with any of them. The variable is set only
 #      for these test processes, never for a user's run;
 #   4. every libFuzzer target for FUZZ_SECONDS (default 25) on its committed seed corpus
@@ -31,13 +31,17 @@ stage "tests" build_and_test build ""
 # Under the sanitizers the *_2threads repeats are left out: they run the same code as their
 # one-thread runs (which ASan+UBSan do check); stage 1 runs them for the thread split.
 stage "tests under ASan+UBSan" build_and_test build-asan "_2threads$" -DMOE_SANITIZE=ON -DMOE_NATIVE=OFF
-# Kernel sets for stage 3: those the CPU can run, other than the one stage 1 was given.
+# Kernel sets for stage 3: those the CPU can run, other than the one stage 1 ran with (the
+# host's OPENBLAS_CORETYPE, or else the set moetrain's start-up left OpenBLAS with, which
+# `moetrain --version` names: a repeat with that set would run the same kernels again).
 cpu_flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)
+stage1_core=${OPENBLAS_CORETYPE:-$(build/moetrain --version 2>/dev/null |
+                                    sed -n 's/^openblas:.*(core \([A-Za-z0-9]*\),.*/\1/p')}
 kernels=()
 [ -n "${OPENBLAS_CORETYPE:-}" ] && kernels+=(default)
 for k in Haswell:avx2 SkylakeX:avx512f; do
   name=${k%%:*}; flag=${k##*:}
-  if [[ " $cpu_flags " == *" $flag "* ]] && [ "${OPENBLAS_CORETYPE:-}" != "$name" ]; then
+  if [[ " $cpu_flags " == *" $flag "* ]] && [ "${stage1_core,,}" != "${name,,}" ]; then
     kernels+=("$name")
   fi
 done
