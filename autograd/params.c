@@ -63,6 +63,7 @@ static void layout_grads(ParamSet *ps, int b) {
     }
     size_t g = bl->gn ? bl->gn : 16;
     bl->gpad = bl->gn;
+    bl->gstage = 0;
     bl->shard_lo = 0;
     bl->shard_n = bl->gn;
     bl->grad = moe_calloc(g * sizeof(float));
@@ -158,18 +159,19 @@ void params_set_trainable(ParamSet *ps, int idx, bool trainable) {
         if (ps->p[i].block == p->block) point_tensor(ps, &ps->p[i]);
 }
 
-void params_shard_block(ParamSet *ps, int b, int parts, int index) {
+void params_shard_block(ParamSet *ps, int b, int parts, int index, size_t stage) {
     ASSERT(parts >= 1 && index >= 0 && index < parts, "shard %d of %d", index, parts);
     ParamBlock *bl = &ps->blocks[b];
     ASSERT(bl->shard_lo == 0 && bl->shard_n >= bl->gn, "block %d: moments already sharded", b);
     const size_t unit = 16 * (size_t)parts;
     const size_t gpad = parts == 1 ? bl->gn : (bl->gn + unit - 1) / unit * unit;
-    if (gpad != bl->gpad) {
-        float *g = moe_calloc((gpad ? gpad : 16) * sizeof(float));
+    if (gpad != bl->gpad || stage != bl->gstage) {
+        float *g = moe_calloc((gpad + stage ? gpad + stage : 16) * sizeof(float));
         memcpy(g, bl->grad, bl->gn * sizeof(float));
         moe_free(bl->grad);
         bl->grad = g;
         bl->gpad = gpad;
+        bl->gstage = stage;
         for (int i = 0; i < ps->count; i++)
             if (ps->p[i].block == b) point_tensor(ps, &ps->p[i]);
     }

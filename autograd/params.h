@@ -29,6 +29,8 @@ typedef struct ParamBlock {
     size_t gpad;                  /* grad's length: gn, or gn rounded up so that it splits
                                      into equal aligned slices (parallel/zero.h) */
     size_t shard_lo, shard_n;     /* the slice this rank updates: [0, gn) unless sharded */
+    size_t gstage;                /* floats after grad[gpad], allocated with it: a staging
+                                     area for the sharded reduction (0 unless sharded) */
     uint16_t *bf16;               /* (n) owned or NULL: data rounded to bf16, registered
                                      with the products (params_bf16_refresh) */
 } ParamBlock;
@@ -80,8 +82,9 @@ void params_set_trainable(ParamSet *ps, int idx, bool trainable);
  * is zero and belongs to no tensor), shard_n = gpad / parts, shard_lo = index shard_n, and
  * m, v are replaced by slice-sized buffers holding the slice of the current moments, which
  * must cover the whole block (shard_lo 0, shard_n >= gn: unsharded or gathered). parts 1
- * restores the unsharded layout. Set-up time only (allocates). */
-void params_shard_block(ParamSet *ps, int b, int parts, int index);
+ * restores the unsharded layout. grad gets `stage` more floats after gpad (gstage) for the
+ * caller's use. Set-up time only (allocates). */
+void params_shard_block(ParamSet *ps, int b, int parts, int index, size_t stage);
 /* Total element counts. trainable_only counts only trainable tensors. */
 size_t params_count(const ParamSet *ps, bool trainable_only);
 int params_find(const ParamSet *ps, const char *name);   /* -1 if absent */

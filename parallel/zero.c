@@ -4,6 +4,20 @@
 #include <math.h>
 #include <string.h>
 
+/* The reduce-scatter runs in pieces of at most ZERO_PIECE floats in all (each rank's part
+ * of a piece: ZERO_PIECE / G): the R slices' next parts are packed into the staging area at
+ * the end of the gradient buffer and reduce-scattered from there into the slice. One call
+ * over the whole buffer made Open MPI 4.1 hold temporaries of its full size (measured:
+ * +104 MiB resident per rank on mixtral_tiny at -n 4); in pieces they stay under 8 MiB.
+ * The all-gather goes the same way (received into the staging area, copied out). The
+ * extra pass over the pieces is memory-bound and small against the transfer. */
+#define ZERO_PIECE ((size_t)1 << 21)
+
+static size_t piece_of(size_t shard_n, int parts) {
+    size_t s = ZERO_PIECE / (size_t)parts / 16 * 16;
+    return s < 16 ? 16 : (s < shard_n ? s : shard_n);
+}
+
 /* Block b's replica group: its size G, this rank's index in it and its communicator.
  * False when the block is not to be sharded (no MPI, G = 1, or no trainable tensor). */
 static bool group(const ParamSet *ps, const Comm *c, int b, int *parts, int *index,
@@ -38,7 +52,9 @@ int zero_shard(ParamSet *ps, const Comm *c) {
         if (!group(ps, c, b, &parts, &index, &mc)) continue;
         ASSERT(ps->blocks[b].gn / 16 / (size_t)parts < ((size_t)1 << 26),
                "block %d: a slice of %zu floats is past an MPI count", b, ps->blocks[b].gn);
-        params_shard_block(ps, b, parts, index);
+        const size_t gn = ps->blocks[b].gn, unit = 16 * (size_t)parts;
+        const size_t shard_n = (gn + unit - 1) / unit * unit / (size_t)parts;
+        params_shard_block(ps, b, parts, index, piece_of(shard_n, parts) * (size_t)parts);
         n++;
     }
     return n;
@@ -59,13 +75,18 @@ void zero_reduce_grads(ParamSet *ps, const Comm *c) {
         MPI_Comm mc;
         group(ps, c, b, &parts, &index, &mc);
         double t0 = moe_now();
-        /* in place: the summed slice lands at the front of the buffer */
-        MPI_Reduce_scatter_block(MPI_IN_PLACE, bl->grad, (int)bl->shard_n, MPI_FLOAT, MPI_SUM,
-                                 mc);
+        const size_t n = bl->shard_n, piece = piece_of(n, parts);
+        float *stage = bl->grad + bl->gpad;
+        for (size_t k = 0; k < n; k += piece) {
+            const size_t len = n - k < piece ? n - k : piece;
+            for (int r = 0; r < parts; r++)
+                memcpy(stage + (size_t)r * len, bl->grad + (size_t)r * n + k,
+                       len * sizeof(float));
+            MPI_Reduce_scatter_block(stage, bl->grad + bl->shard_lo + k, (int)len, MPI_FLOAT,
+                                     MPI_SUM, mc);
+        }
         comm_time_allreduce += moe_now() - t0;
         comm_bytes_allreduce += 4.0 * (double)bl->gpad;
-        if (index > 0)   /* [0, n) and [lo, lo + n) do not overlap: lo >= n */
-            memcpy(bl->grad + bl->shard_lo, bl->grad, bl->shard_n * sizeof(float));
         grad_scale_range(ps, b, bl->shard_lo, bl->shard_n, inv);
     }
 }
@@ -107,8 +128,18 @@ void zero_gather_params(ParamSet *ps, const Comm *c) {
             memcpy(bl->grad + t0 + lo, bl->data + p->off + lo, (hi - lo) * sizeof(float));
         }
         double t0 = moe_now();
-        MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, bl->grad, (int)bl->shard_n, MPI_FLOAT,
-                      mc);
+        /* in pieces through the staging area, as the reduce-scatter (ZERO_PIECE) */
+        const size_t n = bl->shard_n, piece = piece_of(n, parts);
+        float *stage = bl->grad + bl->gpad;
+        for (size_t k = 0; k < n; k += piece) {
+            const size_t len = n - k < piece ? n - k : piece;
+            MPI_Allgather(bl->grad + bl->shard_lo + k, (int)len, MPI_FLOAT, stage, (int)len,
+                          MPI_FLOAT, mc);
+            for (int r = 0; r < parts; r++)
+                if (r != index)
+                    memcpy(bl->grad + (size_t)r * n + k, stage + (size_t)r * len,
+                           len * sizeof(float));
+        }
         comm_time_allreduce += moe_now() - t0;
         comm_bytes_allreduce += 4.0 * (double)bl->gpad;
         for (int i = 0; i < ps->count; i++) {
