@@ -333,7 +333,7 @@ static void print_banner(const Trainer *tr, double sgemm_gflops, double flops_to
                    comm->size);
         else
             printf("optimizer: sharded (ZeRO-1): AdamW moments of dense parameters split %s, "
-                   "of experts %s; moments per rank %.1f MiB instead of %.1f MiB\n",
+                   "of experts %s; moments per rank %.3g MiB instead of %.3g MiB\n",
                    zero_block_sharded(ps, PBLOCK_DENSE) ? "over all ranks" : "nowhere",
                    zero_block_sharded(ps, PBLOCK_EXPERT) ? "over their expert-data-parallel "
                    "group" : "nowhere (not replicated)",

@@ -12,6 +12,7 @@
 #   the layouts sum their float gradients in different orders).
 # - -n 2 sharded vs unsharded from scratch: identical step lines (each gradient sum is one
 #   commutative float addition, and AdamW is elementwise: mpi_zero.c argues it).
+# - LoRA fine-tuning on -n 2, sharded vs unsharded: identical step lines and adapter files.
 # - The log says what was sharded; on one rank the option is a no-op and says so.
 # Usage: test_resume_sharded.sh PATH/TO/moetrain
 set -u
@@ -77,6 +78,19 @@ run "$TMP/p2b.log" timeout 300 "$MPIRUN" -n 2 "$BIN" "$TMP/c.yaml" "${ON[@]}" --
   && ok || bad "-n 2 sharded vs unsharded step lines differ"
 params_equal "$TMP/p2a/checkpoints/step_00000010.h5" "$TMP/p2b/checkpoints/step_00000010.h5" \
   && ok || bad "-n 2 sharded vs unsharded: final parameters/moments not bit-identical"
+
+# LoRA on -n 2 (trainable adapters laid out apart from the frozen values: the all-gather
+# goes through the gradient layout): sharded and unsharded identical
+BASE="$TMP/p2a/checkpoints/step_00000010.h5"
+for z in false true; do
+  run "$TMP/lora$z.log" timeout 300 "$MPIRUN" -n 2 "$BIN" "$TMP/c.yaml" --set "run.dir=$TMP/lora$z" \
+    --set "finetune.init_from=$BASE" --set finetune.lora_rank=4 --set train.steps=6 \
+    --set parallel.shard_optimizer=$z
+done
+grep -q "optimizer: sharded" "$TMP/loratrue.log" && [ -n "$(steps "$TMP/lorafalse" 1 6)" ] &&
+  [ "$(steps "$TMP/lorafalse" 1 6)" = "$(steps "$TMP/loratrue" 1 6)" ] &&
+  params_equal "$TMP/lorafalse/checkpoints/step_00000006.h5" "$TMP/loratrue/checkpoints/step_00000006.h5" \
+  && ok || bad "LoRA -n 2: sharded and unsharded runs differ"
 
 # one rank: a no-op, said so
 run "$TMP/one.log" "$BIN" "$TMP/c.yaml" "${ON[@]}" --set "run.dir=$TMP/one" --set train.steps=2
