@@ -210,7 +210,8 @@ static void bench_step(const Bench *bn, Tape *t, const StepCtx *proto, int st, S
     double t2 = moe_now();
     if (bn->zero) zero_reduce_grads(&bn->m->ps, bn->comm);
     else dp_reduce_grads(&bn->m->ps, bn->comm);
-    double gn = bn->zero ? zero_grad_norm(&bn->m->ps, bn->comm) : dp_grad_norm(&bn->m->ps, bn->comm);
+    double gn = bn->zero ? zero_grad_norm(&bn->m->ps, bn->comm)
+                         : dp_grad_norm(&bn->m->ps, bn->comm);
     (void)gn;
     double t3 = moe_now();
     adamw_step(&bn->m->ps, &bn->ac, 1e-4f, st + 1);

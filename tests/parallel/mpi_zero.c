@@ -219,7 +219,8 @@ START_TEST(test_end_to_end) {
     comm_sum_world_d(c, all, 1);
     if (c->rank == 0)
         printf("end to end, %d ranks, EP %d: %.0f summed-gradient entries differ in some bit "
-               "at step 1 (rank 0's largest difference %.3g); loss after %d steps %.9g unsharded, %.9g sharded\n", c->size,
+               "at step 1 (rank 0's largest difference %.3g); loss after %d steps %.9g "
+               "unsharded, %.9g sharded\n", c->size,
                c->ep, all[0], gmax, STEPS, la, lb);
     /* after STEPS updates from gradients equal to float rounding: Adam normalises each
      * update, so a rounding difference in a near-zero gradient can move a weight by up to
