@@ -62,6 +62,10 @@ static void layout_grads(ParamSet *ps, int b) {
         bl->gn += (p->t.n + 15) & ~(size_t)15;
     }
     size_t g = bl->gn ? bl->gn : 16;
+    bl->gpad = bl->gn;
+    bl->gstage = 0;
+    bl->shard_lo = 0;
+    bl->shard_n = bl->gn;
     bl->grad = moe_calloc(g * sizeof(float));
     bl->m = moe_calloc(g * sizeof(float));
     bl->v = moe_calloc(g * sizeof(float));
@@ -138,7 +142,7 @@ static void zero_task(void *ctx, int task, int worker) {
 void params_zero_grad(ParamSet *ps) {
     for (int b = 0; b < PBLOCK_COUNT; b++) {
         if (!ps->blocks[b].grad) continue;
-        ZeroTask k = {ps->blocks[b].grad, ps->blocks[b].gn};
+        ZeroTask k = {ps->blocks[b].grad, ps->blocks[b].gpad};
         if (k.n < POOL_SPLIT_MIN) memset(k.g, 0, k.n * sizeof(float));
         else pool_parallel_for(8, zero_task, &k);
     }
@@ -153,6 +157,36 @@ void params_set_trainable(ParamSet *ps, int idx, bool trainable) {
     layout_grads(ps, p->block);
     for (int i = 0; i < ps->count; i++)
         if (ps->p[i].block == p->block) point_tensor(ps, &ps->p[i]);
+}
+
+void params_shard_block(ParamSet *ps, int b, int parts, int index, size_t stage) {
+    ASSERT(parts >= 1 && index >= 0 && index < parts, "shard %d of %d", index, parts);
+    ParamBlock *bl = &ps->blocks[b];
+    ASSERT(bl->shard_lo == 0 && bl->shard_n >= bl->gn, "block %d: moments already sharded", b);
+    const size_t unit = 16 * (size_t)parts;
+    const size_t gpad = parts == 1 ? bl->gn : (bl->gn + unit - 1) / unit * unit;
+    if (gpad != bl->gpad || stage != bl->gstage) {
+        float *g = moe_calloc((gpad + stage ? gpad + stage : 16) * sizeof(float));
+        memcpy(g, bl->grad, bl->gn * sizeof(float));
+        moe_free(bl->grad);
+        bl->grad = g;
+        bl->gpad = gpad;
+        bl->gstage = stage;
+        for (int i = 0; i < ps->count; i++)
+            if (ps->p[i].block == b) point_tensor(ps, &ps->p[i]);
+    }
+    const size_t n = gpad / (size_t)parts, lo = (size_t)index * n;
+    float *m = moe_calloc((n ? n : 16) * sizeof(float));
+    float *v = moe_calloc((n ? n : 16) * sizeof(float));
+    const size_t keep = lo < bl->gn ? (lo + n < bl->gn ? n : bl->gn - lo) : 0;
+    memcpy(m, bl->m + lo, keep * sizeof(float));
+    memcpy(v, bl->v + lo, keep * sizeof(float));
+    moe_free(bl->m);
+    moe_free(bl->v);
+    bl->m = m;
+    bl->v = v;
+    bl->shard_lo = lo;
+    bl->shard_n = n;
 }
 
 size_t params_count(const ParamSet *ps, bool trainable_only) {
@@ -228,9 +262,14 @@ static void grad_task(void *ctx, int task, int worker) {
 }
 
 double grad_sumsq_block(const ParamSet *ps, int block) {
+    return grad_sumsq_range(ps, block, 0, ps->blocks[block].gn);
+}
+
+double grad_sumsq_range(const ParamSet *ps, int block, size_t lo, size_t n) {
     const ParamBlock *bl = &ps->blocks[block];
-    if (!bl->grad || bl->gn == 0) return 0.0;
-    GradTask k = {bl->grad, bl->gn, 1.0f, {0}, true};
+    if (!bl->grad || n == 0) return 0.0;
+    ASSERT(lo + n <= bl->gpad, "gradient range [%zu, %zu) past %zu", lo, lo + n, bl->gpad);
+    GradTask k = {bl->grad + lo, n, 1.0f, {0}, true};
     pool_parallel_for(GRAD_CHUNKS, grad_task, &k);
     double s = 0.0;
     for (int c = 0; c < GRAD_CHUNKS; c++) s += k.part[c];
@@ -238,10 +277,13 @@ double grad_sumsq_block(const ParamSet *ps, int block) {
 }
 
 void grad_scale(ParamSet *ps, float s) {
-    for (int b = 0; b < PBLOCK_COUNT; b++) {
-        ParamBlock *bl = &ps->blocks[b];
-        if (!bl->grad || bl->gn == 0) continue;
-        GradTask k = {bl->grad, bl->gn, s, {0}, false};
-        pool_parallel_for(GRAD_CHUNKS, grad_task, &k);
-    }
+    for (int b = 0; b < PBLOCK_COUNT; b++) grad_scale_range(ps, b, 0, ps->blocks[b].gn, s);
+}
+
+void grad_scale_range(ParamSet *ps, int block, size_t lo, size_t n, float s) {
+    ParamBlock *bl = &ps->blocks[block];
+    if (!bl->grad || n == 0) return;
+    ASSERT(lo + n <= bl->gpad, "gradient range [%zu, %zu) past %zu", lo, lo + n, bl->gpad);
+    GradTask k = {bl->grad + lo, n, s, {0}, false};
+    pool_parallel_for(GRAD_CHUNKS, grad_task, &k);
 }

@@ -22,8 +22,15 @@ enum { PBLOCK_DENSE = 0, PBLOCK_EXPERT = 1, PBLOCK_COUNT = 2 };
 
 typedef struct ParamBlock {
     float *data;                  /* (n) owned: every tensor's values */
-    float *grad, *m, *v;          /* (gn) each, owned: trainable tensors only */
+    float *grad;                  /* (gpad) owned: trainable tensors only, zero past gn */
+    float *m, *v;                 /* (shard_n) each, owned: the moments of the gradient
+                                     positions [shard_lo, shard_lo + shard_n) */
     size_t n, gn;
+    size_t gpad;                  /* grad's length: gn, or gn rounded up so that it splits
+                                     into equal aligned slices (parallel/zero.h) */
+    size_t shard_lo, shard_n;     /* the slice this rank updates: [0, gn) unless sharded */
+    size_t gstage;                /* floats after grad[gpad], allocated with it: a staging
+                                     area for the sharded reduction (0 unless sharded) */
     uint16_t *bf16;               /* (n) owned or NULL: data rounded to bf16, registered
                                      with the products (params_bf16_refresh) */
 } ParamBlock;
@@ -69,6 +76,15 @@ void params_zero_grad(ParamSet *ps);
  * block gets new grad/m/v buffers laid out for its trainable tensors (set-up time only:
  * that block's gradients and moments restart at zero). */
 void params_set_trainable(ParamSet *ps, int idx, bool trainable);
+/* Split block b's optimizer state into `parts` equal slices and keep slice `index` (the
+ * layout half of the sharded optimizer, parallel/zero.h; no communication): grad grows to
+ * gpad = gn rounded up to a multiple of 16 parts (each slice 64-byte aligned; the padding
+ * is zero and belongs to no tensor), shard_n = gpad / parts, shard_lo = index shard_n, and
+ * m, v are replaced by slice-sized buffers holding the slice of the current moments, which
+ * must cover the whole block (shard_lo 0, shard_n >= gn: unsharded or gathered). parts 1
+ * restores the unsharded layout. grad gets `stage` more floats after gpad (gstage) for the
+ * caller's use. Set-up time only (allocates). */
+void params_shard_block(ParamSet *ps, int b, int parts, int index, size_t stage);
 /* Total element counts. trainable_only counts only trainable tensors. */
 size_t params_count(const ParamSet *ps, bool trainable_only);
 int params_find(const ParamSet *ps, const char *name);   /* -1 if absent */
@@ -88,7 +104,11 @@ void params_bf16_drop(ParamSet *ps);
 /* Sum of squared gradients of the trainable parameters in one block, in double; the same
  * at any thread count (fixed ranges, added in order). */
 double grad_sumsq_block(const ParamSet *ps, int block);
+/* The same over the gradient positions [lo, lo + n) of a block (n may be 0). */
+double grad_sumsq_range(const ParamSet *ps, int block, size_t lo, size_t n);
 /* Multiply the trainable gradients in every block by s. */
 void grad_scale(ParamSet *ps, float s);
+/* Multiply the gradient positions [lo, lo + n) of a block by s. */
+void grad_scale_range(ParamSet *ps, int block, size_t lo, size_t n, float s);
 
 #endif

@@ -27,8 +27,10 @@
  *    set's operands exist) as the sum of named parts: the program with its shared
  *    libraries, MPI and the product libraries' kernels and buffers (resident after the rate
  *    table, whose matrices are freed and trimmed), the growth over the sgemm-rate run,
- *    the parameter block (parameters, gradients, two AdamW moments), the tape arenas and the
- *    activation-gradient plans at their high-water marks, and the measured rest.
+ *    the parameters, the gradients and the optimizer state (two AdamW moments: this rank's
+ *    slices with parallel.shard_optimizer), the tape arenas and the activation-gradient
+ *    plans at their high-water marks, and the measured rest; then every rank's bytes of
+ *    parameters, gradients and optimizer state (gathered to rank 0).
  * 0. At start, every product path the machine has (OpenBLAS fp32, oneDNN fp32 and bf16):
  *    the best rate on a 2048^3 product (the path's peak here) and on the model's own
  *    training-shaped products, with the ISA and kernel names; MFU is also given against the
@@ -71,6 +73,7 @@
 #include "layers/router_bias.h"
 #include "parallel/dp.h"
 #include "parallel/exchange.h"
+#include "parallel/zero.h"
 #include "configs/config.h"
 #include "train/mfu.h"
 #include "train/train.h"
@@ -161,6 +164,7 @@ typedef struct Bench {
     int Bl, T, N;
     AdamWConfig ac;
     float bias_rate;   /* moe.bias_update_rate when the model balances with a bias, else 0 */
+    bool zero;         /* parallel.shard_optimizer sharded a block (parallel/zero.h) */
 } Bench;
 
 /* CPU seconds used by this process so far (all its threads): on a machine shared with
@@ -204,11 +208,14 @@ static void bench_step(const Bench *bn, Tape *t, const StepCtx *proto, int st, S
     double t1 = moe_now();
     tape_backward(t, out.loss, NULL);
     double t2 = moe_now();
-    dp_reduce_grads(&bn->m->ps, bn->comm);
-    double gn = dp_grad_norm(&bn->m->ps, bn->comm);
+    if (bn->zero) zero_reduce_grads(&bn->m->ps, bn->comm);
+    else dp_reduce_grads(&bn->m->ps, bn->comm);
+    double gn = bn->zero ? zero_grad_norm(&bn->m->ps, bn->comm)
+                         : dp_grad_norm(&bn->m->ps, bn->comm);
     (void)gn;
     double t3 = moe_now();
     adamw_step(&bn->m->ps, &bn->ac, 1e-4f, st + 1);
+    if (bn->zero) zero_gather_params(&bn->m->ps, bn->comm);   /* timed with the optimizer */
     Model *m = bn->m;
     if (m->use_router_bias) {   /* aux-loss-free balancing, timed with the optimizer */
         router_bias_update(m->router_bias, m->stats.count, m->s.L, m->s.E, bn->bias_rate);
@@ -369,6 +376,11 @@ int main(int argc, char **argv) {
         printf("%s: %zu of %zu parameters trainable on rank 0\n",
                lo.rank > 0 ? "LoRA fine-tuning (frozen random base)" : "every weight trained",
                params_count(&m.ps, true), params_count(&m.ps, false));
+    const int zero_blocks = c.parallel.shard_optimizer ? zero_shard(&m.ps, &comm) : 0;
+    if (root && c.parallel.shard_optimizer)
+        printf("parallel.shard_optimizer: %d block(s) sharded (dense %s, experts %s)\n",
+               zero_blocks, zero_block_sharded(&m.ps, PBLOCK_DENSE) ? "over all ranks" : "no",
+               zero_block_sharded(&m.ps, PBLOCK_EXPERT) ? "over the EDP group" : "no");
     struct MoeExchange ex = {.comm = &comm};
     if (comm.size > 1 && s.E > 0) m.exchange = &ex;
     m.use_router_bias = s.E > 0 && c.moe.bias_update_rate > 0;   /* as the trainer */
@@ -394,7 +406,7 @@ int main(int argc, char **argv) {
         printf("--doc-len %d: %d end-of-text tokens in rank 0's %d input tokens (%d rows)\n",
                doc_len, n_docs, N, Bl);
     Bench bn = {&m, &comm, in, tgt, Bl, T, N, {0.9f, 0.95f, 1e-8f, 0.1f},
-                (float)c.moe.bias_update_rate};
+                (float)c.moe.bias_update_rate, zero_blocks > 0};
     const StepCtx proto = {.train = true, .seed = 1, .token_base = (long)comm.rank * N,
                            .loss_scale = 1.0f, .recompute = c.train.recompute,
                            .loss_chunk = c.train.loss_chunk};
@@ -444,6 +456,14 @@ int main(int argc, char **argv) {
     double eval_tok_s = (double)B * T * steps / te;
     /* rank 0's fastest step and evaluation (steps end on a barrier, so all ranks agree) */
     const double best_tok_s = (double)B * T / min_step, best_eval_tok_s = (double)B * T / min_eval;
+    /* every rank's parameter, gradient and optimizer-state bytes (they differ with
+     * sharding and with uneven expert slices), gathered to rank 0 */
+    const ParamBlock *pb0 = &m.ps.blocks[0], *pb1 = &m.ps.blocks[1];
+    double mem_mine[3] = {4.0 * (double)(pb0->n + pb1->n), 4.0 * (double)(pb0->gpad + pb0->gstage + pb1->gpad + pb1->gstage),
+                          8.0 * (double)(pb0->shard_n + pb1->shard_n)};
+    double *mem_all = moe_calloc(sizeof(double) * 3 * (size_t)comm.size);
+    if (comm.mpi) MPI_Gather(mem_mine, 3, MPI_DOUBLE, mem_all, 3, MPI_DOUBLE, 0, comm.world);
+    else memcpy(mem_all, mem_mine, sizeof mem_mine);
     if (root) {
         printf("training: %.0f tokens/s over %d steps (%.3f s/step: forward %.3f, backward "
                "%.3f, gradient all-reduce + norm %.3f, optimizer %.3f)\n", tok_s, steps,
@@ -479,14 +499,15 @@ int main(int argc, char **argv) {
         printf("allocations during timed steps (rank 0): %zu; peak allocated (moe_malloc) "
                "%.1f MiB\n", allocs, mib(peak_alloc));
         const double scratch = (double)tape_scratch_bytes(&t);   /* with its sub tape's */
-        const double parts[7] = {
-            rss_start, rss_blas, 4.0 * (double)(m.ps.blocks[0].n + m.ps.blocks[1].n) +
-                12.0 * (double)(m.ps.blocks[0].gn + m.ps.blocks[1].gn),
+        const double parts[9] = {
+            rss_start, rss_blas, mem_mine[0], mem_mine[1], mem_mine[2],
             tape_arena_bytes(&t), sub_arena_bytes(&t), plan_bytes(&t), scratch};
-        const char *const part_names[7] = {
+        const char *const part_names[9] = {
             "program, libraries, MPI, product kernels (at start)",
             "product-library buffers (growth over sgemm-rate run)",
-            "parameters + gradients + AdamW moments (trainable)",
+            "parameters (fp32 values, every tensor)",
+            "gradients (trainable; sharded: padded + staging)",
+            "optimizer state (AdamW m + v; this rank's slice)",
             "tape arena (kept activations, high water)",
             "recomputation arena (one layer, high water)",
             "activation-gradient plans",
@@ -494,12 +515,17 @@ int main(int argc, char **argv) {
         double sum = 0;
         printf("memory (rank 0, %s): peak resident %.1f MiB =\n",
                setting_name(&proto, m.doc_mask, name, sizeof name), mib(peak));
-        for (int i = 0; i < 7; i++) {
+        for (int i = 0; i < 9; i++) {
             printf("  %-52s %7.1f MiB\n", part_names[i], mib(parts[i]));
             sum += parts[i];
         }
         printf("  %-52s %7.1f MiB\n", "rest (heap: tape ops, threads, batch; measured)",
                mib(peak - sum));
+        printf("model state per rank (parallel.shard_optimizer %s): bytes of parameters | "
+               "gradients | optimizer state\n", c.parallel.shard_optimizer ? "true" : "false");
+        for (int r = 0; r < comm.size; r++)
+            printf("  rank %d: %.0f | %.0f | %.0f\n", r, mem_all[3 * r], mem_all[3 * r + 1],
+                   mem_all[3 * r + 2]);
         if (comm.size > 1) {
             /* with recompute the forward's exchange runs again in backward: 3 transfers per
              * slot, and the slot counters count both exchange plans */
@@ -508,17 +534,23 @@ int main(int argc, char **argv) {
             slin /= plans;
             double P = comm.ep, uniform = 2.0 * xfers * s.L * N * s.K * (P - 1) / P * s.C * 4.0;
             double routed = xfers * (slots + slin) * s.C * 4.0;
+            /* a sharded block: reduce-scatter + all-gather of its padded buffer */
             double ar_pred = 4.0 * (double)m.ps.blocks[PBLOCK_DENSE].gn +
                              (comm.edp > 1 ? 4.0 * (double)m.ps.blocks[PBLOCK_EXPERT].gn : 0.0);
+            for (int b = 0; b < PBLOCK_COUNT; b++)
+                if (zero_block_sharded(&m.ps, b))
+                    ar_pred += 8.0 * (double)m.ps.blocks[b].gpad -
+                               4.0 * (double)m.ps.blocks[b].gn;
             printf("rank 0 per step: all-to-all %.2f MB sent (routing predicts %.2f MB: %.0f "
                    "slots out + %.0f in, x %.0f transfers x C floats; uniform routing %.2f MB) "
                    "in %.3f s\n", a2a / 1e6, routed / 1e6, slots, slin, xfers, uniform / 1e6,
                    ta2a);
-            printf("rank 0 per step: all-reduce %.2f MB handed to MPI (dense %.2f MB + "
-                   "expert %.2f MB = %.2f MB predicted) in %.3f s\n", ar / 1e6,
+            printf("rank 0 per step: all-reduce%s %.2f MB handed to MPI (dense %.2f MB + "
+                   "expert %.2f MB%s = %.2f MB predicted) in %.3f s\n",
+                   zero_blocks ? " / reduce-scatter + all-gather" : "", ar / 1e6,
                    4.0 * (double)m.ps.blocks[PBLOCK_DENSE].gn / 1e6,
                    comm.edp > 1 ? 4.0 * (double)m.ps.blocks[PBLOCK_EXPERT].gn / 1e6 : 0.0,
-                   ar_pred / 1e6, tar);
+                   zero_blocks ? ", twice for sharded blocks (padded)" : "", ar_pred / 1e6, tar);
         }
     }
     if (compare) {
@@ -567,6 +599,7 @@ int main(int argc, char **argv) {
     tape_free(&t);
     model_free(&m);
     config_free(&c2);
+    moe_free(mem_all);
     moe_free(in);
     moe_free(tgt);
     config_free(&c);

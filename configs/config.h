@@ -58,7 +58,7 @@
 
 #define CONFIG_N_SECTIONS 11  /* model moe train optim data run parallel compute checkpoint
                                  init finetune */
-#define CONFIG_N_KEYS 79      /* total number of keys over all sections (aliases included) */
+#define CONFIG_N_KEYS 80      /* total number of keys over all sections (aliases included) */
 
 typedef struct ConfigModel {
     int vocab_size;     /* V, in [258, 2^30] */
@@ -166,6 +166,8 @@ typedef struct ConfigRun {
 
 typedef struct ConfigParallel {
     int expert_parallel;  /* >= 0; 0 = auto (min(ranks, n_experts)) */
+    bool shard_optimizer; /* AdamW moments split over the ranks replicating a block
+                             (parallel/zero.h); default false */
 } ConfigParallel;
 
 typedef struct ConfigCompute {

@@ -230,6 +230,11 @@ const KeySpec cfg_keys[] = {
     KI(S_PARALLEL, "expert_parallel", parallel.expert_parallel, 0, INT_MAX, 0,
        "ranks an MoE layer's experts are sharded over; 0 = the largest size dividing both "
        "the rank count and n_experts"),
+    KB(S_PARALLEL, "shard_optimizer", parallel.shard_optimizer, 0,
+       "distributed optimizer (ZeRO stage 1): each rank keeps the AdamW moments of 1/R of "
+       "the parameters it replicates (dense: all ranks; experts: the ranks holding the same "
+       "experts), gradients are reduce-scattered and the updated slices all-gathered; same "
+       "updates, less optimizer memory; a no-op on one rank"),
 
     KE(S_COMPUTE, "gemm", compute.gemm, GEMMS, 0,
        "matrix-product library: auto (oneDNN when built in, else OpenBLAS; logged with the "

@@ -14,8 +14,11 @@ typedef struct AdamTask {
     int workers;
 } AdamTask;
 
-/* Worker w updates the slice [n w / W, n (w+1) / W) of every trainable tensor: the same
- * per-element arithmetic as one loop, so the result does not depend on the split. */
+/* Worker w updates the part [n w / W, n (w+1) / W) of every trainable tensor's values in
+ * its block's slice [shard_lo, shard_lo + shard_n) of gradient positions (the whole tensor
+ * unless the optimizer is sharded: parallel/zero.h); the moments of position j sit at
+ * m[j - shard_lo]. The same per-element arithmetic as one loop, so the result depends
+ * neither on the thread split nor on the slicing. */
 static void adamw_task(void *ctx, int task, int worker) {
     (void)worker;
     const AdamTask *a = ctx;
@@ -25,20 +28,27 @@ static void adamw_task(void *ctx, int task, int worker) {
         const Param *p = &a->ps->p[i];
         if (!p->trainable) continue;
         const ParamBlock *bl = &a->ps->blocks[p->block];
-        const size_t n = p->t.n;
+        /* this tensor's positions inside the slice: [lo, hi) relative to p->goff */
+        const size_t s0 = bl->shard_lo, s1 = bl->shard_lo + bl->shard_n;
+        const size_t t0 = p->goff, t1 = p->goff + p->t.n;
+        if (t1 <= s0 || t0 >= s1) continue;
+        const size_t lo = t0 < s0 ? s0 - t0 : 0, hi = (t1 > s1 ? s1 : t1) - t0;
         size_t j0, j1;
-        pool_range(n, task, a->workers, &j0, &j1);
+        pool_range(hi - lo, task, a->workers, &j0, &j1);
+        j0 += lo;
+        j1 += lo;
         float *restrict w = bl->data + p->off;
         const float *restrict g = bl->grad + p->goff;
-        float *restrict m = bl->m + p->goff;
-        float *restrict v = bl->v + p->goff;
+        /* m[j - lo], v[j - lo]: the moments of gradient position goff + j */
+        float *restrict m = bl->m + (t0 + lo - s0);
+        float *restrict v = bl->v + (t0 + lo - s0);
         const float wd = p->decay ? a->cfg->weight_decay : 0.0f;
         for (size_t j = j0; j < j1; j++) {
             const float gj = g[j] * gs;   /* exact when gs = 1 */
-            float mj = b1 * m[j] + (1.0f - b1) * gj;
-            float vj = b2 * v[j] + (1.0f - b2) * gj * gj;
-            m[j] = mj;
-            v[j] = vj;
+            float mj = b1 * m[j - lo] + (1.0f - b1) * gj;
+            float vj = b2 * v[j - lo] + (1.0f - b2) * gj * gj;
+            m[j - lo] = mj;
+            v[j - lo] = vj;
             w[j] -= lr * ((mj * c1) / (sqrtf(vj * c2) + eps) + wd * w[j]);
         }
     }

@@ -52,8 +52,9 @@ int comm_max_world_i(const Comm *c, int v);
 void comm_barrier(const Comm *c);
 
 /* Traffic and time of this rank since start (read by the bench): bytes handed to
- * all-reduces, bytes sent to OTHER ranks by all-to-alls, slots this rank routed to experts
- * on other ranks and slots other ranks routed to its experts, and seconds spent inside the
+ * all-reduces (and to the sharded optimizer's reduce-scatters and all-gathers, zero.h),
+ * bytes sent to OTHER ranks by all-to-alls, slots this rank routed to experts on other
+ * ranks and slots other ranks routed to its experts, and seconds spent inside the
  * collectives. */
 extern double comm_bytes_allreduce, comm_bytes_alltoall, comm_slots_offrank, comm_slots_fromrank;
 extern double comm_time_allreduce, comm_time_alltoall;

@@ -5,6 +5,7 @@
  * all-reduce over the EXPERT block; both are then scaled by 1/R (see comm.h for why 1/R for
  * experts too). Called once per optimizer step, after the backward pass of the last
  * micro-batch; it does not overlap with backward. Every rank calls it, in the same order.
+ * With parallel.shard_optimizer, parallel/zero.h takes the place of both functions.
  */
 #ifndef MOE_DP_H
 #define MOE_DP_H

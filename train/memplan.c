@@ -172,6 +172,18 @@ void memplan_estimate(const Config *c, int ranks, int ep, int rank, MemPlan *p) 
     p->params = 4 * p->n_params;
     p->grads = 4 * p->n_trainable;
     p->moments = 8 * p->n_trainable;
+    if (c->parallel.shard_optimizer && ranks > 1) {
+        /* parallel/zero.h: dense moments split over all ranks, the experts' over the
+         * ranks / ep holding the same experts; the gradients gain a staging area of at most
+         * 8 MiB per sharded block (padding: under 16 floats per rank, not counted) */
+        LoraSpec lo;
+        config_lora_spec(c, &lo);
+        const double ex_t = lo.rank == 0 || lo.train_experts ? d.L * d.El * 3 * d.F * d.C : 0;
+        const double dense_t = p->n_trainable - ex_t;
+        const int edp = ranks / ep;
+        p->moments = 8 * (dense_t / ranks + (edp > 1 ? ex_t / edp : ex_t));
+        p->grads += (dense_t > 0 ? 8.0 * 1048576 : 0) + (edp > 1 && ex_t > 0 ? 8.0 * 1048576 : 0);
+    }
     p->tokens = d.N;
     p->slots = d.M;
 

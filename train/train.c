@@ -24,6 +24,7 @@
 #include "optim/adamw.h"
 #include "parallel/dp.h"
 #include "parallel/ep_gather.h"
+#include "parallel/zero.h"
 #include "train/logger.h"
 #include "train/metrics.h"
 #include "train/mfu.h"
@@ -162,7 +163,8 @@ static void train_step(Trainer *tr, StepLog *sl, const Logger *lg) {
             told = true;
         }
     }
-    dp_reduce_grads(&m->ps, comm);
+    if (tr->zero_blocks) zero_reduce_grads(&m->ps, comm);
+    else dp_reduce_grads(&m->ps, comm);
     if (comm->size > 1) {
         comm_sum_world_d(comm, sums, 3);
         for (int i = 0; i < 3; i++) sums[i] /= comm->size;
@@ -173,7 +175,7 @@ static void train_step(Trainer *tr, StepLog *sl, const Logger *lg) {
         comm_sum_world_d(comm, m->stats.entropy, (size_t)m->stats.L);
         for (int l = 0; l < m->stats.L; l++) m->stats.entropy[l] /= comm->size;
     }
-    double gnorm = dp_grad_norm(&m->ps, comm);
+    double gnorm = tr->zero_blocks ? zero_grad_norm(&m->ps, comm) : dp_grad_norm(&m->ps, comm);
     double loss = sums[0] + sums[1] + sums[2];
     bool skipped = !isfinite(loss) || !isfinite(gnorm);
     /* rank 0 gives the step's verdict (global sums; e.g. a norm that overflowed only in the
@@ -192,6 +194,8 @@ static void train_step(Trainer *tr, StepLog *sl, const Logger *lg) {
         /* clipping is folded into the update: one pass over the gradients, not two */
         float clip = grad_clip_factor(gnorm, (float)c->optim.grad_clip);
         adamw_step_scaled(&m->ps, &tr->ac, lr, step + 1, clip);
+        /* sharded: each rank updated its slices; everyone takes everyone's */
+        if (tr->zero_blocks) zero_gather_params(&m->ps, comm);
         /* aux-loss-free balancing: this step's loads (all micro-batches; counts are global
          * over the ranks, so every rank computes the same bias) move the selection bias */
         if (c->moe.bias_update_rate > 0 && m->s.E > 0)
@@ -225,6 +229,9 @@ static int save_checkpoint(Trainer *tr, MoeErr *err) {
     Model *m = &tr->model;
     const Model *src = m;
     const ParamBlock *eb = &m->ps.blocks[PBLOCK_EXPERT];
+    /* sharded moments are gathered to full size for the file (transiently: cut again
+     * below), so the file's layout does not depend on the rank count */
+    if (tr->zero_blocks) zero_gather_moments(&m->ps, comm);
     /* an adapter checkpoint with frozen experts holds no experts: nothing to gather */
     if (comm->mpi && comm->ep > 1 && m->s.E > 0 && !(tr->lora && eb->gn == 0)) {
         ep_gather_experts(&m->ps, &tr->full.ps, tr->xfer, comm);
@@ -261,6 +268,7 @@ static int save_checkpoint(Trainer *tr, MoeErr *err) {
             fflush(stdout);
         }
     }
+    if (tr->zero_blocks) zero_shard(&m->ps, comm);
     if (comm_max_world_i(comm, bad)) {
         if (!bad) moe_errorf(err, "rank 0 failed to write a checkpoint");
         return -1;
@@ -316,6 +324,22 @@ static void print_banner(const Trainer *tr, double sgemm_gflops, double flops_to
     printf("layout: %d rank(s), expert parallel %d (each rank holds %d of %d experts), "
            "%d sequence(s) per rank\n", comm->size, comm->ep,
            shape->E > 0 ? shape->E / comm->ep : 0, shape->E, tr->Bl);
+    if (c->parallel.shard_optimizer) {
+        const ParamSet *ps = &tr->model.ps;
+        const ParamBlock *d = &ps->blocks[PBLOCK_DENSE], *e = &ps->blocks[PBLOCK_EXPERT];
+        if (!tr->zero_blocks)
+            printf("optimizer: parallel.shard_optimizer is on but no block is replicated "
+                   "over more than one rank (%d rank(s)): nothing to shard, a no-op\n",
+                   comm->size);
+        else
+            printf("optimizer: sharded (ZeRO-1): AdamW moments of dense parameters split %s, "
+                   "of experts %s; moments per rank %.3g MiB instead of %.3g MiB\n",
+                   zero_block_sharded(ps, PBLOCK_DENSE) ? "over all ranks" : "nowhere",
+                   zero_block_sharded(ps, PBLOCK_EXPERT) ? "over their expert-data-parallel "
+                   "group" : "nowhere (not replicated)",
+                   8.0 * (double)(d->shard_n + e->shard_n) / 1048576.0,
+                   8.0 * (double)(d->gn + e->gn) / 1048576.0);
+    }
     char how[768];
     gemm_describe(how, sizeof how);
     printf("compute: %s\n", how);
@@ -372,6 +396,9 @@ int train_run(const Config *c, const Comm *comm, const TrainOptions *opt, MoeErr
         goto fail;
     }
     rc = -1;
+    /* the sharded optimizer cuts the moments (fresh or just resumed) into this rank's
+     * slices */
+    if (c->parallel.shard_optimizer) tr.zero_blocks = zero_shard(&tr.model.ps, comm);
     int bad = root ? logger_open(&lg, c, comm->mpi, err) : 0;
     if (comm_max_world_i(comm, bad)) {
         if (!root) moe_errorf(err, "rank 0 could not open the run directory");

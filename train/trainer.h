@@ -46,6 +46,7 @@ typedef struct Trainer {
     bool lora;             /* finetune.lora_rank > 0: adapter checkpoints on a frozen base */
     char base_path[1024];  /* LoRA: the base checkpoint and the checksum of its bytes */
     uint64_t base_sum;
+    int zero_blocks;       /* parameter blocks whose moments are sharded (parallel/zero.h) */
 } Trainer;
 
 /* Returned (instead of -1) when the run is refused before it changed anything. */
