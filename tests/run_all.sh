@@ -9,7 +9,7 @@
 #      choice when the host sets OPENBLAS_CORETYPE): results through a BLAS differ in rounding between kernels and
 #      thread counts, and the suite must pass with any of them. The variable is set only
 #      for these test processes, never for a user's run;
-#   4. every libFuzzer target for FUZZ_SECONDS (default 25) on its committed seed corpus
+#   4. every libFuzzer target for FUZZ_SECONDS (default 15) on its committed seed corpus
 #      (tests/fuzz/run_fuzz.sh; clang).
 # Prints "run_all: N passed, N failed" over the stages and exits non-zero on failure.
 set -uo pipefail
@@ -52,6 +52,6 @@ for k in "${kernels[@]}"; do
     stage "tests with OPENBLAS_CORETYPE=$k" env OPENBLAS_CORETYPE="$k" ctest --test-dir build --output-on-failure
   fi
 done
-stage "fuzzing (${FUZZ_SECONDS:-25} s per target)" tests/fuzz/run_fuzz.sh "${FUZZ_SECONDS:-25}"
+stage "fuzzing (${FUZZ_SECONDS:-15} s per target)" tests/fuzz/run_fuzz.sh "${FUZZ_SECONDS:-15}"
 echo "run_all: $pass passed, $failed failed"
 [ "$failed" = 0 ]
