@@ -14,6 +14,9 @@
 # Prints "run_all: N passed, N failed" over the stages and exits non-zero on failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# tests run as many at a time as there are cores (ctest -j): each is a separate process with its
+# own temporary directory, and none is timed, so they may share the machine
+jobs=$(nproc 2>/dev/null || echo 2)
 pass=0; failed=0
 stage() {   # NAME command...
   local name=$1; shift
@@ -25,7 +28,7 @@ stage() {   # NAME command...
 build_and_test() {   # DIR CTEST-EXCLUDE-REGEX cmake-options...
   local dir=$1 exclude=$2; shift 2
   cmake -S . -B "$dir" -DMOE_WERROR=ON "$@" && cmake --build "$dir" -j2 &&
-    ctest --test-dir "$dir" --output-on-failure ${exclude:+-E "$exclude"}
+    ctest --test-dir "$dir" -j "$jobs" --output-on-failure ${exclude:+-E "$exclude"}
 }
 stage "tests" build_and_test build ""
 # Under the sanitizers the *_2threads repeats are left out: they run the same code as their
@@ -47,9 +50,9 @@ for k in Haswell:avx2 SkylakeX:avx512f; do
 done
 for k in "${kernels[@]}"; do
   if [ "$k" = default ]; then
-    stage "tests with OpenBLAS's own kernel choice" env -u OPENBLAS_CORETYPE ctest --test-dir build --output-on-failure
+    stage "tests with OpenBLAS's own kernel choice" env -u OPENBLAS_CORETYPE ctest --test-dir build -j "$jobs" --output-on-failure
   else
-    stage "tests with OPENBLAS_CORETYPE=$k" env OPENBLAS_CORETYPE="$k" ctest --test-dir build --output-on-failure
+    stage "tests with OPENBLAS_CORETYPE=$k" env OPENBLAS_CORETYPE="$k" ctest --test-dir build -j "$jobs" --output-on-failure
   fi
 done
 stage "fuzzing (${FUZZ_SECONDS:-15} s per target)" tests/fuzz/run_fuzz.sh "${FUZZ_SECONDS:-15}"
