@@ -38,3 +38,9 @@ void bf16_pack(const float *x, int rows, int cols, int ld, uint16_t *y) {
 void bf16_round_pack(const float *x, int rows, int cols, int ld, float *y) {
     pack(x, rows, cols, ld, NULL, y);
 }
+
+void bf16_pack_flat(const float *x, size_t n, uint16_t *y) {
+    const size_t rows = n / 4096, rest = n - rows * 4096;
+    if (rows) pack(x, (int)rows, 4096, 4096, y, NULL);
+    if (rest) pack(x + rows * 4096, 1, (int)rest, (int)rest, y + rows * 4096, NULL);
+}

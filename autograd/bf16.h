@@ -42,5 +42,8 @@ static inline float bf16_round(float f) { return bf16_to_f32(bf16_from_f32(f)); 
  * depend on the split. */
 void bf16_pack(const float *x, int rows, int cols, int ld, uint16_t *y);
 void bf16_round_pack(const float *x, int rows, int cols, int ld, float *y);
+/* bf16_pack of n contiguous floats (any n), in rows of 4096 so a large array splits over
+ * the cores. */
+void bf16_pack_flat(const float *x, size_t n, uint16_t *y);
 
 #endif

@@ -106,7 +106,7 @@ void gemm_local_standin(const float *x, size_t n) {
     /* slots 3.. of the worker's scratch (gemm_internal.h): the products' own slots 0-2
      * are used by the products that read these */
     uint16_t *h = gemm_scratch(3 + i, sizeof(uint16_t) * n);
-    bf16_pack(x, 1, (int)n, (int)n, h);
+    bf16_pack_flat(x, n, h);
     g_local[w].f32[i] = x;
     g_local[w].n[i] = n;
     g_local[w].used = i + 1;
@@ -143,10 +143,7 @@ void gemm_standin(const float *x, size_t n) {
         g_own[o].cap = n;
     }
     g_own[o].busy = true;
-    /* rows of 4096 so the packing splits over the cores */
-    const size_t rows = n / 4096, rest = n - rows * 4096;
-    if (rows) bf16_pack(x, (int)rows, 4096, 4096, g_own[o].p);
-    if (rest) bf16_pack(x + rows * 4096, 1, (int)rest, (int)rest, g_own[o].p + rows * 4096);
+    bf16_pack_flat(x, n, g_own[o].p);
     gemm_bf16_register(x, n, g_own[o].p);
     g_reg[reg_find(x)].owned = true;
 }

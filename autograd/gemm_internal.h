@@ -20,7 +20,8 @@ const uint16_t *gemm_bf16_lookup(const float *x, int rows, int cols, int ld);
  * pool_threads(). */
 int gemm_threads_now(void);
 
-/* oneDNN backend (gemm_onednn.c; stubs that report "not built in" without it). */
+/* oneDNN backend (gemm_onednn.c; in a build without oneDNN, onednn_start reports it is
+ * not built in and the others are never reached). */
 bool onednn_start(const char **isa, bool *native_bf16);
 void onednn_gemm(bool bf16, bool ta, bool tb, int M, int N, int K, float alpha,
                  const float *A, int lda, const float *B, int ldb, float beta, float *C,

@@ -208,9 +208,7 @@ void params_bf16_refresh(ParamSet *ps) {
         ParamBlock *pb = &ps->blocks[b];
         if (!pb->n) continue;
         if (!pb->bf16) pb->bf16 = moe_malloc(sizeof(uint16_t) * pb->n);
-        const size_t rows = pb->n / 4096, rest = pb->n - rows * 4096;
-        if (rows) bf16_pack(pb->data, (int)rows, 4096, 4096, pb->bf16);
-        if (rest) bf16_pack(pb->data + rows * 4096, 1, (int)rest, (int)rest, pb->bf16 + rows * 4096);
+        bf16_pack_flat(pb->data, pb->n, pb->bf16);
         gemm_bf16_register(pb->data, pb->n, pb->bf16);
     }
 }

@@ -7,11 +7,7 @@
 /* Seconds on the monotonic clock (for durations, not dates). */
 static inline double moe_now(void) {
     struct timespec ts;
-    #ifdef MOE_CPU_CLOCK_HACK
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-#else
     clock_gettime(CLOCK_MONOTONIC, &ts);
-#endif
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
