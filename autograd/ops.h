@@ -20,6 +20,7 @@
  *   ops_moe.c          top-k gate (optional selection bias), combine
  *   ops_expert.c       grouped expert GEMMs, alone or fused with the SwiGLU or the gather
  *   ops_route.c        top-p and expert-choice gates
+ *   ops_route_topk.c   top-k variants: sigmoid scores, route scale, group-limited
  *   ops_router_loss.c  load-balancing loss, z-loss, router entropy
  * Kernels two files share (so that a fused op equals its composition bit for bit) are
  * declared in ops_internal.h.
@@ -247,6 +248,33 @@ Tensor *op_topp_gate(Tape *t, Tensor *h, float top_p, int kmax, int32_t *idx);
  * until backward): e where taken, else -1. backward as op_topp_gate. */
 Tensor *op_expert_choice_gate(Tape *t, Tensor *h, int cap, int32_t *idx);
 
+/* ---------------- ops_route_topk.c: top-k routing variants ---------------- */
+
+/* The variants of top-k routing (moe.score, route_scale, n_groups/topk_groups; layers/moe.h). */
+typedef struct TopkRoute {
+    int K;                   /* experts per token, in [1, E] */
+    bool sigmoid;            /* affinities s = sigmoid(h) (else softmax of the chosen h) */
+    float scale;             /* every gate x scale (> 0) */
+    int n_groups;            /* G equal contiguous groups of E / G experts (G divides E) */
+    int topk_groups;         /* groups a token may use, in [1, G]; 0 = not group-limited */
+    const float *bias;       /* (E) selection-only bias, or NULL */
+} TopkRoute;
+
+/* Top-k routing with its variants (DeepSeek-V3, arXiv:2412.19437, sec. 2.1.2, eqs. 12-16):
+ * per row n of h (N, E) the selection score of expert e is sel_e = a_e + bias_e with the
+ * affinity a_e = h_e (softmax; the logits rank as the probabilities do) or a_e =
+ * sigmoid(h_e) (sigmoid); a NaN ranks as -inf. Group-limited: each group scores the sum of
+ * its min(2, E/G) best sel (softmax: of exp(sel - max sel), i.e. of softmax(h + bias)); the
+ * topk_groups best groups (ties -> lower group) stay and the K experts come from them.
+ * The K experts: largest sel first, ties -> lower index, written to idx (N, K) (caller-
+ * owned, valid until backward). gates (N, K): softmax: scale x softmax over the K chosen
+ * h; sigmoid: scale x s_k / sum_j s_j over the K chosen (the bias never enters a gate).
+ * backward: softmax dh_j += g_j (dg_j - sum_k g_k dg_k / scale); sigmoid dh_j +=
+ * s_j (1 - s_j) (scale dg_j - sum_k g_k dg_k) / sum_k s_k, for the chosen j only.
+ * With softmax, scale 1 and no groups this equals op_topk_gate_bias (which layers/moe.c
+ * keeps calling for that case). */
+Tensor *op_topk_route(Tape *t, Tensor *h, const TopkRoute *r, int32_t *idx);
+
 /* ---------------- ops_router_loss.c: router auxiliary losses ---------------- */
 
 /* Load-balancing loss contribution (Switch Transformer, Fedus et al. 2022, eq. 4):
@@ -254,6 +282,15 @@ Tensor *op_expert_choice_gate(Tape *t, Tensor *h, int cap, int32_t *idx);
  * (the fraction of routed slots per expert). With scale = coef * E / N this is
  * coef * E * sum_i f_i P_i. f is copied. */
 Tensor *op_load_balance(Tape *t, Tensor *logits, const float *f, float scale);
+
+/* The load-balancing loss with a per-group f and either affinity (moe.aux_scope, moe.score):
+ * out (1) = scale * sum_n sum_i f[n / rows, i] q_ni, logits (N, E), f (N / rows, E) constant
+ * (copied; rows divides N), q = softmax(logits[n]) (sigmoid false) or the normalised sigmoid
+ * affinities q_ni = sigmoid(x_ni) / sum_j sigmoid(x_nj) (DeepSeek-V3 eqs. 19-20). rows = N
+ * with softmax is op_load_balance. backward: dx_nj += scale p_nj (f_j - <f, p_n>) (softmax);
+ * scale sigmoid'(x_nj) / sum_j sigmoid(x_nj) (f_j - <f, q_n>) (sigmoid). */
+Tensor *op_load_balance_rows(Tape *t, Tensor *logits, const float *f, int rows, bool sigmoid,
+                             float scale);
 
 /* Router z-loss contribution (ST-MoE, Zoph et al. 2022, eq. 5):
  * out (1) = scale * sum_n logsumexp(logits[n])^2, logits (N, E); scale = coef / N. */

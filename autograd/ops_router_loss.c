@@ -1,5 +1,6 @@
-/* ops_router_loss.c: the router's auxiliary losses (autograd/ops.h): op_load_balance,
- * op_zloss and op_router_entropy, scalars (1) added to the training loss, and the stable
+/* ops_router_loss.c: the router's auxiliary losses (autograd/ops.h): op_load_balance (and
+ * op_load_balance_rows: per-sequence or step-wide f, sigmoid affinities), op_zloss and
+ * op_router_entropy, scalars (1) added to the training loss, and the stable
  * row softmax they and the router gates share (softmax_row, logsumexp_row,
  * ops_internal.h).
  *
@@ -11,8 +12,9 @@
  * Non-goals: the gates themselves (ops_moe.c, ops_route.c), the fraction of routed slots
  * per expert (counted by layers/moe.c and passed in).
  * References: Fedus et al. 2022, "Switch Transformers", eq. 4 (load balancing);
- * Zoph et al. 2022, "ST-MoE", eq. 5 (router z-loss); Huang et al. 2024, "Harder
- * Tasks Need More Experts" (arXiv:2403.07652), sec. 3 (the entropy "dynamic loss").
+ * DeepSeek-V3 (arXiv:2412.19437) eqs. 17-20 (sequence-wise balance, normalised sigmoid
+ * affinities); Zoph et al. 2022, "ST-MoE", eq. 5 (router z-loss); Huang et al. 2024,
+ * "Harder Tasks Need More Experts" (arXiv:2403.07652), sec. 3 (the entropy "dynamic loss").
  */
 #include "autograd/ops.h"
 
@@ -90,6 +92,78 @@ Tensor *op_load_balance(Tape *t, Tensor *logits, const float *f, float scale) {
         op->f[0] = (double)scale;
         op->aux[0] = fc;
         op->aux[1] = p;
+    }
+    return out;
+}
+
+/* ---------------- load balance, per-group f, softmax or sigmoid affinities ---------------- */
+
+static void load_balance_rows_backward(TapeOp *op) {
+    Tensor *logits = op->in[0];
+    if (!logits->requires_grad) return;
+    const float *f = op->aux[0];   /* (N / rows, E) */
+    const float *q = op->aux[1];   /* (N, E) affinities of the forward */
+    const float *S = op->aux[2];   /* (N) sigmoid: sum_j sigmoid(x_nj); NULL for softmax */
+    const size_t N = tensor_rows(logits);
+    const int E = tensor_cols(logits), rows = op->i[0];
+    const float c = op->out->grad[0] * (float)op->f[0];
+    for (size_t n = 0; n < N; n++) {
+        const float *qn = q + n * E, *fn = f + (n / (size_t)rows) * E;
+        double fq = 0.0;
+        for (int i = 0; i < E; i++) fq += (double)fn[i] * (double)qn[i];
+        float *dx = logits->grad + n * E;
+        if (!S) {   /* as load_balance_backward */
+            for (int j = 0; j < E; j++) dx[j] += c * qn[j] * (fn[j] - (float)fq);
+            continue;
+        }
+        /* q_i = s_i / S: dq_i/dx_j = s_j (1 - s_j) / S (delta_ij - q_i), with s_j = q_j S */
+        for (int j = 0; j < E; j++) {
+            const float s = qn[j] * S[n];
+            dx[j] += c * s * (1.0f - s) / S[n] * (fn[j] - (float)fq);
+        }
+    }
+}
+
+Tensor *op_load_balance_rows(Tape *t, Tensor *logits, const float *f, int rows, bool sigmoid,
+                             float scale) {
+    const size_t N = tensor_rows(logits);
+    const int E = tensor_cols(logits);
+    ASSERT(rows >= 1 && N % (size_t)rows == 0, "rows %d do not divide N = %zu", rows, N);
+    const size_t G = N / (size_t)rows;
+    const bool need = tape_needs_grad(t, logits, NULL, NULL);
+    Tensor *out = tape_tensor2(t, 1, 1, need);
+    float *fc = arena_floats(&t->arena, G * E + 1);   /* (G, E) copy: f may change */
+    memcpy(fc, f, sizeof(float) * G * E);
+    float *q = arena_floats(&t->arena, N * E + 1);    /* (N, E) affinities */
+    float *S = sigmoid ? arena_floats(&t->arena, N + 1) : NULL;   /* (N) */
+    double total = 0.0;
+    for (size_t n = 0; n < N; n++) {
+        const float *x = logits->data + n * E;
+        float *qn = q + n * E;
+        const float *fn = fc + (n / (size_t)rows) * E;
+        if (sigmoid) {
+            double s = 0.0;
+            for (int i = 0; i < E; i++) {
+                qn[i] = 1.0f / (1.0f + expf(-x[i]));
+                s += (double)qn[i];
+            }
+            const float inv = (float)(1.0 / s);
+            for (int i = 0; i < E; i++) qn[i] *= inv;
+            S[n] = (float)s;
+        } else {
+            softmax_row(x, E, qn);
+        }
+        for (int i = 0; i < E; i++) total += (double)fn[i] * (double)qn[i];
+    }
+    out->data[0] = (float)((double)scale * total);
+    if (need) {
+        TapeOp *op = tape_push(t, "load_balance_rows", load_balance_rows_backward, out);
+        op->in[0] = logits;
+        op->i[0] = rows;
+        op->f[0] = (double)scale;
+        op->aux[0] = fc;
+        op->aux[1] = q;
+        op->aux[2] = S;
     }
     return out;
 }

@@ -20,7 +20,8 @@ void config_defaults(Config *c) {
     c->moe = (ConfigMoe){.n_experts = 8, .top_k = 2, .hidden = 512, .capacity_factor = 0.0,
                          .router_noise = true, .aux_loss_coef = 0.01, .z_loss_coef = 0.001,
                          .router = CONFIG_ROUTER_TOPK, .top_p = 0.4, .max_experts = 0,
-                         .entropy_coef = 1e-4};
+                         .entropy_coef = 1e-4, .score = CONFIG_SCORE_SOFTMAX,
+                         .route_scale = 1.0, .aux_scope = CONFIG_AUX_BATCH};
     c->train = (ConfigTrain){.seq_len = 256, .micro_batch = 8, .grad_accum = 1, .steps = 1000,
                              .seed = 1337, .log_every = 10, .eval_every = 100,
                              .eval_batches = 8, .max_bad_steps = 5, .spike_factor = 5.0};
@@ -121,6 +122,10 @@ void config_copy(Config *dst, const Config *src) {
 
 /* ---------------------------------------------------------------- narrow types */
 
+int config_moe_groups(const Config *c) {
+    return c->moe.n_groups > 0 ? c->moe.n_groups : c->parallel.expert_parallel;
+}
+
 void config_model_shape(const Config *c, ModelShape *s) {
     memset(s, 0, sizeof *s);
     s->V = c->model.vocab_size;
@@ -148,6 +153,12 @@ void config_model_shape(const Config *c, ModelShape *s) {
     s->top_p = (float)c->moe.top_p;
     s->max_experts = c->moe.max_experts;
     s->entropy_coef = (float)c->moe.entropy_coef;
+    s->score = c->moe.score == CONFIG_SCORE_SIGMOID ? MOE_SCORE_SIGMOID : MOE_SCORE_SOFTMAX;
+    s->route_scale = (float)c->moe.route_scale;
+    s->topk_groups = c->moe.n_experts > 0 ? c->moe.topk_groups : 0;
+    s->n_groups = s->topk_groups > 0 ? config_moe_groups(c) : 0;
+    s->aux_scope = c->moe.aux_scope == CONFIG_AUX_SEQUENCE ? MOE_AUX_SEQUENCE
+                 : c->moe.aux_scope == CONFIG_AUX_GLOBAL ? MOE_AUX_GLOBAL : MOE_AUX_BATCH;
 }
 
 void config_lora_spec(const Config *c, LoraSpec *s) {

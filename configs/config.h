@@ -58,7 +58,7 @@
 
 #define CONFIG_N_SECTIONS 11  /* model moe train optim data run parallel compute checkpoint
                                  init finetune */
-#define CONFIG_N_KEYS 80      /* total number of keys over all sections (aliases included) */
+#define CONFIG_N_KEYS 85      /* total number of keys over all sections (aliases included) */
 
 typedef struct ConfigModel {
     int vocab_size;     /* V, in [258, 2^30] */
@@ -89,10 +89,19 @@ typedef struct ConfigMoe {
     double top_p;           /* topp: probability mass each token's experts reach, (0, 1] */
     int max_experts;        /* topp: experts per token at most, <= n_experts; 0 = n_experts */
     double entropy_coef;    /* topp: router entropy penalty weight, >= 0 */
+    int score;              /* CONFIG_SCORE_*: softmax (default) or sigmoid affinities (topk) */
+    double route_scale;     /* > 0: the topk gates are multiplied by it; 1 = unscaled */
+    int n_groups;           /* >= 0: expert groups of group-limited routing; 0 with
+                               topk_groups > 0 = parallel.expert_parallel */
+    int topk_groups;        /* >= 0: groups each token may route into; 0 = not group-limited */
+    int aux_scope;          /* CONFIG_AUX_*: batch (default), sequence, global */
 } ConfigMoe;
 
 /* moe.router values, in the order of layers/moe.h MoeRouter (config_model_shape maps them). */
 enum { CONFIG_ROUTER_TOPK = 0, CONFIG_ROUTER_TOPP = 1, CONFIG_ROUTER_EXPERT_CHOICE = 2 };
+/* moe.score and moe.aux_scope values, in the order of layers/moe.h MoeScore and MoeAuxScope. */
+enum { CONFIG_SCORE_SOFTMAX = 0, CONFIG_SCORE_SIGMOID = 1 };
+enum { CONFIG_AUX_BATCH = 0, CONFIG_AUX_SEQUENCE = 1, CONFIG_AUX_GLOBAL = 2 };
 
 /* optim.schedule values, in the order of optim/schedule.h LrKind (config_lr_schedule). */
 enum { CONFIG_SCHEDULE_COSINE = 0, CONFIG_SCHEDULE_WSD = 1, CONFIG_SCHEDULE_LINEAR = 2,
@@ -294,6 +303,11 @@ int config_write_reference(FILE *out);
 /* The narrow types the rest of the program takes instead of a whole Config. */
 /* A ModelShape from the config's model/moe sections. */
 void config_model_shape(const Config *c, ModelShape *s);
+/* The expert groups of group-limited routing: moe.n_groups, or parallel.expert_parallel when
+ * moe.n_groups is 0 (one group per expert-parallel shard; config_validate requires it > 0
+ * then, so the routing never depends on an automatic rank layout). Meaningful only with
+ * moe.topk_groups > 0. */
+int config_moe_groups(const Config *c);
 /* A LoraSpec from the config's finetune section (rank 0 = no adapters). */
 void config_lora_spec(const Config *c, LoraSpec *s);
 /* The learning-rate schedule of the optim section over train.steps (derived from

@@ -59,6 +59,9 @@ const char *const cfg_section_docs[CONFIG_N_SECTIONS] = {
 
 /* moe.router, in the order of CONFIG_ROUTER_* */
 static const char *const ROUTERS[] = {"topk", "topp", "expert_choice"};
+/* moe.score and moe.aux_scope, in the order of CONFIG_SCORE_* and CONFIG_AUX_* */
+static const char *const SCORES[] = {"softmax", "sigmoid"};
+static const char *const AUX_SCOPES[] = {"batch", "sequence", "global"};
 /* optim.schedule, in the order of CONFIG_SCHEDULE_* */
 static const char *const SCHEDULES[] = {"cosine", "wsd", "linear", "constant"};
 /* compute.gemm and compute.precision, in the order of GemmBackend and GemmPrecision */
@@ -122,6 +125,23 @@ const KeySpec cfg_keys[] = {
     KF(S_MOE, "entropy_coef", moe.entropy_coef, 0, HUGE_VAL, 0,
        "topp: weight of the router entropy penalty (part of the aux loss); ignored by the "
        "other routers"),
+    KE(S_MOE, "score", moe.score, SCORES, 0,
+       "router topk: softmax (Mixtral) or sigmoid per-expert affinities whose chosen K are "
+       "renormalised to sum to 1 (DeepSeek-V3 sec. 2.1.2)"),
+    KF(S_MOE, "route_scale", moe.route_scale, 0, HUGE_VAL, F_LO_OPEN,
+       "router topk: the K gates of a token are multiplied by this (DeepSeek-V3's routed "
+       "scaling factor); 1 = unscaled"),
+    KI(S_MOE, "n_groups", moe.n_groups, 0, INT_MAX, 0,
+       "group-limited routing: the experts form this many equal contiguous groups, must "
+       "divide n_experts; 0 with topk_groups > 0 = parallel.expert_parallel (one group per "
+       "expert-parallel shard, which must then be set > 0)"),
+    KI(S_MOE, "topk_groups", moe.topk_groups, 0, INT_MAX, 0,
+       "group-limited routing (router topk): each token keeps the topk_groups groups with "
+       "the largest sum of their 2 best scores and picks its K experts inside them; 0 = off"),
+    KE(S_MOE, "aux_scope", moe.aux_scope, AUX_SCOPES, 0,
+       "load-balancing loss over: batch (each micro-batch, all ranks), sequence (per "
+       "sequence, averaged; DeepSeek-V3 eq. 17-20) or global (the step's micro-batches so "
+       "far, all ranks; Qiu et al. 2025)"),
 
     KI(S_TRAIN, "seq_len", train.seq_len, 1, INT_MAX, 0, "T: tokens per sequence"),
     KI(S_TRAIN, "global_micro_batch", train.micro_batch, 1, INT_MAX, 0,

@@ -22,6 +22,71 @@ static const char *loc_of(const Config *c, int a, int b) {
     return c->path ? c->path : "(defaults)";
 }
 
+/* The topk router's variants (moe.score, route_scale, n_groups, topk_groups) and the scope of
+ * the load-balancing loss (moe.aux_scope): which combinations mean something (config.h). */
+static int validate_routing(const Config *c, MoeErr *err) {
+    const ConfigMoe *m = &c->moe;
+    if (m->n_experts == 0) return 0;
+    static const char *const rname[] = {"topk", "topp", "expert_choice"};
+    int kro = cfg_key_index(S_MOE, "router"), kng = cfg_key_index(S_MOE, "n_groups"),
+        ktg = cfg_key_index(S_MOE, "topk_groups"), kas = cfg_key_index(S_MOE, "aux_scope"),
+        kep = cfg_key_index(S_PARALLEL, "expert_parallel"),
+        ke = cfg_key_index(S_MOE, "n_experts"), kk = cfg_key_index(S_MOE, "top_k");
+    if (m->router != CONFIG_ROUTER_TOPK) {
+        const char *key = m->score == CONFIG_SCORE_SIGMOID ? "score"
+                        : m->route_scale != 1.0 ? "route_scale"
+                        : m->topk_groups > 0 ? "topk_groups" : NULL;
+        if (key) {
+            moe_errorf(err, "%s: moe.%s, moe.router: sigmoid scores, a route scale and "
+                       "group-limited routing are options of the topk router, the router is "
+                       "'%s'", loc_of(c, cfg_key_index(S_MOE, key), kro), key,
+                       rname[m->router]);
+            return moe_hintf(err, "use moe.router: topk, or leave moe.score: softmax, "
+                                  "moe.route_scale: 1 and moe.topk_groups: 0");
+        }
+    }
+    if (m->router == CONFIG_ROUTER_EXPERT_CHOICE && m->aux_scope != CONFIG_AUX_BATCH) {
+        moe_errorf(err, "%s: moe.aux_scope, moe.router: expert choice has no load-balancing "
+                   "loss (balanced by construction), so it has no scope", loc_of(c, kas, kro));
+        return moe_hintf(err, "leave moe.aux_scope: batch with moe.router: expert_choice");
+    }
+    if (m->n_groups > 0 && m->topk_groups == 0) {
+        moe_errorf(err, "%s: moe.n_groups, moe.topk_groups: n_groups = %d has no effect "
+                   "without topk_groups", loc_of(c, kng, ktg), m->n_groups);
+        return moe_hintf(err, "set moe.topk_groups in [1, %d] for group-limited routing, or "
+                              "moe.n_groups: 0", m->n_groups);
+    }
+    if (m->topk_groups == 0) return 0;
+    if (m->n_groups == 0 && c->parallel.expert_parallel == 0) {
+        moe_errorf(err, "%s: moe.topk_groups, moe.n_groups, parallel.expert_parallel: "
+                   "n_groups 0 means one group per expert-parallel shard, but "
+                   "expert_parallel is 0 (automatic: it would follow the rank count, and so "
+                   "would the routing)", loc_of(c, kng, kep));
+        return moe_hintf(err, "set moe.n_groups (e.g. 4), or parallel.expert_parallel to a "
+                              "fixed size that divides the rank count and n_experts");
+    }
+    const int G = config_moe_groups(c);
+    if (m->n_experts % G != 0) {
+        moe_errorf(err, "%s: moe.n_groups, moe.n_experts: %d groups do not divide %d experts "
+                   "(n_groups 0 takes parallel.expert_parallel)", loc_of(c, kng, ke), G,
+                   m->n_experts);
+        return moe_hintf(err, "pick moe.n_groups among the divisors of %d", m->n_experts);
+    }
+    if (m->topk_groups > G) {
+        moe_errorf(err, "%s: moe.topk_groups, moe.n_groups: topk_groups = %d exceeds the %d "
+                   "groups", loc_of(c, ktg, kng), m->topk_groups, G);
+        return moe_hintf(err, "expected moe.topk_groups in [1, %d]", G);
+    }
+    if ((long long)m->top_k > (long long)m->topk_groups * (m->n_experts / G)) {
+        moe_errorf(err, "%s: moe.top_k, moe.topk_groups, moe.n_groups: top_k = %d exceeds the "
+                   "%d experts of %d kept groups of %d", loc_of(c, kk, ktg), m->top_k,
+                   m->topk_groups * (m->n_experts / G), m->topk_groups, m->n_experts / G);
+        return moe_hintf(err, "raise moe.topk_groups to at least %d or lower moe.top_k",
+                         (m->top_k + m->n_experts / G - 1) / (m->n_experts / G));
+    }
+    return 0;
+}
+
 /* The finetune section's cross-field rules (see config.h). */
 static int validate_finetune(const Config *c, MoeErr *err) {
     const ConfigFinetune *f = &c->finetune;
@@ -242,6 +307,7 @@ int config_validate(const Config *c, MoeErr *err) {
                               "moe.bias_update_rate: 0 (expert choice is balanced by "
                               "construction; top-p has no fixed K to bias)");
     }
+    if (validate_routing(c, err)) return -1;
     int kup = cfg_key_index(S_INIT, "upcycle_from"), kg = cfg_key_index(S_INIT, "granularity");
     if (c->init.upcycle_from && c->moe.n_experts == 0) {
         moe_errorf(err, "%s: init.upcycle_from, moe.n_experts: upcycling needs an MoE model, "

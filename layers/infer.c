@@ -131,6 +131,8 @@ static void infer_step_run(InferCache *c, Model *m, const int32_t *ids, int n, f
             /* the trained router; expert choice never gets here (it needs a whole batch,
                `moetrain sample` refuses it) */
             .router = (MoeRouter)s->router, .top_p = s->top_p, .max_experts = s->max_experts,
+            .score = (MoeScore)s->score, .route_scale = s->route_scale,
+            .n_groups = s->n_groups, .topk_groups = s->topk_groups,
         };
         Tensor *y = model_ffn(m, t, l, hn, &a, &aux, &z);
         x = op_add(t, x, y);

@@ -258,6 +258,11 @@ static void model_layer(Tape *t, void *arg, bool recompute, Tensor *x, Tensor **
         .z_scale = lc->loss ? s->z_coef * ls / (float)s->L : 0.0f,
         .router = (MoeRouter)s->router, .top_p = s->top_p, .max_experts = s->max_experts,
         .entropy_scale = lc->loss ? s->entropy_coef * ls / (float)s->L : 0.0f,
+        .score = (MoeScore)s->score, .route_scale = s->route_scale,
+        .n_groups = s->n_groups, .topk_groups = s->topk_groups,
+        .aux_scope = (MoeAuxScope)s->aux_scope, .T = T,
+        /* the real statistics' row, also while a recomputation routes into scratch ones */
+        .step_count = s->E > 0 ? m->stats.count + (size_t)l * s->E : NULL,
         .residual = x,   /* the block's output x + ffn(hn) is formed inside model_ffn */
     };
     Tensor *aux = NULL, *z = NULL;

@@ -42,6 +42,10 @@ typedef struct ModelShape {
     float top_p;              /* topp: probability mass to reach, (0, 1] */
     int max_experts;          /* topp: experts per token at most; 0 = E */
     float entropy_coef;       /* topp: router entropy penalty weight */
+    int score;                /* MoeScore (moe.score); 0 = MOE_SCORE_SOFTMAX */
+    float route_scale;        /* topk gates x this; 0 (a zeroed shape) or 1 = unscaled */
+    int n_groups, topk_groups; /* group-limited routing (moe.h); topk_groups 0 = off */
+    int aux_scope;            /* MoeAuxScope (moe.aux_scope); 0 = MOE_AUX_BATCH */
 } ModelShape;
 
 typedef struct LayerParams {

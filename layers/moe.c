@@ -104,7 +104,55 @@ static Tensor *route_gates(Tape *t, Tensor *h, const MoeLayerArgs *a, int32_t *i
     if (a->router == MOE_ROUTER_TOPP) return op_topp_gate(t, h, a->top_p, route_width(a), idx);
     if (a->router == MOE_ROUTER_EXPERT_CHOICE)
         return op_expert_choice_gate(t, h, route_ec_capacity((int)tensor_rows(h), a), idx);
-    return op_topk_gate_bias(t, h, a->bias, a->K, idx);   /* bias NULL: plain top-k */
+    const bool unscaled = a->route_scale == 0.0f || a->route_scale == 1.0f;
+    if (a->score == MOE_SCORE_SOFTMAX && a->topk_groups == 0 && unscaled)
+        return op_topk_gate_bias(t, h, a->bias, a->K, idx);   /* bias NULL: plain top-k */
+    const TopkRoute r = {.K = a->K, .sigmoid = a->score == MOE_SCORE_SIGMOID,
+                         .scale = unscaled ? 1.0f : a->route_scale, .n_groups = a->n_groups,
+                         .topk_groups = a->topk_groups, .bias = a->bias};
+    return op_topk_route(t, h, &r, idx);
+}
+
+/* The f of the load-balancing loss by moe.aux_scope (moe.h), returned with *rows, the
+ * tokens that share one of its rows: batch: f (E) as given (this call's counts, summed over
+ * the ranks), *rows = N; sequence: one row per sequence of a->T tokens, the share of that
+ * sequence's routed slots (idx (N, W), before capacity) going to each expert (DeepSeek-V3
+ * eq. 18, f_i = E / (K T) x count, is E x this share: the E is in the loss's scale);
+ * global: the share of the step's slots so far, a->step_count (E). Arena-carved. */
+static const float *aux_shares(Tape *t, const MoeLayerArgs *a, const int32_t *idx, int N,
+                               int W, const float *f, int *rows) {
+    const int E = a->E;
+    *rows = N;
+    if (a->aux_scope == MOE_AUX_BATCH) return f;
+    if (a->aux_scope == MOE_AUX_GLOBAL) {
+        ASSERT(a->step_count != NULL, "aux scope global without the step's counts");
+        double tot = 0.0;
+        for (int e = 0; e < E; e++) tot += a->step_count[e];
+        float *g = arena_floats(&t->arena, (size_t)E);
+        for (int e = 0; e < E; e++) g[e] = tot > 0 ? (float)(a->step_count[e] / tot) : 0.0f;
+        return g;
+    }
+    ASSERT(a->T >= 1 && N % a->T == 0, "aux scope sequence: T %d does not divide N %d", a->T,
+           N);
+    const int S = N / a->T;
+    float *g = arena_floats(&t->arena, (size_t)S * E + 1);   /* (S, E) */
+    int32_t *cnt = arena_ints(&t->arena, (size_t)E);
+    for (int s = 0; s < S; s++) {
+        memset(cnt, 0, sizeof(int32_t) * (size_t)E);
+        long tot = 0;
+        for (int n = s * a->T; n < (s + 1) * a->T; n++)
+            for (int k = 0; k < W; k++) {
+                const int e = idx[(size_t)n * W + k];
+                if (e >= 0) {
+                    cnt[e]++;
+                    tot++;
+                }
+            }
+        for (int e = 0; e < E; e++)
+            g[(size_t)s * E + e] = tot > 0 ? (float)((double)cnt[e] / (double)tot) : 0.0f;
+    }
+    *rows = a->T;
+    return g;
 }
 
 /* Router noise and the statistics' router entropy (moe.h), row ranges over the cores
@@ -246,11 +294,31 @@ Tensor *moe_forward(Tape *t, Tensor *x, Tensor *router, Tensor *noise, Tensor *w
     }
     long routed = 0;
     for (int e = 0; e < E; e++) routed += counts[e];
+    /* Statistics (outside the kernels): counts, drops, router entropy of softmax(clean).
+     * Before the losses: the global aux scope reads the step's counts including these. */
+    if (st) {
+        double *ent_row = arena_alloc(&t->arena, sizeof(double) * (N > 0 ? N : 1));   /* (N) */
+        const double ent = moe_router_entropy(clean->data, N, E, ent_row);
+        /* counts are global here when expert parallel (summed above) */
+        for (int e = 0; e < E; e++) st->count[(size_t)a->layer * E + e] += counts[e];
+        st->dropped[a->layer] += (double)dropped;
+        st->entropy[a->layer] += ent / N;
+        st->tokens[a->layer] += N;
+        st->experts[a->layer] += (double)routed / ((double)N * R);
+    }
     float *f = arena_floats(&t->arena, (size_t)E);
     for (int e = 0; e < E; e++)
         f[e] = routed > 0 ? (float)((double)counts[e] / (double)routed) : 0.0f;
     if (a->aux_scale > 0.0f && !ec) {   /* expert choice is balanced by construction */
-        Tensor *lb = op_load_balance(t, clean, f, a->aux_scale * (float)E / (float)N);
+        const float sc = a->aux_scale * (float)E / (float)N;
+        Tensor *lb;
+        if (a->aux_scope == MOE_AUX_BATCH && a->score == MOE_SCORE_SOFTMAX) {
+            lb = op_load_balance(t, clean, f, sc);   /* the default, bit for bit */
+        } else {
+            int frows = N;   /* tokens sharing one row of fs */
+            const float *fs = aux_shares(t, a, idx, N, W, f, &frows);
+            lb = op_load_balance_rows(t, clean, fs, frows, a->score == MOE_SCORE_SIGMOID, sc);
+        }
         *aux = *aux ? op_add(t, *aux, lb) : lb;
     }
     if (a->router == MOE_ROUTER_TOPP && a->entropy_scale > 0.0f) {
@@ -261,18 +329,6 @@ Tensor *moe_forward(Tape *t, Tensor *x, Tensor *router, Tensor *noise, Tensor *w
     if (a->z_scale > 0.0f) {
         Tensor *zl = op_zloss(t, clean, a->z_scale / (float)N);
         *z = *z ? op_add(t, *z, zl) : zl;
-    }
-
-    /* Statistics (outside the kernels): counts, drops, router entropy of softmax(clean). */
-    if (st) {
-        double *ent_row = arena_alloc(&t->arena, sizeof(double) * (N > 0 ? N : 1));   /* (N) */
-        const double ent = moe_router_entropy(clean->data, N, E, ent_row);
-        /* counts are global here when expert parallel (summed above) */
-        for (int e = 0; e < E; e++) st->count[(size_t)a->layer * E + e] += counts[e];
-        st->dropped[a->layer] += (double)dropped;
-        st->entropy[a->layer] += ent / N;
-        st->tokens[a->layer] += N;
-        st->experts[a->layer] += (double)routed / ((double)N * R);
     }
     return y;
 }

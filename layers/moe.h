@@ -59,6 +59,10 @@ void moe_stats_free(MoeStats *st);
 
 /* moe.router: how tokens and experts are matched (see above). */
 typedef enum { MOE_ROUTER_TOPK = 0, MOE_ROUTER_TOPP = 1, MOE_ROUTER_EXPERT_CHOICE = 2 } MoeRouter;
+/* moe.score: how the topk router turns logits into affinities (see above). */
+typedef enum { MOE_SCORE_SOFTMAX = 0, MOE_SCORE_SIGMOID = 1 } MoeScore;
+/* moe.aux_scope: the tokens f_i and P_i of the load-balancing loss are taken over. */
+typedef enum { MOE_AUX_BATCH = 0, MOE_AUX_SEQUENCE = 1, MOE_AUX_GLOBAL = 2 } MoeAuxScope;
 
 /* Expert-parallel exchange hook (implemented in parallel/); NULL means all experts local. */
 typedef struct MoeExchange MoeExchange;
@@ -78,6 +82,17 @@ typedef struct MoeLayerArgs {
     float top_p;                /* topp: probability mass each token's experts reach */
     int max_experts;            /* topp: experts per token at most; 0 = E */
     float entropy_scale;        /* topp: entropy coef * loss_scale / L */
+    MoeScore score;             /* topk: softmax (default) or sigmoid affinities */
+    float route_scale;          /* topk: gates x this; 0 or 1 = unscaled */
+    int n_groups, topk_groups;  /* topk: group-limited routing; topk_groups 0 = off */
+    MoeAuxScope aux_scope;      /* the load-balancing loss's scope (MOE_AUX_BATCH = 0) */
+    int T;                      /* MOE_AUX_SEQUENCE: tokens per sequence (N = B T) */
+    const double *step_count;   /* MOE_AUX_GLOBAL: (E) this layer's slots routed so far in
+                                   the optimizer step, all ranks, INCLUDING this call once
+                                   moe_forward has added its counts to st (it must be
+                                   st->count's row of this layer, or, when st is a scratch
+                                   MoeStats of a recomputation, the row the first forward
+                                   already filled) */
     Tensor *residual;           /* (N, C) added to the output by the combine (the residual
                                    stream: its sum is not kept separately); NULL = none */
 } MoeLayerArgs;
