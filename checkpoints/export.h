@@ -9,7 +9,8 @@
  * formats cannot express), export_names.h (tensor names and the GGUF RoPE row order) and
  * export_tokenizer.h (the tokenizer's vocabulary forms).
  *
- * Only moe.router: topk models export (the formats route top-k); others are refused.
+ * Only moe.router: topk models with softmax scores, route scale 1 and no group limit export
+ * (the formats route softmax top-k); others are refused (export_ckpt.h).
  * Non-goals: exporting a checkpoint written by an expert-parallel run with missing experts
  * (ckpt files always hold all experts), tokenizers other than ours.
  */

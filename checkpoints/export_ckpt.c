@@ -93,11 +93,37 @@ static int check_router(const Config *c, const char *path, const char *format, M
                           "with `moetrain eval` or `moetrain logits` on the checkpoint");
 }
 
+/* The formats compute softmax over the top-k router logits with gates summing to 1: sigmoid
+ * scores, a route scale and group-limited routing would route or weight differently there.
+ * llama.cpp has GGUF keys for them (expert_gating_func, expert_weights_scale,
+ * expert_group_count / expert_group_used_count), but only its DeepSeek-style architectures
+ * read them; the llama architecture moetrain writes ignores them. */
+static int check_topk_variant(const Config *c, const char *path, const char *format,
+                              MoeErr *err) {
+    if (c->moe.n_experts == 0) return 0;
+    char what[96] = "";
+    if (c->moe.score == CONFIG_SCORE_SIGMOID)
+        snprintf(what, sizeof what, "moe.score is 'sigmoid'");
+    else if (c->moe.route_scale != 1.0)
+        snprintf(what, sizeof what, "moe.route_scale is %g", c->moe.route_scale);
+    else if (c->moe.topk_groups > 0)
+        snprintf(what, sizeof what, "moe.topk_groups is %d (group-limited routing)",
+                 c->moe.topk_groups);
+    if (!what[0]) return 0;
+    moe_errorf(err, "%s: %s: the %s format routes by softmax over the top-%d router logits "
+               "(gates summing to 1), so inference engines would run a different model",
+               path, what, format, c->moe.top_k);
+    return moe_hintf(err, "only models trained with moe.score: softmax, moe.route_scale: 1 "
+                          "and moe.topk_groups: 0 can be exported; run this one with "
+                          "`moetrain sample|eval|logits` on the checkpoint");
+}
+
 int export_check_expressible(const char *path, const Config *c, const Model *m,
                              ExportFormat format, MoeErr *err) {
     const bool gguf = format == EXPORT_GGUF;
     const char *name = gguf ? "GGUF (llama)" : "Hugging Face Mixtral";
     if (check_shape(path, c, gguf, err)) return -1;
     if (check_router_bias(path, c, m, name, err)) return -1;
-    return check_router(c, path, name, err);
+    if (check_router(c, path, name, err)) return -1;
+    return check_topk_variant(c, path, name, err);
 }
