@@ -269,6 +269,33 @@ static const char *setting_name(const StepCtx *c, bool doc_mask, char *buf, size
     return buf;
 }
 
+/* The routing keys a --compare may change on one model (they change no parameter). */
+static bool routing_key(const char *kv) {
+    static const char *const keys[] = {"moe.score=", "moe.route_scale=", "moe.n_groups=",
+                                       "moe.topk_groups=", "moe.aux_scope="};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (!strncmp(kv, keys[i], strlen(keys[i]))) return true;
+    return false;
+}
+
+/* Routes m like shape s: its routing fields only. */
+static void set_routing(Model *m, const ModelShape *s) {
+    m->s.score = s->score;
+    m->s.route_scale = s->route_scale;
+    m->s.n_groups = s->n_groups;
+    m->s.topk_groups = s->topk_groups;
+    m->s.aux_scope = s->aux_scope;
+}
+
+static const char *routing_name(const ModelShape *s, char *buf, size_t cap) {
+    static const char *const scopes[] = {"batch", "sequence", "global"};
+    snprintf(buf, cap, "moe.score=%s moe.route_scale=%g moe.n_groups=%d moe.topk_groups=%d "
+             "moe.aux_scope=%s", s->score ? "sigmoid" : "softmax",
+             s->route_scale > 0.0f ? (double)s->route_scale : 1.0, s->n_groups, s->topk_groups,
+             scopes[s->aux_scope]);
+    return buf;
+}
+
 int main(int argc, char **argv) {
     blas_init(argv);
     Comm comm;
@@ -312,16 +339,22 @@ int main(int argc, char **argv) {
         compare = compares[ci];
         if (strncmp(compare, "train.recompute=", 16) && strncmp(compare, "train.loss_chunk=", 17) &&
             strncmp(compare, "data.doc_mask=", 14) && strncmp(compare, "compute.gemm=", 13) &&
-            strncmp(compare, "compute.precision=", 18)) {
+            strncmp(compare, "compute.precision=", 18) && !routing_key(compare)) {
             fprintf(stderr, "bench_train: --compare %s: only train.recompute, train.loss_chunk, "
-                    "data.doc_mask, compute.gemm and compute.precision can be compared on one "
-                    "model\n", compare);
+                    "data.doc_mask, compute.gemm, compute.precision and the routing keys "
+                    "moe.score, route_scale, n_groups, topk_groups, aux_scope can be compared "
+                    "on one model\n", compare);
             return 2;
         }
         if (config_set(&c2, compare, &err)) {
             fprintf(stderr, "bench_train: --compare: %s\n", err.msg);
             return 1;
         }
+    }
+    /* the routing keys' cross-field rules (a bad combination would trip the ops' asserts) */
+    if (config_validate(&c, &err) || config_validate(&c2, &err)) {
+        fprintf(stderr, "bench_train: %s\n", err.msg);
+        return 1;
     }
     const GemmPath path1 = {(GemmBackend)c.compute.gemm, (GemmPrecision)c.compute.precision};
     GemmPath path2 = {(GemmBackend)c2.compute.gemm, (GemmPrecision)c2.compute.precision};
@@ -563,20 +596,26 @@ int main(int argc, char **argv) {
         t.profile = false;
         StepTimes a1 = {0}, a2 = {0};
         const bool dm1 = c.data.doc_mask, dm2 = c2.data.doc_mask;
+        ModelShape s2;   /* the routing of the second setting */
+        config_model_shape(&c2, &s2);
         m.doc_mask = dm2;
+        set_routing(&m, &s2);
         gemm_select(path2.b, path2.p, &err);
         for (int st = 0; st < warmup; st++) bench_step(&bn, &t2, &proto2, st, NULL);
         for (int st = warmup; st < warmup + steps; st++) {
             m.doc_mask = dm1;
+            set_routing(&m, &s);
             gemm_select(gp.b, gp.p, &err);
             bench_step(&bn, &t, &proto, st, &a1);
             m.doc_mask = dm2;
+            set_routing(&m, &s2);
             gemm_select(path2.b, path2.p, &err);
             bench_step(&bn, &t2, &proto2, st, &a2);
         }
         gemm_select(gp.b, gp.p, &err);
+        set_routing(&m, &s);
         if (root) {
-            char n1[96], n2[96];
+            char n1[96], n2[96], r1[160], r2[160];
             const double k1 = (double)B * T * steps / a1.all, k2 = (double)B * T * steps / a2.all;
             printf("comparison over %d interleaved steps each (same model and batch):\n", steps);
             printf("  %s compute.gemm=%s compute.precision=%s\n    %6.0f tokens/s (forward %.3f, "
@@ -591,6 +630,15 @@ int main(int argc, char **argv) {
                    gemm_backend_name(path2.b), gemm_precision_name(path2.p), k2,
                    a2.f / steps, a2.b / steps, a2.cpu / steps, mib(tape_arena_bytes(&t2)),
                    mib(sub_arena_bytes(&t2)), mib(plan_bytes(&t2)));
+            /* the routing of each setting and, under mpirun, rank 0's all-to-all bytes per
+             * step (what group-limited routing is for) */
+            printf("  routing, first: %s\n  routing, second: %s\n", routing_name(&s, r1, sizeof r1),
+                   routing_name(&s2, r2, sizeof r2));
+            if (comm.size > 1)
+                printf("  rank 0 all-to-all per step: first %.3f MB, second %.3f MB sent (ratio "
+                       "%.3f; %.0f vs %.0f slots routed to other ranks)\n", a1.a2a / steps / 1e6,
+                       a2.a2a / steps / 1e6, a1.a2a > 0 ? a2.a2a / a1.a2a : 0.0,
+                       a1.slots / steps, a2.slots / steps);
             printf("  tokens/s ratio second/first %.3f; peak resident now %.1f MiB (both tapes)\n",
                    k2 / k1, mib(rss_peak()));
         }
