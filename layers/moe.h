@@ -35,6 +35,25 @@
  *                 rank under expert parallelism); no load-balancing loss (balanced by
  *                 construction), no capacity drops; "dropped" counts tokens no expert took
  * The z-loss applies to every router.
+ *
+ * Top-k variants (router topk; op_topk_route, DeepSeek-V3 arXiv:2412.19437 sec. 2.1.2):
+ *   score sigmoid   s = sigmoid(h) (E) per token, top-K by s (+ b: the selection bias is
+ *                   then in affinity units), gates = s_k / sum of the chosen s
+ *   route_scale     gates x route_scale (either score)
+ *   groups          topk_groups > 0: the E experts form n_groups contiguous groups; a token
+ *                   keeps the topk_groups groups with the largest sum of their 2 best
+ *                   selection scores (softmax: of softmax(h + b)) and picks K inside them
+ * Softmax, scale 1 and no groups is op_topk_gate_bias, bit for bit the default.
+ * The load-balancing loss by aux_scope (f_i shares of routed slots, q the affinities:
+ * softmax(clean), or with sigmoid scores sigmoid(clean_i) / sum_j sigmoid(clean_j),
+ * DeepSeek-V3 eq. 19):
+ *   batch     coef E sum_i f_i P_i over this call's tokens, f over all ranks (as above)
+ *   sequence  coef E mean_s sum_i f_si P_si, f and P per sequence of T tokens (eqs. 17-20);
+ *             rank-local (a rank holds whole sequences)
+ *   global    coef E sum_i F_i P_i, F the share of the slots routed so far in the optimizer
+ *             step (all ranks, this and the earlier micro-batches: a->step_count), P over
+ *             this call's tokens (Qiu et al. 2025, arXiv:2501.11873, with the running
+ *             buffer over micro-batches; the first micro-batch's F is batch's f)
  */
 #ifndef MOE_MOE_H
 #define MOE_MOE_H

@@ -11,7 +11,9 @@
  *     b   -= mean_i b_i                               mean-centred (b sums to ~0 per layer)
  * Centring does not change any selection (a constant shift of all scores) but keeps b from
  * drifting. Here b is added to the router LOGITS h = x Wg^T (+ noise), the scores our top-k
- * ranks, so rate is in logit units (the papers add it to sigmoid/softmax affinities).
+ * ranks, so rate is in logit units (the papers add it to sigmoid/softmax affinities); with
+ * moe.score: sigmoid it is added to the sigmoid affinities instead (op_topk_route), as in
+ * DeepSeek-V3, so rate is in affinity units there.
  *
  * The model holds b (Model.router_bias, (L, E)); checkpoints store it as /state/router_bias.
  * Every rank calls the update with the same global counts in the same order, so every rank

@@ -18,7 +18,7 @@ typedef struct Dims {
     double W;      /* routed slots per token the router's index arrays hold */
     double M;      /* routed slots kept per micro-batch on the rank */
     double r;      /* LoRA rank, 0 = none */
-    bool noise, aux, z, entropy, exchange, train_head;
+    bool noise, aux, aux_rows, z, entropy, exchange, train_head;
     int router;
     unsigned targets;
     double dropout;
@@ -56,6 +56,7 @@ static void dims_of(const Config *c, int ranks, int ep, Dims *d) {
     d->aux = s.E > 0 && s.aux_coef > 0 && s.router != CONFIG_ROUTER_EXPERT_CHOICE;
     d->z = s.E > 0 && s.z_coef > 0;
     d->entropy = s.E > 0 && s.router == CONFIG_ROUTER_TOPP && s.entropy_coef > 0;
+    d->aux_rows = s.aux_scope != 0 || s.score != 0;   /* op_load_balance_rows */
     d->exchange = ranks > 1 && s.E > 0;   /* the trainer exchanges whenever R > 1 */
     d->r = lo.rank;
     d->targets = lo.rank > 0 ? lo.targets : 0;
@@ -127,6 +128,7 @@ static double block_floats(const Dims *d, double score) {
         if (d->exchange) f += 3 * M * C;              /* gathered, received, returned rows */
         f += N * C;                                   /* combine (+ residual) */
         if (d->aux) f += N * E;                       /* load-balance softmax */
+        if (d->aux && d->aux_rows) f += N / d->T * E + N;   /* per-sequence f, sigmoid sums */
         if (d->z) f += N;
         if (d->entropy) f += 2 * N;
         f += 2 * N;                                   /* router entropy statistic (doubles) */

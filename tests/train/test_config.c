@@ -79,6 +79,12 @@ START_TEST(test_defaults) {
     ck_assert(c.moe.router_noise);
     ck_assert_int_eq(c.moe.router, CONFIG_ROUTER_TOPK);   /* new routers are off by default */
     ck_assert(c.moe.top_p == 0.4 && c.moe.max_experts == 0 && c.moe.entropy_coef == 1e-4);
+    /* the topk variants and the aux scope default to today's routing */
+    ck_assert_int_eq(c.moe.score, CONFIG_SCORE_SOFTMAX);
+    ck_assert(c.moe.route_scale == 1.0);
+    ck_assert_int_eq(c.moe.n_groups, 0);
+    ck_assert_int_eq(c.moe.topk_groups, 0);
+    ck_assert_int_eq(c.moe.aux_scope, CONFIG_AUX_BATCH);
     ck_assert_int_eq(c.train.steps, 1000);
     ck_assert_int_eq(c.train.seed, 1337);
     ck_assert(c.optim.lr == 1e-3);
@@ -95,6 +101,23 @@ START_TEST(test_defaults) {
     MoeErr err = {{0}, {0}};
     ck_assert_int_eq(config_validate(&c, &err), -1);  /* data is required */
     ck_assert_ptr_nonnull(strstr(err.msg, "data.tokenizer"));
+    /* group-limited routing: n_groups 0 takes parallel.expert_parallel into the shape;
+     * off (topk_groups 0), the shape has no groups whatever n_groups says */
+    ModelShape ms;
+    c.moe.topk_groups = 2;
+    c.parallel.expert_parallel = 4;
+    config_model_shape(&c, &ms);
+    ck_assert_int_eq(ms.n_groups, 4);
+    ck_assert_int_eq(ms.topk_groups, 2);
+    c.moe.n_groups = 8;
+    config_model_shape(&c, &ms);
+    ck_assert_int_eq(ms.n_groups, 8);
+    c.moe.topk_groups = 0;
+    config_model_shape(&c, &ms);
+    ck_assert_int_eq(ms.n_groups, 0);
+    ck_assert_int_eq(ms.topk_groups, 0);
+    ck_assert_int_eq(ms.score, MOE_SCORE_SOFTMAX);
+    ck_assert(ms.route_scale == 1.0f);
     config_free(&c);
 
     /* A file with only the required keys takes every default and names the run after it. */

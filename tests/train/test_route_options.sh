@@ -5,7 +5,8 @@
 #   bias, with the sequence-wise scope on 1 rank and the global scope (two micro-batches a
 #   step) under mpirun -n 2 (expert parallel 2): 10 steps straight vs 5, stop, --resume
 #   auto, 5 more: step lines, final parameters and moments bit-identical;
-# - config.yaml records the keys; sample runs such a checkpoint;
+# - config.yaml records the keys; sample runs such a checkpoint; the global scope under
+#   train.recompute gives bit-identical steps;
 # - export (hf, gguf) of a checkpoint with sigmoid scores, route_scale != 1 or groups
 #   exits 1 naming the key and writes nothing;
 # - n_groups 0 with topk_groups takes parallel.expert_parallel (trains under -n 2, EP 2);
@@ -46,6 +47,16 @@ done
 CK="$TMP/seq-r1-a/checkpoints/step_00000010.h5"
 "$BIN" sample "$CK" --prompt "ROMEO:" --max-tokens 8 > "$TMP/out" 2> "$TMP/err" \
   && grep -q "ROMEO:" "$TMP/out" && ok || { bad "sample with sigmoid + groups"; cat "$TMP/err"; }
+
+# Recomputation re-runs each layer's routing in backward: the global scope must read the
+# step's counts without adding that layer's again (train.recompute is bit-identical to the
+# kept activations, so the step lines, gradient norms included, must be too).
+for rc in false true; do
+  run "$TMP/rc$rc.log" "$BIN" "$TMP/c.yaml" --set train.steps=4 --set "run.dir=$TMP/rc$rc" \
+    "${V[@]}" --set moe.aux_scope=global --set train.recompute=$rc
+done
+[ -n "$(steps "$TMP/rcfalse" 1 4)" ] && [ "$(steps "$TMP/rcfalse" 1 4)" = "$(steps "$TMP/rctrue" 1 4)" ] && ok \
+  || bad "global scope: train.recompute changes the steps"
 
 # Export refuses each variant alone (no bias: that refusal is another test's), naming it.
 i=0
