@@ -15,7 +15,9 @@
  * - after the first step nothing allocates (every router, with and without per-layer
  *   recomputation, with and without shared experts and a window);
  * - the routers of moe.router (topp, expert_choice): whole-model gradients, their
- *   statistics (experts per token, expert-choice capacity) and loss terms by hand.
+ *   statistics (experts per token, expert-choice capacity) and loss terms by hand;
+ * - the topk variants (sigmoid scores, route scale, group-limited routing) with the global
+ *   and sequence-wise balance losses: whole-model gradients.
  * Recomputation, the chunked head + loss and thread counts: test_model_recompute.c.
  */
 #include <check.h>
@@ -42,6 +44,11 @@
  * 9 sits within 1e-3 of a tie: its embedding row is off by 3-5% at h = 1e-3, 20-40% at
  * h = 3e-3 and within tolerance at h = 5e-4, a flip, not a wrong derivative; they use seed
  * 1237, which has no such pair). */
+/* The topk variants and aux scopes a check applies (test_grad_moe_route sets it): 0 none;
+ * 1 sigmoid scores, route scale 2, 2 groups with 1 kept, global scope; 2 softmax, 2 groups
+ * with 1 kept, sequence scope. */
+static int g_route_variant;
+
 static void check_model_grads_opts(int E, int Fs, int W, uint64_t seed, bool bias,
                                    int router) {
     ModelShape s = tiny_shape(E);
@@ -50,6 +57,13 @@ static void check_model_grads_opts(int E, int Fs, int W, uint64_t seed, bool bia
     s.entropy_coef = 0.05f;   /* large enough that a wrong entropy gradient shows */
     s.Fs = Fs;
     s.W = W;
+    if (g_route_variant) {
+        s.score = g_route_variant == 1 ? MOE_SCORE_SIGMOID : MOE_SCORE_SOFTMAX;
+        s.route_scale = g_route_variant == 1 ? 2.0f : 1.0f;
+        s.n_groups = 2;
+        s.topk_groups = 1;
+        s.aux_scope = g_route_variant == 1 ? MOE_AUX_GLOBAL : MOE_AUX_SEQUENCE;
+    }
     make_batch(s.V);
     Model m;
     model_init(&m, &s, 0, E, seed);
@@ -239,6 +253,16 @@ END_TEST
  * entropy penalty in aux) and with expert choice (each of the 4 experts takes
  * ceil(10 * 2 / 4) = 5 of the 10 tokens; no load-balancing term). */
 START_TEST(test_grad_moe_topp) { check_model_grads_opts(4, 0, 0, 1234, false, MOE_ROUTER_TOPP); }
+END_TEST
+
+/* The same with the topk variants (autograd/ops_route_topk.c) and aux scopes: sigmoid
+ * gates scaled by 2 from 1 of 2 groups with the global balance loss (one call: the step's
+ * counts are this call's), and softmax from 1 of 2 groups with the per-sequence loss. */
+START_TEST(test_grad_moe_route) {
+    g_route_variant = 1 + _i;
+    check_model_grads_opts(4, 0, 0, 1234, false, MOE_ROUTER_TOPK);
+    g_route_variant = 0;
+}
 END_TEST
 
 START_TEST(test_grad_moe_expert_choice) {
@@ -543,6 +567,7 @@ int main(int argc, char **argv) {
     tcase_add_test(tc, test_grad_moe_shared_window);
     tcase_add_test(tc, test_grad_dense_window);
     tcase_add_test(tc, test_grad_moe_topp);
+    tcase_add_loop_test(tc, test_grad_moe_route, 0, 2);
     tcase_add_test(tc, test_grad_moe_expert_choice);
     suite_add_tcase(s, tc);
     tc = tcase_create("shared_experts");
