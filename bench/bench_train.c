@@ -44,6 +44,11 @@
  *    bytes are printed. --doc-len N makes the random tokens documents of N tokens on
  *    average (each token is the end-of-text id V-1 with probability 1/N), which is what
  *    data.doc_mask cuts the sequences at; default: no end-of-text tokens (one document).
+ *    The routing keys moe.score, route_scale, n_groups, topk_groups and aux_scope compare
+ *    the same way (they change no parameter: the model routes by each setting in turn);
+ *    under mpirun each setting's all-to-all bytes per step (rank 0) are printed, e.g.
+ *    group-limited routing against plain top-k: --set moe.n_groups=4 --set
+ *    moe.topk_groups=1 --compare moe.topk_groups=0 --compare moe.n_groups=0.
  * 6. LoRA fine-tuning (--set finetune.lora_rank=8 ...): the same step with adapters on a
  *    frozen, randomly initialised base (no init_from is read), to compare with the full
  *    fine-tuning step of the same config (lora_rank 0, every weight trained). CPU seconds

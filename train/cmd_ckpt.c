@@ -70,6 +70,10 @@ static int info(const char *arg) {
             printf(", router topp (top_p %g, max_experts %d)", c.moe.top_p, c.moe.max_experts);
         else if (c.moe.router == CONFIG_ROUTER_EXPERT_CHOICE)
             printf(", router expert_choice");
+        if (c.moe.score == CONFIG_SCORE_SIGMOID) printf(", sigmoid scores");
+        if (c.moe.route_scale != 1.0) printf(", route scale %g", c.moe.route_scale);
+        if (c.moe.topk_groups > 0)
+            printf(", %d of %d expert groups", c.moe.topk_groups, config_moe_groups(&c));
         if (c.moe.n_shared_experts > 0)
             printf("; %d shared expert(s) of hidden %d", c.moe.n_shared_experts,
                    c.moe.shared_hidden > 0 ? c.moe.shared_hidden : c.moe.hidden);

@@ -61,6 +61,22 @@ START_TEST(test_shipped_configs) {
     ck_assert_int_eq(c.moe.hidden, 1024);
     ck_assert_str_eq(c.run.dir, "runs/dense_tiny");
     config_free(&c);
+
+    /* deepseek_tiny: mixtral_tiny's shape and active expert width (2 x 512 = 1024 SwiGLU
+     * units a token uses: 7 routed x 128 + 1 shared x 128), and the same routed expert
+     * parameters per layer (8 x 512 = 32 x 128 hidden units), as its comment states */
+    rc = config_load(&c, source_path("configs/deepseek_tiny.yaml"), &err);
+    ck_assert_msg(rc == 0, "%s (hint: %s)", err.msg, err.hint);
+    ck_assert_msg(config_validate(&c, &err) == 0, "%s (hint: %s)", err.msg, err.hint);
+    check_common_tiny(&c);
+    ck_assert_int_eq(c.moe.top_k * c.moe.hidden + c.moe.n_shared_experts * c.moe.shared_hidden,
+                     2 * 512);
+    ck_assert_int_eq(c.moe.n_experts * c.moe.hidden, 8 * 512);
+    ck_assert_int_eq(c.moe.score, CONFIG_SCORE_SIGMOID);
+    ck_assert_int_eq(c.moe.aux_scope, CONFIG_AUX_SEQUENCE);
+    ck_assert(c.moe.bias_update_rate > 0.0);
+    ck_assert_str_eq(c.run.dir, "runs/deepseek_tiny");
+    config_free(&c);
 }
 END_TEST
 

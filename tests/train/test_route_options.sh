@@ -5,8 +5,8 @@
 #   bias, with the sequence-wise scope on 1 rank and the global scope (two micro-batches a
 #   step) under mpirun -n 2 (expert parallel 2): 10 steps straight vs 5, stop, --resume
 #   auto, 5 more: step lines, final parameters and moments bit-identical;
-# - config.yaml records the keys; sample runs such a checkpoint; the global scope under
-#   train.recompute gives bit-identical steps;
+# - config.yaml records the keys, ckpt info names them; sample runs such a checkpoint;
+#   the global scope under train.recompute gives bit-identical steps;
 # - export (hf, gguf) of a checkpoint with sigmoid scores, route_scale != 1 or groups
 #   exits 1 naming the key and writes nothing;
 # - n_groups 0 with topk_groups takes parallel.expert_parallel (trains under -n 2, EP 2);
@@ -45,6 +45,8 @@ for k in "score: sigmoid" "route_scale: 2.5" "n_groups: 4" "topk_groups: 2" "aux
   grep -qE "^  $k( |$)" "$TMP/seq-r1-a/config.yaml" && ok || bad "config.yaml lacks moe.$k"
 done
 CK="$TMP/seq-r1-a/checkpoints/step_00000010.h5"
+"$BIN" ckpt info "$CK" > "$TMP/out" 2>&1 && grep -q "sigmoid scores, route scale 2.5, 2 of 4 expert groups" "$TMP/out" \
+  && ok || { bad "ckpt info: routing"; cat "$TMP/out"; }
 "$BIN" sample "$CK" --prompt "ROMEO:" --max-tokens 8 > "$TMP/out" 2> "$TMP/err" \
   && grep -q "ROMEO:" "$TMP/out" && ok || { bad "sample with sigmoid + groups"; cat "$TMP/err"; }
 
