@@ -184,6 +184,7 @@ static double cpu_seconds(void) {
 typedef struct StepTimes {
     double f, b, r, o, all, cpu;
     double a2a, ar, slots, slin, ta2a, tar;   /* bytes, routed slots out/in, seconds */
+    double remote;   /* (token, other rank) pairs routed (MoeStats.remote), all layers */
 } StepTimes;
 
 static void comm_counters(double c[6]) {
@@ -203,6 +204,8 @@ static void bench_step(const Bench *bn, Tape *t, const StepCtx *proto, int st, S
     comm_counters(x0);
     double t0 = moe_now(), c0 = cpu_seconds();
     params_zero_grad(&bn->m->ps);
+    double remote0 = 0.0;
+    for (int l = 0; l < bn->m->stats.L; l++) remote0 += bn->m->stats.remote[l];
     tape_reset(t, true);
     t->region_t0 = moe_now();
     t->region = REGION_OTHER;
@@ -213,6 +216,8 @@ static void bench_step(const Bench *bn, Tape *t, const StepCtx *proto, int st, S
     double t1 = moe_now();
     tape_backward(t, out.loss, NULL);
     double t2 = moe_now();
+    double remote = 0.0;   /* this step's, read before the bias update resets the stats */
+    for (int l = 0; l < bn->m->stats.L; l++) remote += bn->m->stats.remote[l];
     if (bn->zero) zero_reduce_grads(&bn->m->ps, bn->comm);
     else dp_reduce_grads(&bn->m->ps, bn->comm);
     double gn = bn->zero ? zero_grad_norm(&bn->m->ps, bn->comm)
@@ -243,6 +248,7 @@ static void bench_step(const Bench *bn, Tape *t, const StepCtx *proto, int st, S
         acc->slin += x1[3] - x0[3];
         acc->ta2a += x1[4] - x0[4];
         acc->tar += x1[5] - x0[5];
+        acc->remote += remote - remote0;
     }
 }
 
@@ -644,6 +650,12 @@ int main(int argc, char **argv) {
                        "%.3f; %.0f vs %.0f slots routed to other ranks)\n", a1.a2a / steps / 1e6,
                        a2.a2a / steps / 1e6, a1.a2a > 0 ? a2.a2a / a1.a2a : 0.0,
                        a1.slots / steps, a2.slots / steps);
+            if (comm.size > 1)   /* what the routing would cost with one row per token and rank */
+                printf("  a token-deduplicating exchange (one row per token and destination rank) "
+                       "would send %.0f vs %.0f rows: %.3f and %.3f of the slots above\n",
+                       a1.remote / steps, a2.remote / steps,
+                       a1.slots > 0 ? a1.remote / a1.slots : 0.0,
+                       a2.slots > 0 ? a2.remote / a2.slots : 0.0);
             printf("  tokens/s ratio second/first %.3f; peak resident now %.1f MiB (both tapes)\n",
                    k2 / k1, mib(rss_peak()));
         }

@@ -19,6 +19,7 @@ void moe_stats_init(MoeStats *st, int L, int E) {
     st->entropy = moe_calloc(sizeof(double) * (size_t)L);
     st->tokens = moe_calloc(sizeof(double) * (size_t)L);
     st->experts = moe_calloc(sizeof(double) * (size_t)L);
+    st->remote = moe_calloc(sizeof(double) * (size_t)L);
 }
 
 void moe_stats_reset(MoeStats *st) {
@@ -28,6 +29,7 @@ void moe_stats_reset(MoeStats *st) {
     memset(st->entropy, 0, sizeof(double) * (size_t)st->L);
     memset(st->tokens, 0, sizeof(double) * (size_t)st->L);
     memset(st->experts, 0, sizeof(double) * (size_t)st->L);
+    memset(st->remote, 0, sizeof(double) * (size_t)st->L);
     st->calls = 0;
 }
 
@@ -37,6 +39,7 @@ void moe_stats_free(MoeStats *st) {
     moe_free(st->entropy);
     moe_free(st->tokens);
     moe_free(st->experts);
+    moe_free(st->remote);
     memset(st, 0, sizeof *st);
 }
 
@@ -153,6 +156,23 @@ static const float *aux_shares(Tape *t, const MoeLayerArgs *a, const int32_t *id
     }
     *rows = a->T;
     return g;
+}
+
+/* (token, EP rank other than this one) pairs among the routed slots idx (N, W): a token
+ * whose K experts live on one other rank counts 1, not K (MoeStats.remote). */
+static long remote_pairs(const int32_t *idx, int N, int W, int E, const MoeExchange *ex) {
+    const int P = ex->comm->ep, me = ex->comm->ep_rank, El = E / P;
+    long pairs = 0;
+    for (int n = 0; n < N; n++)
+        for (int k = 0; k < W; k++) {
+            const int e = idx[(size_t)n * W + k];
+            if (e < 0 || e / El == me) continue;
+            bool seen = false;   /* an earlier slot of this token on the same rank */
+            for (int j = 0; j < k && !seen; j++)
+                seen = idx[(size_t)n * W + j] >= 0 && idx[(size_t)n * W + j] / El == e / El;
+            pairs += !seen;
+        }
+    return pairs;
 }
 
 /* Router noise and the statistics' router entropy (moe.h), row ranges over the cores
@@ -305,6 +325,7 @@ Tensor *moe_forward(Tape *t, Tensor *x, Tensor *router, Tensor *noise, Tensor *w
         st->entropy[a->layer] += ent / N;
         st->tokens[a->layer] += N;
         st->experts[a->layer] += (double)routed / ((double)N * R);
+        if (ex) st->remote[a->layer] += (double)remote_pairs(idx, N, W, E, ex);
     }
     float *f = arena_floats(&t->arena, (size_t)E);
     for (int e = 0; e < E; e++)

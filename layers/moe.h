@@ -69,6 +69,10 @@ typedef struct MoeStats {
     double *tokens;     /* (L) tokens routed */
     double *experts;    /* (L) sum over calls of the mean experts per token (routed slots
                            before capacity / tokens; K for topk) */
+    double *remote;     /* (L) expert parallel: (token, other EP rank) pairs this rank
+                           routed, each rank counted once per token however many of its
+                           experts the token chose (what a token-deduplicating exchange
+                           would send; the bench compares it with the slots sent) */
     int calls;          /* forward calls accumulated */
 } MoeStats;
 
