@@ -58,7 +58,7 @@
 
 #define CONFIG_N_SECTIONS 11  /* model moe train optim data run parallel compute checkpoint
                                  init finetune */
-#define CONFIG_N_KEYS 80      /* total number of keys over all sections (aliases included) */
+#define CONFIG_N_KEYS 81      /* total number of keys over all sections (aliases included) */
 
 typedef struct ConfigModel {
     int vocab_size;     /* V, in [258, 2^30] */
@@ -168,6 +168,8 @@ typedef struct ConfigParallel {
     int expert_parallel;  /* >= 0; 0 = auto (min(ranks, n_experts)) */
     bool shard_optimizer; /* AdamW moments split over the ranks replicating a block
                              (parallel/zero.h); default false */
+    bool hierarchical;    /* exchange within a node first when the job spans several equal
+                             nodes (parallel/comm.h); default true */
 } ConfigParallel;
 
 typedef struct ConfigCompute {

@@ -235,6 +235,10 @@ const KeySpec cfg_keys[] = {
        "the parameters it replicates (dense: all ranks; experts: the ranks holding the same "
        "experts), gradients are reduce-scattered and the updated slices all-gathered; same "
        "updates, less optimizer memory; a no-op on one rank"),
+    KB(S_PARALLEL, "hierarchical", parallel.hierarchical, 0,
+       "when the ranks span several nodes of equal size (shared-memory groups, or the "
+       "environment variable MOE_NODE_MAP), collectives exchange within each node first and "
+       "then between nodes; no effect on one node"),
 
     KE(S_COMPUTE, "gemm", compute.gemm, GEMMS, 0,
        "matrix-product library: auto (oneDNN when built in, else OpenBLAS; logged with the "

@@ -12,6 +12,16 @@
  * own tokens; the global loss is the mean of the R rank losses, and an expert replica's
  * gradient already sums the P ranks of its EP group).
  *
+ * Nodes: ranks that share memory (MPI_Comm_split_type MPI_COMM_TYPE_SHARED) are one node;
+ * the environment variable MOE_NODE_MAP (a node number per world rank, comma-separated,
+ * e.g. "0,0,1,1") overrides that, so the hierarchical paths can be tested on one machine.
+ * The hierarchy is usable (hier) when there are several nodes, every node has the same
+ * number of ranks L, and each node's ranks are consecutive world ranks (node n = ranks
+ * [n L, (n+1) L), as mpirun's default by-slot placement gives); then node_comm holds this
+ * rank's node (local_rank in [0, L)) and cross_comm the ranks with the same local_rank on
+ * every node (node index = rank in cross_comm). Otherwise hier is false and both are the
+ * null communicator (flat collectives only).
+ *
  * Started without mpirun (no Open MPI environment) the program runs as one rank without
  * calling MPI at all; every collective below is then a no-op.
  */
@@ -28,6 +38,10 @@ typedef struct Comm {
     int ep, ep_rank;     /* expert-parallel group size P and this rank's index in it */
     int edp;             /* R / P: replicas of each expert shard */
     MPI_Comm world, ep_comm, edp_comm;   /* valid when mpi */
+    int nodes, node, local_rank, local_size;  /* node layout (1 node of `size` ranks without
+                                                 MPI) */
+    bool hier;                               /* several equal nodes of consecutive ranks */
+    MPI_Comm node_comm, cross_comm;          /* valid when hier */
 } Comm;
 
 /* MPI_Init when launched by mpirun (detected from the environment), else a 1-rank Comm.
@@ -39,6 +53,10 @@ void comm_init(Comm *c, int *argc, char ***argv);
  * Fails (-1, err) when P does not divide R or n_experts, or micro_batch is not divisible by
  * R. Every rank computes the same verdict, so all return -1 together (no hang). */
 int comm_setup(Comm *c, int expert_parallel, int n_experts, int micro_batch, MoeErr *err);
+/* Find the node layout (called by comm_setup; every rank reaches the same verdict). A
+ * malformed MOE_NODE_MAP (not R comma-separated integers in [0, R)) fails with -1 naming
+ * the variable. */
+int comm_nodes(Comm *c, MoeErr *err);
 void comm_finalize(Comm *c);
 
 /* In-place sums / means over the world, the EP group or the EDP group (no-ops on 1 rank). */
