@@ -5,8 +5,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-double comm_bytes_allreduce, comm_bytes_alltoall, comm_slots_offrank, comm_slots_fromrank;
-double comm_time_allreduce, comm_time_alltoall;
+CommStat comm_stat[COMM_KINDS];
+const char *const comm_kind_names[COMM_KINDS] = {"gradient reduction", "parameter all-gather",
+                                                  "expert all-to-all", "small all-reduces"};
+double comm_slots_offrank, comm_slots_fromrank;
+
+void comm_count(int kind, double bytes, double seconds) {
+    CommStat *s = &comm_stat[kind];
+    s->bytes += bytes;
+    s->calls += 1;
+    s->wait += seconds;
+    s->span += seconds;
+}
 
 static void abort_all(void) {
     int init = 0, fin = 0;
@@ -165,34 +175,38 @@ void comm_finalize(Comm *c) {
     c->mpi = false;
 }
 
-static void sum(MPI_Comm comm, void *x, size_t n, MPI_Datatype t, size_t elem) {
-    /* MPI counts are int: reduce in pieces of at most 2^30 elements. */
+/* Sum in place over comm; counted as `kind` (the float sums are the gradient reductions,
+ * the rest small all-reduces). MPI counts are int: reduce in pieces of at most 2^30
+ * elements. */
+static void sum(MPI_Comm comm, int kind, void *x, size_t n, MPI_Datatype t, size_t elem) {
     char *p = x;
+    int G;
+    MPI_Comm_size(comm, &G);
     double t0 = moe_now();
+    const double bytes = 2.0 * (G - 1) / G * (double)n * (double)elem;   /* ring volume */
     while (n > 0) {
         int k = n > ((size_t)1 << 30) ? 1 << 30 : (int)n;
         MPI_Allreduce(MPI_IN_PLACE, p, k, t, MPI_SUM, comm);
-        comm_bytes_allreduce += (double)k * (double)elem;
         p += (size_t)k * elem;
         n -= (size_t)k;
     }
-    comm_time_allreduce += moe_now() - t0;
+    comm_count(kind, bytes, moe_now() - t0);
 }
 
 void comm_sum_world_f(const Comm *c, float *x, size_t n) {
-    if (c->mpi && c->size > 1) sum(c->world, x, n, MPI_FLOAT, sizeof(float));
+    if (c->mpi && c->size > 1) sum(c->world, COMM_GRAD, x, n, MPI_FLOAT, sizeof(float));
 }
 void comm_sum_world_d(const Comm *c, double *x, size_t n) {
-    if (c->mpi && c->size > 1) sum(c->world, x, n, MPI_DOUBLE, sizeof(double));
+    if (c->mpi && c->size > 1) sum(c->world, COMM_OTHER, x, n, MPI_DOUBLE, sizeof(double));
 }
 void comm_sum_edp_f(const Comm *c, float *x, size_t n) {
-    if (c->mpi && c->edp > 1) sum(c->edp_comm, x, n, MPI_FLOAT, sizeof(float));
+    if (c->mpi && c->edp > 1) sum(c->edp_comm, COMM_GRAD, x, n, MPI_FLOAT, sizeof(float));
 }
 void comm_sum_ep_d(const Comm *c, double *x, size_t n) {
-    if (c->mpi && c->ep > 1) sum(c->ep_comm, x, n, MPI_DOUBLE, sizeof(double));
+    if (c->mpi && c->ep > 1) sum(c->ep_comm, COMM_OTHER, x, n, MPI_DOUBLE, sizeof(double));
 }
 void comm_sum_world_i32(const Comm *c, int32_t *x, size_t n) {
-    if (c->mpi && c->size > 1) sum(c->world, x, n, MPI_INT32_T, sizeof(int32_t));
+    if (c->mpi && c->size > 1) sum(c->world, COMM_OTHER, x, n, MPI_INT32_T, sizeof(int32_t));
 }
 
 int comm_max_world_i(const Comm *c, int v) {

@@ -59,7 +59,8 @@ int comm_setup(Comm *c, int expert_parallel, int n_experts, int micro_batch, Moe
 int comm_nodes(Comm *c, MoeErr *err);
 void comm_finalize(Comm *c);
 
-/* In-place sums / means over the world, the EP group or the EDP group (no-ops on 1 rank). */
+/* In-place sums over the world, the EP group or the EDP group (no-ops on 1 rank). The float
+ * ones are counted as gradient reduction (COMM_GRAD), the others as COMM_OTHER. */
 void comm_sum_world_f(const Comm *c, float *x, size_t n);
 void comm_sum_world_d(const Comm *c, double *x, size_t n);
 void comm_sum_edp_f(const Comm *c, float *x, size_t n);
@@ -69,12 +70,34 @@ void comm_sum_world_i32(const Comm *c, int32_t *x, size_t n);
 int comm_max_world_i(const Comm *c, int v);
 void comm_barrier(const Comm *c);
 
-/* Traffic and time of this rank since start (read by the bench): bytes handed to
- * all-reduces (and to the sharded optimizer's reduce-scatters and all-gathers, zero.h),
- * bytes sent to OTHER ranks by all-to-alls, slots this rank routed to experts on other
- * ranks and slots other ranks routed to its experts, and seconds spent inside the
- * collectives. */
-extern double comm_bytes_allreduce, comm_bytes_alltoall, comm_slots_offrank, comm_slots_fromrank;
-extern double comm_time_allreduce, comm_time_alltoall;
+/* Traffic and time of this rank since start, by kind of collective (read by the bench and
+ * the cost model, docs/scaling.md):
+ *   COMM_GRAD      gradient reduction: all-reduce, or reduce-scatter with the sharded
+ *                  optimizer, of the parameter gradients
+ *   COMM_GATHER    the sharded optimizer's all-gather of updated parameter slices
+ *   COMM_ALLTOALL  the expert exchange: tokens to their experts and back, the gradients of
+ *                  both, and the per-expert counts
+ *   COMM_OTHER     small all-reduces: routing counts, losses, norms, agreement flags
+ * bytes: payload bytes this rank SENT to other ranks. For an all-to-all that is exact (what
+ *   went to each peer other than itself). For a library all-reduce, reduce-scatter or
+ *   all-gather over a group of G ranks, whose algorithm MPI chooses, it is the volume of the
+ *   bandwidth-optimal algorithm (ring): 2 (G-1)/G of the buffer for an all-reduce, (G-1)/G
+ *   of the whole (G-slice) buffer for a reduce-scatter or all-gather.
+ * calls: operations started.
+ * wait: seconds this rank's thread spent inside the calls (blocking collectives, and the
+ *   waits/tests of non-blocking ones): the communication time not hidden behind computation.
+ * span: seconds from each operation's start to its completion being seen, summed (equal to
+ *   wait for a blocking call).
+ * comm_slots_offrank / comm_slots_fromrank: slots this rank routed to experts on other ranks,
+ * and slots other ranks routed to its experts. */
+enum { COMM_GRAD = 0, COMM_GATHER = 1, COMM_ALLTOALL = 2, COMM_OTHER = 3, COMM_KINDS = 4 };
+typedef struct CommStat {
+    double bytes, calls, wait, span;
+} CommStat;
+extern CommStat comm_stat[COMM_KINDS];
+extern const char *const comm_kind_names[COMM_KINDS];
+extern double comm_slots_offrank, comm_slots_fromrank;
+/* Count one blocking operation of `kind` that sent `bytes` and took `seconds`. */
+void comm_count(int kind, double bytes, double seconds);
 
 #endif
