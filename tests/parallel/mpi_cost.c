@@ -18,9 +18,9 @@
  *     within 4 standard deviations of the uniform-routing plan. The deviation of the slot
  *     count from its mean is a sum of independent hypergeometric counts per token (how many
  *     of a token's K slots land on experts of another rank), whose variance is computed
- *     below; 4 sigma leaves a false failure below 1e-4 for any seed. Here that is 5-10 %
+ *     below; 4 sigma leaves a false failure below 1e-4 per check for any seed (6-8 %
  *     of the bytes; leaving out the (P-1)/P factor, the backward's transfers or the
- *     recomputation's third transfer moves the prediction by 33 % or more;
+ *     recomputation's third transfer moves the prediction by 33 % or more);
  *   - with a skewed router (every token prefers the experts at either end), the exact
  *     formula still holds; with rank-local routing (a selection bias towards the rank's own
  *     experts: no row leaves) the uniform plan is off by far more than its tolerance, so
