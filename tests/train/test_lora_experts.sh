@@ -12,7 +12,8 @@
 #   adapters and moments, per expert on 1 and 2 ranks (expert parallel: the per-expert
 #   adapters are gathered to rank 0 for the file and cut again on resume) and shared on 2;
 # - merged export: `moetrain logits` of the adapter checkpoint (base + adapters) and of the
-#   merged HF export agree within 1e-5 (per expert and shared);
+#   merged HF and GGUF exports agree within 1e-5 (per expert and shared; the merged
+#   products sum in another order: a few float32 ulps on O(1) logits);
 # - --adapters-only writes PEFT's per-module layout for Mixtral's nn.Linear experts: the
 #   names and shapes of docs/export.md (a shared pair repeated under every expert's name),
 #   target_modules with w1, w2, w3, gate, and a file size that counts them;
@@ -106,6 +107,9 @@ for k in per shared; do
   "$BIN" logits "$C" --ids $IDS > "$TMP/la_$k" 2>&1 || bad "logits of the $k adapter checkpoint"
   "$BIN" logits "$TMP/hf_$k" --ids $IDS > "$TMP/lm_$k" 2>&1 || bad "logits of the $k export"
   logits_close "$TMP/la_$k" "$TMP/lm_$k" && ok || bad "merged $k logits are not within 1e-5 of base + adapters"
+  "$BIN" export "$C" "$TMP/m_$k.gguf" > "$TMP/log" 2>&1 || { bad "merged gguf export ($k)"; cat "$TMP/log"; }
+  "$BIN" logits "$TMP/m_$k.gguf" --ids $IDS > "$TMP/lg_$k" 2>&1 || bad "logits of the $k gguf"
+  logits_close "$TMP/la_$k" "$TMP/lg_$k" && ok || bad "merged $k gguf logits are not within 1e-5"
 done
 "$BIN" logits "$BASE" --ids $IDS > "$TMP/lbase" 2>&1
 cmp -s "$TMP/la_per" "$TMP/lbase" && bad "the adapter checkpoint's logits equal the base's" || ok
