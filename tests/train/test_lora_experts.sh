@@ -11,6 +11,9 @@
 # - exact resume (--stop-at 10, --resume auto): bit-identical steps 11..20 and final
 #   adapters and moments, per expert on 1 and 2 ranks (expert parallel: the per-expert
 #   adapters are gathered to rank 0 for the file and cut again on resume) and shared on 2;
+# - train.recompute gives the same steps bit for bit; the sharded optimizer on 2 ranks the
+#   same losses;
+# - greedy KV-cache sampling of the adapter checkpoint and of its merged export agree;
 # - merged export: `moetrain logits` of the adapter checkpoint (base + adapters) and of the
 #   merged HF and GGUF exports agree within 1e-5 (per expert and shared; the merged
 #   products sum in another order: a few float32 ulps on O(1) logits);
@@ -91,6 +94,15 @@ for R in 2 4; do
     || { bad "-n $R losses differ from -n 1"; paste <(losses "$TMP/l1" 1 5) <(losses "$TMP/l$R" 1 5); }
 done
 
+# Per-layer recomputation: the same steps bit for bit; the sharded optimizer on 2 ranks
+# (per-expert moments split over the expert-data group): the same losses (1e-4 relative).
+run "$TMP/rc.log" "$BIN" "$TMP/lora.yaml" --set "run.dir=$TMP/rc" --set train.recompute=true
+[ -n "$(steps "$TMP/l1" 1 20)" ] && [ "$(steps "$TMP/l1" 1 20)" = "$(steps "$TMP/rc" 1 20)" ] && ok \
+  || bad "train.recompute changes the steps"
+run "$TMP/z2.log" timeout 300 "$MPIRUN" -n 2 "$BIN" "$TMP/lora.yaml" --set "run.dir=$TMP/z2" \
+  --set parallel.expert_parallel=1 --set parallel.shard_optimizer=true
+close "$(losses "$TMP/l1" 1 20)" "$(losses "$TMP/z2" 1 20)" 1e-4 && ok || bad "-n 2 sharded optimizer losses differ"
+
 # Exact resume: per expert on 1 and 2 ranks, shared on 2.
 CFG=$TMP/lora.yaml RESUME_AT=10 exact_resume per1
 CFG=$TMP/lora.yaml RESUME_AT=10 exact_resume per2 timeout 300 "$MPIRUN" -n 2
@@ -113,6 +125,11 @@ for k in per shared; do
 done
 "$BIN" logits "$BASE" --ids $IDS > "$TMP/lbase" 2>&1
 cmp -s "$TMP/la_per" "$TMP/lbase" && bad "the adapter checkpoint's logits equal the base's" || ok
+# KV-cache sampling runs base + adapters (layers/infer.c through the same MoE layer)
+"$BIN" sample "$CK" --prompt "Natalia sold" --max-tokens 8 --temperature 0 > "$TMP/s1" 2>&1 \
+  && "$BIN" sample "$TMP/hf_per" --prompt "Natalia sold" --max-tokens 8 --temperature 0 > "$TMP/s2" 2>&1 \
+  && [ "$(head -1 "$TMP/s1")" = "$(head -1 "$TMP/s2")" ] && ok \
+  || { bad "greedy samples of the adapter checkpoint and its merged export differ"; head -2 "$TMP/s1" "$TMP/s2"; }
 
 # PEFT adapters: per-module names on Mixtral's per-expert nn.Linear (docs/export.md).
 for k in per shared; do
