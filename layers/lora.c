@@ -46,28 +46,13 @@ void lora_dropout_mask(float *mask, int N, int din, const LoraDrop *d) {
  *   dx += dy W + ((s dy B) A) * mask;  dW += dy^T x;  dB += s dy^T u;  dA += (s dy B)^T xd.
  * du = s dy B (N, r) goes to the scratch carved at forward time; with dropout the xd buffer
  * (read last by dA) is then reused for du A before it is masked into dx. */
-static void lora_linear_bw_run(TapeOp *op, Tensor *x, Tensor *w, Tensor *a, Tensor *b, int N,
-                               int din, int dout, int r, float s, const float *dy,
-                               const float *u, const float *mask, float *du, float *xd,
-                               const float *xa);
-
-static void lora_linear_bw(TapeOp *op) {
+static void lora_linear_bw_kernel(TapeOp *op) {
     Tensor *x = op->in[0], *w = op->in[1], *a = op->in[2], *b = op->in[3];
     const int N = op->i[0], din = op->i[1], dout = op->i[2], r = op->i[3];
     const float s = (float)op->f[0];
     const float *dy = op->out->grad, *u = op->aux[0], *mask = op->aux[3];
     float *du = op->aux[1], *xd = op->aux[2];
     const float *xa = xd ? xd : x->data;
-    if (op->i[4]) gemm_fp32_begin();
-    lora_linear_bw_run(op, x, w, a, b, N, din, dout, r, s, dy, u, mask, du, xd, xa);
-    if (op->i[4]) gemm_fp32_end();
-}
-
-static void lora_linear_bw_run(TapeOp *op, Tensor *x, Tensor *w, Tensor *a, Tensor *b, int N,
-                               int din, int dout, int r, float s, const float *dy,
-                               const float *u, const float *mask, float *du, float *xd,
-                               const float *xa) {
-    (void)op;
     if (x->requires_grad)
         gemm(false, false, N, din, dout, 1.0f, dy, dout,
                     w->data, din, 1.0f, x->grad, din);
@@ -93,6 +78,13 @@ static void lora_linear_bw_run(TapeOp *op, Tensor *x, Tensor *w, Tensor *a, Tens
                 din, 0.0f, xd, din);
     const size_t n = (size_t)N * din;
     for (size_t j = 0; j < n; j++) x->grad[j] += xd[j] * mask[j];
+}
+
+/* The kernel, its products in fp32 when the op was (lora_linear_fp32). */
+static void lora_linear_bw(TapeOp *op) {
+    if (op->i[4]) gemm_fp32_begin();
+    lora_linear_bw_kernel(op);
+    if (op->i[4]) gemm_fp32_end();
 }
 
 static Tensor *lora_linear_impl(Tape *t, Tensor *x, Tensor *w, Tensor *a, Tensor *b,

@@ -9,7 +9,9 @@
  * - the model with w1/w2/w3 and gate adapters (per expert and shared): at step 0 (B = 0) the
  *   loss and logits equal the plain model's bit for bit; the trainable count follows the
  *   shapes (per expert E times the shared count); per-expert adapters live in the EXPERT
- *   block, shared ones and the gate's in the DENSE block; whole-model finite differences
+ *   block, shared ones and the gate's in the DENSE block; AdamW steps move every adapter
+ *   and leave every base tensor's bits, with no allocation after the first step;
+ *   whole-model finite differences
  *   for every adapter element; finetune_merge's plain model gives the adapted model's
  *   logits; the default targets (attention only) leave the expert path unchanged.
  */
@@ -23,6 +25,7 @@
 #include "checkpoints/finetune.h"
 #include "layers/lora.h"
 #include "layers/model.h"
+#include "optim/adamw.h"
 #include "testutil.h"
 
 /* Forward: float32 kernels vs a double reference on O(1) data, sums of ~10 terms: a few
@@ -290,6 +293,48 @@ START_TEST(test_counts_and_blocks) {
 }
 END_TEST
 
+/* A few AdamW steps with weight decay: every base tensor (experts and router included)
+ * keeps its exact bits, every adapter A and B moves, and after the first step nothing
+ * allocates (the adapters' products and saved state come from the tape's arena). */
+START_TEST(test_base_frozen_no_alloc) {
+    ModelShape s = tiny_shape();
+    make_batch(s.V);
+    LoraSpec lo = moe_spec(2, _i == 1, 0.0f);
+    Model m;
+    model_init_lora(&m, &s, &lo, 0, s.E, 3);
+    float *keep[PBLOCK_COUNT];
+    for (int b = 0; b < PBLOCK_COUNT; b++) {
+        keep[b] = moe_malloc(m.ps.blocks[b].n * sizeof(float) + 1);
+        memcpy(keep[b], m.ps.blocks[b].data, m.ps.blocks[b].n * sizeof(float));
+    }
+    Tape t;
+    tape_init(&t, 1 << 16);
+    AdamWConfig ac = {0.9f, 0.95f, 1e-8f, 0.1f};
+    size_t calls = 0;
+    for (int step = 0; step < 4; step++) {
+        params_zero_grad(&m.ps);
+        ModelOut out;
+        loss_of(&m, &t, true, &out);
+        tape_backward(&t, out.loss, NULL);
+        adamw_step(&m.ps, &ac, 1e-2f, step + 1);
+        if (step == 0) calls = moe_alloc_calls();
+    }
+    ck_assert_uint_eq(moe_alloc_calls(), calls);
+    int moved = 0, adapters = 0;
+    for (int i = 0; i < m.ps.count; i++) {
+        const Param *p = &m.ps.p[i];
+        const bool same = !memcmp(keep[p->block] + p->off, p->t.data, p->t.n * sizeof(float));
+        if (lora_is_adapter(p->name)) adapters++, moved += !same;
+        else ck_assert_msg(same, "base tensor %s changed", p->name);
+    }
+    ck_assert_int_eq(adapters, 2 * 5 * s.L);   /* q, w1, w2, w3, gate: A and B each */
+    ck_assert_int_eq(moved, adapters);
+    tape_free(&t);
+    for (int b = 0; b < PBLOCK_COUNT; b++) moe_free(keep[b]);
+    model_free(&m);
+}
+END_TEST
+
 /* Central differences of the total loss for every adapter element (B random so dA is not
  * zero), training forward with router noise and the gate's dropout (expert adapters take
  * none). test_lora's tolerance and reasoning: h = 1e-3 on a float32 loss of ~2.4 gives FD
@@ -378,6 +423,7 @@ int main(int argc, char **argv) {
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_step0_bit_equal, 0, 2);   /* per expert, shared */
     tcase_add_test(tc, test_counts_and_blocks);
+    tcase_add_loop_test(tc, test_base_frozen_no_alloc, 0, 2);
     tcase_add_loop_test(tc, test_model_grads, 0, 2);
     tcase_add_loop_test(tc, test_merged_logits, 0, 2);
     suite_add_tcase(s, tc);
