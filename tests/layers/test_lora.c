@@ -206,7 +206,7 @@ static ModelShape tiny_shape(void) {
 
 static LoraSpec all_targets(int rank, float dropout) {
     LoraSpec lo = {.rank = rank, .alpha = 2.0f * (float)rank, .dropout = dropout,
-                   .targets = (1u << LORA_N_TARGETS) - 1};
+                   .targets = (1u << LORA_N_ATTN) - 1};
     return lo;
 }
 
