@@ -26,6 +26,7 @@
 #include "layers/lora.h"
 #include "layers/model.h"
 #include "optim/adamw.h"
+#include "model_test.h"
 #include "testutil.h"
 
 /* Forward: float32 kernels vs a double reference on O(1) data, sums of ~10 terms: a few
@@ -185,14 +186,6 @@ END_TEST
 
 /* ---------------- the model ---------------- */
 
-static ModelShape tiny_shape(void) {
-    ModelShape s = {.V = 11, .C = 8, .L = 2, .H = 2, .Hkv = 1, .D = 4, .F = 6, .E = 4, .K = 2,
-                    .norm_eps = 1e-5f, .rope_theta = 10000.0f, .init_std = 0.3f,
-                    .capacity_factor = 0.0f, .router_noise = true, .aux_coef = 0.01f,
-                    .z_coef = 0.001f};
-    return s;
-}
-
 #define MOE_TARGETS (LORA_EXPERT_MASK | (1u << LORA_GATE))
 
 static LoraSpec moe_spec(int rank, bool shared, float dropout) {
@@ -201,48 +194,10 @@ static LoraSpec moe_spec(int rank, bool shared, float dropout) {
     return lo;
 }
 
-enum { TB = 2, TT = 5 };
-static int32_t g_in[TB * TT], g_tg[TB * TT];
-
-static void make_batch(int V) {
-    MoeRng r;
-    rng_seed(&r, 99);
-    for (int i = 0; i < TB * TT; i++) {
-        g_in[i] = (int32_t)(rng_next(&r) % (uint64_t)V);
-        g_tg[i] = (int32_t)(rng_next(&r) % (uint64_t)V);
-    }
-}
-
-static double loss_of(Model *m, Tape *t, bool record, ModelOut *out) {
-    StepCtx ctx = {.train = true, .seed = 7, .step = 3, .token_base = 4, .loss_scale = 1.0f};
-    tape_reset(t, record);
-    moe_stats_reset(&m->stats);
-    model_forward(m, t, g_in, g_tg, TB, TT, &ctx, out);
-    return (double)out->loss->data[0];
-}
-
-static void logits_of(Model *m, Tape *t, float *out) {
-    StepCtx ctx = {.train = false, .seed = 7, .loss_scale = 1.0f};
-    ModelOut o;
-    tape_reset(t, false);
-    model_forward(m, t, g_in, NULL, TB, TT, &ctx, &o);
-    memcpy(out, o.logits->data, sizeof(float) * o.logits->n);
-}
-
-static void randomise_b(Model *m, uint64_t seed) {
-    MoeRng r;
-    rng_seed(&r, seed);
-    for (int i = 0; i < m->ps.count; i++) {
-        Param *p = &m->ps.p[i];
-        if (!strstr(p->name, ".lora_B.")) continue;
-        for (size_t j = 0; j < p->t.n; j++) p->t.data[j] = 0.3f * rng_normal(&r);
-    }
-}
-
 /* Fresh adapters add exactly zero: the training loss (router noise and the gate adapter's
  * dropout on) and the logits equal the plain model's, bit for bit, per expert and shared. */
 START_TEST(test_step0_bit_equal) {
-    ModelShape s = tiny_shape();
+    ModelShape s = tiny_shape(4);
     make_batch(s.V);
     LoraSpec lo = moe_spec(3, _i == 1, 0.0f);
     Model plain, lm;
@@ -251,8 +206,8 @@ START_TEST(test_step0_bit_equal) {
     Tape t;
     tape_init(&t, 1 << 20);
     ModelOut o1, o2;
-    double l1 = loss_of(&plain, &t, true, &o1);
-    double l2 = loss_of(&lm, &t, true, &o2);
+    double l1 = loss_of_mode(&plain, &t, true, true, 4, &o1);
+    double l2 = loss_of_mode(&lm, &t, true, true, 4, &o2);
     ck_assert_msg(l1 == l2, "step-0 loss %.9g (plain) vs %.9g (LoRA)", l1, l2);
     float a[TB * TT * 11], b[TB * TT * 11];
     logits_of(&plain, &t, a);
@@ -267,7 +222,7 @@ END_TEST
 /* Adapter sizes from the shapes: w1, w3 C -> F, w2 F -> C (times E per expert, once
  * shared), gate C -> E, q C -> H D; and the blocks they live in. */
 START_TEST(test_counts_and_blocks) {
-    ModelShape s = tiny_shape();
+    ModelShape s = tiny_shape(4);
     const size_t C = 8, F = 6, E = 4, HD = 8, r = 2, L = 2;
     for (int sh = 0; sh < 2; sh++) {
         LoraSpec lo = moe_spec((int)r, sh, 0.0f);
@@ -297,7 +252,7 @@ END_TEST
  * keeps its exact bits, every adapter A and B moves, and after the first step nothing
  * allocates (the adapters' products and saved state come from the tape's arena). */
 START_TEST(test_base_frozen_no_alloc) {
-    ModelShape s = tiny_shape();
+    ModelShape s = tiny_shape(4);
     make_batch(s.V);
     LoraSpec lo = moe_spec(2, _i == 1, 0.0f);
     Model m;
@@ -314,7 +269,7 @@ START_TEST(test_base_frozen_no_alloc) {
     for (int step = 0; step < 4; step++) {
         params_zero_grad(&m.ps);
         ModelOut out;
-        loss_of(&m, &t, true, &out);
+        loss_of_mode(&m, &t, true, true, 4, &out);
         tape_backward(&t, out.loss, NULL);
         adamw_step(&m.ps, &ac, 1e-2f, step + 1);
         if (step == 0) calls = moe_alloc_calls();
@@ -340,18 +295,18 @@ END_TEST
  * none). test_lora's tolerance and reasoning: h = 1e-3 on a float32 loss of ~2.4 gives FD
  * noise ~2.4e-4 (atol 1e-3), rtol 2e-2 covers O(h^2) truncation on the curved parts. */
 START_TEST(test_model_grads) {
-    ModelShape s = tiny_shape();
+    ModelShape s = tiny_shape(4);
     make_batch(s.V);
     LoraSpec lo = moe_spec(2, _i == 1, 0.0f);
     Model m;
     model_init_lora(&m, &s, &lo, 0, s.E, 1234);
     m.lora.dropout = 0.2f;   /* the gate's adapter only (config_validate's rule) */
-    randomise_b(&m, 77);
+    randomise_lora_b(&m, 77);
     Tape t;
     tape_init(&t, 1 << 20);
     ModelOut out;
     params_zero_grad(&m.ps);
-    loss_of(&m, &t, true, &out);
+    loss_of_mode(&m, &t, true, true, 4, &out);
     tape_backward(&t, out.loss, NULL);
     const float h = 1e-3f;
     int bad = 0, checked = 0;
@@ -361,9 +316,9 @@ START_TEST(test_model_grads) {
         for (size_t j = 0; j < p->t.n; j++) {
             float keep = p->t.data[j];
             p->t.data[j] = keep + h;
-            double fp = loss_of(&m, &t, false, &out);
+            double fp = loss_of_mode(&m, &t, false, true, 4, &out);
             p->t.data[j] = keep - h;
-            double fm = loss_of(&m, &t, false, &out);
+            double fm = loss_of_mode(&m, &t, false, true, 4, &out);
             p->t.data[j] = keep;
             double num = (fp - fm) / (2.0 * (double)h), a = (double)p->t.grad[j];
             checked++;
@@ -386,12 +341,12 @@ END_TEST
  * in another order, a few eps_f32 on O(1) logits), and the adapters matter (the base alone
  * is off by more than 1e-3). */
 START_TEST(test_merged_logits) {
-    ModelShape s = tiny_shape();
+    ModelShape s = tiny_shape(4);
     make_batch(s.V);
     LoraSpec lo = moe_spec(3, _i == 1, 0.0f);
     Model lm, plain, base;
     model_init_lora(&lm, &s, &lo, 0, s.E, 8);
-    randomise_b(&lm, 2);
+    randomise_lora_b(&lm, 2);
     finetune_merge(&lm, &plain);
     model_init(&base, &s, 0, s.E, 8);
     Tape t;
