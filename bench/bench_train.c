@@ -187,13 +187,15 @@ typedef struct StepTimes {
     double remote;   /* (token, other rank) pairs routed (MoeStats.remote), all layers */
 } StepTimes;
 
+/* a2a: the expert exchange; ar: gradient reduction + the sharded optimizer's all-gather
+ * (parallel/comm.h) */
 static void comm_counters(double c[6]) {
-    c[0] = comm_bytes_alltoall;
-    c[1] = comm_bytes_allreduce;
+    c[0] = comm_stat[COMM_ALLTOALL].bytes;
+    c[1] = comm_stat[COMM_GRAD].bytes + comm_stat[COMM_GATHER].bytes;
     c[2] = comm_slots_offrank;
     c[3] = comm_slots_fromrank;
-    c[4] = comm_time_alltoall;
-    c[5] = comm_time_allreduce;
+    c[4] = comm_stat[COMM_ALLTOALL].wait;
+    c[5] = comm_stat[COMM_GRAD].wait + comm_stat[COMM_GATHER].wait;
 }
 
 /* One training step (forward, backward, gradient all-reduce + norm, AdamW) on tape t;
@@ -578,23 +580,27 @@ int main(int argc, char **argv) {
             slin /= plans;
             double P = comm.ep, uniform = 2.0 * xfers * s.L * N * s.K * (P - 1) / P * s.C * 4.0;
             double routed = xfers * (slots + slin) * s.C * 4.0;
-            /* a sharded block: reduce-scatter + all-gather of its padded buffer */
-            double ar_pred = 4.0 * (double)m.ps.blocks[PBLOCK_DENSE].gn +
-                             (comm.edp > 1 ? 4.0 * (double)m.ps.blocks[PBLOCK_EXPERT].gn : 0.0);
-            for (int b = 0; b < PBLOCK_COUNT; b++)
-                if (zero_block_sharded(&m.ps, b))
-                    ar_pred += 8.0 * (double)m.ps.blocks[b].gpad -
-                               4.0 * (double)m.ps.blocks[b].gn;
+            /* bytes sent by a ring over G ranks (parallel/comm.h): 2 (G-1)/G of a block's
+             * gradient buffer, the gn trainable floats, or the padded gpad when sharded
+             * (reduce-scatter + all-gather, (G-1)/G each); dense G = R, experts G = EDP */
+            double ar_pred = 0;
+            for (int b = 0; b < PBLOCK_COUNT; b++) {
+                const double G = b == PBLOCK_DENSE ? comm.size : comm.edp;
+                const ParamBlock *pb = &m.ps.blocks[b];
+                const double len = zero_block_sharded(&m.ps, b) ? (double)pb->gpad
+                                                                : (double)pb->gn;
+                ar_pred += 2.0 * (G - 1.0) / G * 4.0 * len;
+            }
             printf("rank 0 per step: all-to-all %.2f MB sent (routing predicts %.2f MB: %.0f "
                    "slots out + %.0f in, x %.0f transfers x C floats; uniform routing %.2f MB) "
                    "in %.3f s\n", a2a / 1e6, routed / 1e6, slots, slin, xfers, uniform / 1e6,
                    ta2a);
-            printf("rank 0 per step: all-reduce%s %.2f MB handed to MPI (dense %.2f MB + "
-                   "expert %.2f MB%s = %.2f MB predicted) in %.3f s\n",
-                   zero_blocks ? " / reduce-scatter + all-gather" : "", ar / 1e6,
-                   4.0 * (double)m.ps.blocks[PBLOCK_DENSE].gn / 1e6,
-                   comm.edp > 1 ? 4.0 * (double)m.ps.blocks[PBLOCK_EXPERT].gn / 1e6 : 0.0,
-                   zero_blocks ? ", twice for sharded blocks (padded)" : "", ar_pred / 1e6, tar);
+            printf("rank 0 per step: gradient %s %.2f MB sent (ring volume of dense %.2f MB "
+                   "over %d ranks + expert %.2f MB over %d: %.2f MB predicted) in %.3f s\n",
+                   zero_blocks ? "reduce-scatter + all-gather" : "all-reduce", ar / 1e6,
+                   4.0 * (double)m.ps.blocks[PBLOCK_DENSE].gn / 1e6, comm.size,
+                   4.0 * (double)m.ps.blocks[PBLOCK_EXPERT].gn / 1e6, comm.edp, ar_pred / 1e6,
+                   tar);
         }
     }
     if (compare) {

@@ -5,8 +5,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-double comm_bytes_allreduce, comm_bytes_alltoall, comm_slots_offrank, comm_slots_fromrank;
-double comm_time_allreduce, comm_time_alltoall;
+CommStat comm_stat[COMM_KINDS];
+const char *const comm_kind_names[COMM_KINDS] = {"gradient reduction", "parameter all-gather",
+                                                  "expert all-to-all", "small all-reduces"};
+double comm_slots_offrank, comm_slots_fromrank;
+
+void comm_count(int kind, double bytes, double seconds) {
+    CommStat *s = &comm_stat[kind];
+    s->bytes += bytes;
+    s->calls += 1;
+    s->wait += seconds;
+    s->span += seconds;
+}
 
 static void abort_all(void) {
     int init = 0, fin = 0;
@@ -20,6 +30,9 @@ void comm_init(Comm *c, int *argc, char ***argv) {
     c->size = 1;
     c->ep = 1;
     c->edp = 1;
+    c->nodes = 1;
+    c->local_size = 1;
+    c->node_comm = c->cross_comm = MPI_COMM_NULL;
     /* Only start MPI when a launcher set up a job; a plain `moetrain` run stays MPI-free. */
     if (getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_RANK")) {
         MPI_Init(argc, argv);
@@ -65,6 +78,90 @@ int comm_setup(Comm *c, int expert_parallel, int n_experts, int micro_batch, Moe
         MPI_Comm_split(c->world, c->rank / P, c->rank, &c->ep_comm);
         MPI_Comm_split(c->world, c->rank % P, c->rank, &c->edp_comm);
     }
+    return comm_nodes(c, err);
+}
+
+/* Parse MOE_NODE_MAP into node[R]; -1 with err when malformed. */
+static int parse_node_map(const char *s, int R, int *node, MoeErr *err) {
+    const char *p = s;
+    for (int r = 0; r < R; r++) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 0 || v >= R || (*end != ',' && *end != '\0') ||
+            (*end == '\0' && r != R - 1) || (*end == ',' && r == R - 1)) {
+            moe_errorf(err, "MOE_NODE_MAP=\"%s\" is not %d comma-separated node numbers "
+                       "in [0, %d) (one per rank)", s, R, R);
+            return moe_hintf(err, "e.g. MOE_NODE_MAP=%s for two nodes, or unset it to use "
+                             "the machines' real layout", R == 4 ? "0,0,1,1" : "0,0,1,1,...");
+        }
+        node[r] = (int)v;
+        p = end + 1;
+    }
+    return 0;
+}
+
+int comm_nodes(Comm *c, MoeErr *err) {
+    c->nodes = 1;
+    c->node = 0;
+    c->local_rank = c->rank;
+    c->local_size = c->size;
+    c->hier = false;
+    if (!c->mpi || c->size == 1) return 0;
+    const int R = c->size;
+    int *node = moe_calloc((size_t)R * sizeof(int));
+    const char *map = getenv("MOE_NODE_MAP");
+    int bad = 0;
+    if (map && *map) {
+        bad = parse_node_map(map, R, node, err);
+    } else {
+        /* the real layout: node number = lowest world rank sharing memory with me */
+        MPI_Comm shared;
+        MPI_Comm_split_type(c->world, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &shared);
+        int lowest = c->rank;
+        MPI_Allreduce(MPI_IN_PLACE, &lowest, 1, MPI_INT, MPI_MIN, shared);
+        MPI_Comm_free(&shared);
+        MPI_Allgather(&lowest, 1, MPI_INT, node, 1, MPI_INT, c->world);
+    }
+    if (comm_max_world_i(c, bad ? 1 : 0)) {
+        moe_free(node);
+        if (!bad) {
+            moe_errorf(err, "MOE_NODE_MAP is malformed on another rank");
+            return moe_hintf(err, "give every rank the same MOE_NODE_MAP");
+        }
+        return -1;
+    }
+    /* Equal nodes of consecutive ranks: node ids change only at multiples of L. */
+    int L = 1;
+    while (L < R && node[L] == node[0]) L++;
+    bool ok = R % L == 0;
+    int nodes = R / L;
+    for (int r = 0; ok && r < R; r++)
+        ok = node[r] == node[r / L * L] && (r % L != 0 || r == 0 || node[r] != node[r - 1]);
+    /* node numbers may repeat non-consecutively (0,1,0,1): not a block layout */
+    for (int a = 0; ok && a < nodes; a++)
+        for (int b = a + 1; ok && b < nodes; b++) ok = node[a * L] != node[b * L];
+    if (ok && nodes > 1) {
+        c->nodes = nodes;
+        c->node = c->rank / L;
+        c->local_rank = c->rank % L;
+        c->local_size = L;
+        c->hier = true;
+        MPI_Comm_split(c->world, c->node, c->rank, &c->node_comm);
+        MPI_Comm_split(c->world, c->local_rank, c->rank, &c->cross_comm);
+    } else if (!ok) {
+        int distinct = 0;
+        for (int r = 0; r < R; r++) {
+            bool seen = false;
+            for (int q = 0; q < r && !seen; q++) seen = node[q] == node[r];
+            distinct += !seen;
+        }
+        c->nodes = distinct;
+        if (c->rank == 0)
+            printf("parallel: %d nodes of unequal size or non-consecutive ranks; collectives "
+                   "stay flat (place ranks by slot with equal counts per node for the "
+                   "hierarchical paths)\n", distinct);
+    }
+    moe_free(node);
     return 0;
 }
 
@@ -72,38 +169,44 @@ void comm_finalize(Comm *c) {
     if (!c->mpi) return;
     if (c->ep_comm) MPI_Comm_free(&c->ep_comm);
     if (c->edp_comm) MPI_Comm_free(&c->edp_comm);
+    if (c->node_comm != MPI_COMM_NULL) MPI_Comm_free(&c->node_comm);
+    if (c->cross_comm != MPI_COMM_NULL) MPI_Comm_free(&c->cross_comm);
     MPI_Finalize();
     c->mpi = false;
 }
 
-static void sum(MPI_Comm comm, void *x, size_t n, MPI_Datatype t, size_t elem) {
-    /* MPI counts are int: reduce in pieces of at most 2^30 elements. */
+/* Sum in place over comm; counted as `kind` (the float sums are the gradient reductions,
+ * the rest small all-reduces). MPI counts are int: reduce in pieces of at most 2^30
+ * elements. */
+static void sum(MPI_Comm comm, int kind, void *x, size_t n, MPI_Datatype t, size_t elem) {
     char *p = x;
+    int G;
+    MPI_Comm_size(comm, &G);
     double t0 = moe_now();
+    const double bytes = 2.0 * (G - 1) / G * (double)n * (double)elem;   /* ring volume */
     while (n > 0) {
         int k = n > ((size_t)1 << 30) ? 1 << 30 : (int)n;
         MPI_Allreduce(MPI_IN_PLACE, p, k, t, MPI_SUM, comm);
-        comm_bytes_allreduce += (double)k * (double)elem;
         p += (size_t)k * elem;
         n -= (size_t)k;
     }
-    comm_time_allreduce += moe_now() - t0;
+    comm_count(kind, bytes, moe_now() - t0);
 }
 
 void comm_sum_world_f(const Comm *c, float *x, size_t n) {
-    if (c->mpi && c->size > 1) sum(c->world, x, n, MPI_FLOAT, sizeof(float));
+    if (c->mpi && c->size > 1) sum(c->world, COMM_GRAD, x, n, MPI_FLOAT, sizeof(float));
 }
 void comm_sum_world_d(const Comm *c, double *x, size_t n) {
-    if (c->mpi && c->size > 1) sum(c->world, x, n, MPI_DOUBLE, sizeof(double));
+    if (c->mpi && c->size > 1) sum(c->world, COMM_OTHER, x, n, MPI_DOUBLE, sizeof(double));
 }
 void comm_sum_edp_f(const Comm *c, float *x, size_t n) {
-    if (c->mpi && c->edp > 1) sum(c->edp_comm, x, n, MPI_FLOAT, sizeof(float));
+    if (c->mpi && c->edp > 1) sum(c->edp_comm, COMM_GRAD, x, n, MPI_FLOAT, sizeof(float));
 }
 void comm_sum_ep_d(const Comm *c, double *x, size_t n) {
-    if (c->mpi && c->ep > 1) sum(c->ep_comm, x, n, MPI_DOUBLE, sizeof(double));
+    if (c->mpi && c->ep > 1) sum(c->ep_comm, COMM_OTHER, x, n, MPI_DOUBLE, sizeof(double));
 }
 void comm_sum_world_i32(const Comm *c, int32_t *x, size_t n) {
-    if (c->mpi && c->size > 1) sum(c->world, x, n, MPI_INT32_T, sizeof(int32_t));
+    if (c->mpi && c->size > 1) sum(c->world, COMM_OTHER, x, n, MPI_INT32_T, sizeof(int32_t));
 }
 
 int comm_max_world_i(const Comm *c, int v) {

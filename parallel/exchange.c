@@ -18,8 +18,7 @@ ExchangePlan *exchange_plan(Tape *t, const struct MoeExchange *ex, const int32_t
     for (int e = 0; e < E; e++) p->cnt_send[e] = offs[e + 1] - offs[e];
     double t0 = moe_now();
     MPI_Alltoall(p->cnt_send, El, MPI_INT32_T, p->cnt_recv, El, MPI_INT32_T, ep_comm(ex));
-    comm_time_alltoall += moe_now() - t0;
-    comm_bytes_alltoall += (double)(P - 1) * El * sizeof(int32_t);
+    comm_count(COMM_ALLTOALL, (double)(P - 1) * El * sizeof(int32_t), moe_now() - t0);
     p->me = ex->comm->ep_rank;
     p->scount = arena_alloc(&t->arena, sizeof(int) * (size_t)P);
     p->sdispl = arena_alloc(&t->arena, sizeof(int) * (size_t)P);
@@ -76,8 +75,8 @@ static void forward_move(const ExchangePlan *p, MPI_Comm comm, const float *src,
     double t0 = moe_now();
     MPI_Alltoallv(src, p->scount, p->sdispl, MPI_FLOAT, p->buf, p->rcount, p->rdispl,
                   MPI_FLOAT, comm);
-    comm_time_alltoall += moe_now() - t0;
-    comm_bytes_alltoall += (double)(p->M_send * p->C - p->scount[p->me]) * sizeof(float);
+    comm_count(COMM_ALLTOALL, (double)(p->M_send * p->C - p->scount[p->me]) * sizeof(float),
+               moe_now() - t0);
     const size_t C = (size_t)p->C;
     for (int r = 0; r < p->M_recv; r++) {
         float *dst = out + (size_t)p->perm[r] * C;
@@ -97,8 +96,8 @@ static void backward_move(const ExchangePlan *p, MPI_Comm comm, const float *src
     double t0 = moe_now();
     MPI_Alltoallv(p->buf, p->rcount, p->rdispl, MPI_FLOAT, dst, p->scount, p->sdispl,
                   MPI_FLOAT, comm);
-    comm_time_alltoall += moe_now() - t0;
-    comm_bytes_alltoall += (double)(p->M_recv * p->C - p->rcount[p->me]) * sizeof(float);
+    comm_count(COMM_ALLTOALL, (double)(p->M_recv * p->C - p->rcount[p->me]) * sizeof(float),
+               moe_now() - t0);
     if (accumulate)
         for (size_t i = 0; i < (size_t)p->M_send * C; i++) out[i] += tmp[i];
 }

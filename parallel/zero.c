@@ -85,8 +85,7 @@ void zero_reduce_grads(ParamSet *ps, const Comm *c) {
             MPI_Reduce_scatter_block(stage, bl->grad + bl->shard_lo + k, (int)len, MPI_FLOAT,
                                      MPI_SUM, mc);
         }
-        comm_time_allreduce += moe_now() - t0;
-        comm_bytes_allreduce += 4.0 * (double)bl->gpad;
+        comm_count(COMM_GRAD, 4.0 * (double)(bl->gpad - n), moe_now() - t0);
         grad_scale_range(ps, b, bl->shard_lo, bl->shard_n, inv);
     }
 }
@@ -140,8 +139,7 @@ void zero_gather_params(ParamSet *ps, const Comm *c) {
                     memcpy(bl->grad + (size_t)r * n + k, stage + (size_t)r * len,
                            len * sizeof(float));
         }
-        comm_time_allreduce += moe_now() - t0;
-        comm_bytes_allreduce += 4.0 * (double)bl->gpad;
+        comm_count(COMM_GATHER, 4.0 * (double)(bl->gpad - n), moe_now() - t0);
         for (int i = 0; i < ps->count; i++) {
             const Param *p = &ps->p[i];
             if (p->block != b || !p->trainable) continue;
