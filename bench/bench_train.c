@@ -73,6 +73,7 @@
 #include "layers/router_bias.h"
 #include "parallel/dp.h"
 #include "parallel/exchange.h"
+#include "parallel/reduce.h"
 #include "parallel/zero.h"
 #include "configs/config.h"
 #include "train/mfu.h"
@@ -165,6 +166,7 @@ typedef struct Bench {
     AdamWConfig ac;
     float bias_rate;   /* moe.bias_update_rate when the model balances with a bias, else 0 */
     bool zero;         /* parallel.shard_optimizer sharded a block (parallel/zero.h) */
+    GradReduce *gr;    /* the gradient reduction of the setting being stepped */
 } Bench;
 
 /* CPU seconds used by this process so far (all its threads): on a machine shared with
@@ -179,6 +181,7 @@ static double cpu_seconds(void) {
 typedef struct StepTimes {
     double f, b, r, o, all, cpu;
     double a2a, ar, slots, slin, ta2a, tar;   /* bytes, routed slots out/in, seconds */
+    CommStat kind[COMM_KINDS];                /* the counters' growth, by kind */
 } StepTimes;
 
 /* a2a: the expert exchange; ar: gradient reduction + the sharded optimizer's all-gather
@@ -198,6 +201,8 @@ static void bench_step(const Bench *bn, Tape *t, const StepCtx *proto, int st, S
     comm_barrier(bn->comm);
     double x0[6];
     comm_counters(x0);
+    CommStat k0[COMM_KINDS];
+    memcpy(k0, comm_stat, sizeof k0);
     double t0 = moe_now(), c0 = cpu_seconds();
     params_zero_grad(&bn->m->ps);
     tape_reset(t, true);
@@ -208,10 +213,16 @@ static void bench_step(const Bench *bn, Tape *t, const StepCtx *proto, int st, S
     ModelOut out;
     model_forward(bn->m, t, bn->in, bn->tgt, bn->Bl, bn->T, &ctx, &out);
     double t1 = moe_now();
+    /* as the trainer: the buckets leave during the backward (parallel/reduce.h) */
+    grad_reduce_begin(bn->gr, false);
+    if (bn->gr->bucket && bn->comm->size > 1) {
+        t->hook = grad_reduce_hook;
+        t->hook_ctx = bn->gr;
+    }
     tape_backward(t, out.loss, NULL);
+    t->hook = NULL;
     double t2 = moe_now();
-    if (bn->zero) zero_reduce_grads(&bn->m->ps, bn->comm);
-    else dp_reduce_grads(&bn->m->ps, bn->comm);
+    grad_reduce_finish(bn->gr);
     double gn = bn->zero ? zero_grad_norm(&bn->m->ps, bn->comm)
                          : dp_grad_norm(&bn->m->ps, bn->comm);
     (void)gn;
@@ -240,6 +251,12 @@ static void bench_step(const Bench *bn, Tape *t, const StepCtx *proto, int st, S
         acc->slin += x1[3] - x0[3];
         acc->ta2a += x1[4] - x0[4];
         acc->tar += x1[5] - x0[5];
+        for (int k = 0; k < COMM_KINDS; k++) {
+            acc->kind[k].bytes += comm_stat[k].bytes - k0[k].bytes;
+            acc->kind[k].calls += comm_stat[k].calls - k0[k].calls;
+            acc->kind[k].wait += comm_stat[k].wait - k0[k].wait;
+            acc->kind[k].span += comm_stat[k].span - k0[k].span;
+        }
     }
 }
 
@@ -263,6 +280,18 @@ static double bench_eval(const Bench *bn, Tape *t, const StepCtx *proto, double 
         t->fwd_time[r] = keep[r];
     }
     return dt;
+}
+
+/* Rank 0's counters by kind per step (parallel/comm.h: bytes sent, calls, wait = time
+ * blocked in MPI, span = each operation's start to its completion being seen, summed over
+ * operations that may run at the same time). */
+static void print_kinds(const StepTimes *a, int steps) {
+    printf("communication by kind, rank 0 per step: MB sent | calls | wait s (exposed) | "
+           "span s\n");
+    for (int k = 0; k < COMM_KINDS; k++)
+        printf("  %-22s %9.2f | %6.0f | %.4f | %.4f\n", comm_kind_names[k],
+               a->kind[k].bytes / steps / 1e6, a->kind[k].calls / steps, a->kind[k].wait / steps,
+               a->kind[k].span / steps);
 }
 
 static const char *setting_name(const StepCtx *c, bool doc_mask, char *buf, size_t cap) {
@@ -314,10 +343,12 @@ int main(int argc, char **argv) {
         compare = compares[ci];
         if (strncmp(compare, "train.recompute=", 16) && strncmp(compare, "train.loss_chunk=", 17) &&
             strncmp(compare, "data.doc_mask=", 14) && strncmp(compare, "compute.gemm=", 13) &&
-            strncmp(compare, "compute.precision=", 18)) {
+            strncmp(compare, "compute.precision=", 18) &&
+            strncmp(compare, "parallel.bucket_mb=", 19) &&
+            strncmp(compare, "parallel.hierarchical=", 22)) {
             fprintf(stderr, "bench_train: --compare %s: only train.recompute, train.loss_chunk, "
-                    "data.doc_mask, compute.gemm and compute.precision can be compared on one "
-                    "model\n", compare);
+                    "data.doc_mask, compute.gemm, compute.precision, parallel.bucket_mb and "
+                    "parallel.hierarchical can be compared on one model\n", compare);
             return 2;
         }
         if (config_set(&c2, compare, &err)) {
@@ -407,8 +438,21 @@ int main(int argc, char **argv) {
     if (root && doc_len > 0)
         printf("--doc-len %d: %d end-of-text tokens in rank 0's %d input tokens (%d rows)\n",
                doc_len, n_docs, N, Bl);
+    int *final_at = moe_calloc(sizeof(int) * (size_t)(m.ps.count + 1));
+    model_grad_final_at(&m, final_at);
+    GradReduce gr1, gr2;   /* the setting's and the --compare setting's reduction */
+    grad_reduce_init(&gr1, &m.ps, &comm, (size_t)(c.parallel.bucket_mb * 1048576.0 / 4),
+                     final_at, c.parallel.hierarchical);
+    grad_reduce_init(&gr2, &m.ps, &comm, (size_t)(c2.parallel.bucket_mb * 1048576.0 / 4),
+                     final_at, c2.parallel.hierarchical);
+    moe_free(final_at);
+    if (root && comm.size > 1)
+        printf("gradient reduction: %d node(s), dense block %s, experts %s; buckets %s\n",
+               comm.nodes, grad_reduce_block_hier(&gr1, PBLOCK_DENSE) ? "node first" : "flat",
+               grad_reduce_block_hier(&gr1, PBLOCK_EXPERT) ? "node first" : "flat",
+               c.parallel.bucket_mb > 0 ? "during the backward" : "after the backward (0)");
     Bench bn = {&m, &comm, in, tgt, Bl, T, N, {0.9f, 0.95f, 1e-8f, 0.1f},
-                (float)c.moe.bias_update_rate, zero_blocks > 0};
+                (float)c.moe.bias_update_rate, zero_blocks > 0, &gr1};
     const StepCtx proto = {.train = true, .seed = 1, .token_base = (long)comm.rank * N,
                            .loss_scale = 1.0f, .recompute = c.train.recompute,
                            .loss_chunk = c.train.loss_chunk};
@@ -479,7 +523,8 @@ int main(int argc, char **argv) {
                    t.bwd_time[r] / steps);
         printf("  %-38s %.3f s\n", "optimizer (AdamW)", to / steps);
         printf("  %-38s %.3f s (all-to-all %.3f inside router + dispatch, gradient "
-               "all-reduce %.3f)\n", "communication", ta2a + tar, ta2a, tar);
+               "reduction %.3f), exposed (waiting in MPI)\n", "communication", ta2a + tar,
+               ta2a, tar);
         printf("forward-only evaluation: %.0f tokens/s = %.2fx training tokens/s; per step:\n",
                eval_tok_s, eval_tok_s / tok_s);
         for (int r = 0; r < REGION_COUNT; r++)
@@ -557,6 +602,7 @@ int main(int argc, char **argv) {
                    4.0 * (double)m.ps.blocks[PBLOCK_DENSE].gn / 1e6, comm.size,
                    4.0 * (double)m.ps.blocks[PBLOCK_EXPERT].gn / 1e6, comm.edp, ar_pred / 1e6,
                    tar);
+            print_kinds(&acc, steps);
         }
     }
     if (compare) {
@@ -571,15 +617,19 @@ int main(int argc, char **argv) {
         const bool dm1 = c.data.doc_mask, dm2 = c2.data.doc_mask;
         m.doc_mask = dm2;
         gemm_select(path2.b, path2.p, &err);
+        bn.gr = &gr2;
         for (int st = 0; st < warmup; st++) bench_step(&bn, &t2, &proto2, st, NULL);
         for (int st = warmup; st < warmup + steps; st++) {
             m.doc_mask = dm1;
             gemm_select(gp.b, gp.p, &err);
+            bn.gr = &gr1;
             bench_step(&bn, &t, &proto, st, &a1);
             m.doc_mask = dm2;
             gemm_select(path2.b, path2.p, &err);
+            bn.gr = &gr2;
             bench_step(&bn, &t2, &proto2, st, &a2);
         }
+        bn.gr = &gr1;
         gemm_select(gp.b, gp.p, &err);
         if (root) {
             char n1[96], n2[96];
@@ -599,9 +649,37 @@ int main(int argc, char **argv) {
                    mib(sub_arena_bytes(&t2)), mib(plan_bytes(&t2)));
             printf("  tokens/s ratio second/first %.3f; peak resident now %.1f MiB (both tapes)\n",
                    k2 / k1, mib(rss_peak()));
+            if (comm.size > 1) {
+                const CommStat *g1 = &a1.kind[COMM_GRAD], *g2 = &a2.kind[COMM_GRAD];
+                printf("  gradient reduction per step: first parallel.bucket_mb=%g "
+                       "hierarchical=%s: %.4f s exposed (span %.4f s), step %.4f s; second "
+                       "parallel.bucket_mb=%g hierarchical=%s: %.4f s exposed (span %.4f s), "
+                       "step %.4f s\n", c.parallel.bucket_mb,
+                       c.parallel.hierarchical ? "true" : "false", g1->wait / steps,
+                       g1->span / steps, a1.all / steps, c2.parallel.bucket_mb,
+                       c2.parallel.hierarchical ? "true" : "false", g2->wait / steps,
+                       g2->span / steps, a2.all / steps);
+                /* hidden: of the time the reduction costs when it runs blocking after the
+                 * backward (the bucket_mb = 0 setting's exposed wait, measured in the same
+                 * minutes), the part the bucketed setting no longer waits for; "saved" is
+                 * the step time actually gained per second of that blocking reduction (it
+                 * also pays for communication that slows the backward's computation) */
+                const bool b1 = c.parallel.bucket_mb > 0, b2 = c2.parallel.bucket_mb > 0;
+                if (b1 != b2) {
+                    const StepTimes *ov = b1 ? &a1 : &a2, *bl = b1 ? &a2 : &a1;
+                    const double w0 = bl->kind[COMM_GRAD].wait, w1 = ov->kind[COMM_GRAD].wait;
+                    printf("  communication hidden (gradient reduction): %.1f%% = 1 - exposed "
+                           "%.4f s / blocking %.4f s per step; step time saved %.4f s per "
+                           "step = %.1f%% of the blocking reduction\n",
+                           100.0 * (1.0 - w1 / w0), w1 / steps, w0 / steps,
+                           (bl->all - ov->all) / steps, 100.0 * (bl->all - ov->all) / w0);
+                }
+            }
         }
         tape_free(&t2);
     }
+    grad_reduce_free(&gr1);
+    grad_reduce_free(&gr2);
     tape_free(&t);
     model_free(&m);
     config_free(&c2);
