@@ -7,12 +7,12 @@
  * collectives on each communicator start in the same order on every rank whatever the
  * timing of the tests.
  *
- * No deadlock: a launch that finds its staging slot busy waits only for the slot's previous
- * bucket's stage 0, which every rank started at an earlier launch (a deterministic point),
- * so it completes without any other rank doing something new. The later stages are never
- * waited for inside the backward (between the backward's blocking collectives, e.g. the
- * expert all-to-all, a rank only tests them); the hierarchical stage 1 needs a slot of its
- * own, and when that is busy its start is deferred to a later poll, not waited for.
+ * Launching: a mark makes buckets ready; they are launched (stage 0 started) in a fixed
+ * order as their staging slot frees, at that mark or at a later poll. Nothing here blocks
+ * during the backward (only MPI_Test): a rank waiting inside the backward for a collective
+ * of ours could deadlock against a rank waiting in the backward's own blocking collectives
+ * (the expert all-to-all). Only grad_reduce_finish blocks (MPI_Waitany), when every rank
+ * has left the backward and keeps starting whatever its completions allow.
  */
 #include "parallel/reduce.h"
 
@@ -50,6 +50,7 @@ typedef struct GrBlock {
     int nb;
     int *order;                    /* (nb) launch order: ready descending, index descending */
     int *seq;                      /* (nb) bucket launched at sequence number s */
+    int nready;                    /* order[0 .. nready) may be launched */
     int nlaunched, first;          /* first: lowest sequence number not done */
     int next[GR_STAGES];           /* sequence number of the next bucket to start stage s */
     int *ints;                     /* owned storage of every bucket's cnt */
@@ -372,9 +373,12 @@ static void stage_done(GradReduce *g, GrBlock *k, GrBucket *bu, int q, int s) {
     bu->done++;
 }
 
+static void try_launch(GradReduce *g, GrBlock *k);
+
 /* One round over block k's launched buckets: test the ones in flight, start the stages that
  * may start. Never blocks. */
 static void block_poll(GradReduce *g, GrBlock *k) {
+    try_launch(g, k);
     for (int q = k->first; q < k->nlaunched; q++) {
         GrBucket *bu = &k->bk[k->seq[q]];
         if (bu->inflight) {
@@ -396,6 +400,7 @@ static void block_poll(GradReduce *g, GrBlock *k) {
         }
     }
     while (k->first < k->nlaunched && k->bk[k->seq[k->first]].done == k->nstage) k->first++;
+    try_launch(g, k);
 }
 
 static void poll_all(GradReduce *g) {
@@ -431,30 +436,30 @@ static bool wait_some(GradReduce *g) {
     return true;
 }
 
-/* Launch bucket i of block k (stage 0), first waiting for its stage-0 slot. */
-static void launch(GradReduce *g, GrBlock *k, int i) {
-    const int q = k->nlaunched;
-    while (q >= k->nslot && k->bk[k->seq[q - k->nslot]].done < 1) {
-        poll_all(g);
-        if (k->bk[k->seq[q - k->nslot]].done >= 1) break;
-        ASSERT(wait_some(g), "a staging slot is held by a bucket not in flight");
+/* Launch block k's ready buckets, in order, while their stage-0 slot is free (the bucket
+ * nslot launches earlier is past its stage 0). Never blocks. */
+static void try_launch(GradReduce *g, GrBlock *k) {
+    while (k->nlaunched < k->nready) {
+        const int q = k->nlaunched;
+        if (q >= k->nslot && k->bk[k->seq[q - k->nslot]].done < 1) return;
+        const int i = k->order[q];
+        GrBucket *bu = &k->bk[i];
+        if (g->check_local) g->local_sumsq += grad_sumsq_range(g->ps, k->b, bu->lo, bu->n);
+        bu->seq = q;
+        k->seq[q] = i;
+        k->nlaunched++;
+        stage_start(g, k, bu, q, 0);
+        k->next[0]++;
     }
-    GrBucket *bu = &k->bk[i];
-    if (g->check_local) g->local_sumsq += grad_sumsq_range(g->ps, k->b, bu->lo, bu->n);
-    bu->seq = q;
-    k->seq[q] = i;
-    k->nlaunched++;
-    stage_start(g, k, bu, q, 0);
-    k->next[0]++;
 }
 
-/* Launch every bucket not launched yet whose ready level is at least `level`. */
-static void launch_ready(GradReduce *g, int level) {
+/* Every bucket whose ready level is at least `level` may be launched now. */
+static void make_ready(GradReduce *g, int level) {
     for (int b = 0; b < PBLOCK_COUNT; b++) {
         GrBlock *k = g->blk[b];
         if (!k) continue;
-        while (k->nlaunched < k->nb && k->bk[k->order[k->nlaunched]].ready >= level)
-            launch(g, k, k->order[k->nlaunched]);
+        while (k->nready < k->nb && k->bk[k->order[k->nready]].ready >= level) k->nready++;
+        try_launch(g, k);
     }
 }
 
@@ -467,7 +472,7 @@ void grad_reduce_begin(GradReduce *g, bool check_local) {
     for (int b = 0; b < PBLOCK_COUNT; b++) {
         GrBlock *k = g->blk[b];
         if (!k) continue;
-        k->nlaunched = k->first = 0;
+        k->nready = k->nlaunched = k->first = 0;
         memset(k->next, 0, sizeof k->next);
         for (int i = 0; i < k->nb; i++) {
             k->bk[i].seq = -1;
@@ -483,10 +488,10 @@ void grad_reduce_hook(void *ctx, int mark) {
     if (mark >= 0) {
         g->mark = mark;
         for (int b = 0; b < PBLOCK_COUNT; b++)
-            if (g->blk[b]) g->launched_early -= g->blk[b]->nlaunched;
-        launch_ready(g, mark);
+            if (g->blk[b]) g->launched_early -= g->blk[b]->nready;
+        make_ready(g, mark);
         for (int b = 0; b < PBLOCK_COUNT; b++)
-            if (g->blk[b]) g->launched_early += g->blk[b]->nlaunched;
+            if (g->blk[b]) g->launched_early += g->blk[b]->nready;
         poll_all(g);
     } else if (moe_now() - g->last_poll >= GR_POLL_S) {
         poll_all(g);
@@ -500,9 +505,9 @@ void grad_reduce_finish(GradReduce *g) {
         return;
     }
     if (!g->armed) grad_reduce_begin(g, false);
-    launch_ready(g, INT_MIN);
+    make_ready(g, INT_MIN);
     for (;;) {
-        poll_all(g);
+        poll_all(g);   /* also launches what the freed slots allow */
         if (!wait_some(g)) break;
     }
     for (int b = 0; b < PBLOCK_COUNT; b++) {

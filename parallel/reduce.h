@@ -40,8 +40,9 @@
  * same on every rank). grad_reduce_finish launches what is left and waits for everything;
  * with bucket_floats = 0 it does all the work there (after the backward, as before), in
  * pieces of GR_PIECE floats.
- * Memory: GR_SLOTS staging slots per block of one bucket's receive size each (a bucket in
- * flight holds a slot; a launch that finds its slot busy waits for the older bucket),
+ * Memory: GR_SLOTS staging slots per block of one bucket's receive size each (a bucket holds
+ * its slot until its own sums are done; a ready bucket whose slot is busy leaves at a later
+ * poll, never blocking the backward),
  * allocated here at set-up, with the requests and count arrays: the step allocates nothing.
  * Counted as COMM_GRAD (comm.h): bytes exact for the alltoallv stages, ring volume for the
  * all-gathers; wait = time inside MPI calls made here; span = each stage's start to its
@@ -67,7 +68,8 @@ typedef struct GradReduce {
     bool check_local;         /* sum the squares of this rank's own gradients at launch */
     double local_sumsq;       /* ... here (before the reduction overwrote them) */
     int mark;                 /* lowest mark passed in this backward (INT_MAX: none) */
-    int launched_early;       /* buckets launched by marks in this backward (not by finish) */
+    int launched_early;       /* buckets released by marks in this backward (not by finish);
+                                 each leaves as soon as a staging slot is free */
     double last_poll;         /* moe_now() of the last MPI_Test round */
     struct GrBlock *blk[PBLOCK_COUNT];   /* owned; NULL: not reduced (G = 1 or empty) */
     MPI_Request *any;         /* (all buckets) scratch for MPI_Waitany ... */
