@@ -441,16 +441,16 @@ int main(int argc, char **argv) {
     int *final_at = moe_calloc(sizeof(int) * (size_t)(m.ps.count + 1));
     model_grad_final_at(&m, final_at);
     GradReduce gr1, gr2;   /* the setting's and the --compare setting's reduction */
-    grad_reduce_init(&gr1, &m.ps, &comm, (size_t)(c.parallel.bucket_mb * 1048576.0 / 4),
+    grad_reduce_init(&gr1, &m.ps, &comm, grad_reduce_bucket_floats(c.parallel.bucket_mb, &comm),
                      final_at, c.parallel.hierarchical);
-    grad_reduce_init(&gr2, &m.ps, &comm, (size_t)(c2.parallel.bucket_mb * 1048576.0 / 4),
+    grad_reduce_init(&gr2, &m.ps, &comm, grad_reduce_bucket_floats(c2.parallel.bucket_mb, &comm),
                      final_at, c2.parallel.hierarchical);
     moe_free(final_at);
     if (root && comm.size > 1)
         printf("gradient reduction: %d node(s), dense block %s, experts %s; buckets %s\n",
                comm.nodes, grad_reduce_block_hier(&gr1, PBLOCK_DENSE) ? "node first" : "flat",
                grad_reduce_block_hier(&gr1, PBLOCK_EXPERT) ? "node first" : "flat",
-               c.parallel.bucket_mb > 0 ? "during the backward" : "after the backward (0)");
+               gr1.bucket ? "during the backward" : "after the backward (0)");
     Bench bn = {&m, &comm, in, tgt, Bl, T, N, {0.9f, 0.95f, 1e-8f, 0.1f},
                 (float)c.moe.bias_update_rate, zero_blocks > 0, &gr1};
     const StepCtx proto = {.train = true, .seed = 1, .token_base = (long)comm.rank * N,
@@ -505,10 +505,14 @@ int main(int argc, char **argv) {
     /* every rank's parameter, gradient and optimizer-state bytes (they differ with
      * sharding and with uneven expert slices), gathered to rank 0 */
     const ParamBlock *pb0 = &m.ps.blocks[0], *pb1 = &m.ps.blocks[1];
-    double mem_mine[3] = {4.0 * (double)(pb0->n + pb1->n), 4.0 * (double)(pb0->gpad + pb0->gstage + pb1->gpad + pb1->gstage),
-                          8.0 * (double)(pb0->shard_n + pb1->shard_n)};
-    double *mem_all = moe_calloc(sizeof(double) * 3 * (size_t)comm.size);
-    if (comm.mpi) MPI_Gather(mem_mine, 3, MPI_DOUBLE, mem_all, 3, MPI_DOUBLE, 0, comm.world);
+    /* gradients: the buffers, the sharded optimizer's staging and the reduction's slots;
+     * [3]: the peak resident set read above */
+    double mem_mine[4] = {4.0 * (double)(pb0->n + pb1->n),
+                          4.0 * (double)(pb0->gpad + pb0->gstage + pb1->gpad + pb1->gstage) +
+                              (double)grad_reduce_staging_bytes(&gr1),
+                          8.0 * (double)(pb0->shard_n + pb1->shard_n), peak};
+    double *mem_all = moe_calloc(sizeof(double) * 4 * (size_t)comm.size);
+    if (comm.mpi) MPI_Gather(mem_mine, 4, MPI_DOUBLE, mem_all, 4, MPI_DOUBLE, 0, comm.world);
     else memcpy(mem_all, mem_mine, sizeof mem_mine);
     if (root) {
         printf("training: %.0f tokens/s over %d steps (%.3f s/step: forward %.3f, backward "
@@ -553,7 +557,7 @@ int main(int argc, char **argv) {
             "program, libraries, MPI, product kernels (at start)",
             "product-library buffers (growth over sgemm-rate run)",
             "parameters (fp32 values, every tensor)",
-            "gradients (trainable; sharded: padded + staging)",
+            "gradients (trainable; + staging areas)",
             "optimizer state (AdamW m + v; this rank's slice)",
             "tape arena (kept activations, high water)",
             "recomputation arena (one layer, high water)",
@@ -569,10 +573,11 @@ int main(int argc, char **argv) {
         printf("  %-52s %7.1f MiB\n", "rest (heap: tape ops, threads, batch; measured)",
                mib(peak - sum));
         printf("model state per rank (parallel.shard_optimizer %s): bytes of parameters | "
-               "gradients | optimizer state\n", c.parallel.shard_optimizer ? "true" : "false");
+               "gradients (+ reduction staging) | optimizer state | peak resident MiB\n",
+               c.parallel.shard_optimizer ? "true" : "false");
         for (int r = 0; r < comm.size; r++)
-            printf("  rank %d: %.0f | %.0f | %.0f\n", r, mem_all[3 * r], mem_all[3 * r + 1],
-                   mem_all[3 * r + 2]);
+            printf("  rank %d: %.0f | %.0f | %.0f | %.1f\n", r, mem_all[4 * r],
+                   mem_all[4 * r + 1], mem_all[4 * r + 2], mib(mem_all[4 * r + 3]));
         if (comm.size > 1) {
             /* with recompute the forward's exchange runs again in backward: 3 transfers per
              * slot, and the slot counters count both exchange plans */
@@ -654,9 +659,9 @@ int main(int argc, char **argv) {
                 printf("  gradient reduction per step: first parallel.bucket_mb=%g "
                        "hierarchical=%s: %.4f s exposed (span %.4f s), step %.4f s; second "
                        "parallel.bucket_mb=%g hierarchical=%s: %.4f s exposed (span %.4f s), "
-                       "step %.4f s\n", c.parallel.bucket_mb,
+                       "step %.4f s\n", (double)gr1.bucket * 4 / 1048576.0,
                        c.parallel.hierarchical ? "true" : "false", g1->wait / steps,
-                       g1->span / steps, a1.all / steps, c2.parallel.bucket_mb,
+                       g1->span / steps, a1.all / steps, (double)gr2.bucket * 4 / 1048576.0,
                        c2.parallel.hierarchical ? "true" : "false", g2->wait / steps,
                        g2->span / steps, a2.all / steps);
                 /* hidden: of the time the reduction costs when it runs blocking after the
@@ -664,7 +669,7 @@ int main(int argc, char **argv) {
                  * minutes), the part the bucketed setting no longer waits for; "saved" is
                  * the step time actually gained per second of that blocking reduction (it
                  * also pays for communication that slows the backward's computation) */
-                const bool b1 = c.parallel.bucket_mb > 0, b2 = c2.parallel.bucket_mb > 0;
+                const bool b1 = gr1.bucket > 0, b2 = gr2.bucket > 0;
                 if (b1 != b2) {
                     const StepTimes *ov = b1 ? &a1 : &a2, *bl = b1 ? &a2 : &a1;
                     const double w0 = bl->kind[COMM_GRAD].wait, w1 = ov->kind[COMM_GRAD].wait;

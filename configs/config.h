@@ -170,8 +170,8 @@ typedef struct ConfigParallel {
                              (parallel/zero.h); default false */
     bool hierarchical;    /* exchange within a node first when the job spans several equal
                              nodes (parallel/comm.h); default true */
-    double bucket_mb;     /* gradient-reduction bucket, MiB; 0 = after the backward
-                             (parallel/reduce.h); default 4 */
+    double bucket_mb;     /* gradient-reduction bucket, MiB; 0 = after the backward;
+                             negative = automatic (parallel/reduce.h); default -1 */
 } ConfigParallel;
 
 typedef struct ConfigCompute {

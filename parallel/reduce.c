@@ -304,6 +304,19 @@ void grad_reduce_free(GradReduce *g) {
     memset(g, 0, sizeof *g);
 }
 
+size_t grad_reduce_bucket_floats(double bucket_mb, const Comm *c) {
+    if (bucket_mb < 0) bucket_mb = c->nodes > 1 ? GR_AUTO_MB : 0;
+    return (size_t)(bucket_mb * 1048576.0 / sizeof(float));
+}
+
+size_t grad_reduce_staging_bytes(const GradReduce *g) {
+    size_t n = 0;
+    for (int b = 0; b < PBLOCK_COUNT; b++)
+        if (g->blk[b])
+            n += (g->blk[b]->slot_n[0] + g->blk[b]->slot_n[1]) * (size_t)g->blk[b]->nslot;
+    return n * sizeof(float);
+}
+
 bool grad_reduce_block_hier(const GradReduce *g, int b) { return g->blk[b] && g->blk[b]->hier; }
 
 /* The slot of the bucket with sequence number s for staging set t. */
@@ -376,8 +389,9 @@ static void stage_done(GradReduce *g, GrBlock *k, GrBucket *bu, int q, int s) {
 static void try_launch(GradReduce *g, GrBlock *k);
 
 /* One round over block k's launched buckets: test the ones in flight, start the stages that
- * may start. Never blocks. */
-static void block_poll(GradReduce *g, GrBlock *k) {
+ * may start. Never blocks. Returns the stages completed. */
+static int block_poll(GradReduce *g, GrBlock *k) {
+    int changed = 0;
     try_launch(g, k);
     for (int q = k->first; q < k->nlaunched; q++) {
         GrBucket *bu = &k->bk[k->seq[q]];
@@ -388,6 +402,7 @@ static void block_poll(GradReduce *g, GrBlock *k) {
             comm_stat[COMM_GRAD].wait += moe_now() - t;
             if (!flag) continue;
             stage_done(g, k, bu, q, bu->done);
+            changed++;
         }
         const int s = bu->done;
         if (s < k->nstage && k->next[s] == q) {
@@ -401,11 +416,20 @@ static void block_poll(GradReduce *g, GrBlock *k) {
     }
     while (k->first < k->nlaunched && k->bk[k->seq[k->first]].done == k->nstage) k->first++;
     try_launch(g, k);
+    return changed;
 }
 
+/* Rounds over every block while stages keep completing (a stage started in one round,
+ * between ranks of one machine, often completes at the next test: several stages of a
+ * bucket can pass at one poll), at most GR_ROUNDS. */
+#define GR_ROUNDS 8
 static void poll_all(GradReduce *g) {
-    for (int b = 0; b < PBLOCK_COUNT; b++)
-        if (g->blk[b]) block_poll(g, g->blk[b]);
+    for (int r = 0; r < GR_ROUNDS; r++) {
+        int changed = 0;
+        for (int b = 0; b < PBLOCK_COUNT; b++)
+            if (g->blk[b]) changed += block_poll(g, g->blk[b]);
+        if (!changed) break;
+    }
     g->last_poll = moe_now();
 }
 

@@ -76,6 +76,12 @@ typedef struct GradReduce {
     int *any_b, *any_q;       /* ... and which block and launch number each request is */
 } GradReduce;
 
+/* parallel.bucket_mb in floats: negative = automatic (GR_AUTO_MB when c spans several
+ * nodes, else 0: within one machine the transfers are copies by the same busy cores). */
+#define GR_AUTO_MB 16
+size_t grad_reduce_bucket_floats(double bucket_mb, const Comm *c);
+/* Bytes of the staging slots (for memory reports). */
+size_t grad_reduce_staging_bytes(const GradReduce *g);
 /* Set up the reduction of ps over c's groups (after zero_shard if sharding; collective:
  * every rank calls it). bucket_floats 0: reduce after the backward. final_at[i] (ps->count)
  * is the mark after which parameter i's gradient is final (a layer index), or -1 for "only

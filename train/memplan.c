@@ -196,8 +196,9 @@ void memplan_estimate(const Config *c, int ranks, int ep, int rank, MemPlan *p) 
         const double ex_t = d.E > 0 && (lo.rank == 0 || lo.train_experts)
                                 ? d.L * d.El * 3 * d.F * d.C : 0;
         const double dense_t = p->n_trainable - ex_t;
-        const double bk = c->parallel.bucket_mb > 0 ? c->parallel.bucket_mb * 1048576.0 / 4
-                                                    : (double)GR_PIECE;
+        /* automatic: counted at its size across nodes (the larger case) */
+        const double mb = c->parallel.bucket_mb < 0 ? GR_AUTO_MB : c->parallel.bucket_mb;
+        const double bk = mb > 0 ? mb * 1048576.0 / 4 : (double)GR_PIECE;
         const double slots = GR_SLOTS * bk;
         p->grads += 4.0 * (fmin(slots, dense_t) + (ranks / ep > 1 ? fmin(slots, ex_t) : 0));
     }

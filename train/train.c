@@ -338,7 +338,7 @@ static void print_banner(const Trainer *tr, double sgemm_gflops, double flops_to
         const GradReduce *g = &tr->gr;
         char bk[64];
         if (g->bucket) snprintf(bk, sizeof bk, "%g MiB buckets during the backward",
-                                c->parallel.bucket_mb);
+                                (double)g->bucket * sizeof(float) / 1048576.0);
         else snprintf(bk, sizeof bk, "after the backward");
         printf("gradient reduction: %d node(s) x %d rank(s), %s (dense %s, experts %s), %s\n",
                comm->nodes, comm->hier ? comm->local_size : comm->size / comm->nodes,
@@ -425,7 +425,7 @@ int train_run(const Config *c, const Comm *comm, const TrainOptions *opt, MoeErr
         int *final_at = moe_calloc(sizeof(int) * (size_t)(tr.model.ps.count + 1));
         model_grad_final_at(&tr.model, final_at);
         grad_reduce_init(&tr.gr, &tr.model.ps, comm,
-                         (size_t)(c->parallel.bucket_mb * 1048576.0 / sizeof(float)), final_at,
+                         grad_reduce_bucket_floats(c->parallel.bucket_mb, comm), final_at,
                          c->parallel.hierarchical);
         moe_free(final_at);
     }
