@@ -7,7 +7,9 @@
 # backward give the same metrics lines (times left out) and the same final /params and
 # /optim (h5diff, exact) as with parallel.bucket_mb=0 (after the backward); the log names
 # the layout of the reduction. The same with MOE_NODE_MAP=0,0,1,1 under -n 4 (2 nodes x
-# 2: the hierarchical stages), bucketed against after the backward.
+# 2: the hierarchical stages), bucketed against after the backward, and for LoRA adapters
+# on that run's checkpoint (frozen base: only the adapters, declared after every layer,
+# have gradients).
 # Usage: test_buckets.sh PATH/TO/moetrain
 set -u
 BIN=${1:?usage: test_buckets.sh MOETRAIN}
@@ -26,10 +28,12 @@ data: {tokenizer: $TMP/tok.bpe, text: [$TMP/corpus.txt]}
 YAML
 filt() { sed -E 's/"(tokens_per_s|mfu|model_tflops|step_time|time|wall_time)":[^,}]*,?//g' "$1"; }
 
-same_run() {   # $1 label, $2 ranks, $3 expected log words; rest: env assignments
+EXTRA=()
+same_run() {   # $1 label, $2 ranks, $3 expected log words; rest: env assignments; EXTRA: sets
   local lb=$1 np=$2 want=$3; shift 3
   for b in 0 0.01; do
     if env "$@" timeout 300 "$MPIRUN" -n "$np" "$BIN" "$TMP/b.yaml" --set "parallel.bucket_mb=$b" \
+        "${EXTRA[@]}" \
         --set "run.dir=$TMP/$lb$b" > "$TMP/$lb$b.log" 2>&1; then ok
     else bad "$lb: bucket_mb=$b run failed"; tail -20 "$TMP/$lb$b.log"; return; fi
   done
@@ -46,6 +50,9 @@ same_run() {   # $1 label, $2 ranks, $3 expected log words; rest: env assignment
 
 same_run flat 3 "1 node(s) x 3 rank(s), flat"
 same_run nodes 4 "2 node(s) x 2 rank(s), hierarchical" MOE_NODE_MAP=0,0,1,1
+EXTRA=(--set "finetune.init_from=$TMP/flat0/checkpoints/step_00000003.h5" --set finetune.lora_rank=4)
+same_run lora 3 "1 node(s) x 3 rank(s), flat"
 
+grep -q "with LoRA adapters" "$TMP/lora0.01.log" && ok || bad "lora: the run did not fine-tune adapters"
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
