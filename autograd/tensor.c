@@ -411,6 +411,9 @@ size_t tape_grad_plan_bytes(const Tape *t) {
     return t->plan && t->plan->valid ? t->plan->total * sizeof(float) : 0;
 }
 
+/* A mark's backward is never run: tape_backward recognises marks by it and calls the hook. */
+static void mark_bw(TapeOp *op) { (void)op; }
+
 void tape_backward(Tape *t, Tensor *out, const float *seed) {
     tape_backward_multi(t, 1, &out, &seed);
 }
@@ -459,8 +462,17 @@ void tape_backward_multi(Tape *t, int n_out, Tensor *const *outs, const float *c
             double t0 = t->profile ? moe_now() : 0.0;
             op->backward(op);
             if (t->profile && op->region >= 0) t->bwd_time[op->region] += moe_now() - t0;
+            if (t->hook) t->hook(t->hook_ctx, TAPE_HOOK_PROGRESS);
+        } else if (!op->out && op->backward == mark_bw && t->hook) {
+            t->hook(t->hook_ctx, op->i[0]);
         }
     }
+}
+
+void tape_mark(Tape *t, int id) {
+    ASSERT(id >= 0, "tape_mark id %d", id);
+    TapeOp *op = tape_push(t, "mark", mark_bw, NULL);
+    if (op) op->i[0] = id;
 }
 
 /* ---- activation recomputation (see tensor.h) ---- */
@@ -510,6 +522,8 @@ static void checkpoint_bw(TapeOp *op) {
      * in the same order as if its ops were on t. */
     Tensor leaf = *op->in[0];
     Tensor *so[TAPE_SEG_MAX_OUT];
+    s->hook = t->hook;   /* progress calls reach the caller from inside the segment too */
+    s->hook_ctx = t->hook_ctx;
     segment_run(s, g, true, true, &leaf, so);
     Tensor *outs[TAPE_SEG_MAX_OUT];
     const float *seeds[TAPE_SEG_MAX_OUT];

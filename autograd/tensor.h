@@ -93,6 +93,11 @@ typedef struct TapeOp {
 
 struct GradPlan;
 
+/* A backward-pass observer (tape_mark): mark >= 0 when the backward reaches a mark,
+ * TAPE_HOOK_PROGRESS after every op's backward (so a caller can drive communication). */
+typedef void (*TapeHook)(void *ctx, int mark);
+#define TAPE_HOOK_PROGRESS (-1)
+
 typedef struct Tape {
     TapeOp *ops;               /* (cap) owned; grows only on the first step */
     int n, cap;
@@ -112,6 +117,8 @@ typedef struct Tape {
     bool is_sub;               /* this tape is another's sub: segments do not nest */
     float *scratch;            /* (scratch_cap) owned, NULL until the first tape_scratch */
     size_t scratch_cap;        /* floats */
+    TapeHook hook;             /* NULL, or called during tape_backward: see tape_mark */
+    void *hook_ctx;
 } Tape;
 
 void tape_init(Tape *t, size_t chunk_size);
@@ -160,6 +167,13 @@ void tape_backward(Tape *t, Tensor *out, const float *seed);
  * get seeds[k] (outs[k]->n floats, or NULL for ones) added to their zeroed grads before the
  * walk. tape_backward(t, out, seed) is this with one output. */
 void tape_backward_multi(Tape *t, int n_out, Tensor *const *outs, const float *const *seeds);
+/* Record a mark (only when recording; id >= 0): when tape_backward reaches it, every op
+ * recorded after it has been backpropagated, so every gradient those ops write is final
+ * for this backward; t->hook (if set at backward time) is then called with id. With a hook
+ * set, tape_backward also calls it with TAPE_HOOK_PROGRESS after every op's backward,
+ * including the ops of checkpointed segments (the sub tape runs with its parent's hook).
+ * A mark has no output and no effect on the arithmetic. */
+void tape_mark(Tape *t, int id);
 /* Bytes of the activation-grad buffer the current plan uses (0 before any planned backward). */
 size_t tape_grad_plan_bytes(const Tape *t);
 

@@ -78,6 +78,7 @@
 #include "layers/router_bias.h"
 #include "parallel/dp.h"
 #include "parallel/exchange.h"
+#include "parallel/reduce.h"
 #include "parallel/zero.h"
 #include "configs/config.h"
 #include "train/mfu.h"
@@ -170,6 +171,7 @@ typedef struct Bench {
     AdamWConfig ac;
     float bias_rate;   /* moe.bias_update_rate when the model balances with a bias, else 0 */
     bool zero;         /* parallel.shard_optimizer sharded a block (parallel/zero.h) */
+    GradReduce *gr;    /* the gradient reduction of the setting being stepped */
 } Bench;
 
 /* CPU seconds used by this process so far (all its threads): on a machine shared with
@@ -185,6 +187,7 @@ typedef struct StepTimes {
     double f, b, r, o, all, cpu;
     double a2a, ar, slots, slin, ta2a, tar;   /* bytes, routed slots out/in, seconds */
     double remote;   /* (token, other rank) pairs routed (MoeStats.remote), all layers */
+    CommStat kind[COMM_KINDS];                /* the counters' growth, by kind */
 } StepTimes;
 
 /* a2a: the expert exchange; ar: gradient reduction + the sharded optimizer's all-gather
@@ -204,6 +207,8 @@ static void bench_step(const Bench *bn, Tape *t, const StepCtx *proto, int st, S
     comm_barrier(bn->comm);
     double x0[6];
     comm_counters(x0);
+    CommStat k0[COMM_KINDS];
+    memcpy(k0, comm_stat, sizeof k0);
     double t0 = moe_now(), c0 = cpu_seconds();
     params_zero_grad(&bn->m->ps);
     double remote0 = 0.0;
@@ -216,12 +221,18 @@ static void bench_step(const Bench *bn, Tape *t, const StepCtx *proto, int st, S
     ModelOut out;
     model_forward(bn->m, t, bn->in, bn->tgt, bn->Bl, bn->T, &ctx, &out);
     double t1 = moe_now();
+    /* as the trainer: the buckets leave during the backward (parallel/reduce.h) */
+    grad_reduce_begin(bn->gr, false);
+    if (bn->gr->bucket && bn->comm->size > 1) {
+        t->hook = grad_reduce_hook;
+        t->hook_ctx = bn->gr;
+    }
     tape_backward(t, out.loss, NULL);
+    t->hook = NULL;
     double t2 = moe_now();
     double remote = 0.0;   /* this step's, read before the bias update resets the stats */
     for (int l = 0; l < bn->m->stats.L; l++) remote += bn->m->stats.remote[l];
-    if (bn->zero) zero_reduce_grads(&bn->m->ps, bn->comm);
-    else dp_reduce_grads(&bn->m->ps, bn->comm);
+    grad_reduce_finish(bn->gr);
     double gn = bn->zero ? zero_grad_norm(&bn->m->ps, bn->comm)
                          : dp_grad_norm(&bn->m->ps, bn->comm);
     (void)gn;
@@ -251,6 +262,12 @@ static void bench_step(const Bench *bn, Tape *t, const StepCtx *proto, int st, S
         acc->ta2a += x1[4] - x0[4];
         acc->tar += x1[5] - x0[5];
         acc->remote += remote - remote0;
+        for (int k = 0; k < COMM_KINDS; k++) {
+            acc->kind[k].bytes += comm_stat[k].bytes - k0[k].bytes;
+            acc->kind[k].calls += comm_stat[k].calls - k0[k].calls;
+            acc->kind[k].wait += comm_stat[k].wait - k0[k].wait;
+            acc->kind[k].span += comm_stat[k].span - k0[k].span;
+        }
     }
 }
 
@@ -274,6 +291,18 @@ static double bench_eval(const Bench *bn, Tape *t, const StepCtx *proto, double 
         t->fwd_time[r] = keep[r];
     }
     return dt;
+}
+
+/* Rank 0's counters by kind per step (parallel/comm.h: bytes sent, calls, wait = time
+ * blocked in MPI, span = each operation's start to its completion being seen, summed over
+ * operations that may run at the same time). */
+static void print_kinds(const StepTimes *a, int steps) {
+    printf("communication by kind, rank 0 per step: MB sent | calls | wait s (exposed) | "
+           "span s\n");
+    for (int k = 0; k < COMM_KINDS; k++)
+        printf("  %-22s %9.2f | %6.0f | %.4f | %.4f\n", comm_kind_names[k],
+               a->kind[k].bytes / steps / 1e6, a->kind[k].calls / steps, a->kind[k].wait / steps,
+               a->kind[k].span / steps);
 }
 
 static const char *setting_name(const StepCtx *c, bool doc_mask, char *buf, size_t cap) {
@@ -352,11 +381,13 @@ int main(int argc, char **argv) {
         compare = compares[ci];
         if (strncmp(compare, "train.recompute=", 16) && strncmp(compare, "train.loss_chunk=", 17) &&
             strncmp(compare, "data.doc_mask=", 14) && strncmp(compare, "compute.gemm=", 13) &&
-            strncmp(compare, "compute.precision=", 18) && !routing_key(compare)) {
+            strncmp(compare, "compute.precision=", 18) &&
+            strncmp(compare, "parallel.bucket_mb=", 19) &&
+            strncmp(compare, "parallel.hierarchical=", 22) && !routing_key(compare)) {
             fprintf(stderr, "bench_train: --compare %s: only train.recompute, train.loss_chunk, "
-                    "data.doc_mask, compute.gemm, compute.precision and the routing keys "
-                    "moe.score, route_scale, n_groups, topk_groups, aux_scope can be compared "
-                    "on one model\n", compare);
+                    "data.doc_mask, compute.gemm, compute.precision, parallel.bucket_mb, "
+                    "parallel.hierarchical and the routing keys moe.score, route_scale, "
+                    "n_groups, topk_groups, aux_scope can be compared on one model\n", compare);
             return 2;
         }
         if (config_set(&c2, compare, &err)) {
@@ -451,8 +482,21 @@ int main(int argc, char **argv) {
     if (root && doc_len > 0)
         printf("--doc-len %d: %d end-of-text tokens in rank 0's %d input tokens (%d rows)\n",
                doc_len, n_docs, N, Bl);
+    int *final_at = moe_calloc(sizeof(int) * (size_t)(m.ps.count + 1));
+    model_grad_final_at(&m, final_at);
+    GradReduce gr1, gr2;   /* the setting's and the --compare setting's reduction */
+    grad_reduce_init(&gr1, &m.ps, &comm, grad_reduce_bucket_floats(c.parallel.bucket_mb, &comm),
+                     final_at, c.parallel.hierarchical);
+    grad_reduce_init(&gr2, &m.ps, &comm, grad_reduce_bucket_floats(c2.parallel.bucket_mb, &comm),
+                     final_at, c2.parallel.hierarchical);
+    moe_free(final_at);
+    if (root && comm.size > 1)
+        printf("gradient reduction: %d node(s), dense block %s, experts %s; buckets %s\n",
+               comm.nodes, grad_reduce_block_hier(&gr1, PBLOCK_DENSE) ? "node first" : "flat",
+               grad_reduce_block_hier(&gr1, PBLOCK_EXPERT) ? "node first" : "flat",
+               gr1.bucket ? "during the backward" : "after the backward (0)");
     Bench bn = {&m, &comm, in, tgt, Bl, T, N, {0.9f, 0.95f, 1e-8f, 0.1f},
-                (float)c.moe.bias_update_rate, zero_blocks > 0};
+                (float)c.moe.bias_update_rate, zero_blocks > 0, &gr1};
     const StepCtx proto = {.train = true, .seed = 1, .token_base = (long)comm.rank * N,
                            .loss_scale = 1.0f, .recompute = c.train.recompute,
                            .loss_chunk = c.train.loss_chunk};
@@ -505,10 +549,14 @@ int main(int argc, char **argv) {
     /* every rank's parameter, gradient and optimizer-state bytes (they differ with
      * sharding and with uneven expert slices), gathered to rank 0 */
     const ParamBlock *pb0 = &m.ps.blocks[0], *pb1 = &m.ps.blocks[1];
-    double mem_mine[3] = {4.0 * (double)(pb0->n + pb1->n), 4.0 * (double)(pb0->gpad + pb0->gstage + pb1->gpad + pb1->gstage),
-                          8.0 * (double)(pb0->shard_n + pb1->shard_n)};
-    double *mem_all = moe_calloc(sizeof(double) * 3 * (size_t)comm.size);
-    if (comm.mpi) MPI_Gather(mem_mine, 3, MPI_DOUBLE, mem_all, 3, MPI_DOUBLE, 0, comm.world);
+    /* gradients: the buffers, the sharded optimizer's staging and the reduction's slots;
+     * [3]: the peak resident set read above */
+    double mem_mine[4] = {4.0 * (double)(pb0->n + pb1->n),
+                          4.0 * (double)(pb0->gpad + pb0->gstage + pb1->gpad + pb1->gstage) +
+                              (double)grad_reduce_staging_bytes(&gr1),
+                          8.0 * (double)(pb0->shard_n + pb1->shard_n), peak};
+    double *mem_all = moe_calloc(sizeof(double) * 4 * (size_t)comm.size);
+    if (comm.mpi) MPI_Gather(mem_mine, 4, MPI_DOUBLE, mem_all, 4, MPI_DOUBLE, 0, comm.world);
     else memcpy(mem_all, mem_mine, sizeof mem_mine);
     if (root) {
         printf("training: %.0f tokens/s over %d steps (%.3f s/step: forward %.3f, backward "
@@ -523,7 +571,8 @@ int main(int argc, char **argv) {
                    t.bwd_time[r] / steps);
         printf("  %-38s %.3f s\n", "optimizer (AdamW)", to / steps);
         printf("  %-38s %.3f s (all-to-all %.3f inside router + dispatch, gradient "
-               "all-reduce %.3f)\n", "communication", ta2a + tar, ta2a, tar);
+               "reduction %.3f), exposed (waiting in MPI)\n", "communication", ta2a + tar,
+               ta2a, tar);
         printf("forward-only evaluation: %.0f tokens/s = %.2fx training tokens/s; per step:\n",
                eval_tok_s, eval_tok_s / tok_s);
         for (int r = 0; r < REGION_COUNT; r++)
@@ -552,7 +601,7 @@ int main(int argc, char **argv) {
             "program, libraries, MPI, product kernels (at start)",
             "product-library buffers (growth over sgemm-rate run)",
             "parameters (fp32 values, every tensor)",
-            "gradients (trainable; sharded: padded + staging)",
+            "gradients (trainable; + staging areas)",
             "optimizer state (AdamW m + v; this rank's slice)",
             "tape arena (kept activations, high water)",
             "recomputation arena (one layer, high water)",
@@ -568,10 +617,11 @@ int main(int argc, char **argv) {
         printf("  %-52s %7.1f MiB\n", "rest (heap: tape ops, threads, batch; measured)",
                mib(peak - sum));
         printf("model state per rank (parallel.shard_optimizer %s): bytes of parameters | "
-               "gradients | optimizer state\n", c.parallel.shard_optimizer ? "true" : "false");
+               "gradients (+ reduction staging) | optimizer state | peak resident MiB\n",
+               c.parallel.shard_optimizer ? "true" : "false");
         for (int r = 0; r < comm.size; r++)
-            printf("  rank %d: %.0f | %.0f | %.0f\n", r, mem_all[3 * r], mem_all[3 * r + 1],
-                   mem_all[3 * r + 2]);
+            printf("  rank %d: %.0f | %.0f | %.0f | %.1f\n", r, mem_all[4 * r],
+                   mem_all[4 * r + 1], mem_all[4 * r + 2], mib(mem_all[4 * r + 3]));
         if (comm.size > 1) {
             /* with recompute the forward's exchange runs again in backward: 3 transfers per
              * slot, and the slot counters count both exchange plans */
@@ -601,6 +651,7 @@ int main(int argc, char **argv) {
                    4.0 * (double)m.ps.blocks[PBLOCK_DENSE].gn / 1e6, comm.size,
                    4.0 * (double)m.ps.blocks[PBLOCK_EXPERT].gn / 1e6, comm.edp, ar_pred / 1e6,
                    tar);
+            print_kinds(&acc, steps);
         }
     }
     if (compare) {
@@ -618,17 +669,21 @@ int main(int argc, char **argv) {
         m.doc_mask = dm2;
         set_routing(&m, &s2);
         gemm_select(path2.b, path2.p, &err);
+        bn.gr = &gr2;
         for (int st = 0; st < warmup; st++) bench_step(&bn, &t2, &proto2, st, NULL);
         for (int st = warmup; st < warmup + steps; st++) {
             m.doc_mask = dm1;
             set_routing(&m, &s);
             gemm_select(gp.b, gp.p, &err);
+            bn.gr = &gr1;
             bench_step(&bn, &t, &proto, st, &a1);
             m.doc_mask = dm2;
             set_routing(&m, &s2);
             gemm_select(path2.b, path2.p, &err);
+            bn.gr = &gr2;
             bench_step(&bn, &t2, &proto2, st, &a2);
         }
+        bn.gr = &gr1;
         gemm_select(gp.b, gp.p, &err);
         set_routing(&m, &s);
         if (root) {
@@ -664,9 +719,37 @@ int main(int argc, char **argv) {
                        a2.slots > 0 ? a2.remote / a2.slots : 0.0);
             printf("  tokens/s ratio second/first %.3f; peak resident now %.1f MiB (both tapes)\n",
                    k2 / k1, mib(rss_peak()));
+            if (comm.size > 1) {
+                const CommStat *g1 = &a1.kind[COMM_GRAD], *g2 = &a2.kind[COMM_GRAD];
+                printf("  gradient reduction per step: first parallel.bucket_mb=%g "
+                       "hierarchical=%s: %.4f s exposed (span %.4f s), step %.4f s; second "
+                       "parallel.bucket_mb=%g hierarchical=%s: %.4f s exposed (span %.4f s), "
+                       "step %.4f s\n", (double)gr1.bucket * 4 / 1048576.0,
+                       c.parallel.hierarchical ? "true" : "false", g1->wait / steps,
+                       g1->span / steps, a1.all / steps, (double)gr2.bucket * 4 / 1048576.0,
+                       c2.parallel.hierarchical ? "true" : "false", g2->wait / steps,
+                       g2->span / steps, a2.all / steps);
+                /* hidden: of the time the reduction costs when it runs blocking after the
+                 * backward (the bucket_mb = 0 setting's exposed wait, measured in the same
+                 * minutes), the part the bucketed setting no longer waits for; "saved" is
+                 * the step time actually gained per second of that blocking reduction (it
+                 * also pays for communication that slows the backward's computation) */
+                const bool b1 = gr1.bucket > 0, b2 = gr2.bucket > 0;
+                if (b1 != b2) {
+                    const StepTimes *ov = b1 ? &a1 : &a2, *bl = b1 ? &a2 : &a1;
+                    const double w0 = bl->kind[COMM_GRAD].wait, w1 = ov->kind[COMM_GRAD].wait;
+                    printf("  communication hidden (gradient reduction): %.1f%% = 1 - exposed "
+                           "%.4f s / blocking %.4f s per step; step time saved %.4f s per "
+                           "step = %.1f%% of the blocking reduction\n",
+                           100.0 * (1.0 - w1 / w0), w1 / steps, w0 / steps,
+                           (bl->all - ov->all) / steps, 100.0 * (bl->all - ov->all) / w0);
+                }
+            }
         }
         tape_free(&t2);
     }
+    grad_reduce_free(&gr1);
+    grad_reduce_free(&gr2);
     tape_free(&t);
     model_free(&m);
     config_free(&c2);

@@ -58,7 +58,7 @@
 
 #define CONFIG_N_SECTIONS 11  /* model moe train optim data run parallel compute checkpoint
                                  init finetune */
-#define CONFIG_N_KEYS 87      /* total number of keys over all sections (aliases included) */
+#define CONFIG_N_KEYS 88      /* total number of keys over all sections (aliases included) */
 
 typedef struct ConfigModel {
     int vocab_size;     /* V, in [258, 2^30] */
@@ -179,6 +179,8 @@ typedef struct ConfigParallel {
                              (parallel/zero.h); default false */
     bool hierarchical;    /* exchange within a node first when the job spans several equal
                              nodes (parallel/comm.h); default true */
+    double bucket_mb;     /* gradient-reduction bucket, MiB; 0 = after the backward;
+                             negative = automatic (parallel/reduce.h); default -1 */
 } ConfigParallel;
 
 typedef struct ConfigCompute {

@@ -260,6 +260,14 @@ const KeySpec cfg_keys[] = {
        "environment variable MOE_NODE_MAP), collectives exchange within each node first and "
        "then between nodes; no effect on one node"),
 
+    KF(S_PARALLEL, "bucket_mb", parallel.bucket_mb, -1, 1024, 0,
+       "size of the gradient-reduction buckets in MiB: each is reduced while the backward "
+       "pass goes on below it (non-blocking, overlapping computation); 0 = reduce after the "
+       "backward pass; -1 = automatic: 16 when the ranks span several nodes, else 0 (within "
+       "one machine the transfers are copies made by the same cores, measured no faster "
+       "overlapped: docs/performance.md); the summation order is the same for every size, "
+       "so results do not depend on it (docs/architecture.md)"),
+
     KE(S_COMPUTE, "gemm", compute.gemm, GEMMS, 0,
        "matrix-product library: auto (oneDNN when built in, else OpenBLAS; logged with the "
        "ISA and kernels), openblas, onednn"),

@@ -346,6 +346,7 @@ void model_forward(Model *m, Tape *t, const int32_t *inputs, const int32_t *targ
     for (int l = 0; l < s->L; l++) {
         LayerCtx lc = {m, l, B, T, *ctx, targets != NULL, start};
         Tensor *o[3];   /* block output (N, C), aux and z loss terms (1) or NULL */
+        tape_mark(t, l);   /* backward past here: layer l's gradients are final */
         if (ctx->recompute) {
             LayerCtx *kept = arena_alloc(&t->arena, sizeof lc);
             *kept = lc;
@@ -383,6 +384,16 @@ void model_forward(Model *m, Tape *t, const int32_t *inputs, const int32_t *targ
     }
     out->loss = loss;
     tape_region(t, REGION_OTHER);
+}
+
+void model_grad_final_at(const Model *m, int *final_at) {
+    const ParamSet *ps = &m->ps;
+    bool seen_layer = false;   /* layer -1 tensors declared after the layers are read after */
+    for (int i = 0; i < ps->count; i++) {
+        const int l = ps->p[i].layer;
+        if (l >= 0) seen_layer = true;
+        final_at[i] = l >= 0 ? l : (seen_layer ? m->s.L - 1 : -1);
+    }
 }
 
 double model_active_params(const ModelShape *s) {

@@ -160,6 +160,13 @@ Tensor *model_ffn(Model *m, Tape *t, int l, Tensor *hn, const MoeLayerArgs *a, T
  * experts' w1/w2/w3, head) and the model FLOPs per token of a training step: 6 x that +
  * 12 L T' H D (the attention products, PaLM's appendix B count) with T' = min(T, W) keys
  * attended under a window. */
+/* For the overlapped gradient reduction (parallel/reduce.h): final_at[i] (m->ps.count) is
+ * the layer whose mark (model_forward records tape_mark(t, l) before layer l) the backward
+ * must pass before parameter i's gradient is final: its layer for a layer's parameters
+ * (LoRA adapters included), L - 1 for the final norm and the head (read after the last
+ * layer: the head is its own tensor, not tied to the embedding), -1 (only at the end of the
+ * backward) for the embedding, read before layer 0. */
+void model_grad_final_at(const Model *m, int *final_at);
 double model_active_params(const ModelShape *s);
 double model_flops_per_token(const ModelShape *s, int T);
 /* Model FLOPs per token of a training step with adapters (what MFU divides by): frozen

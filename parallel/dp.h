@@ -3,9 +3,10 @@
  * Dense (replicated) gradients are summed over all R ranks with one all-reduce over the
  * whole DENSE block; expert gradients over their expert-data-parallel group with one
  * all-reduce over the EXPERT block; both are then scaled by 1/R (see comm.h for why 1/R for
- * experts too). Called once per optimizer step, after the backward pass of the last
- * micro-batch; it does not overlap with backward. Every rank calls it, in the same order.
- * With parallel.shard_optimizer, parallel/zero.h takes the place of both functions.
+ * experts too), in the order of additions Open MPI chooses. The trainer reduces with
+ * parallel/reduce.h instead (its own order, in buckets overlapping the backward); this
+ * library reduction is kept as the reference the tests compare with. dp_grad_norm is the
+ * trainer's norm for unsharded runs. Every rank calls these, in the same order.
  */
 #ifndef MOE_DP_H
 #define MOE_DP_H

@@ -9,7 +9,10 @@
  * owns slice i and holds the AdamW moments of that slice only (params_shard_block). A step:
  *   zero_reduce_grads   MPI_Reduce_scatter_block (sum) over the group: the member gets the
  *                       summed gradient of its slice (then scaled by 1/R as dp_reduce_grads
- *                       does); the rest of its gradient buffer is stale
+ *                       does); the rest of its gradient buffer is stale. The trainer sums
+ *                       with parallel/reduce.h instead (the same slices, our own order of
+ *                       addition, overlapping the backward); this is the library-order
+ *                       reference the tests use
  *   zero_grad_norm      each rank's squares over its slices, summed over the world
  *   adamw_step_scaled   updates the values of the slice's positions only
  *   zero_gather_params  MPI_Allgather of the updated slices (through the gradient buffer,

@@ -2,6 +2,8 @@
  * fit. See memplan.h; the activation terms mirror layers/model.c's block and layers/moe.c. */
 #include "train/memplan.h"
 
+#include "parallel/reduce.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -214,6 +216,22 @@ void memplan_estimate(const Config *c, int ranks, int ep, int rank, MemPlan *p) 
         const int edp = ranks / ep;
         p->moments = 8 * (dense_t / ranks + (edp > 1 ? ex_t / edp : ex_t));
         p->grads += (dense_t > 0 ? 8.0 * 1048576 : 0) + (edp > 1 && ex_t > 0 ? 8.0 * 1048576 : 0);
+    }
+    if (ranks > 1) {
+        /* parallel/reduce.h: per reduced block (replicated over more than one rank) up to
+         * GR_SLOTS staging slots of one bucket (pieces of GR_PIECE floats when bucket_mb is
+         * 0), never more than the block; the hierarchical stage adds at most 1/L of that
+         * (L ranks per node), not counted */
+        LoraSpec lo;
+        config_lora_spec(c, &lo);
+        const double ex_t = d.E > 0 && (lo.rank == 0 || lo.train_experts)
+                                ? d.L * d.El * 3 * d.F * d.C : 0;
+        const double dense_t = p->n_trainable - ex_t;
+        /* automatic: counted at its size across nodes (the larger case) */
+        const double mb = c->parallel.bucket_mb < 0 ? GR_AUTO_MB : c->parallel.bucket_mb;
+        const double bk = mb > 0 ? mb * 1048576.0 / 4 : (double)GR_PIECE;
+        const double slots = GR_SLOTS * bk;
+        p->grads += 4.0 * (fmin(slots, dense_t) + (ranks / ep > 1 ? fmin(slots, ex_t) : 0));
     }
     p->tokens = d.N;
     p->slots = d.M;

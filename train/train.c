@@ -146,25 +146,35 @@ static void train_step(Trainer *tr, StepLog *sl, const Logger *lg) {
         ModelOut out;
         model_forward(m, &tr->tape, tr->in + a * bt, tr->tg + a * bt, tr->Bl, tr->T, &ctx,
                       &out);
+        /* the last backward finishes the gradients: its marks launch the reduction's
+         * buckets (parallel/reduce.h); the earlier ones only accumulate */
+        if (a == tr->A - 1) {
+            grad_reduce_begin(&tr->gr, comm->size > 1);
+            if (tr->gr.bucket && comm->size > 1) {
+                tr->tape.hook = grad_reduce_hook;
+                tr->tape.hook_ctx = &tr->gr;
+            }
+        }
         tape_backward(&tr->tape, out.loss, NULL);
+        tr->tape.hook = NULL;
         sums[0] += out.lm_loss / tr->A;
         sums[1] += out.aux_loss / tr->A;
         sums[2] += out.z_loss / tr->A;
     }
+    /* the rest of the reduction, and the wait for all of it */
+    grad_reduce_finish(&tr->gr);
     /* Numerical health, checked once per step outside the kernels: a rank whose own loss or
-     * gradients are not finite says which, before the all-reduce spreads the NaN. On one
-     * rank the reduce changes nothing, so the global norm below serves (no second pass). */
+     * gradients were not finite (its squares summed as each bucket left, before the
+     * reduction mixed the ranks) says so, naming the tensors whose reduced gradients are
+     * not finite. On one rank the reduce changes nothing, so the global norm below serves
+     * (no second pass). */
     bool told = false;   /* this rank warned of its own values */
     if (comm->size > 1) {
-        double local_sq = grad_sumsq_block(&m->ps, PBLOCK_DENSE) +
-                          grad_sumsq_block(&m->ps, PBLOCK_EXPERT);
-        if (!isfinite(sums[0] + sums[1] + sums[2]) || !isfinite(local_sq)) {
+        if (!isfinite(sums[0] + sums[1] + sums[2]) || !isfinite(tr->gr.local_sumsq)) {
             report_nonfinite(tr, lg, sums, false);
             told = true;
         }
     }
-    if (tr->zero_blocks) zero_reduce_grads(&m->ps, comm);
-    else dp_reduce_grads(&m->ps, comm);
     if (comm->size > 1) {
         comm_sum_world_d(comm, sums, 3);
         for (int i = 0; i < 3; i++) sums[i] /= comm->size;
@@ -324,6 +334,18 @@ static void print_banner(const Trainer *tr, double sgemm_gflops, double flops_to
     printf("layout: %d rank(s), expert parallel %d (each rank holds %d of %d experts), "
            "%d sequence(s) per rank\n", comm->size, comm->ep,
            shape->E > 0 ? shape->E / comm->ep : 0, shape->E, tr->Bl);
+    if (comm->size > 1) {
+        const GradReduce *g = &tr->gr;
+        char bk[64];
+        if (g->bucket) snprintf(bk, sizeof bk, "%g MiB buckets during the backward",
+                                (double)g->bucket * sizeof(float) / 1048576.0);
+        else snprintf(bk, sizeof bk, "after the backward");
+        printf("gradient reduction: %d node(s) x %d rank(s), %s (dense %s, experts %s), %s\n",
+               comm->nodes, comm->hier ? comm->local_size : comm->size / comm->nodes,
+               comm->hier && c->parallel.hierarchical ? "hierarchical" : "flat",
+               grad_reduce_block_hier(g, PBLOCK_DENSE) ? "node first" : "flat",
+               grad_reduce_block_hier(g, PBLOCK_EXPERT) ? "node first" : "flat", bk);
+    }
     if (c->parallel.shard_optimizer) {
         const ParamSet *ps = &tr->model.ps;
         const ParamBlock *d = &ps->blocks[PBLOCK_DENSE], *e = &ps->blocks[PBLOCK_EXPERT];
@@ -399,6 +421,14 @@ int train_run(const Config *c, const Comm *comm, const TrainOptions *opt, MoeErr
     /* the sharded optimizer cuts the moments (fresh or just resumed) into this rank's
      * slices */
     if (c->parallel.shard_optimizer) tr.zero_blocks = zero_shard(&tr.model.ps, comm);
+    {
+        int *final_at = moe_calloc(sizeof(int) * (size_t)(tr.model.ps.count + 1));
+        model_grad_final_at(&tr.model, final_at);
+        grad_reduce_init(&tr.gr, &tr.model.ps, comm,
+                         grad_reduce_bucket_floats(c->parallel.bucket_mb, comm), final_at,
+                         c->parallel.hierarchical);
+        moe_free(final_at);
+    }
     int bad = root ? logger_open(&lg, c, comm->mpi, err) : 0;
     if (comm_max_world_i(comm, bad)) {
         if (!root) moe_errorf(err, "rank 0 could not open the run directory");

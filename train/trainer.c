@@ -13,6 +13,7 @@
 
 void trainer_free(Trainer *tr) {
     rundir_close(&tr->rd);   /* every write of the run is done: release the lock */
+    grad_reduce_free(&tr->gr);
     if (tr->full.layer) model_free(&tr->full);
     moe_free(tr->xfer);
     moe_free(tr->in);

@@ -19,6 +19,7 @@
 #include "optim/adamw.h"
 #include "parallel/comm.h"
 #include "parallel/exchange.h"
+#include "parallel/reduce.h"
 #include "train/dataset.h"
 
 typedef struct Trainer {
@@ -47,6 +48,8 @@ typedef struct Trainer {
     char base_path[1024];  /* LoRA: the base checkpoint and the checksum of its bytes */
     uint64_t base_sum;
     int zero_blocks;       /* parameter blocks whose moments are sharded (parallel/zero.h) */
+    GradReduce gr;         /* the gradient reduction (parallel/reduce.h), set up by train_run
+                              after the sharding */
 } Trainer;
 
 /* Returned (instead of -1) when the run is refused before it changed anything. */

@@ -25,6 +25,8 @@
  * expert (EXPERT-block adapters sharded with their experts, reduced over the expert-data
  * group) and shared across experts (DENSE-block adapters whose gradient sums every rank's
  * experts' rows in the dense all-reduce); only the adapters train.
+ * The distributed gradients go through the trainer's reduction (parallel/reduce.h: owned
+ * summation order, small buckets reduced during the backward).
  * Run by ctest as `mpirun -n 4 mpi_grad EP [ROUTER | lora]` for EP = 1, 2, 4 (EP = 1: pure
  * data parallel).
  */
@@ -40,6 +42,7 @@
 #include "layers/router_bias.h"
 #include "parallel/dp.h"
 #include "parallel/exchange.h"
+#include "parallel/reduce.h"
 #include "testutil.h"
 
 static Comm g_comm;
@@ -142,8 +145,20 @@ static void check_grads_match_m(ModelShape s, bool masked) {
     params_zero_grad(&dm.ps);
     tape_reset(&t, true);
     model_forward(&dm, &t, in + row0 * T, tg + row0 * T, Bl, T, &dctx, &out);
+    /* the reduction the trainer runs: owned order, buckets of 32 floats (cutting tensors)
+     * launched from the backward's marks (parallel/reduce.h) */
+    GradReduce red;
+    int *final_at = malloc(sizeof(int) * (size_t)dm.ps.count);
+    model_grad_final_at(&dm, final_at);
+    grad_reduce_init(&red, &dm.ps, c, 32, final_at, true);
+    grad_reduce_begin(&red, false);
+    t.hook = grad_reduce_hook;
+    t.hook_ctx = &red;
     tape_backward(&t, out.loss, NULL);
-    dp_reduce_grads(&dm.ps, c);
+    t.hook = NULL;
+    grad_reduce_finish(&red);
+    grad_reduce_free(&red);
+    free(final_at);
     double loss = out.lm_loss + out.aux_loss + out.z_loss;
     comm_sum_world_d(c, &loss, 1);
     loss /= c->size;
