@@ -33,6 +33,7 @@ void config_defaults(Config *c) {
     c->parallel.expert_parallel = 0;
     c->parallel.shard_optimizer = false;
     c->parallel.hierarchical = true;
+    c->parallel.a2a_chunks = 1;
     c->compute.gemm = 0;        /* GEMM_AUTO */
     c->compute.precision = 0;   /* GEMM_FP32 */
     c->checkpoint = (ConfigCheckpoint){.every = 0, .keep = 3};

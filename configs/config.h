@@ -58,7 +58,7 @@
 
 #define CONFIG_N_SECTIONS 11  /* model moe train optim data run parallel compute checkpoint
                                  init finetune */
-#define CONFIG_N_KEYS 81      /* total number of keys over all sections (aliases included) */
+#define CONFIG_N_KEYS 82      /* total number of keys over all sections (aliases included) */
 
 typedef struct ConfigModel {
     int vocab_size;     /* V, in [258, 2^30] */
@@ -170,6 +170,8 @@ typedef struct ConfigParallel {
                              (parallel/zero.h); default false */
     bool hierarchical;    /* exchange within a node first when the job spans several equal
                              nodes (parallel/comm.h); default true */
+    int a2a_chunks;       /* [1, 64] expert-exchange chunks (parallel/expert_pipe.h); 1 =
+                             blocking, unchunked */
 } ConfigParallel;
 
 typedef struct ConfigCompute {

@@ -80,6 +80,13 @@ typedef struct MoeLayerArgs {
     float entropy_scale;        /* topp: entropy coef * loss_scale / L */
     Tensor *residual;           /* (N, C) added to the output by the combine (the residual
                                    stream: its sum is not kept separately); NULL = none */
+    void (*overlap)(Tape *t, void *ctx);   /* NULL, or work independent of the routed
+                                   experts (the shared experts) that moe_forward records
+                                   exactly once: with an exchange, after the dispatch is
+                                   posted and before the experts (so it runs while rows
+                                   travel, parallel/expert_pipe.h); without, after the
+                                   experts' products */
+    void *overlap_ctx;
 } MoeLayerArgs;
 
 /* The router noise of moe_forward: eps (N, E), eps[n, e] = moe_randn_key(a->seed, a->step,
