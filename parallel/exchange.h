@@ -11,7 +11,13 @@
  *                             so each rank gets its slots' outputs in its original order.
  * The backward of each is the other's forward (gradients travel the opposite way). Nothing
  * is sent for an expert a token did not choose. Counts are exchanged first with one
- * MPI_Alltoall of E/P integers per peer.
+ * MPI_Alltoall of E/P integers per peer (an MPI_Allgather of E per rank for two-stage
+ * routes, whose relays need every pair's count).
+ * These two ops are the blocking path (parallel.a2a_chunks = 1). With G > 1 chunks the plan
+ * also cuts the local experts into G groups, each with its own routes, and
+ * op_exchange_experts (parallel/expert_pipe.h) moves and multiplies them in a pipeline.
+ * The transfers themselves are parallel/a2a.h's: flat, or in two stages (node first) when
+ * parallel.hierarchical is on and the EP group spans whole nodes.
  */
 #ifndef MOE_EXCHANGE_H
 #define MOE_EXCHANGE_H
