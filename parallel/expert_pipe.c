@@ -79,9 +79,8 @@ static void pipe_backward(TapeOp *op) {
     k.progress = pipe_progress;
     k.progress_ctx = &fl;
     const float *dye = op->out->grad;                               /* (M_send, C) */
-    a2a_start(&gd[0], &p->disp[0], dye, p->buf);
+    for (int c = 0; c < G; c++) a2a_start(&gd[c], &p->disp[c], dye, p->buf);
     for (int c = 0; c < G; c++) {
-        if (c + 1 < G) a2a_start(&gd[c + 1], &p->disp[c + 1], dye, p->buf);
         a2a_wait(&gd[c]);
         int r0, r1;
         chunk_rows(p, c, &r0, &r1);
@@ -124,8 +123,7 @@ Tensor *op_exchange_experts(Tape *t, Tensor *xg, Tensor *w1, Tensor *w3, Tensor 
     memset(x, 0, sizeof(A2a) * 2 * (size_t)G);
     A2a *d = x, *cb = x + G;   /* dispatches, combines */
     PipeFlight fl = {x, 2 * G};
-    a2a_start(&d[0], &p->disp[0], xg->data, p->buf);
-    if (G > 1) a2a_start(&d[1], &p->disp[1], xg->data, p->buf);
+    for (int c = 0; c < G; c++) a2a_start(&d[c], &p->disp[c], xg->data, p->buf);
     if (overlap) overlap(t, overlap_ctx);   /* e.g. the shared experts, while rows travel */
 
     const bool need = tape_needs_grad(t, xg, w1, w3) || tape_needs_grad(t, w2, NULL, NULL);
@@ -148,7 +146,6 @@ Tensor *op_exchange_experts(Tape *t, Tensor *xg, Tensor *w1, Tensor *w3, Tensor 
         .progress = pipe_progress, .progress_ctx = &fl,
     };
     for (int c = 0; c < G; c++) {
-        if (c >= 1 && c + 1 < G) a2a_start(&d[c + 1], &p->disp[c + 1], xg->data, p->buf);
         a2a_wait(&d[c]);
         int r0, r1;
         chunk_rows(p, c, &r0, &r1);

@@ -3,12 +3,13 @@
  *
  * The plan (parallel/exchange.h) cuts the El local experts into G chunks of consecutive
  * experts. Forward, on every rank of the EP group:
- *   post dispatch 0 and 1 (non-blocking all-to-all, parallel/a2a.h);
+ *   post every chunk's dispatch (non-blocking all-to-alls, parallel/a2a.h; all at once, so
+ *     that the handshakes of every chunk advance in the same progress calls: a transfer
+ *     moves only while both ends are inside MPI, and a rank inside a product is not);
  *   run `overlap` (the shared experts: work that needs none of the exchanged rows);
- *   for chunk c: post dispatch c+1 (c >= 1); wait for dispatch c; put its rows in
- *     expert-major order; the chunk's experts' W1, W3, SwiGLU, W2 products (testing every
- *     transfer in flight between products, so MPI moves them); pack the outputs and post
- *     combine c;
+ *   for chunk c: wait for dispatch c; put its rows in expert-major order; the chunk's
+ *     experts' W1, W3, SwiGLU, W2 products (testing every transfer in flight between
+ *     products, so MPI moves them); pack the outputs and post combine c;
  *   wait for every combine.
  * Backward is the mirror image: the output grads travel to the experts chunk by chunk
  * (dispatch routes), each chunk's expert backward runs while the next chunk's grads
