@@ -324,6 +324,11 @@ static void print_banner(const Trainer *tr, double sgemm_gflops, double flops_to
     printf("layout: %d rank(s), expert parallel %d (each rank holds %d of %d experts), "
            "%d sequence(s) per rank\n", comm->size, comm->ep,
            shape->E > 0 ? shape->E / comm->ep : 0, shape->E, tr->Bl);
+    if (tr->model.exchange && (tr->ex.chunks > 1 || tr->ex.group.hier))
+        printf("expert exchange: %d chunk(s) of local experts (parallel.a2a_chunks %d)%s\n",
+               shape->E / comm->ep < tr->ex.chunks ? shape->E / comm->ep : tr->ex.chunks,
+               c->parallel.a2a_chunks, tr->ex.group.hier ? ", two stages: within each node, "
+               "then across nodes (parallel.hierarchical)" : "");
     if (c->parallel.shard_optimizer) {
         const ParamSet *ps = &tr->model.ps;
         const ParamBlock *d = &ps->blocks[PBLOCK_DENSE], *e = &ps->blocks[PBLOCK_EXPERT];
