@@ -80,6 +80,7 @@ static void pipe_backward(TapeOp *op) {
     k.progress_ctx = &fl;
     const float *dye = op->out->grad;                               /* (M_send, C) */
     for (int c = 0; c < G; c++) a2a_start(&gd[c], &p->disp[c], dye, p->buf);
+    pipe_progress(&fl);
     for (int c = 0; c < G; c++) {
         a2a_wait(&gd[c]);
         int r0, r1;
@@ -124,6 +125,9 @@ Tensor *op_exchange_experts(Tape *t, Tensor *xg, Tensor *w1, Tensor *w3, Tensor 
     A2a *d = x, *cb = x + G;   /* dispatches, combines */
     PipeFlight fl = {x, 2 * G};
     for (int c = 0; c < G; c++) a2a_start(&d[c], &p->disp[c], xg->data, p->buf);
+    /* one test right away: the handshakes go out, so a peer inside MPI can move this rank's
+     * rows while the overlap work runs (its products call no progress hook) */
+    pipe_progress(&fl);
     if (overlap) overlap(t, overlap_ctx);   /* e.g. the shared experts, while rows travel */
 
     const bool need = tape_needs_grad(t, xg, w1, w3) || tape_needs_grad(t, w2, NULL, NULL);
