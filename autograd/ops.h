@@ -19,6 +19,7 @@
  *                      and packed documents
  *   ops_moe.c          top-k gate (optional selection bias), combine
  *   ops_expert.c       grouped expert GEMMs, alone or fused with the SwiGLU or the gather
+ *   ops_expert_lora.c  grouped expert GEMMs with LoRA adapters (per expert or shared)
  *   ops_route.c        top-p and expert-choice gates
  *   ops_router_loss.c  load-balancing loss, z-loss, router entropy
  * Kernels two files share (so that a fused op equals its composition bit for bit) are
@@ -229,6 +230,24 @@ Tensor *op_swiglu_expert_linear(Tape *t, Tensor *a, Tensor *b, Tensor *w, const 
  * (see tape_backward's contract). rows (M) and offs (E+1) borrowed until backward. */
 Tensor *op_gather_expert_up(Tape *t, Tensor *x, const int32_t *rows, Tensor *w1, Tensor *w3,
                             const int32_t *offs, int E, Tensor **h3);
+
+/* ---------------- ops_expert_lora.c: grouped expert GEMMs with adapters ---------------- */
+
+/* LoRA (Hu et al. 2021, layers/lora.h) on a grouped expert product: rows offs[e] ..
+ * offs[e+1]-1 of x (M, in) belong to expert e and
+ *   y[rows] (M, out) = x[rows] W[e]^T + scale * (x[rows] A_e^T) B_e^T,   W (E, out, in)
+ * with per-expert adapters A (E, r, in), B (E, out, r) (A_e = A[e]), or shared ones
+ * A (r, in), B (out, r) (2-D: A_e = A for every e). The adapter is added into the base
+ * product's output (B = 0 adds exactly zero). Kept: u = x A_e^T (M, r) and a du scratch
+ * (M, r). backward (accumulates; each only for an input that requires grad):
+ *   du = scale dy B_e;  dx += dy W[e] + du A_e;  dW[e] += dy^T x;  dB_e += scale dy^T u;
+ *   dA_e += du^T x.
+ * Per expert, one task per non-empty expert (op_expert_linear's order and threading; an
+ * empty expert's dA_e, dB_e stay as they were); shared adapters: the base per expert, the
+ * adapter as four products over all M rows (dA, dB sum over the experts). offs (E+1)
+ * borrowed until backward; offs[0] = 0, offs[E] = M. No dropout (layers/lora.h). */
+Tensor *op_expert_lora_linear(Tape *t, Tensor *x, Tensor *w, Tensor *a, Tensor *b,
+                              const int32_t *offs, int E, float scale);
 
 /* ---------------- ops_route.c: the top-p and expert-choice gates ---------------- */
 

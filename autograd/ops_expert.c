@@ -72,7 +72,7 @@ static void expert_linear_forward_task(void *ctx, int task, int worker) {
 }
 
 /* offs (E+1) must cover [0, M) in order: every output row is then written by some sgemm. */
-static void expert_offs_check(const int32_t *offs, int E, size_t M) {
+void expert_offs_check(const int32_t *offs, int E, size_t M) {
     ASSERT(offs[0] == 0 && (size_t)offs[E] == M, "offs[0] = %d, offs[E] = %d, M = %zu",
            offs[0], offs[E], M);
     for (int e = 0; e < E; e++)
@@ -84,7 +84,7 @@ static void expert_offs_check(const int32_t *offs, int E, size_t M) {
  * order, so the last products to start are the short ones and the cores finish together.
  * Insertion sort by row count, ties by index (E is small). order (E) from t's arena (kept:
  * the backward runs its tasks in the same order). */
-static int32_t *expert_order(Tape *t, const int32_t *offs, int E) {
+int32_t *expert_order(Tape *t, const int32_t *offs, int E) {
     int32_t *order = arena_ints(&t->arena, (size_t)E);
     for (int e = 0; e < E; e++) {
         const int32_t me = offs[e + 1] - offs[e];

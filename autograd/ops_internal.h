@@ -101,6 +101,14 @@ RowRuns row_runs_build(Arena *a, const int32_t *dst, int M, int n_dst);
 void row_runs_scatter_add(const RowRuns *r, const int32_t *dst, float *dx, const float *dy,
                           const float *w, int per_row, int C);
 
+/* ---------------- ops_expert.c: shared by ops_expert_lora.c ---------------- */
+
+/* Asserts offs (E+1) covers [0, M) in order (offs[0] = 0, monotone, offs[E] = M). */
+void expert_offs_check(const int32_t *offs, int E, size_t M);
+/* The experts by row count, busiest first, ties by index: order (E) from t's arena (the
+ * order the tasks are claimed in, forward and backward). */
+int32_t *expert_order(Tape *t, const int32_t *offs, int E);
+
 /* ---------------- ops_router_loss.c ---------------- */
 
 /* p (E) = softmax(x (E)), stable (the row max is subtracted, the sum is in double);

@@ -263,7 +263,7 @@ int export_peft(const char *ckpt_path, const char *outdir, StDtype dtype, bool o
     memset(&m, 0, sizeof m);
     char tmpdir[4096] = "", path[4200];
     StTensorIn *ts = NULL;
-    char (*names)[192] = NULL;
+    char (*names)[208] = NULL;
     int rc = -1;
     CkptMeta meta;
     if (check_outdir(outdir, overwrite, err)) goto done;
@@ -289,16 +289,40 @@ int export_peft(const char *ckpt_path, const char *outdir, StDtype dtype, bool o
     model_init_lora(&m, &s, &lo, 0, s.E, 0);
     if (ckpt_load(ckpt_path, &m, NULL, false, err)) goto done;
     if (fs_temp_dir(outdir, tmpdir, sizeof tmpdir, err)) goto done;
-    /* PEFT names: base_model.model.<our name>; lora_A (r, d_in), lora_B (d_out, r) */
-    size_t n = 0;
-    ts = moe_calloc(sizeof(StTensorIn) * (size_t)m.ps.count);
-    names = moe_calloc(sizeof *names * (size_t)m.ps.count);
+    /* PEFT names: base_model.model.<our name>, lora_A (r, d_in), lora_B (d_out, r), with
+     * the expert adapters as PEFT's target_modules puts them on Mixtral's per-expert
+     * nn.Linear modules (docs/export.md): a per-expert stack split into its experts'
+     * "...experts.<e>.w1.lora_A.weight", a shared pair written once per expert under the
+     * same names (every expert's module gets the same adapter: the same function). */
+    size_t cap = (size_t)m.ps.count * (size_t)(s.E > 0 ? s.E : 1), n = 0;
+    ts = moe_calloc(sizeof(StTensorIn) * cap);
+    names = moe_calloc(sizeof *names * cap);
+    char one[160];
     for (int i = 0; i < m.ps.count; i++) {
         const Param *p = &m.ps.p[i];
         if (!lora_is_adapter(p->name)) continue;
-        snprintf(names[n], sizeof names[n], "base_model.model.%s", p->name);
-        ts[n] = (StTensorIn){names[n], p->t.data, 2, {p->t.shape[0], p->t.shape[1], 0, 0}};
-        n++;
+        const char *ex = strstr(p->name, ".experts.");
+        if (!ex) {
+            snprintf(names[n], sizeof names[n], "base_model.model.%s", p->name);
+            ts[n] = (StTensorIn){names[n], p->t.data, 2, {p->t.shape[0], p->t.shape[1], 0, 0}};
+            n++;
+            continue;
+        }
+        const bool stacked = p->t.ndim == 3;
+        const int r0 = stacked ? 1 : 0;
+        const size_t per = stacked ? (size_t)p->t.shape[1] * p->t.shape[2] : 0;
+        for (int e = 0; e < s.E; e++) {
+            if (stacked) {
+                export_hf_expert_name(p->name, e, one, sizeof one);
+            } else {   /* "...experts.w1.lora_A.weight" -> "...experts.<e>.w1.lora_A..." */
+                const size_t at = (size_t)(ex - p->name) + strlen(".experts.");
+                snprintf(one, sizeof one, "%.*s%d.%s", (int)at, p->name, e, p->name + at);
+            }
+            snprintf(names[n], sizeof names[n], "base_model.model.%s", one);
+            ts[n] = (StTensorIn){names[n], p->t.data + (size_t)e * per, 2,
+                                 {p->t.shape[r0], p->t.shape[r0 + 1], 0, 0}};
+            n++;
+        }
     }
     static const char *const stmeta[] = {"format", "pt", NULL};
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", tmpdir);

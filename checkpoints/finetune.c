@@ -97,12 +97,17 @@ void finetune_merge(const Model *lm, Model *plain) {
     const float scale = lo->alpha / (float)lo->rank;
     for (int l = 0; l < lm->s.L; l++) {
         const LayerParams *ll = &lm->layer[l], *pl = &plain->layer[l];
-        const int w[LORA_N_TARGETS] = {pl->wq, pl->wk, pl->wv, pl->wo};
+        const int w[LORA_N_TARGETS] = {pl->wq, pl->wk, pl->wv, pl->wo,
+                                       pl->w1, pl->w2, pl->w3, pl->router};
         for (int t = 0; t < LORA_N_TARGETS; t++) {
             if (ll->lora_a[t] < 0) continue;
             Tensor *W = &plain->ps.p[w[t]].t;
-            lora_merge(W->data, tensor_of(lm, ll->lora_a[t]), tensor_of(lm, ll->lora_b[t]),
-                       W->shape[0], W->shape[1], lo->rank, scale);
+            const float *A = tensor_of(lm, ll->lora_a[t]), *B = tensor_of(lm, ll->lora_b[t]);
+            if (W->ndim == 3)   /* experts (E, d_out, d_in): per expert or shared */
+                lora_merge_experts(W->data, A, B, W->shape[0], W->shape[1], W->shape[2],
+                                   lo->rank, scale, lm->ps.p[ll->lora_a[t]].t.ndim == 2);
+            else
+                lora_merge(W->data, A, B, W->shape[0], W->shape[1], lo->rank, scale);
         }
     }
 }

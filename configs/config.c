@@ -41,10 +41,10 @@ void config_defaults(Config *c) {
                            .granularity = 1};
     c->finetune = (ConfigFinetune){.init_from = NULL, .lora_rank = 0, .lora_alpha = 16.0,
                                    .lora_dropout = 0.0};
-    c->finetune.lora_targets = moe_calloc(LORA_N_TARGETS * sizeof(char *));
-    for (int t = 0; t < LORA_N_TARGETS; t++)
+    c->finetune.lora_targets = moe_calloc(LORA_N_ATTN * sizeof(char *));
+    for (int t = 0; t < LORA_N_ATTN; t++)
         c->finetune.lora_targets[t] = moe_strdup(lora_target_names[t]);
-    c->finetune.n_lora_targets = LORA_N_TARGETS;
+    c->finetune.n_lora_targets = LORA_N_ATTN;
 }
 
 void config_free(Config *c) {
@@ -164,6 +164,7 @@ void config_lora_spec(const Config *c, LoraSpec *s) {
     }
     s->train_router = f->train_router;
     s->train_experts = f->train_experts;
+    s->expert_shared = f->lora_expert_shared;
 }
 
 void config_lr_schedule(const Config *c, LrSchedule *s) {

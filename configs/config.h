@@ -58,7 +58,7 @@
 
 #define CONFIG_N_SECTIONS 11  /* model moe train optim data run parallel compute checkpoint
                                  init finetune */
-#define CONFIG_N_KEYS 82      /* total number of keys over all sections (aliases included) */
+#define CONFIG_N_KEYS 83      /* total number of keys over all sections (aliases included) */
 
 typedef struct ConfigModel {
     int vocab_size;     /* V, in [258, 2^30] */
@@ -200,10 +200,12 @@ typedef struct ConfigFinetune {
     double lora_alpha;      /* > 0: adapters are scaled by alpha / r */
     double lora_dropout;    /* [0, 1): dropout on the adapter input while training */
     char **lora_targets;    /* owned array of n_lora_targets owned names, each one of
-                               q_proj, k_proj, v_proj, o_proj (default all four) */
+                               q_proj, k_proj, v_proj, o_proj, w1, w2, w3, gate
+                               (default the four attention projections) */
     size_t n_lora_targets;
     bool train_router;      /* with adapters: router weights stay trainable */
     bool train_experts;     /* with adapters: expert (dense: FFN) weights stay trainable */
+    bool lora_expert_shared;  /* w1/w2/w3 adapters shared by every expert of a layer */
 } ConfigFinetune;
 
 typedef struct Config {
@@ -264,7 +266,9 @@ int config_set(Config *c, const char *assignment, MoeErr *err);
  * (the checks against the dense checkpoint itself are upcycle_into's), and
  * moe.max_experts <= moe.n_experts when n_experts > 0, moe.bias_update_rate only with
  * moe.router topk; finetune: not with init.upcycle_from, lora_rank > 0 needs init_from and
- * a non-empty lora_targets list of distinct q_proj/k_proj/v_proj/o_proj. Errors name both
+ * a non-empty lora_targets list of distinct names (layers/lora.h); w1/w2/w3/gate need
+ * moe.n_experts > 0, w1/w2/w3 need lora_dropout 0, lora_expert_shared needs one of
+ * w1/w2/w3 (with lora_rank > 0). Errors name both
  * keys and the location of one of them. Returns 0 or -1 with err set. */
 int config_validate(const Config *c, MoeErr *err);
 
@@ -279,7 +283,7 @@ char *config_to_yaml(const Config *c);
 /* Lists the keys that change the model shape (model.*, moe.n_experts, moe.top_k,
  * moe.hidden, moe.n_shared_experts, moe.shared_hidden, model.sliding_window, and the
  * finetune keys that change the trainable tensor set: lora_rank, lora_targets,
- * train_router, train_experts) whose values differ between a and b, as
+ * lora_expert_shared, train_router, train_experts) whose values differ between a and b, as
  * "model.dim: 256 -> 512, ..." into out (NUL-terminated, truncated to cap; out may be NULL
  * when cap is 0). Returns the number of differing keys. config_diff_other does the same for
  * every other key. */

@@ -281,8 +281,14 @@ const KeySpec cfg_keys[] = {
     KF(S_FINETUNE, "lora_dropout", finetune.lora_dropout, 0, 1, F_HI_OPEN,
        "dropout on the adapters' input while training"),
     KLS(S_FINETUNE, "lora_targets", finetune.lora_targets, finetune.n_lora_targets, F_SHAPE,
-        "attention projections that get adapters: each of q_proj, k_proj, v_proj, o_proj at "
-        "most once, non-empty when lora_rank > 0"),
+        "weights that get adapters, each at most once, non-empty when lora_rank > 0: the "
+        "attention's q_proj, k_proj, v_proj, o_proj; with moe.n_experts > 0 also the "
+        "experts' w1, w3 (up, gate) and w2 (down) and the router's gate (expert targets take "
+        "no dropout: lora_dropout 0)"),
+    KB(S_FINETUNE, "lora_expert_shared", finetune.lora_expert_shared, F_SHAPE,
+       "w1/w2/w3 adapters: one pair per layer and target shared by every expert (replicated) "
+       "instead of one pair per expert (held with the experts under expert parallelism); "
+       "needs an expert target"),
     KB(S_FINETUNE, "train_router", finetune.train_router, F_SHAPE,
        "with adapters: the router (and noise router) weights train too"),
     KB(S_FINETUNE, "train_experts", finetune.train_experts, F_SHAPE,

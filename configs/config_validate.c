@@ -47,7 +47,8 @@ static int validate_finetune(const Config *c, MoeErr *err) {
             const char *sug = cfg_closest(name, lora_target_names, LORA_N_TARGETS);
             moe_errorf(err, "%s: finetune.lora_targets[%zu]: unknown projection '%s'",
                        loc_of(c, kt, -1), i, name);
-            return moe_hintf(err, "%s%s%sallowed: q_proj, k_proj, v_proj, o_proj",
+            return moe_hintf(err, "%s%s%sallowed: q_proj, k_proj, v_proj, o_proj, and with "
+                             "moe.n_experts > 0 w1, w2, w3, gate",
                              sug ? "did you mean '" : "", sug ? sug : "", sug ? "'? " : "");
         }
         for (size_t j = 0; j < i; j++)
@@ -57,11 +58,40 @@ static int validate_finetune(const Config *c, MoeErr *err) {
                 return moe_hintf(err, "list each projection once");
             }
     }
+    unsigned mask = 0;
+    for (size_t i = 0; i < f->n_lora_targets; i++)
+        mask |= 1u << lora_target_index(f->lora_targets[i]);
+    const int kd = cfg_key_index(S_FINETUNE, "lora_dropout"),
+              ks = cfg_key_index(S_FINETUNE, "lora_expert_shared"),
+              ke = cfg_key_index(S_MOE, "n_experts");
+    if (f->lora_rank > 0 && (mask & (LORA_EXPERT_MASK | (1u << LORA_GATE))) &&
+        c->moe.n_experts == 0) {
+        moe_errorf(err, "%s: finetune.lora_targets, moe.n_experts: w1, w2, w3 and gate adapt "
+                   "the experts and the router, but this model is dense (n_experts = 0)",
+                   loc_of(c, kt, ke));
+        return moe_hintf(err, "target a dense model's attention only (q_proj, k_proj, v_proj, "
+                              "o_proj), or fine-tune its FFN with finetune.train_experts");
+    }
+    if (f->lora_rank > 0 && (mask & LORA_EXPERT_MASK) && f->lora_dropout > 0) {
+        moe_errorf(err, "%s: finetune.lora_dropout, finetune.lora_targets: expert adapters "
+                   "(w1, w2, w3) take no dropout, but lora_dropout = %g",
+                   loc_of(c, kd, kt), f->lora_dropout);
+        return moe_hintf(err, "set finetune.lora_dropout to 0, or leave w1, w2, w3 out of "
+                              "lora_targets (an expert's rows have no token identity under "
+                              "expert parallelism, so a mask could not follow the token)");
+    }
+    if (f->lora_rank > 0 && f->lora_expert_shared && !(mask & LORA_EXPERT_MASK)) {
+        moe_errorf(err, "%s: finetune.lora_expert_shared, finetune.lora_targets: shared expert "
+                   "adapters are asked for, but no expert weight is targeted",
+                   loc_of(c, ks, kt));
+        return moe_hintf(err, "add w1, w2 or w3 to finetune.lora_targets, or set "
+                              "finetune.lora_expert_shared to false");
+    }
     if (f->lora_rank > 0 && f->n_lora_targets == 0) {
         moe_errorf(err, "%s: finetune.lora_targets, finetune.lora_rank: the list is empty but "
                    "lora_rank = %d asks for adapters", loc_of(c, kt, kr), f->lora_rank);
-        return moe_hintf(err, "list at least one of q_proj, k_proj, v_proj, o_proj (or set "
-                              "finetune.lora_rank to 0)");
+        return moe_hintf(err, "list at least one of q_proj, k_proj, v_proj, o_proj, w1, w2, "
+                              "w3, gate (or set finetune.lora_rank to 0)");
     }
     return 0;
 }

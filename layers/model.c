@@ -25,29 +25,54 @@ void model_init(Model *m, const ModelShape *s, int e_first, int e_local, uint64_
     model_init_lora(m, s, NULL, e_first, e_local, seed);
 }
 
+/* The input and output widths of target t (layers/lora.h): W is (dout, din). */
+static void lora_dims(const ModelShape *s, int t, int *din, int *dout) {
+    const int HD = shape_mul(s->H, s->D, "n_heads x head_dim");
+    const int KD = shape_mul(s->Hkv, s->D, "n_kv_heads x head_dim");
+    const int in[LORA_N_TARGETS] = {s->C, s->C, s->C, HD, s->C, s->F, s->C, s->C};
+    const int out[LORA_N_TARGETS] = {HD, KD, KD, s->C, s->F, s->C, s->F, s->E};
+    *din = in[t];
+    *dout = out[t];
+}
+
+/* Module path of target t's weight in layer l, before ".lora_A.weight": attention
+ * "self_attn.q_proj"; experts "block_sparse_moe.experts.{e}.w1" (per expert, a stacked
+ * EXPERT tensor) or "block_sparse_moe.experts.w1" (shared); router "block_sparse_moe.gate". */
+static void lora_module(const LoraSpec *lo, int l, int t, char *out, size_t cap) {
+    const char *nm = lora_target_names[t];
+    if (t < LORA_N_ATTN) snprintf(out, cap, "model.layers.%d.self_attn.%s", l, nm);
+    else if (t == LORA_GATE) snprintf(out, cap, "model.layers.%d.block_sparse_moe.gate", l);
+    else snprintf(out, cap, "model.layers.%d.block_sparse_moe.experts.%s%s", l,
+                  lo->expert_shared ? "" : "{e}.", nm);
+}
+
 /* Adapters of every layer's targeted projections, declared after the base tensors, and
- * the base frozen except what the spec keeps trainable (layers/lora.h). */
+ * the base frozen except what the spec keeps trainable (layers/lora.h). Per-expert adapters
+ * are stacked EXPERT tensors (E_local, r, d_in) and (E_local, d_out, r), initialised per
+ * global expert index like the experts (params_init_values); all others DENSE. */
 static void add_lora(Model *m, const LoraSpec *lo) {
     ParamSet *ps = &m->ps;
     const ModelShape *s = &m->s;
     const int n_base = ps->count;
-    const int HD = shape_mul(s->H, s->D, "n_heads x head_dim");
-    const int KD = shape_mul(s->Hkv, s->D, "n_kv_heads x head_dim");
-    const int din[LORA_N_TARGETS] = {s->C, s->C, s->C, HD};
-    const int dout[LORA_N_TARGETS] = {HD, KD, KD, s->C};
-    char name[128];
+    ASSERT(s->E > 0 || !(lo->targets & (LORA_EXPERT_MASK | (1u << LORA_GATE))),
+           "expert and router adapters need experts");
+    char mod[128], name[160];
     for (int l = 0; l < s->L; l++)
         for (int t = 0; t < LORA_N_TARGETS; t++) {
             if (!(lo->targets & (1u << t))) continue;
+            int din, dout;
+            lora_dims(s, t, &din, &dout);
+            lora_module(lo, l, t, mod, sizeof mod);
+            const bool stacked = (LORA_EXPERT_MASK & (1u << t)) && !lo->expert_shared;
+            const int blk = stacked ? PBLOCK_EXPERT : PBLOCK_DENSE;
             /* Kaiming-uniform bound 1/sqrt(d_in) (layers/lora.h) */
-            snprintf(name, sizeof name, "model.layers.%d.self_attn.%s.lora_A.weight", l,
-                     lora_target_names[t]);
-            m->layer[l].lora_a[t] = add2(ps, name, PBLOCK_DENSE, lo->rank, din[t], true,
-                                         INIT_UNIFORM, 1.0f / sqrtf((float)din[t]), l);
-            snprintf(name, sizeof name, "model.layers.%d.self_attn.%s.lora_B.weight", l,
-                     lora_target_names[t]);
-            m->layer[l].lora_b[t] = add2(ps, name, PBLOCK_DENSE, dout[t], lo->rank, true,
-                                         INIT_ZEROS, 0, l);
+            snprintf(name, sizeof name, "%s.lora_A.weight", mod);
+            const int sa[3] = {m->e_local, lo->rank, din}, sb[3] = {m->e_local, dout, lo->rank};
+            m->layer[l].lora_a[t] = params_add(ps, name, blk, stacked ? 3 : 2, sa + !stacked,
+                                               true, INIT_UNIFORM, 1.0f / sqrtf((float)din), l);
+            snprintf(name, sizeof name, "%s.lora_B.weight", mod);
+            m->layer[l].lora_b[t] = params_add(ps, name, blk, stacked ? 3 : 2, sb + !stacked,
+                                               true, INIT_ZEROS, 0, l);
         }
     for (int i = 0; i < n_base; i++)
         params_set_trainable(ps, i, lora_base_trainable(ps->p[i].name, lo));
@@ -200,6 +225,19 @@ Tensor *model_ffn(Model *m, Tape *t, int l, Tensor *hn, const MoeLayerArgs *a, T
     if (m->s.E > 0) {
         MoeLayerArgs ab = *a;   /* training, evaluation and KV-cache decoding all pass here */
         ab.bias = m->use_router_bias ? m->router_bias + (size_t)l * m->s.E : NULL;
+        MoeLora lo = {.scale = m->lora.rank > 0 ? m->lora.alpha / (float)m->lora.rank : 0.0f,
+                      .gate_drop = {.p = a->lora_dropout, .seed = a->seed, .step = a->step,
+                                    .layer = l, .target = LORA_GATE,
+                                    .token_base = a->token_base}};
+        bool any = false;
+        for (int g = LORA_W1; g < LORA_N_TARGETS; g++) {
+            if (lp->lora_a[g] < 0) continue;
+            Tensor *A = P(m, lp->lora_a[g]), *B = P(m, lp->lora_b[g]);
+            if (g == LORA_GATE) lo.gate_a = A, lo.gate_b = B;
+            else lo.a[g - LORA_W1] = A, lo.b[g - LORA_W1] = B;
+            any = true;
+        }
+        ab.lora = any ? &lo : NULL;
         SharedFfn sh = {m, lp, hn, NULL};
         if (m->s.Fs > 0) {
             ab.residual = NULL;   /* added after the shared experts' output */
@@ -281,6 +319,7 @@ static void model_layer(Tape *t, void *arg, bool recompute, Tensor *x, Tensor **
         .router = (MoeRouter)s->router, .top_p = s->top_p, .max_experts = s->max_experts,
         .entropy_scale = lc->loss ? s->entropy_coef * ls / (float)s->L : 0.0f,
         .residual = x,   /* the block's output x + ffn(hn) is formed inside model_ffn */
+        .lora_dropout = ctx->train ? m->lora.dropout : 0.0f,
     };
     Tensor *aux = NULL, *z = NULL;
     MoeStats keep = m->stats;
@@ -379,10 +418,15 @@ double model_flops_per_token(const ModelShape *s, int T) {
 double model_flops_per_token_lora(const ModelShape *m, const LoraSpec *s, int T) {
     if (s->rank == 0) return model_flops_per_token(m, T);
     const double C = m->C, HD = (double)m->H * m->D, KD = (double)m->Hkv * m->D;
-    const double din[LORA_N_TARGETS] = {C, C, C, HD}, dout[LORA_N_TARGETS] = {HD, KD, KD, C};
+    /* per token: the attention and gate adapters once, the expert ones for each of the K
+     * experts it reaches (per-expert or shared alike) */
+    const double din[LORA_N_TARGETS] = {C, C, C, HD, C, m->F, C, C};
+    const double dout[LORA_N_TARGETS] = {HD, KD, KD, C, m->F, C, m->F, m->E};
     double adapters = 0.0;
     for (int t = 0; t < LORA_N_TARGETS; t++)
-        if (s->targets & (1u << t)) adapters += (double)s->rank * (din[t] + dout[t]);
+        if (s->targets & (1u << t))
+            adapters += (LORA_EXPERT_MASK & (1u << t) ? (double)m->K : 1.0) * (double)s->rank *
+                        (din[t] + dout[t]);
     double router = m->E > 0 ? 2.0 * m->E * C : 0.0;
     double experts = (m->E > 0 ? (double)m->K : 1.0) * 3.0 * C * m->F;
     double trained = m->L * ((s->train_router ? router : 0.0) +

@@ -50,8 +50,10 @@ typedef struct LayerParams {
     int w1, w3, w2;    /* MoE: (E_local, F, C), (E_local, F, C), (E_local, C, F);
                           dense: (F, C), (F, C), (C, F) */
     int sw1, sw3, sw2; /* shared experts (Fs, C), (Fs, C), (C, Fs); -1 when Fs == 0 */
-    int lora_a[LORA_N_TARGETS];   /* adapter A (r, d_in) of q/k/v/o; -1 when absent */
-    int lora_b[LORA_N_TARGETS];   /* adapter B (d_out, r); -1 when absent */
+    int lora_a[LORA_N_TARGETS];   /* adapter A (r, d_in) of q/k/v/o, w1/w2/w3, gate; per-expert
+                                     w1/w2/w3: (E_local, r, d_in); -1 when absent */
+    int lora_b[LORA_N_TARGETS];   /* adapter B (d_out, r) (per expert (E_local, d_out, r));
+                                     -1 when absent */
 } LayerParams;
 
 typedef struct Model {
@@ -110,7 +112,8 @@ typedef struct ModelOut {
  * (0 and E on one rank). Values are initialised from seed. */
 void model_init(Model *m, const ModelShape *s, int e_first, int e_local, uint64_t seed);
 /* model_init plus LoRA adapters when lora != NULL and lora->rank > 0: an A (r, d_in) and a
- * B (d_out, r) per layer and targeted projection, declared after every base tensor (so base
+ * B (d_out, r) per layer and targeted projection (per-expert targets: one pair per held
+ * expert, stacked; layers/lora.h), declared after every base tensor (so base
  * parameter indices equal model_init's), A Kaiming-uniform and B zero (keyed by seed and
  * name); every base tensor is frozen except those lora_base_trainable keeps, so grad/m/v
  * exist only for the adapters and those. */

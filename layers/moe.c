@@ -170,6 +170,28 @@ double moe_router_entropy(const float *clean, int N, int E, double *ent) {
     return sum;
 }
 
+/* The up projections' product with W (E_l, F, C) of the rows xin (M, C), with its adapter
+ * i (0 = w1, 2 = w3) when there is one. */
+static Tensor *expert_up(Tape *t, Tensor *xin, Tensor *w, const MoeLora *lo, int i,
+                         const int32_t *offs, int E) {
+    if (lo && lo->a[i]) return op_expert_lora_linear(t, xin, w, lo->a[i], lo->b[i], offs, E,
+                                                     lo->scale);
+    return op_expert_linear(t, xin, w, offs, E);
+}
+
+/* The experts on their grouped rows xin (M, C) -> (M, C): SwiGLU of the up projections,
+ * then the down projection (fused, the activation not kept, unless w2 has an adapter). */
+static Tensor *experts_unfused(Tape *t, Tensor *xin, Tensor *w1, Tensor *w3, Tensor *w2,
+                               const MoeLora *lo, const int32_t *offs, int E) {
+    Tensor *h1 = expert_up(t, xin, w1, lo, 0, offs, E);                 /* (M, F) */
+    Tensor *h3 = expert_up(t, xin, w3, lo, 2, offs, E);                 /* (M, F) */
+    if (lo && lo->a[1]) {
+        Tensor *act = op_swiglu(t, h1, h3);                             /* (M, F) */
+        return op_expert_lora_linear(t, act, w2, lo->a[1], lo->b[1], offs, E, lo->scale);
+    }
+    return op_swiglu_expert_linear(t, h1, h3, w2, offs, E);            /* (M, C) */
+}
+
 Tensor *moe_forward(Tape *t, Tensor *x, Tensor *router, Tensor *noise, Tensor *w1, Tensor *w3,
                     Tensor *w2, const MoeLayerArgs *a, MoeExchange *ex, MoeStats *st,
                     Tensor **aux, Tensor **z) {
@@ -178,7 +200,11 @@ Tensor *moe_forward(Tape *t, Tensor *x, Tensor *router, Tensor *noise, Tensor *w
            "without an exchange every expert must be local");
 
     tape_region(t, REGION_ROUTER);
-    Tensor *clean = op_linear_fp32(t, x, router);                       /* (N, E) */
+    const MoeLora *lo = a->lora;
+    Tensor *clean = lo && lo->gate_a                                    /* (N, E) */
+                        ? lora_linear_fp32(t, x, router, lo->gate_a, lo->gate_b, lo->scale,
+                                           &lo->gate_drop)
+                        : op_linear_fp32(t, x, router);
     Tensor *h = clean;
     if (a->noise) {
         Tensor *std = op_softplus(t, op_linear_fp32(t, x, noise));       /* (N, E) */
@@ -218,9 +244,11 @@ Tensor *moe_forward(Tape *t, Tensor *x, Tensor *router, Tensor *noise, Tensor *w
         /* Expert parallel: slots travel to the ranks holding their experts and back. */
         Tensor *xg = op_gather_rows(t, x, rows, M);                 /* (M, C) */
         ExchangePlan *plan = exchange_plan(t, ex, offs, E, C);
-        if (plan->G > 1) {
+        const bool adapters = lo && (lo->a[0] || lo->a[1] || lo->a[2]);
+        if (plan->G > 1 && !adapters) {
             /* chunks of local experts: the transfers of one overlap another's products,
-             * and the overlap work (shared experts) the first chunks' travel */
+             * and the overlap work (shared experts) the first chunks' travel (expert
+             * adapters take the blocking path: the pipelined op has no adapter products) */
             tape_region(t, REGION_EXPERTS);
             ye = op_exchange_experts(t, xg, w1, w3, w2, plan, a->overlap,
                                      a->overlap_ctx);                /* (M, C) */
@@ -232,12 +260,17 @@ Tensor *moe_forward(Tape *t, Tensor *x, Tensor *router, Tensor *noise, Tensor *w
             tape_region(t, REGION_ROUTER);
             Tensor *xr = op_exchange_to_experts(t, xg, plan);      /* (M_recv, C) */
             tape_region(t, REGION_EXPERTS);
-            Tensor *h1 = op_expert_linear(t, xr, w1, plan->offs_local, plan->El);
-            Tensor *h3 = op_expert_linear(t, xr, w3, plan->offs_local, plan->El);
-            Tensor *yl = op_swiglu_expert_linear(t, h1, h3, w2, plan->offs_local, plan->El);
+            Tensor *yl = experts_unfused(t, xr, w1, w3, w2, lo, plan->offs_local, plan->El);
             tape_region(t, REGION_ROUTER);
             ye = op_exchange_from_experts(t, yl, plan);             /* (M, C) */
         }
+    } else if (lo && (lo->a[0] || lo->a[1] || lo->a[2])) {
+        /* expert adapters: the adapters' products read the gathered rows, so they are kept */
+        Tensor *xg = op_gather_rows(t, x, rows, M);                 /* (M, C) */
+        tape_region(t, REGION_EXPERTS);
+        ye = experts_unfused(t, xg, w1, w3, w2, lo, offs, E);        /* (M, C) */
+        if (a->overlap) a->overlap(t, a->overlap_ctx);   /* where model_ffn had it */
+        tape_region(t, REGION_ROUTER);
     } else {
         tape_region(t, REGION_EXPERTS);
         /* neither the gathered rows (M, C) nor the SwiGLU activation (M, F) is kept: both

@@ -40,6 +40,7 @@
 #define MOE_MOE_H
 
 #include "autograd/ops.h"
+#include "layers/lora.h"
 
 typedef struct MoeStats {
     int L, E;
@@ -59,6 +60,20 @@ void moe_stats_free(MoeStats *st);
 
 /* moe.router: how tokens and experts are matched (see above). */
 typedef enum { MOE_ROUTER_TOPK = 0, MOE_ROUTER_TOPP = 1, MOE_ROUTER_EXPERT_CHOICE = 2 } MoeRouter;
+
+/* LoRA adapters of one MoE layer (layers/lora.h); a NULL pair = no adapter there.
+ *   clean = x Wg^T + scale (drop(x) Ag^T) Bg^T       gate: lora_linear_fp32
+ *   h1 = xg W1_e^T + scale (xg A1_e^T) B1_e^T, h3 likewise with W3, y_e = act W2_e^T + scale
+ *   (act A2_e^T) B2_e^T with act = silu(h1) h3       op_expert_lora_linear
+ * With any expert adapter the gathered rows xg (M, C) are kept (op_gather_rows), and with a
+ * w2 adapter the activation (M, F) too (op_swiglu); without, the fused ops run as before. */
+typedef struct MoeLora {
+    Tensor *gate_a, *gate_b;   /* (r, C), (E, r) */
+    Tensor *a[3], *b[3];       /* w1, w2, w3 (LORA_W1 + i): per expert A (E_local, r, d_in),
+                                  B (E_local, d_out, r); shared A (r, d_in), B (d_out, r) */
+    float scale;               /* alpha / r */
+    LoraDrop gate_drop;        /* the gate adapter's dropout key (p 0 = none) */
+} MoeLora;
 
 /* Expert-parallel exchange hook (implemented in parallel/); NULL means all experts local. */
 typedef struct MoeExchange MoeExchange;
@@ -80,6 +95,9 @@ typedef struct MoeLayerArgs {
     float entropy_scale;        /* topp: entropy coef * loss_scale / L */
     Tensor *residual;           /* (N, C) added to the output by the combine (the residual
                                    stream: its sum is not kept separately); NULL = none */
+    const MoeLora *lora;        /* adapters of this layer; NULL = none */
+    float lora_dropout;         /* the gate adapter's dropout p (training; 0 = none): read
+                                   by model_ffn when it builds lora */
     void (*overlap)(Tape *t, void *ctx);   /* NULL, or work independent of the routed
                                    experts (the shared experts) that moe_forward records
                                    exactly once: with an exchange, after the dispatch is

@@ -81,7 +81,8 @@ static int info(const char *arg) {
                "targets", c.finetune.lora_rank, c.finetune.lora_alpha, c.finetune.lora_dropout);
         for (size_t i = 0; i < c.finetune.n_lora_targets; i++)
             printf(" %s", c.finetune.lora_targets[i]);
-        printf("%s%s\n", c.finetune.train_router ? ", router trained" : "",
+        printf("%s%s%s\n", c.finetune.lora_expert_shared ? " (expert adapters shared)" : "",
+               c.finetune.train_router ? ", router trained" : "",
                c.finetune.train_experts ? ", experts trained" : "");
         printf("base            %s (checksum %016" PRIx64 "; not read here)\n", m->base_path,
                m->base_checksum);

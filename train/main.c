@@ -32,6 +32,7 @@
 #include "train/cmd_ckpt.h"
 #include "train/cmd_config.h"
 #include "train/cmd_infer.h"
+#include "train/cmd_plan.h"
 #include "train/cmd_report.h"
 #include "train/cmd_tokenizer.h"
 #include "train/cmd_upcycle.h"
@@ -45,6 +46,7 @@ static const char *MAIN_HELP =
     "                [--stop-at STEP]\n"
     "       moetrain ckpt info CKPT|RUN_DIR\n"
     "       moetrain config keys\n"
+    "       moetrain plan CONFIG.yaml [--ranks R] [--nodes N] [--set k=v ...] [...]\n"
     "       moetrain report RUN_DIR... [--out FILE.html] [--force] [--watch]\n"
     "       moetrain export CKPT OUT --format hf|gguf [--dtype T] [--max-shard-size BYTES]\n"
     "                       [--force]\n"
@@ -83,6 +85,7 @@ static const char *MAIN_HELP =
     "  tokenizer info / encode  name a tokenizer (.bpe or HF tokenizer.json), print ids\n"
     "  data encode              encode text files into a binary token shard\n"
     "  ckpt info                show and verify a checkpoint\n"
+    "  plan                     memory, bytes sent and step time of a config on a cluster\n"
     "  report                   HTML report (inline SVG plots) of one or more run dirs\n"
     "  export                   Hugging Face (safetensors) or GGUF export of a checkpoint\n"
     "  sample / eval / logits   inference from a run dir (its newest valid checkpoint), a\n"
@@ -407,6 +410,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "data")) return cmd_data(argc - 2, argv + 2);
     if (!strcmp(argv[1], "ckpt")) return cmd_ckpt(argc - 2, argv + 2);
     if (!strcmp(argv[1], "config")) return cmd_config(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "plan")) return cmd_plan(argc - 2, argv + 2);
     if (!strcmp(argv[1], "report")) return cmd_report(argc - 2, argv + 2);
     if (!strcmp(argv[1], "export")) return cmd_export(argc - 2, argv + 2);
     if (!strcmp(argv[1], "sample")) return cmd_sample(argc - 2, argv + 2);

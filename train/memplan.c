@@ -22,6 +22,7 @@ typedef struct Dims {
     int router;
     unsigned targets;
     double dropout;
+    bool expert_shared;   /* w1/w2/w3 adapters shared by the experts (DENSE) */
 } Dims;
 
 static void dims_of(const Config *c, int ranks, int ep, Dims *d) {
@@ -60,6 +61,7 @@ static void dims_of(const Config *c, int ranks, int ep, Dims *d) {
     d->r = lo.rank;
     d->targets = lo.rank > 0 ? lo.targets : 0;
     d->dropout = lo.dropout;
+    d->expert_shared = lo.expert_shared;
     d->train_head = lo.rank == 0;   /* LoRA freezes the head */
 }
 
@@ -75,15 +77,21 @@ static void count_params(const Config *c, const Dims *d, double *held, double *t
     const double shared = 3 * d->Fs * C;
     const double dense_ffn = d->E > 0 ? 0 : 3 * d->F * C;
     const double expert1 = 3 * d->F * C;                           /* w1, w3, w2 */
-    double adapters = 0;
-    const double din[LORA_N_TARGETS] = {C, C, C, d->HD}, dout[LORA_N_TARGETS] = {d->HD, d->KD,
-                                                                                  d->KD, C};
-    for (int t = 0; t < LORA_N_TARGETS; t++)
-        if (d->targets & (1u << t)) adapters += d->r * (din[t] + dout[t]);
+    /* adapters (layers/lora.h): dense ones (attention, gate, shared expert pairs) and one
+     * pair per expert (held with the experts) */
+    double adapters = 0, ex_adapters = 0;
+    const double din[LORA_N_TARGETS] = {C, C, C, d->HD, C, d->F, C, C};
+    const double dout[LORA_N_TARGETS] = {d->HD, d->KD, d->KD, C, d->F, C, d->F, d->E};
+    for (int t = 0; t < LORA_N_TARGETS; t++) {
+        if (!(d->targets & (1u << t))) continue;
+        const double n = d->r * (din[t] + dout[t]);
+        if ((LORA_EXPERT_MASK & (1u << t)) && !d->expert_shared) ex_adapters += n;
+        else adapters += n;
+    }
     const double outer = 2 * d->V * C + C;                          /* embed, head, norm */
     const double dense = outer + d->L * (attn + router + shared + dense_ffn + adapters);
-    *held = dense + d->L * d->El * expert1;
-    *full = dense + d->L * d->E * expert1;
+    *held = dense + d->L * d->El * (expert1 + ex_adapters);
+    *full = dense + d->L * d->E * (expert1 + ex_adapters);
     if (lo.rank == 0) {
         *trainable = *held;
         *full_trainable = *full;
@@ -91,8 +99,9 @@ static void count_params(const Config *c, const Dims *d, double *held, double *t
     }
     const double ffn_t = lo.train_experts ? shared + dense_ffn : 0;
     const double base_t = d->L * ((lo.train_router ? router : 0) + ffn_t + adapters);
-    *trainable = base_t + (lo.train_experts ? d->L * d->El * expert1 : 0);
-    *full_trainable = base_t + (lo.train_experts ? d->L * d->E * expert1 : 0);
+    const double ex1 = (lo.train_experts ? expert1 : 0) + ex_adapters;
+    *trainable = base_t + d->L * d->El * ex1;
+    *full_trainable = base_t + d->L * d->E * ex1;
 }
 
 /* LoRA projection (layers/lora.c lora_linear): output, u and du (N, r), the dropout mask
@@ -107,9 +116,9 @@ static double block_floats(const Dims *d, double score) {
     /* attention sub-block: rmsnorm (out + rstd), q, k, v, RoPE tables (in place), the
      * attention output + lse + two score buffers, the output projection + residual */
     double a = N * C + N + 2 * T * d->D + d->N * d->HD + N * d->H + 2 * score;
-    const double din[LORA_N_TARGETS] = {C, C, C, d->HD}, dout[LORA_N_TARGETS] = {d->HD, d->KD,
-                                                                                  d->KD, C};
-    for (int t = 0; t < LORA_N_TARGETS; t++) {
+    const double din[LORA_N_ATTN] = {C, C, C, d->HD}, dout[LORA_N_ATTN] = {d->HD, d->KD,
+                                                                            d->KD, C};
+    for (int t = 0; t < LORA_N_ATTN; t++) {
         const bool lora = d->targets & (1u << t);
         if (t == LORA_O) a += lora ? lora_floats(d, din[t], dout[t]) + N * C : N * C;
         else a += lora ? lora_floats(d, din[t], dout[t]) : N * dout[t];
@@ -123,6 +132,14 @@ static double block_floats(const Dims *d, double score) {
         f += 3 * N * W + N * W;                       /* idx, rows, slot (ints); gates */
         if (d->router != CONFIG_ROUTER_TOPK) f += N * E;   /* softmax kept for backward */
         f += 2 * M * d->F + M * C;                    /* h1, h3, expert outputs */
+        if (d->targets & (1u << LORA_GATE))            /* gate adapter: u, du, mask, xd */
+            f += 2 * N * d->r + (d->dropout > 0 ? 2 * N * C : 0);
+        if (d->targets & LORA_EXPERT_MASK) {           /* layers/moe.h MoeLora */
+            if (!d->exchange) f += M * C;             /* the gathered rows, kept */
+            for (int t = LORA_W1; t <= LORA_W3; t++)
+                if (d->targets & (1u << t)) f += 2 * M * d->r;   /* u, du */
+            if (d->targets & (1u << LORA_W2)) f += M * d->F;     /* the activation, kept */
+        }
         f += 2 * M + 2 * N;                           /* row runs of the gather and combine */
         if (d->exchange) f += 3 * M * C;              /* gathered, received, returned rows */
         f += N * C;                                   /* combine (+ residual) */
@@ -146,6 +163,9 @@ static double block_grad_floats(const Dims *d) {
     double ffn;
     if (d->E > 0) {
         ffn = 2 * d->M * d->F + d->M * C + N * C + (d->exchange ? 2 * d->M * C : 0);
+        /* a w2 adapter keeps the activation: its gradient is live with h1's and h3's */
+        if (d->targets & (1u << LORA_W2))
+            ffn = 3 * d->M * d->F + N * C + (d->exchange ? 2 * d->M * C : 0);
         if (d->Fs > 0) ffn = fmax(ffn + N * C, 2 * N * d->Fs + 3 * N * C);
     } else {
         ffn = 2 * N * d->F + 2 * N * C;
@@ -157,7 +177,12 @@ static double block_grad_floats(const Dims *d) {
  * expert inputs, the output projection's product) with the 1/8 headroom it grows by. */
 static double scratch_floats(const Dims *d) {
     double m = d->N * d->C;
-    if (d->E > 0) m = fmax(m, fmax(d->M * d->F, d->M * d->C));
+    if (d->E > 0 && (d->targets & LORA_EXPERT_MASK)) {
+        /* expert adapters: no fused gather (xg is kept); the fused SwiGLU unless w2 */
+        if (!(d->targets & (1u << LORA_W2))) m = fmax(m, d->M * d->F);
+    } else if (d->E > 0) {
+        m = fmax(m, fmax(d->M * d->F, d->M * d->C));
+    }
     else m = fmax(m, d->N * d->F);
     if (d->Fs > 0) m = fmax(m, d->N * d->Fs);
     return 1.125 * m;
@@ -178,7 +203,11 @@ void memplan_estimate(const Config *c, int ranks, int ep, int rank, MemPlan *p) 
          * 8 MiB per sharded block (padding: under 16 floats per rank, not counted) */
         LoraSpec lo;
         config_lora_spec(c, &lo);
-        const double ex_t = lo.rank == 0 || lo.train_experts ? d.L * d.El * 3 * d.F * d.C : 0;
+        double ex_t = lo.rank == 0 || lo.train_experts ? d.L * d.El * 3 * d.F * d.C : 0;
+        if (lo.rank > 0 && !lo.expert_shared)   /* per-expert adapters */
+            for (int t = LORA_W1; t <= LORA_W3; t++)
+                if (lo.targets & (1u << t))
+                    ex_t += d.L * d.El * lo.rank * (d.C + d.F);
         const double dense_t = p->n_trainable - ex_t;
         const int edp = ranks / ep;
         p->moments = 8 * (dense_t / ranks + (edp > 1 ? ex_t / edp : ex_t));
@@ -209,8 +238,11 @@ void memplan_estimate(const Config *c, int ranks, int ep, int rank, MemPlan *p) 
     p->act_grads = 4 * (grads + scratch_floats(&d));
     LoraSpec lo;
     config_lora_spec(c, &lo);
-    if (rank == 0 && ep > 1 && d.E > 0 && !(lo.rank > 0 && !lo.train_experts)) {
-        const double expert_local = d.L * d.El * 3 * d.F * C;
+    if (rank == 0 && ep > 1 && d.E > 0 && !(lo.rank > 0 && !lora_trains_expert_block(&lo))) {
+        double expert_local = d.L * d.El * 3 * d.F * C;   /* the EXPERT block (xfer) */
+        if (lo.rank > 0 && !lo.expert_shared)
+            for (int t = LORA_W1; t <= LORA_W3; t++)
+                if (lo.targets & (1u << t)) expert_local += d.L * d.El * lo.rank * (C + d.F);
         p->gather = 4 * full + 12 * full_trainable + 12 * expert_local;
     }
     const double model = p->params + p->grads + p->moments + p->activations + p->act_grads +

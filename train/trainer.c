@@ -269,10 +269,11 @@ int trainer_init(Trainer *tr, const Config *c, const Comm *comm, const char *res
                "all); the learning-rate schedule spans them\n", (long long)c->train.tokens,
                (long long)c->train.steps, tr->B, tr->T, tr->A, (long)tr->B * tr->T * tr->A,
                (long long)c->train.steps * tr->B * tr->T * tr->A);
-    if (comm->rank == 0 && comm->ep > 1 && shape.E > 0 && !(tr->lora && !lora.train_experts)) {
+    if (comm->rank == 0 && comm->ep > 1 && shape.E > 0 &&
+        !(tr->lora && !lora_trains_expert_block(&lora))) {
         /* the store and scratch of ep_gather_experts (parallel/ep_gather.h): rank 0
          * assembles every expert here before writing a checkpoint (an adapter checkpoint
-         * with frozen experts holds none) */
+         * with frozen experts and no per-expert adapters holds none) */
         model_init_lora(&tr->full, &shape, &lora, 0, shape.E, (uint64_t)c->train.seed);
         tr->xfer = moe_malloc(3 * sizeof(float) * tr->model.ps.blocks[PBLOCK_EXPERT].n);
     }

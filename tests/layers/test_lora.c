@@ -27,6 +27,7 @@
 #include "layers/lora.h"
 #include "layers/model.h"
 #include "optim/adamw.h"
+#include "model_test.h"
 #include "testutil.h"
 
 /* Forward tolerance, float32 kernels vs double references on O(1) data with sums of at
@@ -196,63 +197,16 @@ END_TEST
 
 /* ---------------- the model ---------------- */
 
-static ModelShape tiny_shape(void) {
-    ModelShape s = {.V = 11, .C = 8, .L = 2, .H = 2, .Hkv = 1, .D = 4, .F = 6, .E = 4, .K = 2,
-                    .norm_eps = 1e-5f, .rope_theta = 10000.0f, .init_std = 0.3f,
-                    .capacity_factor = 0.0f, .router_noise = true, .aux_coef = 0.01f,
-                    .z_coef = 0.001f};
-    return s;
-}
-
 static LoraSpec all_targets(int rank, float dropout) {
     LoraSpec lo = {.rank = rank, .alpha = 2.0f * (float)rank, .dropout = dropout,
-                   .targets = (1u << LORA_N_TARGETS) - 1};
+                   .targets = (1u << LORA_N_ATTN) - 1};
     return lo;
-}
-
-enum { TB = 2, TT = 5 };
-static int32_t g_in[TB * TT], g_tg[TB * TT];
-
-static void make_batch(int V) {
-    MoeRng r;
-    rng_seed(&r, 99);
-    for (int i = 0; i < TB * TT; i++) {
-        g_in[i] = (int32_t)(rng_next(&r) % (uint64_t)V);
-        g_tg[i] = (int32_t)(rng_next(&r) % (uint64_t)V);
-    }
-}
-
-static double loss_of(Model *m, Tape *t, bool record, bool train, ModelOut *out) {
-    StepCtx ctx = {.train = train, .seed = 7, .step = 3, .token_base = 4, .loss_scale = 1.0f};
-    tape_reset(t, record);
-    moe_stats_reset(&m->stats);
-    model_forward(m, t, g_in, g_tg, TB, TT, &ctx, out);
-    return (double)out->loss->data[0];
-}
-
-/* logits (TB*TT, V) of an evaluation forward into out */
-static void logits_of(Model *m, Tape *t, float *out) {
-    StepCtx ctx = {.train = false, .seed = 7, .loss_scale = 1.0f};
-    ModelOut o;
-    tape_reset(t, false);
-    model_forward(m, t, g_in, NULL, TB, TT, &ctx, &o);
-    memcpy(out, o.logits->data, sizeof(float) * o.logits->n);
-}
-
-static void randomise_b(Model *m, uint64_t seed) {
-    MoeRng r;
-    rng_seed(&r, seed);
-    for (int i = 0; i < m->ps.count; i++) {
-        Param *p = &m->ps.p[i];
-        if (!strstr(p->name, ".lora_B.")) continue;
-        for (size_t j = 0; j < p->t.n; j++) p->t.data[j] = 0.3f * rng_normal(&r);
-    }
 }
 
 /* Fresh adapters (B = 0) add exactly zero: loss (training forward, router noise and adapter
  * dropout on) and logits equal the plain model's with the same seed, bit for bit. */
 START_TEST(test_step0_bit_equal) {
-    ModelShape s = tiny_shape();
+    ModelShape s = tiny_shape(4);
     make_batch(s.V);
     LoraSpec lo = all_targets(3, 0.2f);
     Model plain, lm;
@@ -261,8 +215,8 @@ START_TEST(test_step0_bit_equal) {
     Tape t;
     tape_init(&t, 1 << 20);
     ModelOut o1, o2;
-    double l1 = loss_of(&plain, &t, true, true, &o1);
-    double l2 = loss_of(&lm, &t, true, true, &o2);
+    double l1 = loss_of_mode(&plain, &t, true, true, 4, &o1);
+    double l2 = loss_of_mode(&lm, &t, true, true, 4, &o2);
     ck_assert_msg(l1 == l2, "step-0 loss %.9g (plain) vs %.9g (LoRA)", l1, l2);
     ck_assert(o1.lm_loss == o2.lm_loss && o1.aux_loss == o2.aux_loss && o1.z_loss == o2.z_loss);
     float a[TB * TT * 11], b[TB * TT * 11];
@@ -286,7 +240,7 @@ static size_t expected_adapters(const ModelShape *s, int r, unsigned targets) {
 }
 
 START_TEST(test_trainable_count) {
-    ModelShape s = tiny_shape();
+    ModelShape s = tiny_shape(4);
     const unsigned sets[3] = {15u, 1u | 4u, 8u};   /* all; q and v; o only */
     for (int r = 1; r <= 4; r += 3)
         for (int k = 0; k < 3; k++) {
@@ -316,7 +270,7 @@ static size_t pad16(size_t n) { return (n + 15) / 16 * 16; }
  * ones. Everything else the two models allocate (parameter table, layer table, statistics)
  * is the same, so the difference of allocated bytes is exactly the difference of blocks. */
 START_TEST(test_no_optimizer_state_for_frozen) {
-    ModelShape s = tiny_shape();
+    ModelShape s = tiny_shape(4);
     LoraSpec lo = all_targets(3, 0.0f);
     const size_t C = (size_t)s.C, HD = (size_t)s.H * s.D, KD = (size_t)s.Hkv * s.D;
     size_t dense_layer = pad16(C) * 2 + pad16(HD * C) * 2 + pad16(KD * C) * 2 +
@@ -354,7 +308,7 @@ END_TEST
 /* A few AdamW steps with weight decay on: every base tensor keeps its exact bits, the
  * adapters move, and after the first step nothing allocates. */
 START_TEST(test_base_frozen_after_training) {
-    ModelShape s = tiny_shape();
+    ModelShape s = tiny_shape(4);
     make_batch(s.V);
     LoraSpec lo = all_targets(2, 0.1f);
     Model m;
@@ -370,7 +324,7 @@ START_TEST(test_base_frozen_after_training) {
     for (int step = 0; step < 4; step++) {
         params_zero_grad(&m.ps);
         ModelOut out;
-        loss_of(&m, &t, true, true, &out);
+        loss_of_mode(&m, &t, true, true, 4, &out);
         tape_backward(&t, out.loss, NULL);
         adamw_step(&m.ps, &ac, 1e-2f, step + 1);
         if (step == 0) calls = moe_alloc_calls();
@@ -397,16 +351,16 @@ END_TEST
  * reasoning as test_model's: h = 1e-3 on a float32 loss of ~2.4 gives FD noise ~2.4e-4
  * (atol 1e-3), rtol 2e-2 covers O(h^2) truncation on the curved parts. */
 static void check_grads(const LoraSpec *lo) {
-    ModelShape s = tiny_shape();
+    ModelShape s = tiny_shape(4);
     make_batch(s.V);
     Model m;
     model_init_lora(&m, &s, lo, 0, s.E, 1234);
-    randomise_b(&m, 77);
+    randomise_lora_b(&m, 77);
     Tape t;
     tape_init(&t, 1 << 20);
     ModelOut out;
     params_zero_grad(&m.ps);
-    loss_of(&m, &t, true, true, &out);
+    loss_of_mode(&m, &t, true, true, 4, &out);
     tape_backward(&t, out.loss, NULL);
     const float h = 1e-3f;
     int bad = 0, checked = 0;
@@ -416,9 +370,9 @@ static void check_grads(const LoraSpec *lo) {
         for (size_t j = 0; j < p->t.n; j++) {
             float keep = p->t.data[j];
             p->t.data[j] = keep + h;
-            double fp = loss_of(&m, &t, false, true, &out);
+            double fp = loss_of_mode(&m, &t, false, true, 4, &out);
             p->t.data[j] = keep - h;
-            double fm = loss_of(&m, &t, false, true, &out);
+            double fm = loss_of_mode(&m, &t, false, true, 4, &out);
             p->t.data[j] = keep;
             double num = (fp - fm) / (2.0 * (double)h), a = (double)p->t.grad[j];
             checked++;
@@ -452,14 +406,14 @@ END_TEST
 /* Evaluation (train = false) draws no dropout: the logits of a dropout-0.5 model equal
  * those of the same adapters without dropout, bit for bit. */
 START_TEST(test_eval_without_dropout) {
-    ModelShape s = tiny_shape();
+    ModelShape s = tiny_shape(4);
     make_batch(s.V);
     LoraSpec with = all_targets(2, 0.5f), without = all_targets(2, 0.0f);
     Model a, b;
     model_init_lora(&a, &s, &with, 0, s.E, 5);
     model_init_lora(&b, &s, &without, 0, s.E, 5);
-    randomise_b(&a, 1);
-    randomise_b(&b, 1);
+    randomise_lora_b(&a, 1);
+    randomise_lora_b(&b, 1);
     Tape t;
     tape_init(&t, 1 << 20);
     float la[TB * TT * 11], lb[TB * TT * 11];
@@ -468,7 +422,8 @@ START_TEST(test_eval_without_dropout) {
     ck_assert(!memcmp(la, lb, sizeof la));
     /* and training with dropout does change the loss (the mask is really applied) */
     ModelOut o;
-    ck_assert(loss_of(&a, &t, false, true, &o) != loss_of(&b, &t, false, true, &o));
+    ck_assert(loss_of_mode(&a, &t, false, true, 4, &o) !=
+              loss_of_mode(&b, &t, false, true, 4, &o));
     tape_free(&t);
     model_free(&a);
     model_free(&b);
@@ -478,13 +433,13 @@ END_TEST
 /* finetune_merge's plain model computes the LoRA model's logits. 1e-5 absolute: the merged
  * product sums in another order (x W' vs x W + s B (A x)), a few eps_f32 on O(1) logits. */
 START_TEST(test_merged_logits) {
-    ModelShape s = tiny_shape();
+    ModelShape s = tiny_shape(4);
     make_batch(s.V);
     LoraSpec lo = all_targets(3, 0.0f);
     lo.targets = (1u << LORA_K) | (1u << LORA_V) | (1u << LORA_O) | (1u << LORA_Q);
     Model lm, plain;
     model_init_lora(&lm, &s, &lo, 0, s.E, 8);
-    randomise_b(&lm, 2);
+    randomise_lora_b(&lm, 2);
     finetune_merge(&lm, &plain);
     ck_assert_int_eq(plain.lora.rank, 0);
     Tape t;
@@ -517,7 +472,7 @@ START_TEST(test_adapter_checkpoint) {
     FILE *f = fopen(tok, "w");
     fputs("stand-in tokenizer bytes", f);
     fclose(f);
-    ModelShape s = tiny_shape();
+    ModelShape s = tiny_shape(4);
     Config c;
     config_defaults(&c);
     LoraSpec lo = all_targets(2, 0.0f);
@@ -535,7 +490,7 @@ START_TEST(test_adapter_checkpoint) {
     tape_init(&t, 1 << 20);
     ModelOut out;
     params_zero_grad(&lm.ps);
-    loss_of(&lm, &t, true, true, &out);
+    loss_of_mode(&lm, &t, true, true, 4, &out);
     tape_backward(&t, out.loss, NULL);
     AdamWConfig ac = {0.9f, 0.95f, 1e-8f, 0.1f};
     adamw_step(&lm.ps, &ac, 1e-2f, 1);

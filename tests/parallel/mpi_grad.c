@@ -18,9 +18,14 @@
  * each rank dividing its sum by the global count / R (StepCtx.lm_denom, train/train.c's
  * normalisation) gives the single process's mean over the whole batch's targets, loss and
  * gradients: a per-rank mean would weight the ranks' targets unequally.
- * Run by ctest as `mpirun -n 4 mpi_grad EP [ROUTER]` for EP = 1, 2, 4 (EP = 1: pure data
- * parallel), and with MOE_TEST_A2A_CHUNKS=4 (the pipelined exchange, parallel/expert_pipe.h)
- * for EP = 2, 4.
+ * argv[2] = lora: the same gradient check for a LoRA fine-tune with adapters on q, the
+ * experts' w1/w2/w3 and the router's gate (dropout 0.1 on q and the gate), B random: per
+ * expert (EXPERT-block adapters sharded with their experts, reduced over the expert-data
+ * group) and shared across experts (DENSE-block adapters whose gradient sums every rank's
+ * experts' rows in the dense all-reduce); only the adapters train.
+ * Run by ctest as `mpirun -n 4 mpi_grad EP [ROUTER | lora]` for EP = 1, 2, 4 (EP = 1: pure
+ * data parallel), and with MOE_TEST_A2A_CHUNKS=4 (the pipelined exchange,
+ * parallel/expert_pipe.h) for EP = 2, 4.
  */
 #include <check.h>
 #include <stdio.h>
@@ -39,6 +44,29 @@ static Comm g_comm;
 static struct MoeExchange g_ex;   /* MOE_TEST_A2A_CHUNKS (ctest): parallel.a2a_chunks */
 static int g_ep = 1;
 static int g_router = MOE_ROUTER_TOPK;
+static const LoraSpec *g_lora;   /* adapters on both models (NULL = none) */
+
+static uint64_t fnv_name(const char *s) {
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ULL;
+    return h;
+}
+
+/* The adapters' B (zero at init) set to values keyed by (name, global element index), so
+ * every rank layout holds the same numbers; dropout on for the targets that take it. */
+static void lora_values(Model *m) {
+    if (!g_lora) return;
+    m->lora.dropout = 0.1f;   /* q and gate only: expert adapters have none (lora.h) */
+    for (int i = 0; i < m->ps.count; i++) {
+        Param *p = &m->ps.p[i];
+        if (!strstr(p->name, ".lora_B.")) continue;
+        size_t j0 = 0;
+        if (p->block == PBLOCK_EXPERT) j0 = (size_t)m->e_first * (p->t.n / (size_t)m->e_local);
+        for (size_t j = 0; j < p->t.n; j++)
+            p->t.data[j] = 0.6f * (float)moe_u01(moe_hash4(17, fnv_name(p->name), j0 + j, 0)) -
+                           0.3f;
+    }
+}
 
 enum { GB = 4, T = 5 };
 
@@ -73,7 +101,8 @@ static void check_grads_match_m(ModelShape s, bool masked) {
     const Comm *c = &g_comm;
     int El = s.E / c->ep, Bl = GB / c->size, row0 = c->rank * Bl;
     Model ref;
-    model_init(&ref, &s, 0, s.E, 9);
+    model_init_lora(&ref, &s, g_lora, 0, s.E, 9);
+    lora_values(&ref);
     Tape t;
     tape_init(&t, 1 << 20);
     ModelOut out;
@@ -93,7 +122,8 @@ static void check_grads_match_m(ModelShape s, bool masked) {
         ref_loss += (out.lm_loss + out.aux_loss + out.z_loss) / parts;
     }
     Model dm;
-    model_init(&dm, &s, c->ep_rank * El, El, 9);
+    model_init_lora(&dm, &s, g_lora, c->ep_rank * El, El, 9);
+    lora_values(&dm);
     if (c->size > 1) dm.exchange = &g_ex;
     StepCtx dctx = ctx;
     dctx.token_base = (long)row0 * T;
@@ -118,6 +148,8 @@ static void check_grads_match_m(ModelShape s, bool masked) {
         Param *p = &dm.ps.p[i];
         Param *q = &ref.ps.p[i];
         ck_assert_str_eq(p->name, q->name);
+        ck_assert(p->trainable == q->trainable);
+        if (!p->trainable) continue;   /* a frozen base tensor has no gradient */
         const float *g = p->t.grad, *gr = q->t.grad;
         size_t n = p->t.n;
         if (p->block == PBLOCK_EXPERT) gr += (size_t)dm.e_first * (p->t.n / (size_t)El);
@@ -148,6 +180,20 @@ START_TEST(test_grads_match_shared_window) {
     s.W = 3;
     check_grads_match(s);
 }
+END_TEST
+
+static void check_lora(bool shared) {
+    LoraSpec lo = {.rank = 2, .alpha = 3.0f, .expert_shared = shared,
+                   .targets = (1u << LORA_Q) | LORA_EXPERT_MASK | (1u << LORA_GATE)};
+    g_lora = &lo;
+    check_grads_match(shape());
+    g_lora = NULL;
+}
+
+START_TEST(test_grads_match_lora_per_expert) { check_lora(false); }
+END_TEST
+
+START_TEST(test_grads_match_lora_shared) { check_lora(true); }
 END_TEST
 
 START_TEST(test_router_bias_same_everywhere) {
@@ -282,6 +328,7 @@ int main(int argc, char **argv) {
     blas_init(argv);   /* start the BLAS as moetrain does: the kernels users run */
     comm_init(&g_comm, &argc, &argv);
     if (argc > 1) g_ep = atoi(argv[1]);
+    const bool lora = argc > 2 && !strcmp(argv[2], "lora");
     if (argc > 2) g_router = !strcmp(argv[2], "topp")            ? MOE_ROUTER_TOPP
                            : !strcmp(argv[2], "expert_choice") ? MOE_ROUTER_EXPERT_CHOICE
                                                                 : MOE_ROUTER_TOPK;
@@ -315,12 +362,18 @@ int main(int argc, char **argv) {
                g_ex.chunks);
     Suite *s = suite_create("mpi_grad");
     TCase *tc = tcase_create("grads");
+    if (lora) {
+        tcase_add_test(tc, test_grads_match_lora_per_expert);
+        tcase_add_test(tc, test_grads_match_lora_shared);
+        goto run;
+    }
     tcase_add_test(tc, test_grads_match_single_process);
     tcase_add_test(tc, test_grads_match_shared_window);
     tcase_add_test(tc, test_grads_match_masked_targets);
     /* the selection bias balances top-k routing only (config_validate refuses the others) */
     if (g_router == MOE_ROUTER_TOPK) tcase_add_test(tc, test_router_bias_same_everywhere);
     tcase_add_test(tc, test_recompute_matches_plain);
+run:
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);   /* MPI and fork do not mix */

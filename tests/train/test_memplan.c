@@ -211,6 +211,17 @@ START_TEST(test_estimate_lora) {
 }
 END_TEST
 
+START_TEST(test_estimate_lora_experts) {
+    const char *const pe[] = {"finetune.init_from=base.h5", "finetune.lora_rank=4",
+                              "finetune.lora_targets=[q_proj, w1, w2, w3, gate]", NULL};
+    check_against_step("lora r4 experts + gate", pe, false);
+    const char *const sh[] = {"finetune.init_from=base.h5", "finetune.lora_rank=4",
+                              "finetune.lora_targets=[w1, w3, gate]",
+                              "finetune.lora_expert_shared=true", NULL};
+    check_against_step("lora r4 shared w1 w3 + gate", sh, false);
+}
+END_TEST
+
 START_TEST(test_estimate_routers) {
     const char *const tp[] = {"moe.router=topp", "moe.max_experts=2", NULL};
     check_against_step("top-p (cap 2)", tp, true);
@@ -376,6 +387,7 @@ static Suite *memplan_suite(void) {
     tcase_add_test(tc, test_estimate_dense);
     tcase_add_test(tc, test_estimate_shared);
     tcase_add_test(tc, test_estimate_lora);
+    tcase_add_test(tc, test_estimate_lora_experts);
     tcase_add_test(tc, test_estimate_routers);
     tcase_add_test(tc, test_estimate_expert_parallel);
     suite_add_tcase(s, tc);

@@ -56,6 +56,9 @@ one_line "sample: unknown option" "sample" -- "$BIN" sample m --foo
 one_line "eval: unknown option" "eval" -- "$BIN" eval m --foo
 one_line "logits: none" "logits" -- "$BIN" logits
 one_line "logits: unknown option" "logits" -- "$BIN" logits m --foo
+one_line "plan: none" "plan" -- "$BIN" plan
+one_line "plan: unknown option" "plan" -- "$BIN" plan a.yaml --foo
+one_line "plan: bad --nodes" "plan" -- "$BIN" plan a.yaml --nodes x
 one_line "upcycle: none" "upcycle" -- "$BIN" upcycle
 one_line "upcycle: unknown option" "upcycle" -- "$BIN" upcycle a b --foo
 one_line "upcycle: unknown last option" "upcycle" -- "$BIN" upcycle a b --foo
