@@ -174,11 +174,11 @@ ExchangePlan *exchange_plan(Tape *t, const struct MoeExchange *ex, const int32_t
 }
 
 /* src rows (source-major, M_send) -> alltoallv -> staging (source-major, M_recv) ->
- * permuted into out (expert-major). accumulate: out += instead of out =. The blocking path
- * (one chunk). */
+ * permuted into out (expert-major). accumulate: out += instead of out =. The blocking path:
+ * one all-to-all per planned chunk, in order (G > 1 here only when the layer cannot take
+ * the pipelined op: expert adapters). */
 static void forward_move(const ExchangePlan *p, const float *src, float *out, bool accumulate) {
-    ASSERT(p->G == 1, "the blocking exchange is one chunk (%d planned)", p->G);
-    a2a_run(&p->disp[0], src, p->buf);
+    for (int c = 0; c < p->G; c++) a2a_run(&p->disp[c], src, p->buf);
     const size_t C = (size_t)p->C;
     for (int r = 0; r < p->M_recv; r++) {
         float *dst = out + (size_t)p->perm[r] * C;
@@ -191,12 +191,11 @@ static void forward_move(const ExchangePlan *p, const float *src, float *out, bo
 /* src (expert-major, M_recv) -> staging (source-major) -> alltoallv back -> out (M_send). */
 static void backward_move(const ExchangePlan *p, const float *src, float *out, bool accumulate,
                           float *tmp) {
-    ASSERT(p->G == 1, "the blocking exchange is one chunk (%d planned)", p->G);
     const size_t C = (size_t)p->C;
     for (int r = 0; r < p->M_recv; r++)
         memcpy(p->buf + (size_t)r * C, src + (size_t)p->perm[r] * C, C * sizeof(float));
     float *dst = accumulate ? tmp : out;
-    a2a_run(&p->comb[0], p->buf, dst);
+    for (int c = 0; c < p->G; c++) a2a_run(&p->comb[c], p->buf, dst);
     if (accumulate)
         for (size_t i = 0; i < (size_t)p->M_send * C; i++) out[i] += tmp[i];
 }
