@@ -15,6 +15,7 @@
  * Non-goals: capacity planning and the routing itself (layers/moe.c), expert parallelism
  * (parallel/), padded or batched-GEMM layouts.
  */
+#include "autograd/expert_ffn.h"
 #include "autograd/gemm.h"
 #include "autograd/ops.h"
 
@@ -376,4 +377,101 @@ Tensor *op_gather_expert_up(Tape *t, Tensor *x, const int32_t *rows, Tensor *w1,
         op->aux[0] = s;
     }
     return h1;
+}
+
+/* ---------------- the experts' SwiGLU FFN on a subset (autograd/expert_ffn.h) ---------------- */
+
+typedef struct FfnRun {
+    const ExpertFfn *k;
+    const int32_t *experts;
+    int n;
+} FfnRun;
+
+static void ffn_progress(const ExpertFfn *k, int worker) {
+    if (worker == 0 && k->progress) k->progress(k->progress_ctx);
+}
+
+static void ffn_forward_task(void *ctx, int task, int worker) {
+    const FfnRun *run = ctx;
+    if (task >= run->n) return;   /* padding: the region has E tasks (expert_ffn.h) */
+    const ExpertFfn *k = run->k;
+    const int e = run->experts[task];
+    const int m = k->offs[e + 1] - k->offs[e];
+    if (m == 0) return;
+    const size_t r0 = (size_t)k->offs[e], C = (size_t)k->C, F = (size_t)k->F;
+    const float *x = k->x + r0 * C;
+    /* op_expert_linear's forward sgemm, for W1 then W3 (x rounded once for both in bf16) */
+    gemm_local_standin(x, (size_t)m * C);
+    gemm(false, true, m, k->F, k->C, 1.0f, x, k->C, k->w1 + (size_t)e * F * C, k->C, 0.0f,
+         k->h1 + r0 * F, k->F);
+    ffn_progress(k, worker);
+    gemm(false, true, m, k->F, k->C, 1.0f, x, k->C, k->w3 + (size_t)e * F * C, k->C, 0.0f,
+         k->h3 + r0 * F, k->F);
+    gemm_local_clear();
+    ffn_progress(k, worker);
+    /* op_swiglu_expert_linear's forward */
+    float *act = k->act + r0 * F;
+    swiglu_forward(act, k->h1 + r0 * F, k->h3 + r0 * F, (size_t)m * F);
+    gemm(false, true, m, k->C, k->F, 1.0f, act, k->F, k->w2 + (size_t)e * C * F, k->F, 0.0f,
+         k->y + r0 * C, k->C);
+    ffn_progress(k, worker);
+}
+
+static void ffn_backward_task(void *ctx, int task, int worker) {
+    const FfnRun *run = ctx;
+    if (task >= run->n) return;
+    const ExpertFfn *k = run->k;
+    const int e = run->experts[task];
+    const int m = k->offs[e + 1] - k->offs[e];
+    if (m == 0) return;   /* empty expert: its weight grads stay as they were */
+    const size_t r0 = (size_t)k->offs[e], C = (size_t)k->C, F = (size_t)k->F;
+    const size_t n = (size_t)m * F;
+    const float *x = k->x + r0 * C, *h1 = k->h1 + r0 * F, *h3 = k->h3 + r0 * F;
+    const float *dy = k->dy + r0 * C;
+    const float *w1 = k->w1 + (size_t)e * F * C, *w3 = k->w3 + (size_t)e * F * C;
+    const float *w2 = k->w2 + (size_t)e * C * F;
+    float *act = k->act + r0 * F;
+    const bool dh = k->dx || k->dw1 || k->dw3;
+    /* op_swiglu_expert_linear's backward (swiglu_expert_backward_task) */
+    if (k->dw2 && dh) gemm_local_standin(dy, (size_t)m * C);
+    if (k->dw2) {
+        swiglu_forward(act, h1, h3, n);
+        gemm(true, false, k->C, k->F, m, 1.0f, dy, k->C, act, k->F, 1.0f,
+             k->dw2 + (size_t)e * C * F, k->F);
+        ffn_progress(k, worker);
+    }
+    gemm_local_clear();
+    if (!dh) return;
+    float *dh1 = k->dh1 + r0 * F, *dh3 = k->dh3 + r0 * F;
+    memset(act, 0, sizeof(float) * n);
+    gemm(false, false, m, k->F, k->C, 1.0f, dy, k->C, w2, k->F, 1.0f, act, k->F);
+    memset(dh1, 0, sizeof(float) * n);
+    memset(dh3, 0, sizeof(float) * n);
+    swiglu_backward(dh1, dh3, act, h1, h3, n);
+    ffn_progress(k, worker);
+    /* op_expert_linear's backward for W3 (recorded last, so run first), then for W1 */
+    float *dx = k->dx ? k->dx + r0 * C : NULL;
+    if (dx) memset(dx, 0, sizeof(float) * (size_t)m * C);
+    if (dx) gemm(false, false, m, k->C, k->F, 1.0f, dh3, k->F, w3, k->C, 1.0f, dx, k->C);
+    if (k->dw3)
+        gemm(true, false, k->F, k->C, m, 1.0f, dh3, k->F, x, k->C, 1.0f,
+             k->dw3 + (size_t)e * F * C, k->C);
+    ffn_progress(k, worker);
+    if (dx) gemm(false, false, m, k->C, k->F, 1.0f, dh1, k->F, w1, k->C, 1.0f, dx, k->C);
+    if (k->dw1)
+        gemm(true, false, k->F, k->C, m, 1.0f, dh1, k->F, x, k->C, 1.0f,
+             k->dw1 + (size_t)e * F * C, k->C);
+    ffn_progress(k, worker);
+}
+
+void expert_ffn_forward(const ExpertFfn *k, const int32_t *experts, int n) {
+    ASSERT(n >= 0 && n <= k->E, "expert_ffn: %d experts of %d", n, k->E);
+    FfnRun run = {k, experts, n};
+    pool_parallel_for(k->E, ffn_forward_task, &run);
+}
+
+void expert_ffn_backward(const ExpertFfn *k, const int32_t *experts, int n) {
+    ASSERT(n >= 0 && n <= k->E, "expert_ffn: %d experts of %d", n, k->E);
+    FfnRun run = {k, experts, n};
+    pool_parallel_for(k->E, ffn_backward_task, &run);
 }

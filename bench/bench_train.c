@@ -35,8 +35,9 @@
  *    the best rate on a 2048^3 product (the path's peak here) and on the model's own
  *    training-shaped products, with the ISA and kernel names; MFU is also given against the
  *    peak of the configured path (its precision's peak as measured, not a data sheet's).
- * 5. --compare k=v (train.recompute, train.loss_chunk, data.doc_mask, compute.gemm or
- *    compute.precision, the keys that only change how a step runs; several --compare
+ * 5. --compare k=v (train.recompute, train.loss_chunk, data.doc_mask, compute.gemm,
+ *    compute.precision, parallel.a2a_chunks or parallel.hierarchical, the keys that only
+ *    change how a step runs; several --compare
  *    options all apply to the second setting, e.g. compute.gemm=onednn and
  *    compute.precision=bf16 against --set compute.gemm=openblas): after 1-4, the same model also steps in that setting on a
  *    second tape, the two settings' timed steps interleaved one by one, so both tokens/s
@@ -59,7 +60,11 @@
  *    back) and for each slot other ranks routed to its experts (forward result back,
  *    backward gradient there): 2 (out + in) C 4 bytes, counted from the routing; the
  *    uniform-routing estimate is 4 L N_rank K (P-1)/P C 4 bytes; all-reduce = dense block
- *    + expert block (if replicated).
+ *    + expert block (if replicated). The all-to-all's exposed time (seconds inside MPI
+ *    calls, parallel/comm.h "wait") against its span (start to completion, summed over the
+ *    transfers, which overlap one another when chunked); with --compare
+ *    parallel.a2a_chunks=N both settings' exposed time and the share of the first's exposed
+ *    time the second no longer spends (the all-to-all hidden by the pipelining).
  * Not a test: numbers depend on the machine and its load.
  */
 #include <malloc.h>
@@ -188,24 +193,26 @@ typedef struct StepTimes {
     double a2a, ar, slots, slin, ta2a, tar;   /* bytes, routed slots out/in, seconds */
     double remote;   /* (token, other rank) pairs routed (MoeStats.remote), all layers */
     CommStat kind[COMM_KINDS];                /* the counters' growth, by kind */
+    double sa2a;                              /* all-to-all span (parallel/comm.h), s */
 } StepTimes;
 
 /* a2a: the expert exchange; ar: gradient reduction + the sharded optimizer's all-gather
  * (parallel/comm.h) */
-static void comm_counters(double c[6]) {
+static void comm_counters(double c[7]) {
     c[0] = comm_stat[COMM_ALLTOALL].bytes;
     c[1] = comm_stat[COMM_GRAD].bytes + comm_stat[COMM_GATHER].bytes;
     c[2] = comm_slots_offrank;
     c[3] = comm_slots_fromrank;
     c[4] = comm_stat[COMM_ALLTOALL].wait;
     c[5] = comm_stat[COMM_GRAD].wait + comm_stat[COMM_GATHER].wait;
+    c[6] = comm_stat[COMM_ALLTOALL].span;
 }
 
 /* One training step (forward, backward, gradient all-reduce + norm, AdamW) on tape t;
  * adds its times to acc when acc is not NULL. Step 0 of a tape compacts its arena after. */
 static void bench_step(const Bench *bn, Tape *t, const StepCtx *proto, int st, StepTimes *acc) {
     comm_barrier(bn->comm);
-    double x0[6];
+    double x0[7];
     comm_counters(x0);
     CommStat k0[COMM_KINDS];
     memcpy(k0, comm_stat, sizeof k0);
@@ -253,7 +260,7 @@ static void bench_step(const Bench *bn, Tape *t, const StepCtx *proto, int st, S
         acc->o += t4 - t3;
         acc->all += t4 - t0;
         acc->cpu += cpu_seconds() - c0;
-        double x1[6];
+        double x1[7];
         comm_counters(x1);
         acc->a2a += x1[0] - x0[0];
         acc->ar += x1[1] - x0[1];
@@ -268,6 +275,7 @@ static void bench_step(const Bench *bn, Tape *t, const StepCtx *proto, int st, S
             acc->kind[k].wait += comm_stat[k].wait - k0[k].wait;
             acc->kind[k].span += comm_stat[k].span - k0[k].span;
         }
+        acc->sa2a += x1[6] - x0[6];
     }
 }
 
@@ -383,11 +391,13 @@ int main(int argc, char **argv) {
             strncmp(compare, "data.doc_mask=", 14) && strncmp(compare, "compute.gemm=", 13) &&
             strncmp(compare, "compute.precision=", 18) &&
             strncmp(compare, "parallel.bucket_mb=", 19) &&
+            strncmp(compare, "parallel.a2a_chunks=", 20) &&
             strncmp(compare, "parallel.hierarchical=", 22) && !routing_key(compare)) {
             fprintf(stderr, "bench_train: --compare %s: only train.recompute, train.loss_chunk, "
                     "data.doc_mask, compute.gemm, compute.precision, parallel.bucket_mb, "
-                    "parallel.hierarchical and the routing keys moe.score, route_scale, "
-                    "n_groups, topk_groups, aux_scope can be compared on one model\n", compare);
+                    "parallel.a2a_chunks, parallel.hierarchical and the routing keys moe.score, "
+                    "route_scale, n_groups, topk_groups, aux_scope can be compared on one "
+                    "model\n", compare);
             return 2;
         }
         if (config_set(&c2, compare, &err)) {
@@ -458,7 +468,9 @@ int main(int argc, char **argv) {
         printf("parallel.shard_optimizer: %d block(s) sharded (dense %s, experts %s)\n",
                zero_blocks, zero_block_sharded(&m.ps, PBLOCK_DENSE) ? "over all ranks" : "no",
                zero_block_sharded(&m.ps, PBLOCK_EXPERT) ? "over the EDP group" : "no");
-    struct MoeExchange ex = {.comm = &comm};
+    struct MoeExchange ex, ex2;   /* the configured exchange and the --compare one */
+    exchange_init(&ex, &comm, c.parallel.a2a_chunks, c.parallel.hierarchical);
+    exchange_init(&ex2, &comm, c2.parallel.a2a_chunks, c2.parallel.hierarchical);
     if (comm.size > 1 && s.E > 0) m.exchange = &ex;
     m.use_router_bias = s.E > 0 && c.moe.bias_update_rate > 0;   /* as the trainer */
     m.doc_mask = c.data.doc_mask;
@@ -542,6 +554,7 @@ int main(int argc, char **argv) {
     /* the training steps' traffic only (the evaluations exchange too) */
     double a2a = acc.a2a / steps, ar = acc.ar / steps, slots = acc.slots / steps;
     double slin = acc.slin / steps, ta2a = acc.ta2a / steps, tar = acc.tar / steps;
+    double sa2a = acc.sa2a / steps;
     size_t allocs = moe_alloc_calls() - calls0;
     double eval_tok_s = (double)B * T * steps / te;
     /* rank 0's fastest step and evaluation (steps end on a barrier, so all ranks agree) */
@@ -645,6 +658,10 @@ int main(int argc, char **argv) {
                    "slots out + %.0f in, x %.0f transfers x C floats; uniform routing %.2f MB) "
                    "in %.3f s\n", a2a / 1e6, routed / 1e6, slots, slin, xfers, uniform / 1e6,
                    ta2a);
+            printf("rank 0 per step: all-to-all exposed (wait) %.3f s of span %.3f s (start to "
+                   "completion, summed over transfers; parallel.a2a_chunks %d%s): %.0f%% of the "
+                   "span hidden\n", ta2a, sa2a, ex.chunks,
+                   ex.group.hier ? ", two-stage" : "", sa2a > 0 ? 100.0 * (1.0 - ta2a / sa2a) : 0.0);
             printf("rank 0 per step: gradient %s %.2f MB sent (ring volume of dense %.2f MB "
                    "over %d ranks + expert %.2f MB over %d: %.2f MB predicted) in %.3f s\n",
                    zero_blocks ? "reduce-scatter + all-gather" : "all-reduce", ar / 1e6,
@@ -670,20 +687,25 @@ int main(int argc, char **argv) {
         set_routing(&m, &s2);
         gemm_select(path2.b, path2.p, &err);
         bn.gr = &gr2;
+        struct MoeExchange *x1 = m.exchange, *x2 = m.exchange ? &ex2 : NULL;
+        m.exchange = x2;
         for (int st = 0; st < warmup; st++) bench_step(&bn, &t2, &proto2, st, NULL);
         for (int st = warmup; st < warmup + steps; st++) {
             m.doc_mask = dm1;
             set_routing(&m, &s);
+            m.exchange = x1;
             gemm_select(gp.b, gp.p, &err);
             bn.gr = &gr1;
             bench_step(&bn, &t, &proto, st, &a1);
             m.doc_mask = dm2;
             set_routing(&m, &s2);
+            m.exchange = x2;
             gemm_select(path2.b, path2.p, &err);
             bn.gr = &gr2;
             bench_step(&bn, &t2, &proto2, st, &a2);
         }
         bn.gr = &gr1;
+        m.exchange = x1;
         gemm_select(gp.b, gp.p, &err);
         set_routing(&m, &s);
         if (root) {
@@ -745,6 +767,23 @@ int main(int argc, char **argv) {
                            (bl->all - ov->all) / steps, 100.0 * (bl->all - ov->all) / w0);
                 }
             }
+            if (comm.size > 1 && s.E > 0) {
+                /* exposed = seconds inside MPI (parallel/comm.h wait); hidden against the
+                 * first setting: the share of its exposed all-to-all time the second no
+                 * longer waits for */
+                const struct MoeExchange *xs[2] = {&ex, &ex2};
+                const StepTimes *as[2] = {&a1, &a2};
+                for (int k = 0; k < 2; k++)
+                    printf("  all-to-all, parallel.a2a_chunks %d%s: exposed %.4f s/step of span "
+                           "%.4f s/step (%.0f%% of the span hidden), %.2f MB/step, step %.4f "
+                           "s\n", xs[k]->chunks, xs[k]->group.hier ? " two-stage" : "",
+                           as[k]->ta2a / steps, as[k]->sa2a / steps,
+                           as[k]->sa2a > 0 ? 100.0 * (1.0 - as[k]->ta2a / as[k]->sa2a) : 0.0,
+                           as[k]->a2a / steps / 1e6, as[k]->all / steps);
+                printf("  exposed all-to-all of the second / the first: %.3f (%.0f%% hidden)\n",
+                       a1.ta2a > 0 ? a2.ta2a / a1.ta2a : 0.0,
+                       a1.ta2a > 0 ? 100.0 * (1.0 - a2.ta2a / a1.ta2a) : 0.0);
+            }
         }
         tape_free(&t2);
     }
@@ -752,6 +791,8 @@ int main(int argc, char **argv) {
     grad_reduce_free(&gr2);
     tape_free(&t);
     model_free(&m);
+    exchange_free(&ex2);
+    exchange_free(&ex);
     config_free(&c2);
     moe_free(mem_all);
     moe_free(in);

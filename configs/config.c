@@ -35,6 +35,7 @@ void config_defaults(Config *c) {
     c->parallel.shard_optimizer = false;
     c->parallel.hierarchical = true;
     c->parallel.bucket_mb = -1;
+    c->parallel.a2a_chunks = 1;
     c->compute.gemm = 0;        /* GEMM_AUTO */
     c->compute.precision = 0;   /* GEMM_FP32 */
     c->checkpoint = (ConfigCheckpoint){.every = 0, .keep = 3};

@@ -58,7 +58,7 @@
 
 #define CONFIG_N_SECTIONS 11  /* model moe train optim data run parallel compute checkpoint
                                  init finetune */
-#define CONFIG_N_KEYS 88      /* total number of keys over all sections (aliases included) */
+#define CONFIG_N_KEYS 89      /* total number of keys over all sections (aliases included) */
 
 typedef struct ConfigModel {
     int vocab_size;     /* V, in [258, 2^30] */
@@ -181,6 +181,8 @@ typedef struct ConfigParallel {
                              nodes (parallel/comm.h); default true */
     double bucket_mb;     /* gradient-reduction bucket, MiB; 0 = after the backward;
                              negative = automatic (parallel/reduce.h); default -1 */
+    int a2a_chunks;       /* [1, 64] expert-exchange chunks (parallel/expert_pipe.h); 1 =
+                             blocking, unchunked */
 } ConfigParallel;
 
 typedef struct ConfigCompute {

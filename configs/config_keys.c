@@ -259,6 +259,10 @@ const KeySpec cfg_keys[] = {
        "when the ranks span several nodes of equal size (shared-memory groups, or the "
        "environment variable MOE_NODE_MAP), collectives exchange within each node first and "
        "then between nodes; no effect on one node"),
+    KI(S_PARALLEL, "a2a_chunks", parallel.a2a_chunks, 1, 64, 0,
+       "the expert exchange in this many chunks of local experts (at most the experts per "
+       "rank): one chunk's all-to-all overlaps another's expert products, and the shared "
+       "experts the first chunk's; 1 = one blocking all-to-all each way; same results"),
 
     KF(S_PARALLEL, "bucket_mb", parallel.bucket_mb, -1, 1024, 0,
        "size of the gradient-reduction buckets in MiB: each is reduced while the backward "

@@ -196,6 +196,28 @@ Tensor *model_proj(Model *m, Tape *t, int l, int target, Tensor *x, const StepCt
                        lo->alpha / (float)lo->rank, &d);
 }
 
+/* The shared experts of model_ffn, run by moe_forward as its overlap work (moe.h). */
+typedef struct SharedFfn {
+    Model *m;
+    const LayerParams *lp;
+    Tensor *hn;                /* (N, C) */
+    Tensor *ys;                /* (N, C) output, set by shared_ffn */
+} SharedFfn;
+
+static void shared_ffn(Tape *t, void *ctx) {
+    SharedFfn *s = ctx;
+    Model *m = s->m;
+    const LayerParams *lp = s->lp;
+    /* Shared experts: every token, no gate (DeepSeekMoE sec. 3.2); replicated weights, so
+     * no exchange and their gradients are all-reduced with the dense block. */
+    const int region = t->region;
+    tape_region(t, REGION_EXPERTS);
+    Tensor *s1 = op_linear(t, s->hn, P(m, lp->sw1));                 /* (N, Fs) */
+    Tensor *s3 = op_linear(t, s->hn, P(m, lp->sw3));                 /* (N, Fs) */
+    s->ys = op_swiglu_linear(t, s1, s3, P(m, lp->sw2));              /* (N, C) */
+    tape_region(t, region);
+}
+
 Tensor *model_ffn(Model *m, Tape *t, int l, Tensor *hn, const MoeLayerArgs *a, Tensor **aux,
                   Tensor **z) {
     const LayerParams *lp = &m->layer[l];
@@ -216,18 +238,18 @@ Tensor *model_ffn(Model *m, Tape *t, int l, Tensor *hn, const MoeLayerArgs *a, T
             any = true;
         }
         ab.lora = any ? &lo : NULL;
-        if (m->s.Fs > 0) ab.residual = NULL;   /* added after the shared experts' output */
+        SharedFfn sh = {m, lp, hn, NULL};
+        if (m->s.Fs > 0) {
+            ab.residual = NULL;   /* added after the shared experts' output */
+            ab.overlap = shared_ffn;   /* while the routed experts' rows travel */
+            ab.overlap_ctx = &sh;
+        }
         Tensor *y = moe_forward(t, hn, P(m, lp->router), P(m, lp->noise), P(m, lp->w1),
                                 P(m, lp->w3), P(m, lp->w2), &ab, m->exchange, &m->stats, aux, z);
         if (m->s.Fs == 0) return y;   /* the combine added the residual */
-        /* Shared experts: every token, no gate (DeepSeekMoE sec. 3.2); replicated weights, so
-         * no exchange and their gradients are all-reduced with the dense block. */
-        tape_region(t, REGION_EXPERTS);
-        Tensor *s1 = op_linear(t, hn, P(m, lp->sw1));                /* (N, Fs) */
-        Tensor *s3 = op_linear(t, hn, P(m, lp->sw3));                /* (N, Fs) */
-        Tensor *ys = op_swiglu_linear(t, s1, s3, P(m, lp->sw2));   /* (N, C) */
+        ASSERT(sh.ys != NULL, "layer %d: moe_forward did not run the shared experts", l);
         tape_region(t, REGION_OTHER);
-        y = op_add(t, y, ys);
+        y = op_add(t, y, sh.ys);
         return res ? op_add(t, res, y) : y;
     }
     tape_region(t, REGION_EXPERTS);

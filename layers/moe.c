@@ -5,6 +5,7 @@
 #include "core/pool.h"
 #include "layers/regions.h"
 #include "parallel/exchange.h"
+#include "parallel/expert_pipe.h"
 
 #include <math.h>
 #include <string.h>
@@ -311,16 +312,32 @@ Tensor *moe_forward(Tape *t, Tensor *x, Tensor *router, Tensor *noise, Tensor *w
         /* Expert parallel: slots travel to the ranks holding their experts and back. */
         Tensor *xg = op_gather_rows(t, x, rows, M);                 /* (M, C) */
         ExchangePlan *plan = exchange_plan(t, ex, offs, E, C);
-        Tensor *xr = op_exchange_to_experts(t, xg, plan);          /* (M_recv, C) */
-        tape_region(t, REGION_EXPERTS);
-        Tensor *yl = experts_unfused(t, xr, w1, w3, w2, lo, plan->offs_local, plan->El);
-        tape_region(t, REGION_ROUTER);
-        ye = op_exchange_from_experts(t, yl, plan);                 /* (M, C) */
+        const bool adapters = lo && (lo->a[0] || lo->a[1] || lo->a[2]);
+        if (plan->G > 1 && !adapters) {
+            /* chunks of local experts: the transfers of one overlap another's products,
+             * and the overlap work (shared experts) the first chunks' travel (expert
+             * adapters take the blocking path: the pipelined op has no adapter products) */
+            tape_region(t, REGION_EXPERTS);
+            ye = op_exchange_experts(t, xg, w1, w3, w2, plan, a->overlap,
+                                     a->overlap_ctx);                /* (M, C) */
+            tape_region(t, REGION_ROUTER);
+        } else {
+            /* the overlap work at the same place on the tape as the pipelined op puts it
+             * (before the exchange), so both paths add the grads of x in the same order */
+            if (a->overlap) a->overlap(t, a->overlap_ctx);
+            tape_region(t, REGION_ROUTER);
+            Tensor *xr = op_exchange_to_experts(t, xg, plan);      /* (M_recv, C) */
+            tape_region(t, REGION_EXPERTS);
+            Tensor *yl = experts_unfused(t, xr, w1, w3, w2, lo, plan->offs_local, plan->El);
+            tape_region(t, REGION_ROUTER);
+            ye = op_exchange_from_experts(t, yl, plan);             /* (M, C) */
+        }
     } else if (lo && (lo->a[0] || lo->a[1] || lo->a[2])) {
         /* expert adapters: the adapters' products read the gathered rows, so they are kept */
         Tensor *xg = op_gather_rows(t, x, rows, M);                 /* (M, C) */
         tape_region(t, REGION_EXPERTS);
         ye = experts_unfused(t, xg, w1, w3, w2, lo, offs, E);        /* (M, C) */
+        if (a->overlap) a->overlap(t, a->overlap_ctx);   /* where model_ffn had it */
         tape_region(t, REGION_ROUTER);
     } else {
         tape_region(t, REGION_EXPERTS);
@@ -329,6 +346,7 @@ Tensor *moe_forward(Tape *t, Tensor *x, Tensor *router, Tensor *noise, Tensor *w
         Tensor *h3;
         Tensor *h1 = op_gather_expert_up(t, x, rows, w1, w3, offs, E, &h3); /* (M, F) x2 */
         ye = op_swiglu_expert_linear(t, h1, h3, w2, offs, E);       /* (M, C) */
+        if (a->overlap) a->overlap(t, a->overlap_ctx);   /* where model_ffn had it */
         tape_region(t, REGION_ROUTER);
     }
     Tensor *y = op_combine_residual(t, a->residual, ye, gates, slot, W);   /* (N, C) */

@@ -136,6 +136,13 @@ typedef struct MoeLayerArgs {
     const MoeLora *lora;        /* adapters of this layer; NULL = none */
     float lora_dropout;         /* the gate adapter's dropout p (training; 0 = none): read
                                    by model_ffn when it builds lora */
+    void (*overlap)(Tape *t, void *ctx);   /* NULL, or work independent of the routed
+                                   experts (the shared experts) that moe_forward records
+                                   exactly once: with an exchange, after the dispatch is
+                                   posted and before the experts (so it runs while rows
+                                   travel, parallel/expert_pipe.h); without, after the
+                                   experts' products */
+    void *overlap_ctx;
 } MoeLayerArgs;
 
 /* The router noise of moe_forward: eps (N, E), eps[n, e] = moe_randn_key(a->seed, a->step,

@@ -35,7 +35,11 @@ void comm_init(Comm *c, int *argc, char ***argv) {
     c->node_comm = c->cross_comm = MPI_COMM_NULL;
     /* Only start MPI when a launcher set up a job; a plain `moetrain` run stays MPI-free. */
     if (getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_RANK")) {
-        MPI_Init(argc, argv);
+        /* funneled: the pipelined expert exchange (parallel/expert_pipe.h) tests its
+         * transfers on the main thread while the pool's helper threads multiply; no other
+         * thread calls MPI (Open MPI implements single and funneled alike) */
+        int provided = 0;
+        MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
         c->mpi = true;
         c->world = MPI_COMM_WORLD;
         MPI_Comm_rank(c->world, &c->rank);

@@ -11,27 +11,55 @@
  *                             so each rank gets its slots' outputs in its original order.
  * The backward of each is the other's forward (gradients travel the opposite way). Nothing
  * is sent for an expert a token did not choose. Counts are exchanged first with one
- * MPI_Alltoall of E/P integers per peer.
+ * MPI_Alltoall of E/P integers per peer (an MPI_Allgather of E per rank for two-stage
+ * routes, whose relays need every pair's count).
+ * These two ops are the blocking path (parallel.a2a_chunks = 1). With G > 1 chunks the plan
+ * also cuts the local experts into G groups, each with its own routes, and
+ * op_exchange_experts (parallel/expert_pipe.h) moves and multiplies them in a pipeline.
+ * The transfers themselves are parallel/a2a.h's: flat, or in two stages (node first) when
+ * parallel.hierarchical is on and the EP group spans whole nodes.
  */
 #ifndef MOE_EXCHANGE_H
 #define MOE_EXCHANGE_H
 
 #include "autograd/ops.h"
+#include "parallel/a2a.h"
 #include "parallel/comm.h"
 
+/* A zeroed struct with .comm set is the blocking flat exchange (chunks 0 reads as 1);
+ * exchange_init chooses chunks and the two-stage route. */
 struct MoeExchange {
     const Comm *comm;    /* borrowed */
+    int chunks;          /* parallel.a2a_chunks: 1 = one blocking all-to-all each way; G > 1 =
+                            the local experts in G groups, pipelined (parallel/expert_pipe.h) */
+    A2aGroup group;      /* the EP group; group.hier: two-stage routes (parallel/a2a.h) */
+    bool ready;          /* group filled (exchange_init, or lazily flat by exchange_plan) */
 };
+
+/* Fill ex for comm's EP group: chunks >= 1; hierarchical: use the two-stage route when the
+ * EP group is several whole nodes (comm->hier and P a multiple of the node size L). Inside
+ * one node (P <= L, L a multiple of P: consecutive ranks) the flat exchange is already
+ * node-local, and a group that neither fills whole nodes nor fits in one stays flat.
+ * Collective over the world (builds the group's node and cross-node communicators). */
+void exchange_init(struct MoeExchange *ex, const Comm *comm, int chunks, bool hierarchical);
+void exchange_free(struct MoeExchange *ex);
 
 typedef struct ExchangePlan {
     int P, El, C;
+    int G;                       /* chunks: groups of consecutive local experts */
+    int *j0;                     /* (G+1) chunk c = local experts j0[c] .. j0[c+1]-1 */
+    A2aRoute *disp, *comb;       /* (G) chunk c's dispatch (slots to their experts) and
+                                    combine (outputs back) routes; the gradients travel
+                                    the reverse ways on the same routes */
     int me;                      /* this rank's index in the EP group */
     int M_send, M_recv;          /* rows this rank sends / receives */
     int32_t *cnt_send;           /* (P, El) rows for expert q*El+j sent to rank q */
     int32_t *cnt_recv;           /* (P, El) rows for local expert j received from rank p */
     int *scount, *sdispl;        /* (P) floats sent to / displacement per peer */
     int *rcount, *rdispl;        /* (P) floats received from / displacement per peer */
-    int32_t *perm;               /* (M_recv) source-major row -> expert-major row */
+    int32_t *perm;               /* (M_recv) staging row -> expert-major row; chunk c's
+                                    staging rows are offs_local[j0[c]] .. offs_local[j0[c+1]]
+                                    - 1, source-major inside the chunk */
     int32_t *offs_local;         /* (El+1) expert-major offsets of the local experts */
     float *buf;                  /* (max(M_send, M_recv), C) source-major staging */
     float *tmp;                  /* (M_send, C) receive buffer for accumulating backward */
@@ -39,7 +67,8 @@ typedef struct ExchangePlan {
 } ExchangePlan;
 
 /* Plan the exchange of the slots grouped by offs (E+1) of this rank: one count all-to-all
- * inside the EP group. Everything is carved from the tape's arena. */
+ * inside the EP group (an all-gather of every rank's counts for two-stage routes), then
+ * ex->chunks chunks (at most El). Everything is carved from the tape's arena. */
 ExchangePlan *exchange_plan(Tape *t, const struct MoeExchange *ex, const int32_t *offs, int E,
                             int C);
 

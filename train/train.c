@@ -346,6 +346,11 @@ static void print_banner(const Trainer *tr, double sgemm_gflops, double flops_to
                grad_reduce_block_hier(g, PBLOCK_DENSE) ? "node first" : "flat",
                grad_reduce_block_hier(g, PBLOCK_EXPERT) ? "node first" : "flat", bk);
     }
+    if (tr->model.exchange && (tr->ex.chunks > 1 || tr->ex.group.hier))
+        printf("expert exchange: %d chunk(s) of local experts (parallel.a2a_chunks %d)%s\n",
+               shape->E / comm->ep < tr->ex.chunks ? shape->E / comm->ep : tr->ex.chunks,
+               c->parallel.a2a_chunks, tr->ex.group.hier ? ", two stages: within each node, "
+               "then across nodes (parallel.hierarchical)" : "");
     if (c->parallel.shard_optimizer) {
         const ParamSet *ps = &tr->model.ps;
         const ParamBlock *d = &ps->blocks[PBLOCK_DENSE], *e = &ps->blocks[PBLOCK_EXPERT];

@@ -15,6 +15,7 @@ void trainer_free(Trainer *tr) {
     rundir_close(&tr->rd);   /* every write of the run is done: release the lock */
     grad_reduce_free(&tr->gr);
     if (tr->full.layer) model_free(&tr->full);
+    exchange_free(&tr->ex);   /* before comm_finalize: frees the two-stage communicators */
     moe_free(tr->xfer);
     moe_free(tr->in);
     moe_free(tr->tg);
@@ -253,7 +254,7 @@ int trainer_init(Trainer *tr, const Config *c, const Comm *comm, const char *res
     tr->model.doc_mask = c->data.doc_mask;
     tr->model.eot = tok_eot(&tr->data.tok);
     if (comm->size > 1 && shape.E > 0) {
-        tr->ex.comm = comm;
+        exchange_init(&tr->ex, comm, c->parallel.a2a_chunks, c->parallel.hierarchical);
         tr->model.exchange = &tr->ex;
     }
     tape_init(&tr->tape, 0);

@@ -109,7 +109,7 @@ static void run_init(Run *r) {
     ck_assert_int_eq(r->plan.P, g_comm.ep);   /* the plan's layout is comm_setup's */
     const int El = r->s.E / g_comm.ep;
     model_init(&r->m, &r->s, g_comm.ep_rank * El, El, 11);
-    r->ex.comm = &g_comm;
+    exchange_init(&r->ex, &g_comm, 1, false);   /* the blocking flat exchange */
     r->m.exchange = &r->ex;
     r->zero = g_shard && zero_shard(&r->m.ps, &g_comm) > 0;
     tape_init(&r->t, 1 << 20);

@@ -28,7 +28,8 @@
  * The distributed gradients go through the trainer's reduction (parallel/reduce.h: owned
  * summation order, small buckets reduced during the backward).
  * Run by ctest as `mpirun -n 4 mpi_grad EP [ROUTER | lora]` for EP = 1, 2, 4 (EP = 1: pure
- * data parallel).
+ * data parallel), and with MOE_TEST_A2A_CHUNKS=4 (the pipelined exchange,
+ * parallel/expert_pipe.h) for EP = 2, 4.
  */
 #include <check.h>
 #include <math.h>
@@ -46,6 +47,7 @@
 #include "testutil.h"
 
 static Comm g_comm;
+static struct MoeExchange g_ex;   /* MOE_TEST_A2A_CHUNKS (ctest): parallel.a2a_chunks */
 static int g_ep = 1;
 static int g_router = MOE_ROUTER_TOPK;
 /* argv[2] sigmoid_seq / groups_global: the topk router with its variants (0 = none) */
@@ -137,8 +139,7 @@ static void check_grads_match_m(ModelShape s, bool masked) {
     Model dm;
     model_init_lora(&dm, &s, g_lora, c->ep_rank * El, El, 9);
     lora_values(&dm);
-    struct MoeExchange ex = {.comm = c};
-    if (c->size > 1) dm.exchange = &ex;
+    if (c->size > 1) dm.exchange = &g_ex;
     StepCtx dctx = ctx;
     dctx.token_base = (long)row0 * T;
     dctx.lm_denom = masked ? (double)n_scored / c->size : 0.0;
@@ -238,8 +239,7 @@ START_TEST(test_router_bias_same_everywhere) {
     model_init(&ref, &s, 0, s.E, 9);
     model_init(&dm, &s, c->ep_rank * El, El, 9);
     ref.use_router_bias = dm.use_router_bias = true;
-    struct MoeExchange ex = {.comm = c};
-    if (c->size > 1) dm.exchange = &ex;
+    if (c->size > 1) dm.exchange = &g_ex;
     Tape t;
     tape_init(&t, 1 << 20);
     const float rate = 0.3f;   /* large, so the bias changes the routing within 4 steps */
@@ -313,8 +313,7 @@ START_TEST(test_recompute_matches_plain) {
     int El = s.E / c->ep, Bl = GB / c->size, row0 = c->rank * Bl;
     Model dm;
     model_init(&dm, &s, c->ep_rank * El, El, 9);
-    struct MoeExchange ex = {.comm = c};
-    if (c->size > 1) dm.exchange = &ex;
+    if (c->size > 1) dm.exchange = &g_ex;
     float *g[2][PBLOCK_COUNT];
     double loss[2];
     for (int rc = 0; rc < 2; rc++) {
@@ -388,10 +387,13 @@ int main(int argc, char **argv) {
         comm_finalize(&g_comm);
         return 1;
     }
+    const char *ch = getenv("MOE_TEST_A2A_CHUNKS");
+    exchange_init(&g_ex, &g_comm, ch ? atoi(ch) : 1, false);
     if (g_comm.rank == 0)
-        printf("ranks %d, expert parallel %d, router %s, products %s %s\n", g_comm.size,
-               g_comm.ep, argc > 2 ? argv[2] : "topk", gemm_backend_name(gemm_backend()),
-               gemm_precision_name(gemm_precision()));
+        printf("ranks %d, expert parallel %d, router %s, products %s %s, a2a chunks %d\n",
+               g_comm.size, g_comm.ep, argc > 2 ? argv[2] : "topk",
+               gemm_backend_name(gemm_backend()), gemm_precision_name(gemm_precision()),
+               g_ex.chunks);
     Suite *s = suite_create("mpi_grad");
     TCase *tc = tcase_create("grads");
     if (lora) {
@@ -413,6 +415,7 @@ run:
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
     failed = comm_max_world_i(&g_comm, failed);
+    exchange_free(&g_ex);
     comm_finalize(&g_comm);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -55,7 +55,7 @@ static void side_init(Side *s, const ModelShape *sh) {
     const Comm *c = &g_comm;
     const int El = sh->E / c->ep;
     model_init(&s->m, sh, c->ep_rank * El, El, 9);
-    s->ex.comm = c;
+    exchange_init(&s->ex, c, 1, false);
     if (c->size > 1) s->m.exchange = &s->ex;
     tape_init(&s->t, 1 << 20);
 }

@@ -6,7 +6,8 @@
 # aux-loss-free balancing on (moe.bias_update_rate, load-balancing loss off), whose bias
 # update reads the global loads, so the final biases of -n 1 and -n R agree too. Also:
 # impossible layouts fail from rank 0 with a clear message and a non-zero exit, without
-# hanging. Fine-tuning records (data.sft, prompt tokens LOSS_IGNORE): -n 2 and -n 4 match
+# hanging. parallel.a2a_chunks and parallel.hierarchical (two-stage route under MOE_NODE_MAP)
+# give bit-identical weights to the blocking flat exchange. Fine-tuning records (data.sft, prompt tokens LOSS_IGNORE): -n 2 and -n 4 match
 # -n 1 the same way, since every rank divides by the global count of completion tokens.
 # Usage: test_layout.sh PATH/TO/moetrain
 set -u
@@ -42,6 +43,25 @@ compare_layouts() {   # $1 label; rest: --set overrides
   done
 }
 compare_layouts r
+# The pipelined expert exchange (parallel.a2a_chunks) and the two-stage route (MOE_NODE_MAP:
+# two "nodes" of 2 ranks, the EP group of 4 spanning both) only reorder the work and the
+# messages: after 20 steps the weights and AdamW moments equal the blocking flat exchange's
+# (run r4 above) bit for bit.
+pipe_run() {   # $1 label; rest: --set overrides
+  local lb=$1; shift
+  if timeout 300 "$MPIRUN" -n 4 "$BIN" "$TMP/layout.yaml" --set "run.dir=$TMP/$lb" "$@" > "$TMP/${lb}log" 2>&1; then ok
+  else bad "$lb: mpirun -n 4 failed"; tail -20 "$TMP/${lb}log"; return; fi
+  h5diff -q "$TMP/r4/checkpoints/step_00000020.h5" "$TMP/$lb/checkpoints/step_00000020.h5" /params /params \
+    && h5diff -q "$TMP/r4/checkpoints/step_00000020.h5" "$TMP/$lb/checkpoints/step_00000020.h5" /optim /optim \
+    && ok || bad "$lb: final weights or moments differ from the blocking exchange's"
+}
+pipe_run c4 --set parallel.a2a_chunks=4
+grep -q "expert exchange: 2 chunk(s) of local experts (parallel.a2a_chunks 4)$" "$TMP/c4log" && ok || bad "c4: no chunked exchange line"
+MOE_NODE_MAP=0,0,1,1 pipe_run h4 --set parallel.a2a_chunks=2
+grep -q "two stages: within each node" "$TMP/h4log" && ok || bad "h4: the two-stage route was not used"
+"$BIN" "$TMP/layout.yaml" --set parallel.a2a_chunks=0 --set "run.dir=$TMP/bad0" > "$TMP/out" 2> "$TMP/err" \
+  && bad "a2a_chunks 0 accepted" || ok
+grep -q "parallel.a2a_chunks" "$TMP/err" && ok || { bad "a2a_chunks 0: message does not name the key"; cat "$TMP/err"; }
 compare_layouts b --set moe.bias_update_rate=0.01 --set moe.aux_loss_coef=0
 # the bias update counts every rank's tokens: the final biases of every layout are
 # bit-identical (a rank-local count would make them differ by whole steps of 0.01)
