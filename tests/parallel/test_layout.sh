@@ -6,9 +6,10 @@
 # aux-loss-free balancing on (moe.bias_update_rate, load-balancing loss off), whose bias
 # update reads the global loads, so the final biases of -n 1 and -n R agree too. Also:
 # impossible layouts fail from rank 0 with a clear message and a non-zero exit, without
-# hanging. parallel.a2a_chunks and parallel.hierarchical (two-stage route under MOE_NODE_MAP)
-# give bit-identical weights to the blocking flat exchange. Fine-tuning records (data.sft, prompt tokens LOSS_IGNORE): -n 2 and -n 4 match
-# -n 1 the same way, since every rank divides by the global count of completion tokens.
+# hanging. parallel.a2a_chunks gives bit-identical weights to the blocking exchange, flat and
+# two-stage (parallel.hierarchical under MOE_NODE_MAP). Fine-tuning records (data.sft, prompt
+# tokens LOSS_IGNORE): -n 2 and -n 4 match -n 1 the same way, since every rank divides by the
+# global count of completion tokens.
 # Usage: test_layout.sh PATH/TO/moetrain
 set -u
 BIN=${1:?usage: test_layout.sh MOETRAIN}
@@ -43,21 +44,26 @@ compare_layouts() {   # $1 label; rest: --set overrides
   done
 }
 compare_layouts r
-# The pipelined expert exchange (parallel.a2a_chunks) and the two-stage route (MOE_NODE_MAP:
-# two "nodes" of 2 ranks, the EP group of 4 spanning both) only reorder the work and the
-# messages: after 20 steps the weights and AdamW moments equal the blocking flat exchange's
-# (run r4 above) bit for bit.
-pipe_run() {   # $1 label; rest: --set overrides
-  local lb=$1; shift
+# The pipelined expert exchange (parallel.a2a_chunks) only reorders the work and the
+# messages: after 20 steps the weights and AdamW moments equal the blocking exchange's bit
+# for bit: flat against run r4 above; as two "nodes" of 2 ranks (MOE_NODE_MAP, the EP group
+# of 4 spanning both: the two-stage route) against the blocking two-stage run n1, since the
+# node layout also makes the gradient reduction sum node by node (parallel/reduce.h), a
+# different rounding from r4's flat order. (Two-stage against flat, exchange alone, bit for
+# bit: mpi_pipe_n4_ep4_nodes.)
+pipe_run() {   # $1 label; $2 reference run; rest: --set overrides
+  local lb=$1 ref=$2; shift 2
   if timeout 300 "$MPIRUN" -n 4 "$BIN" "$TMP/layout.yaml" --set "run.dir=$TMP/$lb" "$@" > "$TMP/${lb}log" 2>&1; then ok
   else bad "$lb: mpirun -n 4 failed"; tail -20 "$TMP/${lb}log"; return; fi
-  h5diff -q "$TMP/r4/checkpoints/step_00000020.h5" "$TMP/$lb/checkpoints/step_00000020.h5" /params /params \
-    && h5diff -q "$TMP/r4/checkpoints/step_00000020.h5" "$TMP/$lb/checkpoints/step_00000020.h5" /optim /optim \
-    && ok || bad "$lb: final weights or moments differ from the blocking exchange's"
+  [ "$ref" = none ] && return
+  h5diff -q "$TMP/$ref/checkpoints/step_00000020.h5" "$TMP/$lb/checkpoints/step_00000020.h5" /params /params \
+    && h5diff -q "$TMP/$ref/checkpoints/step_00000020.h5" "$TMP/$lb/checkpoints/step_00000020.h5" /optim /optim \
+    && ok || bad "$lb: final weights or moments differ from run $ref's (blocking exchange)"
 }
-pipe_run c4 --set parallel.a2a_chunks=4
+pipe_run c4 r4 --set parallel.a2a_chunks=4
 grep -q "expert exchange: 2 chunk(s) of local experts (parallel.a2a_chunks 4)$" "$TMP/c4log" && ok || bad "c4: no chunked exchange line"
-MOE_NODE_MAP=0,0,1,1 pipe_run h4 --set parallel.a2a_chunks=2
+MOE_NODE_MAP=0,0,1,1 pipe_run n1 none --set parallel.a2a_chunks=1
+MOE_NODE_MAP=0,0,1,1 pipe_run h4 n1 --set parallel.a2a_chunks=2
 grep -q "two stages: within each node" "$TMP/h4log" && ok || bad "h4: the two-stage route was not used"
 "$BIN" "$TMP/layout.yaml" --set parallel.a2a_chunks=0 --set "run.dir=$TMP/bad0" > "$TMP/out" 2> "$TMP/err" \
   && bad "a2a_chunks 0 accepted" || ok
