@@ -90,10 +90,11 @@ static void print_plan(const Config *c, const CostCluster *k, const CostPlan *p)
            p->G_e);
     printf("  %-24s %14.0f  %s\n", "parameter all-gather", p->gather,
            human(p->gather, b1, sizeof b1));
-    printf("  %-24s %14.0f  %s (rows %s, x %.0f transfers, uniform routing; counts %s)\n",
+    printf("  %-24s %14.0f  %s (rows %s, x %.0f transfers, uniform routing%s; counts %s)\n",
            "expert all-to-all", p->a2a_rows + p->a2a_counts,
            human(p->a2a_rows + p->a2a_counts, b1, sizeof b1), human(p->a2a_rows, b2, sizeof b2),
-           p->xfers, human(p->a2a_counts, b3, sizeof b3));
+           p->xfers, p->two_stage ? ", two-stage route: rows for other nodes sent twice" : "",
+           human(p->a2a_counts, b3, sizeof b3));
     printf("  %-24s %14.0f  %s (routing counts)\n", "small all-reduces", p->other,
            human(p->other, b1, sizeof b1));
     printf("bytes leaving each node per step: gradient reduction %s, all-gather %s, "

@@ -99,6 +99,7 @@ static int check_cluster(const Config *c, const CostCluster *k, MoeErr *err) {
 
 int costmodel_estimate(const Config *c, const CostCluster *k, CostPlan *p, MoeErr *err) {
     memset(p, 0, sizeof *p);
+    p->relay = 1.0;
     if (check_cluster(c, k, err)) return -1;
     /* the layout exactly as comm_setup makes it (a Comm without MPI of R ranks) */
     Comm cm;
@@ -166,6 +167,17 @@ int costmodel_estimate(const Config *c, const CostCluster *k, CostPlan *p, MoeEr
     if (s.E > 0 && R > 1) {
         const double off = p->slots * (P - 1.0) / P;   /* uniform: (P-1)/P leave the rank */
         p->a2a_rows = A * L * costmodel_exchange_bytes(off, off, s.C, c->train.recompute);
+        /* the two-stage route (parallel/a2a.h; parallel/exchange.c takes it when the EP
+         * group is Nn > 1 whole nodes): stage 1 sends the rows for the Ln - 1 other local
+         * indices, (Ln-1)/Ln of the slots; stage 2 forwards what the node's Ln ranks hold
+         * for the same local index on the Nn - 1 other nodes, Ln M / P per node = (Nn-1)/Nn
+         * of the slots: rows for other nodes are sent twice */
+        p->two_stage = p->hier && P > p->Ln && P % p->Ln == 0;
+        if (p->two_stage) {
+            const double Lg = p->Ln, Nn = P / p->Ln;
+            p->relay = ((Lg - 1.0) / Lg + (Nn - 1.0) / Nn) / ((P - 1.0) / P);
+            p->a2a_rows *= p->relay;
+        }
         p->a2a_counts = A * L * p->plans * (P - 1.0) * El * 4.0;
         p->other = A * L * p->plans * costmodel_allreduce_bytes(R, 4.0 * E);
     }
@@ -199,7 +211,8 @@ int costmodel_estimate(const Config *c, const CostCluster *k, CostPlan *p, MoeEr
         }
         far /= R;
         same /= R;   /* Lp: members of the EP group on the rank's node */
-        const double bytes = p->a2a_rows + p->a2a_counts;
+        /* the flat route's bytes: the two-stage route sends more, not more across nodes */
+        const double bytes = p->a2a_rows / p->relay + p->a2a_counts;
         p->net_a2a = Ln * far * bytes;
         const double calls = A * L * (2.0 * p->xfers + p->plans);
         double intra = (1.0 - far) * bytes, lat;

@@ -18,7 +18,11 @@
  *                                    whose backward runs the forward's exchange again) plus
  *                                    plans (P-1) E/P 4 bytes of per-expert counts (plans = 1,
  *                                    2 with recompute); under uniform routing out = in =
- *                                    M (P-1)/P with M the kept slots of the rank's N tokens
+ *                                    M (P-1)/P with M the kept slots of the rank's N tokens;
+ *                                    on the two-stage route (hierarchical, the EP group Nn
+ *                                    whole nodes of Ln ranks) a row for another node is sent
+ *                                    twice (relayed inside its node first): out = in =
+ *                                    M ((Ln-1)/Ln + (Nn-1)/Nn)
  *   small all-reduces (COMM_OTHER)   the routing counts: plans 2 (R-1)/R 4 E per MoE layer
  *                                    and micro-batch (the losses, norms and statistics of a
  *                                    step, O(L) doubles, are left out)
@@ -61,6 +65,10 @@ typedef struct CostPlan {
     double slots;                  /* M: routed slots one rank keeps per MoE layer and micro-
                                       batch (uniform routing; top-p: its cap) */
     double xfers, plans;           /* transfers of each routed row; exchange plans per layer */
+    bool two_stage;                /* the exchange takes the two-stage route (parallel/a2a.h):
+                                      hierarchical, the EP group several whole nodes */
+    double relay;                  /* rows sent per row of the flat route (1, or more on
+                                      the two-stage route) */
     /* bytes one rank sends per optimizer step, by counter (parallel/comm.h) */
     double grad_dense, grad_expert;   /* COMM_GRAD = their sum */
     double gather;                    /* COMM_GATHER */

@@ -68,13 +68,24 @@ want=$(( 3*2*L*N*K/2*C*4 + 2*L*1*(E/2)*4 ))
 
 # across nodes: 4 ranks on 2 nodes with P = 2 keep every EP group inside a node (nothing of
 # the all-to-all leaves it); P = 4 sends half of each rank's off-rank rows (the 2 peers of
-# 3 on the other node: 2/3) out, times the node's 2 ranks
+# 3 on the other node: 2/3) out, times the node's 2 ranks. Flat (hierarchical false) the
+# rank sends the rows of the single-node case; on the two-stage route (the default
+# hierarchical, the EP group = 2 whole nodes of 2) stage 1 sends 1/2 of the slots to the
+# node peer and stage 2 forwards 1/2 across: rows M (1/2 + 1/2) instead of M 3/4, while the
+# bytes leaving the node stay the flat route's
 "$BIN" plan "$CFG" --ranks 4 --nodes 2 --set parallel.expert_parallel=2 > "$TMP/out" 2>&1
 grep -q "all-to-all 0 B$" "$TMP/out" && ok || bad "EP inside a node sent rows across: $(grep leaving "$TMP/out")"
-"$BIN" plan "$CFG" --ranks 4 --nodes 2 > "$TMP/out" 2>&1
+"$BIN" plan "$CFG" --ranks 4 --nodes 2 --set parallel.hierarchical=false > "$TMP/out" 2>&1
 a2a=$(bytes 'expert all-to-all')
+want=$(( 2*2*L*N*K*3/4*C*4 + L*3*(E/4)*4 ))
+[ "$a2a" = "$want" ] && ok || bad "flat across nodes: all-to-all $a2a, want $want"
 want=$(awk -v a="$a2a" 'BEGIN { printf "%.3f MB", 2 * a * 2 / 3 / 1e6 }')
 grep -q "all-to-all $want$" "$TMP/out" && ok || bad "across nodes: $(grep leaving "$TMP/out"), want all-to-all $want"
+"$BIN" plan "$CFG" --ranks 4 --nodes 2 > "$TMP/out" 2>&1
+want2=$(( 2*2*L*N*K*C*4 + L*3*(E/4)*4 ))
+[ "$(bytes 'expert all-to-all')" = "$want2" ] && ok || bad "two-stage: all-to-all $(bytes 'expert all-to-all'), want $want2"
+grep -q "two-stage route" "$TMP/out" && ok || bad "two-stage: the plan does not say so"
+grep -q "all-to-all $want$" "$TMP/out" && ok || bad "two-stage: $(grep leaving "$TMP/out"), want all-to-all $want (the flat route's)"
 
 # time: everything hidden leaves the larger of compute and communication; doubling the
 # node's rate halves the compute
