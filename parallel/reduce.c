@@ -357,6 +357,7 @@ static void stage_start(GradReduce *g, GrBlock *k, GrBucket *bu, int q, int s) {
 /* dst[x] = (((src_0[x] + src_1[x]) + ...) + src_{p-1}[x]) (x scale when scaled), the parts
  * src_j = src + j n: the fixed order of reduce.h. */
 static void sum_parts(float *dst, const float *src, int p, size_t n, bool scaled, float scale) {
+    if (n == 0) return;   /* an empty slice (more ranks than positions): src may be NULL */
     memcpy(dst, src, n * sizeof(float));
     for (int j = 1; j < p; j++) {
         const float *s = src + (size_t)j * n;
