@@ -4,11 +4,12 @@
 #   2. the same tests built with AddressSanitizer + UndefinedBehaviorSanitizer (any report
 #      is fatal; tests/lsan.supp lists Open MPI's own allocations), except the *_2threads
 #      repeats of tests that already ran with one thread;
-#   3. stage 1's tests again with each other OpenBLAS kernel set this CPU runs (Haswell:
-#      AVX2, SkylakeX: AVX-512, except the one stage 1 ran with; and the library's own
-#      choice when the host sets OPENBLAS_CORETYPE): results through a BLAS differ in rounding between kernels and
-#      thread counts, and the suite must pass with any of them. The variable is set only
-#      for these test processes, never for a user's run;
+#   3. only when a developer asks for it with MOE_KERNEL_REPEATS=1 (CI and README's command
+#      do not: they leave the host's OPENBLAS_CORETYPE as it is, set or not): stage 1's tests
+#      again with each other OpenBLAS kernel set this CPU runs (Haswell: AVX2, SkylakeX:
+#      AVX-512, except the one stage 1 ran with; and the library's own choice when the host
+#      sets OPENBLAS_CORETYPE): results through a BLAS differ in rounding between kernels
+#      and thread counts, and the suite must pass with any of them;
 #   4. every libFuzzer target for FUZZ_SECONDS (default 15) on its committed seed corpus
 #      (tests/fuzz/run_fuzz.sh; clang).
 # Prints "run_all: N passed, N failed" over the stages and exits non-zero on failure.
@@ -41,13 +42,15 @@ cpu_flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)
 stage1_core=${OPENBLAS_CORETYPE:-$(build/moetrain --version 2>/dev/null |
                                     sed -n 's/^openblas:.*(core \([A-Za-z0-9]*\),.*/\1/p')}
 kernels=()
-[ -n "${OPENBLAS_CORETYPE:-}" ] && kernels+=(default)
-for k in Haswell:avx2 SkylakeX:avx512f; do
-  name=${k%%:*}; flag=${k##*:}
-  if [[ " $cpu_flags " == *" $flag "* ]] && [ "${stage1_core,,}" != "${name,,}" ]; then
-    kernels+=("$name")
-  fi
-done
+if [ "${MOE_KERNEL_REPEATS:-0}" = 1 ]; then
+  [ -n "${OPENBLAS_CORETYPE:-}" ] && kernels+=(default)
+  for k in Haswell:avx2 SkylakeX:avx512f; do
+    name=${k%%:*}; flag=${k##*:}
+    if [[ " $cpu_flags " == *" $flag "* ]] && [ "${stage1_core,,}" != "${name,,}" ]; then
+      kernels+=("$name")
+    fi
+  done
+fi
 for k in "${kernels[@]}"; do
   if [ "$k" = default ]; then
     stage "tests with OpenBLAS's own kernel choice" env -u OPENBLAS_CORETYPE ctest --test-dir build -j "$jobs" --output-on-failure
