@@ -3,7 +3,8 @@
 #   1. a warning-free (-Werror) build and every Check, MPI and integration test (ctest);
 #   2. the same tests built with AddressSanitizer + UndefinedBehaviorSanitizer (any report
 #      is fatal; tests/lsan.supp lists Open MPI's own allocations), except the *_2threads
-#      repeats of tests that already ran with one thread;
+#      repeats of tests that already ran with one thread and the three layout-invariance
+#      trainings (their code is sanitized through the mpi_* tests);
 #   3. only when a developer asks for it with MOE_KERNEL_REPEATS=1 (CI and README's command
 #      do not: they leave the host's OPENBLAS_CORETYPE as it is, set or not): stage 1's tests
 #      again with each other OpenBLAS kernel set this CPU runs (Haswell: AVX2, SkylakeX:
@@ -33,8 +34,13 @@ build_and_test() {   # DIR CTEST-EXCLUDE-REGEX cmake-options...
 }
 stage "tests" build_and_test build ""
 # Under the sanitizers the *_2threads repeats are left out: they run the same code as their
-# one-thread runs (which ASan+UBSan do check); stage 1 runs them for the thread split.
-stage "tests under ASan+UBSan" build_and_test build-asan "_2threads$" -DMOE_SANITIZE=ON -DMOE_NATIVE=OFF
+# one-thread runs (which ASan+UBSan do check); stage 1 runs them for the thread split. So
+# are the three layout-invariance trainings (test_layout, test_route_layout, test_buckets:
+# moetrain under mpirun for 20 steps per layout, 190 s under the sanitizers): the code they
+# drive is checked under ASan+UBSan by the mpi_grad, mpi_pipe, mpi_reduce and mpi_zero
+# tests, and stage 1 runs them for the invariance itself.
+stage "tests under ASan+UBSan" build_and_test build-asan \
+  "_2threads$|^test_layout$|^test_route_layout$|^test_buckets$" -DMOE_SANITIZE=ON -DMOE_NATIVE=OFF
 # Kernel sets for stage 3: those the CPU can run, other than the one stage 1 ran with (the
 # host's OPENBLAS_CORETYPE, or else the set moetrain's start-up left OpenBLAS with, which
 # `moetrain --version` names: a repeat with that set would run the same kernels again).
