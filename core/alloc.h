@@ -12,7 +12,8 @@
 #define MOE_ALIGN 64
 
 void *moe_malloc(size_t n);
-void *moe_calloc(size_t n);  /* zeroed */
+void *moe_calloc(size_t n);  /* zeroed; a large block's pages become resident only when
+                               first written (the C library's calloc) */
 void *moe_realloc(void *p, size_t old_n, size_t new_n); /* keeps min(old,new) bytes */
 void moe_free(void *p);      /* NULL is fine */
 char *moe_strdup(const char *s);
