@@ -21,9 +21,12 @@
 
 static int g_pass, g_fail;
 static void check(int cond, const char *what) {
-    if (cond) g_pass++;
-    else fprintf(stderr, "FAIL: %s\n", what);
-    if (!cond) g_fail++;
+    if (cond) {
+        g_pass++;
+    } else {
+        g_fail++;
+        fprintf(stderr, "FAIL: %s\n", what);
+    }
 }
 
 static int members(MPI_Comm mc) {
